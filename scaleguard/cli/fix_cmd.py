@@ -1,0 +1,1 @@
+"""(in progress) commands of this verb register here on import."""

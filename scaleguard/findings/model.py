@@ -1,0 +1,93 @@
+"""Findings: the verdict of one policy on one subject, and the file that carries them.
+
+``findings.json`` is read by reports, the fix planner, history and CI gates, so its field names are a
+public contract (DESIGN §4). Every evaluated (policy, node) pair is a finding, passes included, so a
+report can prove what was checked and not only what failed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"
+    NOT_ASSESSED = "not_assessed"
+    WAIVED = "waived"
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        """Higher is worse; used for ``--fail-on`` and sorting."""
+        return _RANK[self]
+
+    def at_least(self, threshold: Severity) -> bool:
+        return self.rank >= threshold.rank
+
+
+_RANK = {
+    Severity.INFO: 0,
+    Severity.LOW: 1,
+    Severity.MEDIUM: 2,
+    Severity.HIGH: 3,
+    Severity.CRITICAL: 4,
+}
+
+
+class Finding(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str
+    name: str = ""
+    title: str = ""
+    cluster: str = ""
+    node: str
+    scope: str = ""
+    status: Status
+    severity: Severity
+    message: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    remediation: str | None = None
+    references: list[str] = Field(default_factory=list)
+    subject: str | None = Field(default=None, description="what the finding is about, e.g. a thumbprint")
+    waiver: dict[str, Any] | None = None
+
+    @property
+    def is_problem(self) -> bool:
+        """True when the finding needs someone's attention (fail, error or not assessed)."""
+        return self.status in (Status.FAIL, Status.ERROR, Status.NOT_ASSESSED)
+
+
+class FindingsFile(BaseModel):
+    """The whole ``findings.json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: str = "1.0"
+    generated_at: datetime
+    source: str
+    mode: str = "offline"
+    insecure: bool = False
+    policies: list[dict[str, Any]] = Field(default_factory=list)
+    findings: list[Finding]
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=1), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> FindingsFile:
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
