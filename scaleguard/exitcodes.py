@@ -22,7 +22,9 @@ def audit_exit_code(
     if warn_only:
         return ExitCode.OK
     findings = list(findings)
-    incomplete = any(f.status in (Status.ERROR, Status.NOT_ASSESSED) for f in findings)
+    incomplete = any(
+        f.status is Status.ERROR or (f.status is Status.NOT_ASSESSED and f.applicable) for f in findings
+    )
     if incomplete and not allow_incomplete:
         return ExitCode.INCOMPLETE
     if any(f.status is Status.FAIL and f.severity.at_least(fail_on) for f in findings):

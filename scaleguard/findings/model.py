@@ -65,6 +65,11 @@ class Finding(BaseModel):
     references: list[str] = Field(default_factory=list)
     subject: str | None = Field(default=None, description="what the finding is about, e.g. a thumbprint")
     waiver: dict[str, Any] | None = None
+    applicable: bool = Field(
+        default=True,
+        description="False when the policy cannot apply in this mode (live-only check offline); such a "
+        "not_assessed finding is shown everywhere but does not make the audit incomplete",
+    )
 
     @property
     def is_problem(self) -> bool:

@@ -1,0 +1,127 @@
+"""The audit as one pass through the stages: collect → snapshot → evaluate → findings → reports.
+
+Each stage hands the next one an artefact (``snapshot.json``, ``findings.json``) and never reaches back
+to the nodes, so a report can be rebuilt from files alone and evaluation stays pure. The CLI only turns
+flags into :class:`AuditOptions` and the result into an exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scaleguard.exitcodes import ExitCode, audit_exit_code
+from scaleguard.findings.model import Finding, FindingsFile, Severity
+from scaleguard.snapshot.model import Snapshot
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    out_dir: Path
+    evidence: Path | None = None
+    inventory: Path | None = None
+    policy_dirs: tuple[Path, ...] = ()
+    fail_on: Severity = Severity.HIGH
+    allow_incomplete: bool = False
+    warn_only: bool = False
+    concurrency: int = 8
+    insecure: bool = False
+    progress: bool = True
+    waivers: Path | None = None
+    history: Path | None = None
+    notify_webhook: str | None = None
+    now: datetime | None = None
+
+
+@dataclass
+class AuditResult:
+    snapshot: Snapshot
+    findings: FindingsFile
+    exit_code: ExitCode
+    outputs: dict[str, Path] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def collect(options: AuditOptions) -> Snapshot:
+    """Stage 1: evidence folder or live WinRM, both giving the same snapshot model."""
+    if options.evidence is not None:
+        from scaleguard.collectors.evidence import read_evidence
+
+        return Snapshot(clusters=[read_evidence(options.evidence)])
+    if options.inventory is not None:
+        from scaleguard.collectors.live import collect_inventory
+
+        return collect_inventory(
+            options.inventory,
+            concurrency=options.concurrency,
+            insecure=options.insecure,
+            progress=options.progress,
+        )
+    raise ValueError("either an evidence folder or an inventory is needed")
+
+
+def evaluate(snapshot: Snapshot, options: AuditOptions, now: datetime) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """Stage 2 (pure): every policy against every node it applies to."""
+    from scaleguard.policies.engine import evaluate as evaluate_policies
+    from scaleguard.policies.loader import load_policies
+
+    policies = load_policies(list(options.policy_dirs))
+    findings = evaluate_policies(snapshot, policies, now=now)
+    return findings, [p.summary() for p in policies]
+
+
+PostProcessor = Callable[[list[Finding], FindingsFile, AuditOptions, datetime], None]
+"""Later stages that enrich the findings file in place (waivers, history, root causes)."""
+
+
+def _post_processors() -> list[PostProcessor]:
+    hooks: list[PostProcessor] = []
+    try:
+        from scaleguard.findings.postprocess import POST_PROCESSORS
+    except ImportError:  # the nightly-operations stages are optional building blocks
+        return hooks
+    hooks.extend(POST_PROCESSORS)
+    return hooks
+
+
+def run_audit(options: AuditOptions, *, on_stage: Callable[[str], None] | None = None) -> AuditResult:
+    now = options.now or datetime.now(UTC)
+    note = on_stage or (lambda _stage: None)
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+
+    note("collect")
+    snapshot = collect(options)
+    snapshot_path = options.out_dir / "snapshot.json"
+    snapshot.write(snapshot_path)
+
+    note("evaluate")
+    findings, policy_summaries = evaluate(snapshot, options, now)
+    source = str(options.evidence or options.inventory)
+    live = any(c.mode == "live" for c in snapshot.clusters)
+    insecure = any(n.collection.insecure for c in snapshot.clusters for n in c.nodes)
+    findings_file = FindingsFile(
+        generated_at=now,
+        source=source,
+        mode="live" if live else "offline",
+        insecure=insecure,
+        policies=policy_summaries,
+        findings=findings,
+    )
+    for hook in _post_processors():
+        hook(findings_file.findings, findings_file, options, now)
+    findings_path = options.out_dir / "findings.json"
+    findings_file.write(findings_path)
+
+    note("report")
+    from scaleguard.reports.registry import write_reports
+
+    outputs = write_reports(options.out_dir, snapshot, findings_file, now=now)
+    outputs = {"snapshot.json": snapshot_path, "findings.json": findings_path, **outputs}
+    code = audit_exit_code(
+        findings_file.findings, options.fail_on, allow_incomplete=options.allow_incomplete,
+        warn_only=options.warn_only,
+    )
+    return AuditResult(snapshot=snapshot, findings=findings_file, exit_code=code, outputs=outputs)
