@@ -31,6 +31,7 @@ class AuditOptions:
     insecure: bool = False
     progress: bool = True
     waivers: Path | None = None
+    waiver_max_days: int | None = None
     history: Path | None = None
     notify_webhook: str | None = None
     now: datetime | None = None
@@ -124,4 +125,9 @@ def run_audit(options: AuditOptions, *, on_stage: Callable[[str], None] | None =
         findings_file.findings, options.fail_on, allow_incomplete=options.allow_incomplete,
         warn_only=options.warn_only,
     )
-    return AuditResult(snapshot=snapshot, findings=findings_file, exit_code=code, outputs=outputs)
+    result = AuditResult(snapshot=snapshot, findings=findings_file, exit_code=code, outputs=outputs)
+    if options.notify_webhook:  # after the reports exist, so the summary can point at them
+        from scaleguard.notify import notify_audit
+
+        notify_audit(options.notify_webhook, result)
+    return result

@@ -1,1 +1,399 @@
-"""(in progress) commands of this verb register here on import."""
+"""``scaleguard fix``: plan from failing findings, show it, and only with ``--apply`` change nodes.
+
+Dry run is the default and changes nothing. ``--apply`` asks before touching a node unless ``--yes``;
+with no terminal to ask on it refuses rather than assume. After applying, the nodes are audited again
+and the result says what is fixed and what is not. ``--undo RUN`` reverts a journaled run.
+
+Exit codes: 0 — dry run shown, nothing to do, or applied and everything addressed is fixed; 1 — a step
+failed (rolled back) or a finding is still failing after the fix; 2 — usage error or the plan was refused
+(``--max-nodes``, no confirmation).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from scaleguard.exitcodes import ExitCode
+
+from .groups import app
+
+if TYPE_CHECKING:
+    from scaleguard.findings.model import Finding, FindingsFile
+    from scaleguard.remediators.base import MasterPfx
+    from scaleguard.remediators.model import Plan, SecretRef
+    from scaleguard.snapshot.model import Snapshot
+
+
+class FixUsageError(Exception):
+    """What the user asked for cannot be done as asked (exit 2)."""
+
+
+@app.command("fix")
+def fix(
+    inventory: Annotated[
+        Path | None,
+        typer.Option("--inventory", help="Live: collect, evaluate and (with --apply) fix over WinRM."),
+    ] = None,
+    findings: Annotated[
+        Path | None,
+        typer.Option("--findings", help="Plan from an audit's findings.json instead of collecting."),
+    ] = None,
+    snapshot: Annotated[
+        Path | None,
+        typer.Option("--snapshot", help="The snapshot.json of those findings (default: next to them)."),
+    ] = None,
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="Apply this reviewed plan.json instead of planning anew.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for plan.json (and the apply report).")
+    ] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Change the nodes (default: dry run).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    max_nodes: Annotated[
+        int | None, typer.Option("--max-nodes", min=1, help="Refuse a plan that touches more nodes.")
+    ] = None,
+    journal: Annotated[
+        Path | None, typer.Option("--journal", help="Fix journal (SQLite); default in the user data folder.")
+    ] = None,
+    undo: Annotated[str | None, typer.Option("--undo", help="Revert the run with this id.")] = None,
+    master_hash: Annotated[
+        str, typer.Option("--master-hash", help="Signature hash of a new master certificate: sha256 or sha1.")
+    ] = "sha256",
+    master_pfx: Annotated[
+        Path | None, typer.Option("--master-pfx", help="Import this enterprise master certificate (PFX).")
+    ] = None,
+    master_pfx_password_env: Annotated[
+        str | None,
+        typer.Option(
+            "--master-pfx-password-env",
+            help="Environment variable holding the PFX password (else it is prompted for).",
+        ),
+    ] = None,
+    policies: Annotated[
+        list[Path] | None, typer.Option("--policies", help="Extra policy pack folder (repeatable).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Live: nodes read at once.")] = 8,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Live: skip WinRM TLS validation.")] = False,
+) -> None:
+    """Plan the fixes for failing findings; with --apply, carry them out in a safe order."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out_console = Console(highlight=False, width=max(160, Console().width))
+    try:
+        if master_hash not in ("sha256", "sha1"):
+            raise FixUsageError("--master-hash must be sha256 or sha1")
+        journal_path = journal or _default_journal()
+        if undo is not None:
+            raise typer.Exit(_undo(undo, inventory, journal_path, yes, insecure, err))
+        code = _fix(
+            inventory=inventory,
+            findings_path=findings,
+            snapshot_path=snapshot,
+            plan_file=plan_file,
+            out=out,
+            apply=apply,
+            yes=yes,
+            max_nodes=max_nodes,
+            journal_path=journal_path,
+            master_hash="sha1" if master_hash == "sha1" else "sha256",
+            master_pfx=master_pfx,
+            pfx_env=master_pfx_password_env,
+            policy_dirs=tuple(policies or []),
+            concurrency=concurrency,
+            insecure=insecure,
+            err=err,
+            out_console=out_console,
+        )
+    except FixUsageError as exc:
+        _usage_exit(err, str(exc))
+    raise typer.Exit(code)
+
+
+def _default_journal() -> Path:
+    from scaleguard.remediators.journal import default_journal_path
+
+    return default_journal_path()
+
+
+def _usage_exit(console: Console, message: str) -> NoReturn:
+    console.print(f"[bold red]scaleguard fix: error:[/] {escape(message)}")
+    raise typer.Exit(int(ExitCode.USAGE))
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise FixUsageError("no terminal to confirm on: pass --yes to apply without asking")
+    if not typer.confirm(question, default=False):
+        raise FixUsageError("not confirmed; nothing was changed")
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    from scaleguard.collectors.inventory import InventoryError
+    from scaleguard.policies.loader import PolicyError
+
+    return (InventoryError, PolicyError)
+
+
+def _fix(
+    *,
+    inventory: Path | None,
+    findings_path: Path | None,
+    snapshot_path: Path | None,
+    plan_file: Path | None,
+    out: Path | None,
+    apply: bool,
+    yes: bool,
+    max_nodes: int | None,
+    journal_path: Path,
+    master_hash: Literal["sha256", "sha1"],
+    master_pfx: Path | None,
+    pfx_env: str | None,
+    policy_dirs: tuple[Path, ...],
+    concurrency: int,
+    insecure: bool,
+    err: Console,
+    out_console: Console,
+) -> int:
+    from scaleguard.remediators import PlanOptions, PlanRefused
+    from scaleguard.remediators import plan as make_plan
+    from scaleguard.remediators.model import Plan
+    from scaleguard.remediators.render import plan_view
+
+    if apply and inventory is None:
+        raise FixUsageError("--apply needs --inventory to reach the nodes")
+    secret_cache: dict[str, str] = {}
+    if plan_file is not None:
+        try:
+            the_plan = Plan.from_json(plan_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise FixUsageError(f"--plan {plan_file}: {exc}") from exc
+        if max_nodes is not None and len(the_plan.nodes()) > max_nodes:
+            raise FixUsageError(
+                f"the plan touches {len(the_plan.nodes())} nodes, more than --max-nodes {max_nodes}"
+            )
+        before: list[Finding] | None = None
+    else:
+        findings_file, snap = _inputs(
+            inventory, findings_path, snapshot_path, policy_dirs, concurrency, insecure, err
+        )
+        before = findings_file.findings
+        pfx = None
+        if master_pfx is not None:
+            pfx = _load_pfx(master_pfx, pfx_env, secret_cache)
+        options = PlanOptions(
+            master_hash=master_hash,
+            max_nodes=max_nodes,
+            master_pfx=pfx,
+            source=str(findings_path or inventory),
+        )
+        try:
+            the_plan = make_plan(findings_file, snap, options)
+        except PlanRefused as exc:
+            out_console.print(plan_view(exc.plan))
+            raise FixUsageError(str(exc)) from exc
+    out_console.print(plan_view(the_plan))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "plan.json").write_text(the_plan.to_json(), encoding="utf-8")
+        err.print(f"plan written to {escape(str(out / 'plan.json'))}")
+    if not apply:
+        if not the_plan.empty:
+            err.print("dry run: nothing was changed. Apply with --apply (and --inventory).")
+        return int(ExitCode.OK)
+    if the_plan.empty:
+        err.print("nothing to do: no failing finding needs a change.")
+        return int(ExitCode.OK)
+    assert inventory is not None
+    _confirm(f"Apply {len(the_plan.steps)} step(s) to {len(the_plan.nodes())} node(s)?", yes)
+
+    def secrets(ref: SecretRef) -> str:
+        key = ref.secret_env or ref.secret_prompt or ""
+        if key not in secret_cache:
+            from scaleguard.remediators.apply import resolve_secret
+
+            secret_cache[key] = resolve_secret(ref)
+        return secret_cache[key]
+
+    return _apply(
+        the_plan,
+        inventory,
+        journal_path,
+        before,
+        policy_dirs,
+        concurrency,
+        insecure,
+        out,
+        secrets,
+        err,
+        out_console,
+    )
+
+
+def _inputs(
+    inventory: Path | None,
+    findings_path: Path | None,
+    snapshot_path: Path | None,
+    policy_dirs: tuple[Path, ...],
+    concurrency: int,
+    insecure: bool,
+    err: Console,
+) -> tuple[FindingsFile, Snapshot]:
+    from scaleguard.findings.model import FindingsFile
+    from scaleguard.snapshot.model import Snapshot
+
+    if findings_path is not None:
+        snapshot_path = snapshot_path or findings_path.parent / "snapshot.json"
+        try:
+            return FindingsFile.read(findings_path), Snapshot.read(snapshot_path)
+        except (OSError, ValueError) as exc:
+            raise FixUsageError(f"cannot read the findings/snapshot: {exc}") from exc
+    if inventory is None:
+        raise FixUsageError("give --inventory FILE (live) or --findings FILE [--snapshot FILE]")
+    from scaleguard.remediators.verify import reaudit
+
+    err.print("collecting and evaluating…")
+    try:
+        snap, found = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
+    except _usage_errors() as exc:
+        raise FixUsageError(str(exc)) from exc
+    return FindingsFile(
+        generated_at=datetime.now(UTC), source=str(inventory), mode="live", findings=found
+    ), snap
+
+
+def _load_pfx(path: Path, env: str | None, cache: dict[str, str]) -> MasterPfx:
+    from scaleguard.remediators.model import SecretRef
+    from scaleguard.remediators.pfx import PfxError, load_master_pfx
+
+    if env:
+        password = os.environ.get(env)
+        if password is None:
+            raise FixUsageError(f"--master-pfx-password-env {env}: the variable is not set")
+        reference = SecretRef(secret_env=env)
+    else:
+        if not sys.stdin.isatty():
+            raise FixUsageError("--master-pfx needs --master-pfx-password-env (no terminal to prompt on)")
+        password = getpass.getpass(f"password of {path}: ")
+        reference = SecretRef(secret_prompt="master PFX password")
+    cache[reference.secret_env or reference.secret_prompt or ""] = password
+    try:
+        return load_master_pfx(path, password, reference)
+    except PfxError as exc:
+        raise FixUsageError(str(exc)) from exc
+
+
+def _apply(
+    the_plan: Plan,
+    inventory: Path,
+    journal_path: Path,
+    before: list[Finding] | None,
+    policy_dirs: tuple[Path, ...],
+    concurrency: int,
+    insecure: bool,
+    out: Path | None,
+    secrets: Callable[[SecretRef], str],
+    err: Console,
+    out_console: Console,
+) -> int:
+    from scaleguard.remediators.apply import Executor
+    from scaleguard.remediators.journal import Journal
+    from scaleguard.remediators.render import apply_view, verification_view
+    from scaleguard.remediators.transport import WinRMTransport
+    from scaleguard.remediators.verify import compare, reaudit
+
+    try:
+        transport = WinRMTransport(inventory, insecure=insecure)
+    except _usage_errors() as exc:
+        raise FixUsageError(str(exc)) from exc
+    with Journal(journal_path) as journal:
+        executor = Executor(
+            the_plan,
+            transport,
+            journal,
+            source=str(inventory),
+            secrets=secrets,
+            on_event=lambda kind, text: err.print(f"  {kind:>5} {escape(text)}"),
+        )
+        try:
+            report = executor.run()
+        except KeyboardInterrupt:
+            err.print(
+                f"[bold red]interrupted.[/] Undo what run {executor.report.run_id} changed with: "
+                f"scaleguard fix --undo {executor.report.run_id} --inventory {escape(str(inventory))}"
+            )
+            raise typer.Exit(130) from None
+        finally:
+            transport.close()
+    out_console.print(apply_view(report))
+    err.print(
+        f"journal: {escape(str(journal_path))}  (undo: scaleguard fix --undo {report.run_id} --inventory …)"
+    )
+    err.print("re-collecting and re-evaluating…")
+    _snapshot, after = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
+    verification = compare(the_plan, before or [], after)
+    out_console.print(verification_view(verification))
+    if out is not None:
+        payload = {
+            "run_id": report.run_id,
+            "status": report.status,
+            "units": report.units,
+            "steps": {k: asdict(v) for k, v in report.steps.items()},
+            "rollback_errors": report.rollback_errors,
+            "fixed": verification.fixed,
+            "still_failing": verification.still_failing,
+            "new_problems": verification.new_problems,
+        }
+        (out / "apply.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    ok = report.status in ("done", "nothing") and verification.clean
+    return int(ExitCode.OK if ok else ExitCode.FAILING)
+
+
+def _undo(
+    run_id: str, inventory: Path | None, journal_path: Path, yes: bool, insecure: bool, err: Console
+) -> int:
+    from scaleguard.remediators.journal import Journal
+    from scaleguard.remediators.render import undo_view
+    from scaleguard.remediators.transport import WinRMTransport
+    from scaleguard.remediators.undo import UndoError, pending_entries, undo_run
+
+    if inventory is None:
+        raise FixUsageError("--undo needs --inventory to reach the nodes")
+    if not journal_path.is_file():
+        raise FixUsageError(f"no journal at {journal_path}")
+    with Journal(journal_path) as journal:
+        if journal.run(run_id) is None:
+            raise FixUsageError(f"no run {run_id!r} in {journal_path}")
+        todo = pending_entries(journal, run_id)
+        if todo:
+            _confirm(f"Revert {len(todo)} action(s) of run {run_id}?", yes)
+        try:
+            transport = WinRMTransport(inventory, insecure=insecure)
+        except _usage_errors() as exc:
+            raise FixUsageError(str(exc)) from exc
+        try:
+            report = undo_run(
+                run_id,
+                transport,
+                journal,
+                on_event=lambda kind, text: err.print(f"  {kind:>5} {escape(text)}"),
+            )
+        except UndoError as exc:
+            raise FixUsageError(str(exc)) from exc
+        finally:
+            transport.close()
+    Console(highlight=False).print(undo_view(report))
+    return int(ExitCode.OK if report.ok else ExitCode.FAILING)

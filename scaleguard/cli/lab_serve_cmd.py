@@ -1,1 +1,74 @@
-"""(in progress) commands of this verb register here on import."""
+"""``scaleguard lab serve``: the evidence folder's nodes as simulated WinRM hosts, until Ctrl-C/SIGTERM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from scaleguard.exitcodes import ExitCode
+from scaleguard.lab.serve import LabError, LabOptions, serve_forever
+
+from .groups import lab_app
+
+
+@lab_app.command("serve")
+def serve(
+    evidence: Annotated[
+        Path, typer.Option("--evidence", help="Evidence folder (one cluster, or a folder of them).")
+    ],
+    inventory_out: Annotated[
+        Path, typer.Option("--inventory-out", help="Where to write the inventory `audit --inventory` uses.")
+    ],
+    latency_ms: Annotated[int, typer.Option("--latency-ms", min=0, help="Delay of every HTTP exchange.")] = 0,
+    exec_ms: Annotated[
+        int, typer.Option("--exec-ms", min=0, help="How long each command runs on a host.")
+    ] = 0,
+    https: Annotated[
+        bool, typer.Option("--https", help="Serve HTTPS (the lab CA goes next to the inventory).")
+    ] = False,
+    auth: Annotated[
+        str, typer.Option("--auth", help="basic or ntlm (NTLM encrypts messages over HTTP).")
+    ] = "basic",
+    port_base: Annotated[
+        int, typer.Option("--port-base", min=0, max=65000, help="First port (0: any free ports).")
+    ] = 0,
+    faults: Annotated[
+        Path | None, typer.Option("--faults", hidden=True, help="Tests: JSON of per-node injected faults.")
+    ] = None,
+    host_timeout: Annotated[
+        float,
+        typer.Option(
+            "--host-timeout", hidden=True, min=2, help="Per-host deadline written to the inventory."
+        ),
+    ] = 120.0,
+) -> None:
+    """Serve every node of an evidence folder over WinRM on 127.0.0.1 (password: $SCALEGUARD_LAB_PASSWORD)."""
+    console = Console(stderr=True, highlight=False)
+    mode = auth.lower()
+    if mode not in ("basic", "ntlm"):
+        console.print(
+            f"[bold red]scaleguard lab serve: error:[/] --auth must be basic or ntlm, not {escape(auth)}"
+        )
+        raise typer.Exit(int(ExitCode.USAGE))
+    auth_mode: Literal["basic", "ntlm"] = "ntlm" if mode == "ntlm" else "basic"
+    options = LabOptions(
+        evidence=evidence,
+        inventory_out=inventory_out,
+        latency_ms=latency_ms,
+        exec_ms=exec_ms,
+        https=https,
+        auth=auth_mode,
+        port_base=port_base,
+        faults=faults,
+        timeout_s=host_timeout,
+    )
+    try:
+        code = serve_forever(options, announce=lambda text: console.print(escape(text)))
+    except LabError as exc:
+        console.print(f"[bold red]scaleguard lab serve: error:[/] {escape(str(exc))}")
+        raise typer.Exit(int(ExitCode.USAGE)) from None
+    raise typer.Exit(code)

@@ -39,6 +39,7 @@ class CertSpec:
     server_auth: bool = True
     client_auth: bool = True
     key_seed: int = 0
+    ca: bool = False  # basicConstraints CA:TRUE + keyCertSign: TLS stacks refuse other issuers
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -99,6 +100,20 @@ def make_certificate(
                               (ExtendedKeyUsageOID.CLIENT_AUTH, spec.client_auth)) if on]
     if usages:
         builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if spec.ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                          encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+        key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        builder = builder.add_extension(key_id, critical=False)
+    if issuer is not None and _is_ca(issuer.certificate):
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False
+        )
     modern = _MODERN.get(spec.hash, hashes.SHA256())
     cert = builder.sign(signer_key, modern)  # type: ignore[arg-type]
     der = cert.public_bytes(serialization.Encoding.DER)
@@ -107,6 +122,13 @@ def make_certificate(
         der = _resign(der, signer_key, spec.hash, spec.serial if negative else None)
         cert = x509.load_der_x509_certificate(der)
     return IssuedCertificate(cert, der, key)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _resign(

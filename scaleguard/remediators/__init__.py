@@ -1,0 +1,12 @@
+"""Remediation: failing findings → a reviewable plan → ordered, journaled, reversible changes on nodes.
+
+``plan`` is pure (findings + snapshot in, :class:`Plan` out); :mod:`scaleguard.remediators.apply` runs a
+plan through the node agent with per-unit rollback, and :mod:`scaleguard.remediators.journal` keeps every
+step so a run can be undone. DESIGN §6 fixes the ordering rules.
+"""
+
+from scaleguard.remediators.base import MasterPfx, PlanOptions
+from scaleguard.remediators.model import Plan, Step, Unit
+from scaleguard.remediators.planner import PlanRefused, plan
+
+__all__ = ["MasterPfx", "Plan", "PlanOptions", "PlanRefused", "Step", "Unit", "plan"]

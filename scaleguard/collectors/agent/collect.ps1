@@ -1,0 +1,338 @@
+# scaleguard node agent (read-only). Windows PowerShell 5.1 compatible.
+#
+# Delivered over stdin behind the -EncodedCommand bootstrap (bootstrap.ps1), which passes the request
+# (JSON data, never PowerShell source) as the only argument. Prints ONE JSON document on stdout:
+# raw material only (config bytes, certificate DER, registry values, ACL identities); scaleguard parses
+# and judges on its side. A section that cannot be read is null and explained in "errors".
+# Output is ASCII-only (non-ASCII escaped as \uXXXX) so no console code page can mangle it.
+param([string]$RequestJson)
+
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+Set-StrictMode -Version 2.0
+
+$AgentSchema = 'scaleguard-agent/1'
+$AllSections = @('identity', 'sql', 'configs', 'stores', 'bindings', 'services', 'schannel', 'ssisdb')
+$SqlVersions = @('140', '150', '160')
+$Errors = New-Object System.Collections.Generic.List[object]
+
+function Add-AgentError([string]$Source, [string]$Message) {
+    $Errors.Add([ordered]@{ source = $Source; message = $Message })
+}
+
+function New-List {
+    return , (New-Object System.Collections.Generic.List[object])
+}
+
+function ConvertTo-Hex([byte[]]$Bytes) {
+    if ($null -eq $Bytes) { return $null }
+    return (($Bytes | ForEach-Object { $_.ToString('x2') }) -join '')
+}
+
+function Get-RegistryValue([string]$Path, [string]$Name) {
+    $item = Get-ItemProperty -LiteralPath $Path -Name $Name -ErrorAction SilentlyContinue
+    if ($null -eq $item) { return $null }
+    return $item.$Name
+}
+
+function Get-Identity {
+    $fqdn = $null
+    try { $fqdn = [System.Net.Dns]::GetHostEntry('').HostName } catch { $fqdn = $null }
+    $addresses = New-List
+    foreach ($nic in [System.Net.NetworkInformation.NetworkInterface]::GetAllNetworkInterfaces()) {
+        if ($nic.OperationalStatus -ne 'Up') { continue }
+        if ($nic.NetworkInterfaceType -eq 'Loopback') { continue }
+        foreach ($unicast in $nic.GetIPProperties().UnicastAddresses) {
+            $address = $unicast.Address
+            if ($address.IsIPv6LinkLocal) { continue }
+            $addresses.Add($address.ToString())
+        }
+    }
+    return [ordered]@{ computer_name = $env:COMPUTERNAME; fqdn = $fqdn; addresses = $addresses }
+}
+
+function Get-BinnFolder([string]$Version) {
+    $setup = "HKLM:\SOFTWARE\Microsoft\Microsoft SQL Server\$Version\DTS\Setup"
+    $sqlPath = Get-RegistryValue $setup 'SQLPath'
+    if ($sqlPath) { return (Join-Path $sqlPath 'Binn') }
+    return (Join-Path $env:ProgramFiles "Microsoft SQL Server\$Version\DTS\Binn")
+}
+
+function Get-SqlInstalls {
+    $installs = New-List
+    foreach ($version in $SqlVersions) {
+        $binn = Get-BinnFolder $version
+        $marker = Test-Path -LiteralPath "HKLM:\SOFTWARE\Microsoft\Microsoft SQL Server\$Version\DTS\Setup\SQL_IS_Master"
+        if ((Test-Path -LiteralPath $binn) -or $marker) {
+            $installs.Add([ordered]@{ version = $version; binn = $binn; master_marker = [bool]$marker })
+        }
+    }
+    return , $installs
+}
+
+function Get-ConfigFiles {
+    $configs = New-List
+    foreach ($version in $SqlVersions) {
+        $binn = Get-BinnFolder $version
+        foreach ($pair in @(@('master', 'MasterSettings.config'), @('worker', 'WorkerSettings.config'))) {
+            $path = Join-Path $binn $pair[1]
+            if (-not (Test-Path -LiteralPath $path -PathType Leaf)) { continue }
+            $bytes = [System.IO.File]::ReadAllBytes($path)
+            $configs.Add([ordered]@{
+                    role        = $pair[0]
+                    version     = $version
+                    path        = $path
+                    content_b64 = [Convert]::ToBase64String($bytes)
+                })
+        }
+    }
+    return , $configs
+}
+
+function Get-KeyFile($Cert) {
+    # CAPI keys live under MachineKeys, CNG keys under Crypto\Keys; the ACL of that file is who can read.
+    $key = $null
+    try { $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Cert) } catch { $key = $null }
+    if ($null -eq $key) {
+        try { $key = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Cert) } catch { $key = $null }
+    }
+    if ($null -eq $key) { return $null }
+    $programData = $env:ProgramData
+    if ($key -is [System.Security.Cryptography.RSACryptoServiceProvider]) {
+        $name = $key.CspKeyContainerInfo.UniqueKeyContainerName
+        return [ordered]@{ provider = 'capi'; file = (Join-Path $programData "Microsoft\Crypto\RSA\MachineKeys\$name") }
+    }
+    if ($key.PSObject.Properties['Key'] -and $key.Key.PSObject.Properties['UniqueName']) {
+        $name = $key.Key.UniqueName
+        $capi = Join-Path $programData "Microsoft\Crypto\RSA\MachineKeys\$name"
+        if (Test-Path -LiteralPath $capi) { return [ordered]@{ provider = 'capi'; file = $capi } }
+        return [ordered]@{ provider = 'cng'; file = (Join-Path $programData "Microsoft\Crypto\Keys\$name") }
+    }
+    return $null
+}
+
+function Get-KeyReaders([string]$File) {
+    # Identities with an Allow ACE granting read (ReadData, GenericRead or GenericAll) and no Deny of it.
+    $readMask = [int64]0x1 -bor [int64]0x80000000 -bor [int64]0x10000000
+    $allowed = New-List
+    $denied = New-List
+    foreach ($ace in (Get-Acl -LiteralPath $File).Access) {
+        $rights = [int64]($ace.FileSystemRights.value__) -band [int64]0xFFFFFFFF
+        if (($rights -band $readMask) -eq 0) { continue }
+        $who = $ace.IdentityReference.Value
+        if ($ace.AccessControlType -eq 'Deny') { $denied.Add($who) } else { $allowed.Add($who) }
+    }
+    $readers = New-List
+    foreach ($who in $allowed) {
+        if (-not $denied.Contains($who) -and -not $readers.Contains($who)) { $readers.Add($who) }
+    }
+    return , $readers
+}
+
+function Get-StoreCertificates([string]$Store) {
+    $certs = New-List
+    foreach ($cert in Get-ChildItem -LiteralPath "Cert:\LocalMachine\$Store") {
+        $entry = [ordered]@{
+            thumbprint      = $cert.Thumbprint
+            der_b64         = [Convert]::ToBase64String($cert.RawData)
+            has_private_key = [bool]$cert.HasPrivateKey
+            key_provider    = $null
+            key_file        = $null
+            key_readers     = $null
+        }
+        if ($cert.HasPrivateKey) {
+            try {
+                $keyFile = Get-KeyFile $cert
+                if ($null -ne $keyFile) {
+                    $entry.key_provider = $keyFile.provider
+                    $entry.key_file = $keyFile.file
+                    $entry.key_readers = Get-KeyReaders $keyFile.file
+                }
+            } catch {
+                Add-AgentError "stores/$Store/$($cert.Thumbprint)" "key ACL not readable: $($_.Exception.Message)"
+            }
+        }
+        $certs.Add($entry)
+    }
+    return , $certs
+}
+
+function Get-Stores {
+    $stores = [ordered]@{ Root = $null; My = $null }
+    foreach ($store in @('Root', 'My')) {
+        try { $stores[$store] = Get-StoreCertificates $store }
+        catch { Add-AgentError "stores/$store" $_.Exception.Message }
+    }
+    return $stores
+}
+
+function Get-RegistryBindings {
+    $base = 'HKLM:\SYSTEM\CurrentControlSet\Services\HTTP\Parameters'
+    $entries = New-List
+    foreach ($pair in @(@('SslBindingInfo', 'ipport'), @('SslSniBindingInfo', 'hostnameport'), @('SslCcsBindingInfo', 'ccs'))) {
+        $folder = Join-Path $base $pair[0]
+        if (-not (Test-Path -LiteralPath $folder)) { continue }
+        foreach ($key in Get-ChildItem -LiteralPath $folder) {
+            $values = Get-ItemProperty -LiteralPath $key.PSPath
+            $appId = $null
+            if ($values.PSObject.Properties['AppId'] -and $null -ne $values.AppId) {
+                $appId = '{' + (New-Object System.Guid (, [byte[]]$values.AppId)).ToString() + '}'
+            }
+            $store = $null
+            if ($values.PSObject.Properties['SslCertStoreName']) { $store = [string]$values.SslCertStoreName }
+            $hash = $null
+            if ($values.PSObject.Properties['SslCertHash']) { $hash = ConvertTo-Hex ([byte[]]$values.SslCertHash) }
+            $entries.Add([ordered]@{
+                    ip_port   = $key.PSChildName
+                    kind      = $pair[1]
+                    cert_hash = $hash
+                    app_id    = $appId
+                    store     = $store
+                })
+        }
+    }
+    return , $entries
+}
+
+function Get-Bindings {
+    try {
+        $entries = Get-RegistryBindings
+        return [ordered]@{ source = 'registry'; entries = $entries; netsh_b64 = $null }
+    } catch {
+        Add-AgentError 'bindings' "SslBindingInfo not readable, using netsh: $($_.Exception.Message)"
+    }
+    $text = (& netsh.exe http show sslcert | Out-String)
+    $bytes = [System.Text.Encoding]::UTF8.GetBytes($text)
+    return [ordered]@{ source = 'netsh'; entries = $null; netsh_b64 = [Convert]::ToBase64String($bytes) }
+}
+
+function Get-Services {
+    $filter = "Name LIKE 'SSISScaleOut%'"
+    if (Get-Command Get-CimInstance -ErrorAction SilentlyContinue) {
+        $found = @(Get-CimInstance -ClassName Win32_Service -Filter $filter)
+    } else {
+        $found = @(Get-WmiObject -Class Win32_Service -Filter $filter)
+    }
+    $services = New-List
+    foreach ($service in $found) {
+        $services.Add([ordered]@{
+                Name      = [string]$service.Name
+                State     = [string]$service.State
+                StartMode = [string]$service.StartMode
+                StartName = [string]$service.StartName
+            })
+    }
+    return , $services
+}
+
+function Get-Schannel {
+    $path = 'HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL'
+    $result = [ordered]@{ ClientAuthTrustMode = $null; SendTrustedIssuerList = $null }
+    foreach ($name in @('ClientAuthTrustMode', 'SendTrustedIssuerList')) {
+        $value = Get-RegistryValue $path $name
+        if ($null -ne $value) { $result[$name] = [int]$value }
+    }
+    return $result
+}
+
+function Get-SqlServerName($Configs) {
+    # Only to know where SSISDB is; scaleguard parses the file properly on its side.
+    foreach ($config in $Configs) {
+        if ($config.role -ne 'master') { continue }
+        $text = [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($config.content_b64))
+        if ($text.IndexOf([char]0) -ge 0) { $text = $text.Replace([string][char]0, '') }
+        $match = [regex]::Match($text, 'SqlServerName\W{1,4}([^<"]+)')
+        if ($match.Success) { return $match.Groups[1].Value.Trim() }
+    }
+    return '.'
+}
+
+function Invoke-SsisDbQuery($Connection, [string]$Sql) {
+    $command = $Connection.CreateCommand()
+    $command.CommandText = $Sql
+    $command.CommandTimeout = 15
+    $reader = $command.ExecuteReader()
+    $rows = New-List
+    try {
+        while ($reader.Read()) {
+            $row = [ordered]@{}
+            for ($i = 0; $i -lt $reader.FieldCount; $i++) {
+                $value = $reader.GetValue($i)
+                if ($value -is [System.DBNull]) { $value = $null }
+                elseif ($value -is [System.DateTimeOffset]) { $value = $value.ToString('o') }
+                elseif ($value -is [System.Guid]) { $value = $value.ToString() }
+                $row[$reader.GetName($i)] = $value
+            }
+            $rows.Add($row)
+        }
+    } finally { $reader.Close() }
+    return , $rows
+}
+
+function Get-SsisDb($Configs, [int]$TimeoutSeconds) {
+    $isMaster = $false
+    foreach ($config in $Configs) { if ($config.role -eq 'master') { $isMaster = $true } }
+    if (-not $isMaster) { return $null }
+    $builder = New-Object System.Data.SqlClient.SqlConnectionStringBuilder
+    $builder['Data Source'] = Get-SqlServerName $Configs
+    $builder['Initial Catalog'] = 'SSISDB'
+    $builder['Integrated Security'] = $true
+    $builder['Connect Timeout'] = $TimeoutSeconds
+    $connection = New-Object System.Data.SqlClient.SqlConnection $builder.ConnectionString
+    try {
+        $connection.Open()
+        $properties = [ordered]@{}
+        foreach ($row in (Invoke-SsisDbQuery $connection 'SELECT property_name, property_value FROM catalog.master_properties')) {
+            $properties[[string]$row.property_name] = [string]$row.property_value
+        }
+        $agents = Invoke-SsisDbQuery $connection 'SELECT WorkerAgentId, MachineName, DisplayName, IsEnabled, LastOnlineTime FROM catalog.worker_agents'
+        return [ordered]@{ master_properties = $properties; worker_agents = $agents }
+    } finally { $connection.Dispose() }
+}
+
+function ConvertTo-AsciiJson($Value) {
+    $json = ConvertTo-Json -InputObject $Value -Depth 8 -Compress
+    return [regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
+}
+
+$request = $RequestJson | ConvertFrom-Json
+if ($request.op -ne 'collect') {
+    [Console]::Error.WriteLine("scaleguard agent: unsupported op '$($request.op)'")
+    exit 2
+}
+$sections = $AllSections
+if ($request.PSObject.Properties['sections'] -and $null -ne $request.sections) { $sections = @($request.sections) }
+$sqlTimeout = 5
+if ($request.PSObject.Properties['sql_timeout_s'] -and $null -ne $request.sql_timeout_s) { $sqlTimeout = [int]$request.sql_timeout_s }
+
+$document = [ordered]@{ schema = $AgentSchema; op = 'collect'; errors = $Errors }
+try { $document.identity = Get-Identity }
+catch {
+    Add-AgentError 'identity' $_.Exception.Message
+    $document.identity = [ordered]@{ computer_name = $env:COMPUTERNAME; fqdn = $null; addresses = $null }
+}
+$configs = New-List
+try { $configs = Get-ConfigFiles } catch { Add-AgentError 'configs' $_.Exception.Message }
+foreach ($section in $sections) {
+    if ($section -eq 'identity') { continue }
+    $value = $null
+    try {
+        switch ($section) {
+            'sql' { $value = Get-SqlInstalls }
+            'configs' { $value = $configs }
+            'stores' { $value = Get-Stores }
+            'bindings' { $value = Get-Bindings }
+            'services' { $value = Get-Services }
+            'schannel' { $value = Get-Schannel }
+            'ssisdb' { $value = Get-SsisDb $configs $sqlTimeout }
+            default { Add-AgentError $section 'unknown section' }
+        }
+    } catch {
+        $value = $null
+        if ($section -eq 'ssisdb') { Add-AgentError 'ssisdb' "SSISDB not reachable: $($_.Exception.Message)" }
+        else { Add-AgentError $section $_.Exception.Message }
+    }
+    $document[$section] = $value
+}
+[Console]::Out.Write((ConvertTo-AsciiJson $document))
+exit 0

@@ -1,0 +1,419 @@
+"""Read an offline evidence folder (DESIGN §2) into a :class:`ClusterSnapshot`.
+
+The folder is assembled by hand on Windows, so anything can be in it. The reader's promises:
+
+* every node is read on its own, and every artefact of a node on its own: one bad file costs that
+  artefact (a diagnostic, the fact becomes unknown), never the node, never the cluster;
+* ``None`` means unknown and ``[]`` means "collected, nothing there" — a missing ``sslcert.txt`` is
+  unknown bindings, a header-only one is no bindings;
+* a settings file that exists but cannot be read is still a :class:`ConfigFile` (with ``parse_error``),
+  so the node keeps its role and SO-M01/SO-W01 report the broken file instead of the node vanishing;
+* nothing is read whole beyond a sane size (4 MiB for text artefacts, 1 MiB for a certificate), and
+  nothing that is not a regular file is opened for reading (a FIFO would hang the audit);
+* file and folder names are matched case-insensitively, as they are on the Windows box they came from.
+
+Entries at the cluster level that are not folders (a README, the zip the folder came in) are not nodes:
+they are skipped and logged at INFO level, because a cluster snapshot has no place for diagnostics and
+such files are normal. Folders starting with ``.`` and ``__MACOSX`` (archive debris) are skipped too.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from scaleguard.collectors.parsers.certs import CertificateParseError, load_certificates_with_notes
+from scaleguard.collectors.parsers.config import ConfigKind, parse_config_with_notes
+from scaleguard.collectors.parsers.host import host_from_json, schannel_from_json
+from scaleguard.collectors.parsers.keys import apply_key_facts, key_facts_from_json
+from scaleguard.collectors.parsers.netsh import NetshParseError, parse_sslcert_with_notes
+from scaleguard.collectors.parsers.psjson import PowerShellJsonError, loads_powershell_json
+from scaleguard.collectors.parsers.services import services_from_json
+from scaleguard.snapshot.model import (
+    Certificate,
+    CertificateStore,
+    ClusterSnapshot,
+    Collection,
+    CollectionState,
+    ConfigFile,
+    Diagnostic,
+    DiagnosticLevel,
+    HostIdentity,
+    NodeSnapshot,
+    Schannel,
+    Service,
+    SslBinding,
+)
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+MIB = 1024 * 1024
+TEXT_LIMIT = 4 * MIB
+CERT_LIMIT = 1 * MIB
+CERT_SUFFIXES = frozenset({".cer", ".crt", ".pem", ".der", ".p7b", ".p7c", ""})
+SKIPPED_FOLDERS = frozenset({"__macosx"})
+MASTER_FILE = "MasterSettings.config"
+WORKER_FILE = "WorkerSettings.config"
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+class _Unreadable(Exception):
+    """A file that exists but cannot be used; the message completes "<file> ..."."""
+
+
+def read_evidence(path: Path) -> ClusterSnapshot:
+    """The cluster in ``path``: one node per sub-folder, named by the folder (the computer name).
+
+    Raises :class:`NotADirectoryError` only when ``path`` itself is not a folder (a usage error);
+    everything found inside becomes data or diagnostics.
+    """
+    if not path.is_dir():
+        raise NotADirectoryError(f"evidence folder {path} does not exist or is not a folder")
+    nodes: list[NodeSnapshot] = []
+    with os.scandir(path) as entries:
+        listing = sorted(entries, key=lambda e: e.name.casefold())
+    with _collector_paused():
+        for entry in listing:
+            if entry.name.startswith(".") or entry.name.casefold() in SKIPPED_FOLDERS:
+                continue
+            if not _is_dir(entry):
+                log.info("evidence %s: %r is not a node folder; ignored", path, entry.name)
+                continue
+            nodes.append(read_node(Path(entry.path)))
+    return ClusterSnapshot(
+        cluster=path.name or path.resolve().name,
+        collected_at=datetime.now(UTC),
+        source=str(path),
+        mode="offline",
+        nodes=nodes,
+    )
+
+
+def read_node(node_dir: Path) -> NodeSnapshot:
+    """One node folder; never raises (an unforeseen failure becomes a FAILED node with a diagnostic)."""
+    started = time.perf_counter()
+    try:
+        node = _NodeReader(node_dir).read()
+    except Exception as exc:  # noqa: BLE001 - the promise is "never a crash"; the reason is kept
+        reason = f"the node folder could not be read: {type(exc).__name__}: {exc}"
+        node = NodeSnapshot(
+            name=node_dir.name,
+            identity=HostIdentity(computer_name=node_dir.name),
+            collection=Collection(state=CollectionState.FAILED, reason=reason),
+            diagnostics=[Diagnostic(level=DiagnosticLevel.ERROR, source=".", message=reason)],
+        )
+    node.collection.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    return node
+
+
+class _NodeReader:
+    """Reads one node folder artefact by artefact, collecting diagnostics instead of raising."""
+
+    def __init__(self, node_dir: Path) -> None:
+        self.name = node_dir.name
+        self.diagnostics: list[Diagnostic] = []
+        self.files = self._listing(node_dir, "")
+
+    def read(self) -> NodeSnapshot:
+        master = self._config(MASTER_FILE, "master")
+        worker = self._config(WORKER_FILE, "worker")
+        no_stores: tuple[CertificateStore | None, CertificateStore | None] = (None, None)
+        root, my = self._guarded("certs", no_stores, self._stores)
+        bindings = self._guarded("sslcert.txt", None, self._bindings)
+        services = self._guarded("services.json", None, self._services)
+        self._guarded("keys.json", None, lambda: self._keys(root, my))
+        identity = self._guarded("host.json", HostIdentity(computer_name=self.name), self._identity)
+        schannel = self._guarded("schannel.json", None, self._schannel)
+        return NodeSnapshot(
+            name=self.name,
+            identity=identity,
+            collection=self._collection(master, worker),
+            master_config=master,
+            worker_config=worker,
+            root=root,
+            my=my,
+            bindings=bindings,
+            services=services,
+            schannel=schannel,
+            sql_versions=None,
+            diagnostics=self.diagnostics,
+        )
+
+    # -- plumbing ------------------------------------------------------------------------------------
+
+    def _note(self, level: DiagnosticLevel, source: str, message: str) -> None:
+        self.diagnostics.append(Diagnostic(level=level, source=source, message=message))
+
+    def _guarded(self, source: str, default: _T, read: Callable[[], _T]) -> _T:
+        try:
+            return read()
+        except Exception as exc:  # noqa: BLE001 - one artefact's failure must not cost the node
+            self._note(DiagnosticLevel.ERROR, source,
+                       f"could not be read ({type(exc).__name__}: {exc}); treated as unknown")
+            return default
+
+    def _listing(self, folder: str | Path, prefix: str) -> dict[str, os.DirEntry[str]]:
+        """Entries by lower-cased name; a second entry differing only in case is reported, not used."""
+        found: dict[str, os.DirEntry[str]] = {}
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=_entry_name):
+                key = entry.name.lower()
+                if key in found:
+                    self._note(DiagnosticLevel.LOW, prefix + entry.name,
+                               f"ignored: same name as {found[key].name!r} apart from letter case")
+                    continue
+                found[key] = entry
+        return found
+
+    def _read(self, entry: os.DirEntry[str], limit: int, what: str) -> bytes:
+        try:
+            fd = os.open(entry.path, _OPEN_FLAGS)
+        except OSError as exc:
+            raise _Unreadable(f"cannot be opened ({exc.strerror or exc})") from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise _Unreadable("is not a regular file")
+            if info.st_size > limit:
+                raise _Unreadable(f"is too large to be {what} ({_size(info.st_size)}; limit {_size(limit)})")
+            data = os.read(fd, info.st_size + 1)
+            if len(data) == info.st_size:
+                return data
+            chunks = [data]
+            total = len(data)
+            while data and total <= limit:
+                data = os.read(fd, limit + 1 - total)
+                chunks.append(data)
+                total += len(data)
+            if total > limit:
+                raise _Unreadable(f"is too large to be {what} (grew past {_size(limit)} while read)")
+            return b"".join(chunks)
+        except OSError as exc:
+            raise _Unreadable(f"cannot be read ({exc.strerror or exc})") from exc
+        finally:
+            os.close(fd)
+
+    # -- artefacts -----------------------------------------------------------------------------------
+
+    def _config(self, name: str, kind: ConfigKind) -> ConfigFile | None:
+        entry = self.files.get(name.lower())
+        if entry is None:
+            return None
+        try:
+            data = self._read(entry, TEXT_LIMIT, "a settings file")
+            config, notes = parse_config_with_notes(data, entry.name, kind=kind)
+        except _Unreadable as exc:
+            config, notes = ConfigFile(path=entry.name, parse_error=f"the file {exc}"), []
+        except Exception as exc:  # noqa: BLE001 - keep the role: a broken file is still a settings file
+            reason = f"could not be read ({type(exc).__name__}: {exc})"
+            self._note(DiagnosticLevel.ERROR, entry.name, reason)
+            return ConfigFile(path=entry.name, parse_error=reason)
+        if config.parse_error:
+            self._note(DiagnosticLevel.WARNING, entry.name, config.parse_error)
+        for note in notes:
+            self._note(DiagnosticLevel.INFO, entry.name, note)
+        return config
+
+    def _payload(self, name: str, limit: int, what: str) -> tuple[str, bytes] | None:
+        entry = self.files.get(name.lower())
+        if entry is None:
+            return None
+        try:
+            return entry.name, self._read(entry, limit, what)
+        except _Unreadable as exc:
+            self._note(DiagnosticLevel.WARNING, entry.name, f"{exc}; treated as unknown")
+            raise _Skip from exc
+
+    def _bindings(self) -> list[SslBinding] | None:
+        try:
+            found = self._payload("sslcert.txt", TEXT_LIMIT, "netsh output")
+        except _Skip:
+            return None
+        if found is None:
+            self._note(DiagnosticLevel.WARNING, "sslcert.txt",
+                       "missing (netsh http show sslcert > sslcert.txt); HTTP.sys bindings unknown")
+            return None
+        name, data = found
+        try:
+            bindings, notes = parse_sslcert_with_notes(data)
+        except NetshParseError as exc:
+            self._note(DiagnosticLevel.WARNING, name, f"{exc}; HTTP.sys bindings unknown")
+            return None
+        for note in notes:
+            self._note(DiagnosticLevel.INFO, name, note)
+        return bindings
+
+    def _json(self, name: str) -> tuple[str, object] | None:
+        """(name as found, decoded JSON) or ``None`` when absent or unusable (with a diagnostic)."""
+        try:
+            found = self._payload(name, TEXT_LIMIT, "a PowerShell JSON export")
+        except _Skip:
+            return None
+        if found is None:
+            return None
+        file_name, data = found
+        try:
+            return file_name, loads_powershell_json(data)
+        except PowerShellJsonError as exc:
+            self._note(DiagnosticLevel.WARNING, file_name, f"{exc}; treated as unknown")
+            return None
+
+    def _services(self) -> list[Service] | None:
+        found = self._json("services.json")
+        if found is None:
+            return None
+        name, value = found
+        if value is None:
+            self._note(DiagnosticLevel.INFO, name, "is empty: no SSIS Scale Out service was exported")
+        services, notes = services_from_json(value)
+        for note in notes:
+            self._note(DiagnosticLevel.LOW, name, note)
+        return services
+
+    def _keys(self, root: CertificateStore | None, my: CertificateStore | None) -> None:
+        found = self._json("keys.json")
+        if found is None:
+            return None
+        name, value = found
+        facts, notes = key_facts_from_json(value)
+        for note in notes:
+            self._note(DiagnosticLevel.LOW, name, note)
+        unmatched = apply_key_facts(facts, (root, my))
+        if unmatched:
+            listed = ", ".join(f"{f.store or '?'}\\{f.thumbprint}" for f in unmatched[:5])
+            more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
+            self._note(DiagnosticLevel.INFO, name,
+                       f"{len(unmatched)} row(s) name certificates not exported under certs/: {listed}{more}")
+        return None
+
+    def _identity(self) -> HostIdentity:
+        found = self._json("host.json")
+        if found is None:
+            return HostIdentity(computer_name=self.name)
+        name, value = found
+        identity, notes = host_from_json(value, self.name)
+        for note in notes:
+            self._note(DiagnosticLevel.LOW, name, note)
+        return identity
+
+    def _schannel(self) -> Schannel | None:
+        found = self._json("schannel.json")
+        if found is None:
+            return None
+        name, value = found
+        schannel, notes = schannel_from_json(value)
+        for note in notes:
+            self._note(DiagnosticLevel.LOW, name, note)
+        return schannel
+
+    def _stores(self) -> tuple[CertificateStore | None, CertificateStore | None]:
+        certs = self.files.get("certs")
+        if certs is None or not _is_dir(certs):
+            self._note(DiagnosticLevel.WARNING, "certs",
+                       "missing: the Root and My stores are unknown (export them to certs/Root, certs/My)")
+            return None, None
+        folders = self._listing(certs.path, certs.name + "/")
+        return (
+            self._guarded(f"{certs.name}/Root", None, lambda: self._store(folders, certs.name, "Root")),
+            self._guarded(f"{certs.name}/My", None, lambda: self._store(folders, certs.name, "My")),
+        )
+
+    def _store(
+        self, folders: dict[str, os.DirEntry[str]], certs_name: str, name: Literal["Root", "My"]
+    ) -> CertificateStore | None:
+        folder = folders.get(name.lower())
+        if folder is None or not _is_dir(folder):
+            self._note(DiagnosticLevel.WARNING, f"{certs_name}/{name}",
+                       f"missing: LocalMachine\\{name} is unknown")
+            return None
+        prefix = f"{certs_name}/{folder.name}/"
+        certificates: list[Certificate] = []
+        seen: dict[str, str] = {}
+        for entry in self._listing(folder.path, prefix).values():
+            source = prefix + entry.name
+            for certificate in self._certificate_file(entry, source):
+                first = seen.get(certificate.thumbprint)
+                if first is not None:
+                    self._note(DiagnosticLevel.INFO, source,
+                               f"the same certificate as {first} ({certificate.thumbprint}); counted once")
+                    continue
+                seen[certificate.thumbprint] = source
+                certificates.append(certificate)
+        return CertificateStore(name=name, certificates=certificates)
+
+    def _certificate_file(self, entry: os.DirEntry[str], source: str) -> list[Certificate]:
+        if _is_dir(entry):
+            self._note(DiagnosticLevel.INFO, source, "ignored: a folder inside a certificate store folder")
+            return []
+        stem, dot, extension = entry.name.rpartition(".")
+        suffix = f".{extension.lower()}" if dot and stem else ""
+        if suffix not in CERT_SUFFIXES:
+            self._note(DiagnosticLevel.INFO, source,
+                       f"ignored: {suffix!r} is not a certificate export (.cer, .crt, .pem, .der)")
+            return []
+        try:
+            data = self._read(entry, CERT_LIMIT, "a certificate")
+            certificates, notes = load_certificates_with_notes(data, source=source)
+        except _Unreadable as exc:
+            self._note(DiagnosticLevel.LOW, source, f"ignored: the file {exc}")
+            return []
+        except CertificateParseError as exc:
+            self._note(DiagnosticLevel.LOW, source, f"ignored: {exc}")
+            return []
+        except Exception as exc:  # noqa: BLE001 - one odd file must not cost the store
+            self._note(DiagnosticLevel.ERROR, source, f"could not be read ({type(exc).__name__}: {exc})")
+            return []
+        for note in notes:
+            self._note(DiagnosticLevel.INFO, source, note)
+        return certificates
+
+    def _collection(self, master: ConfigFile | None, worker: ConfigFile | None) -> Collection:
+        if master is not None or worker is not None:
+            return Collection(transport="evidence")
+        reason = (
+            "the node folder is empty" if not self.files
+            else f"neither {MASTER_FILE} nor {WORKER_FILE} is in the node folder"
+        )
+        return Collection(state=CollectionState.NO_CONFIG, reason=reason, transport="evidence")
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Reading a fleet allocates hundreds of thousands of small, acyclic objects (models, lists, dicts)
+    that all stay alive; the cyclic garbage collector would rescan the growing heap again and again for
+    nothing (about a tenth of the reader's time). Reference counting still frees everything we drop."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _Skip(Exception):
+    """The artefact was present but unusable; its diagnostic is already recorded."""
+
+
+def _entry_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _size(count: int) -> str:
+    return f"{count / MIB:.1f} MiB" if count >= MIB else f"{count} bytes"

@@ -1,0 +1,479 @@
+"""The live-audit inventory (YAML): which clusters, which nodes, and how to reach them.
+
+```yaml
+defaults:
+  transport:                   # every key optional; clusters and nodes override key by key
+    scheme: https              # http | https (default https)
+    port: 5986                 # default 5985 for http, 5986 for https
+    auth: ntlm                 # basic | ntlm | kerberos | credssp | certificate (default ntlm)
+    ca_bundle: certs/ca.pem    # PEM bundle to validate the node certificates (relative to this file)
+    username: CORP\\auditor
+    credential: {env: SCALEGUARD_PASSWORD}   # or {keyring: service-name} or {prompt: true}
+    client_cert: auditor.pem   # certificate auth only, with client_key
+    client_key: auditor.key
+    timeout: 120               # hard per-host deadline in seconds
+    operation_timeout: 20      # WS-Man OperationTimeout of one long poll
+clusters:
+  - name: prod
+    transport: {port: 5986}
+    masters:                   # one or more (an HA/FCI pair is two)
+      - ssis-m1.corp.example   # a bare host; the node name is the host's first DNS label
+    workers:
+      - {host: 10.0.2.8, name: SSIS-W1, port: 5986, transport: {timeout: 300}}
+```
+
+The file names *where* a password is, never the password: a ``password`` key anywhere, or a literal string
+as ``credential``, is refused. Every mistake is reported with ``file:line`` and all of them at once, so
+fixing an inventory is one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import yaml
+
+Scheme = Literal["http", "https"]
+AuthMethod = Literal["basic", "ntlm", "kerberos", "credssp", "certificate"]
+Role = Literal["master", "worker"]
+
+SCHEMES: tuple[Scheme, ...] = ("http", "https")
+AUTH_METHODS: tuple[AuthMethod, ...] = ("basic", "ntlm", "kerberos", "credssp", "certificate")
+DEFAULT_PORTS = {"http": 5985, "https": 5986}
+TRANSPORT_KEYS = (
+    "scheme",
+    "port",
+    "auth",
+    "ca_bundle",
+    "username",
+    "credential",
+    "client_cert",
+    "client_key",
+    "timeout",
+    "operation_timeout",
+)
+_SECRET_WORDS = ("password", "passwd", "pwd", "secret")
+
+
+class InventoryError(ValueError):
+    """The inventory cannot be used; the message lists every problem as ``file:line: what``."""
+
+
+@dataclass(frozen=True)
+class CredentialRef:
+    """Where a password comes from; the value itself is only fetched at collection time."""
+
+    kind: Literal["env", "keyring", "prompt"]
+    name: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "prompt":
+            return "an interactive prompt"
+        return f"{'environment variable' if self.kind == 'env' else 'keyring service'} {self.name}"
+
+
+@dataclass(frozen=True)
+class Transport:
+    scheme: Scheme = "https"
+    port: int | None = None
+    auth: AuthMethod = "ntlm"
+    ca_bundle: Path | None = None
+    username: str | None = None
+    credential: CredentialRef | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    timeout: float = 120.0
+    operation_timeout: int = 20
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.scheme]
+
+
+@dataclass(frozen=True)
+class InventoryNode:
+    name: str
+    host: str
+    roles: tuple[Role, ...]
+    transport: Transport
+    line: int | None = None
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport.scheme}://{host}:{self.transport.effective_port}/wsman"
+
+
+@dataclass(frozen=True)
+class InventoryCluster:
+    name: str
+    nodes: tuple[InventoryNode, ...]
+
+    @property
+    def masters(self) -> list[InventoryNode]:
+        return [n for n in self.nodes if "master" in n.roles]
+
+    @property
+    def workers(self) -> list[InventoryNode]:
+        return [n for n in self.nodes if "worker" in n.roles]
+
+    def knows(self, machine_name: str) -> bool:
+        """Whether a machine SSISDB names is one of this cluster's nodes (by name, host or first label)."""
+        wanted = machine_name.strip().lower()
+        short = wanted.split(".", 1)[0]
+        for node in self.nodes:
+            for known in (node.name.lower(), node.host.lower()):
+                if wanted == known or short == known.split(".", 1)[0]:
+                    return True
+        return False
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    clusters: tuple[InventoryCluster, ...]
+
+    def nodes(self) -> list[tuple[InventoryCluster, InventoryNode]]:
+        return [(c, n) for c in self.clusters for n in c.nodes]
+
+
+def load_inventory(path: Path) -> Inventory:
+    """Parse and check ``path``; raises :class:`InventoryError` listing every problem found."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"{path}: is not UTF-8 text") from exc
+    try:
+        document = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise InventoryError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
+    return _Reader(path).read(document)
+
+
+class _Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.base = path.parent
+        self.errors: list[str] = []
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def error(self, node: yaml.Node | None, message: str) -> None:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        self.errors.append(f"{self.path}{line}: {message}")
+
+    # -- YAML node helpers ---------------------------------------------------------------------------
+
+    def mapping(self, node: yaml.Node, what: str, known: tuple[str, ...]) -> dict[str, yaml.Node] | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, f"{what} must be a mapping")
+            return None
+        result: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key, str):
+                self.error(key_node, f"{what}: keys must be names")
+                continue
+            if any(word in key.lower() for word in _SECRET_WORDS):
+                self.error(
+                    key_node,
+                    f"{what}: '{key}' looks like a password; the inventory must not hold "
+                    "secrets — use credential: {{env: VAR}}, {{keyring: SERVICE}} or {{prompt: true}}",
+                )
+                continue
+            if key not in known:
+                self.error(key_node, f"{what}: unknown key '{key}' (known: {', '.join(known)})")
+                continue
+            if key in result:
+                self.error(key_node, f"{what}: '{key}' is given twice")
+                continue
+            result[key] = value_node
+        return result
+
+    def scalar(self, node: yaml.Node, what: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self.error(node, f"{what} must be a single value")
+            return None
+        constructor = yaml.SafeLoader("")
+        try:
+            return constructor.construct_object(node)
+        finally:
+            constructor.dispose()
+
+    def text(self, node: yaml.Node, what: str) -> str | None:
+        value = self.scalar(node, what)
+        if value is None:
+            return None
+        if not isinstance(value, str | int | float) or isinstance(value, bool) or not str(value).strip():
+            self.error(node, f"{what} must be a non-empty text")
+            return None
+        return str(value).strip()
+
+    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
+        if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
+            return []
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, f"{what} must be a list")
+            return []
+        return list(node.value)
+
+    # -- document ------------------------------------------------------------------------------------
+
+    def read(self, document: yaml.Node | None) -> Inventory:
+        if document is None:
+            raise InventoryError(f"{self.path}: is empty (expected 'clusters:')")
+        top = self.mapping(document, "inventory", ("version", "defaults", "clusters"))
+        clusters: list[InventoryCluster] = []
+        if top is not None:
+            if "version" in top and self.scalar(top["version"], "version") != 1:
+                self.error(top["version"], "version must be 1")
+            defaults = Transport()
+            if "defaults" in top:
+                section = self.mapping(top["defaults"], "defaults", ("transport",))
+                if section and "transport" in section:
+                    defaults = self.transport(section["transport"], defaults, "defaults.transport")
+            if "clusters" not in top:
+                self.error(document, "no 'clusters:' list")
+            else:
+                nodes = self.sequence(top["clusters"], "clusters")
+                if not nodes and isinstance(top["clusters"], yaml.SequenceNode | yaml.ScalarNode):
+                    self.error(top["clusters"], "clusters is empty")
+                clusters = [c for c in (self.cluster(n, defaults) for n in nodes) if c is not None]
+            self.check_unique_clusters(clusters, top.get("clusters"))
+        if self.errors:
+            raise InventoryError("\n".join(self.errors))
+        return Inventory(path=self.path, clusters=tuple(clusters))
+
+    def check_unique_clusters(self, clusters: list[InventoryCluster], node: yaml.Node | None) -> None:
+        seen: set[str] = set()
+        for cluster in clusters:
+            if cluster.name.lower() in seen:
+                self.error(node, f"cluster '{cluster.name}' is given twice")
+            seen.add(cluster.name.lower())
+
+    def cluster(self, node: yaml.Node, defaults: Transport) -> InventoryCluster | None:
+        section = self.mapping(node, "cluster", ("name", "transport", "masters", "workers"))
+        if section is None:
+            return None
+        name = self.text(section["name"], "cluster name") if "name" in section else None
+        if name is None:
+            if "name" not in section:
+                self.error(node, "cluster without a name")
+            return None
+        what = f"cluster '{name}'"
+        transport = defaults
+        if "transport" in section:
+            transport = self.transport(section["transport"], defaults, f"{what} transport")
+        nodes: dict[str, InventoryNode] = {}
+        for role in ("master", "worker"):
+            key = f"{role}s"
+            for entry in self.sequence(section[key], f"{what} {key}") if key in section else []:
+                parsed = self.node(entry, role, transport, what)
+                if parsed is not None:
+                    self.merge(nodes, parsed, entry, what)
+        if not any("master" in n.roles for n in nodes.values()):
+            self.error(node, f"{what} has no masters (a cluster needs one or more)")
+        self.check_credentials(nodes.values(), node, what)
+        return InventoryCluster(name=name, nodes=tuple(nodes.values()))
+
+    def check_credentials(self, nodes: Iterable[InventoryNode], node: yaml.Node, what: str) -> None:
+        """Password-based auth needs a user and a credential reference (once per cluster, not per node)."""
+        reported: set[str] = set()
+        for entry in nodes:
+            t = entry.transport
+            if t.auth not in ("basic", "ntlm", "credssp"):
+                continue
+            missing = [
+                key for key, value in (("username", t.username), ("credential", t.credential)) if not value
+            ]
+            message = (
+                f"{what}: auth {t.auth} needs {' and '.join(missing)} (node {entry.name} and maybe others)"
+            )
+            if missing and t.auth not in reported:
+                reported.add(t.auth)
+                self.error(node, message)
+
+    def merge(self, nodes: dict[str, InventoryNode], new: InventoryNode, entry: yaml.Node, what: str) -> None:
+        """A node listed as master *and* worker is one host with both roles, if both entries agree."""
+        key = new.name.lower()
+        old = nodes.get(key)
+        if old is None:
+            nodes[key] = new
+            return
+        if new.roles[0] in old.roles:
+            self.error(entry, f"{what}: node '{new.name}' is listed twice")
+            return
+        if (old.host, old.transport) != (new.host, new.transport):
+            self.error(
+                entry,
+                f"{what}: node '{new.name}' is listed as master and worker with different "
+                "connection settings",
+            )
+            return
+        nodes[key] = replace(old, roles=(*old.roles, *new.roles))
+
+    def node(self, entry: yaml.Node, role: Role, transport: Transport, what: str) -> InventoryNode | None:
+        if isinstance(entry, yaml.ScalarNode):
+            host = self.text(entry, f"{what} {role} host")
+            if host is None:
+                return None
+            return InventoryNode(
+                name=_default_name(host),
+                host=host,
+                roles=(role,),
+                transport=transport,
+                line=entry.start_mark.line + 1,
+            )
+        section = self.mapping(entry, f"{what} {role}", ("host", "name", "port", "transport"))
+        if section is None:
+            return None
+        if "host" not in section:
+            self.error(entry, f"{what}: a {role} without 'host'")
+            return None
+        host = self.text(section["host"], f"{what} {role} host")
+        if host is None:
+            return None
+        name = self.text(section["name"], f"{what} {role} name") if "name" in section else None
+        if "transport" in section:
+            transport = self.transport(section["transport"], transport, f"{what} {role} '{host}' transport")
+        if "port" in section:
+            transport = replace(transport, port=self.port(section["port"], f"{what} {role} '{host}' port"))
+        return InventoryNode(
+            name=name or _default_name(host),
+            host=host,
+            roles=(role,),
+            transport=transport,
+            line=entry.start_mark.line + 1,
+        )
+
+    # -- transport -----------------------------------------------------------------------------------
+
+    def transport(self, node: yaml.Node, base: Transport, what: str) -> Transport:
+        section = self.mapping(node, what, TRANSPORT_KEYS)
+        if section is None:
+            return base
+        values: dict[str, Any] = {}
+        if "scheme" in section:
+            scheme = self.text(section["scheme"], f"{what} scheme")
+            if scheme is not None and scheme.lower() not in SCHEMES:
+                self.error(section["scheme"], f"{what}: scheme must be http or https, not '{scheme}'")
+            elif scheme is not None:
+                values["scheme"] = scheme.lower()
+        if "port" in section:
+            values["port"] = self.port(section["port"], f"{what} port")
+        if "auth" in section:
+            auth = self.text(section["auth"], f"{what} auth")
+            if auth is not None and auth.lower() not in AUTH_METHODS:
+                self.error(
+                    section["auth"], f"{what}: auth must be one of {', '.join(AUTH_METHODS)}, not '{auth}'"
+                )
+            elif auth is not None:
+                values["auth"] = auth.lower()
+        for key in ("ca_bundle", "client_cert", "client_key"):
+            if key in section:
+                values[key] = self.file(section[key], f"{what} {key}")
+        if "username" in section:
+            values["username"] = self.text(section["username"], f"{what} username")
+        if "credential" in section:
+            values["credential"] = self.credential(section["credential"], what)
+        if "timeout" in section:
+            values["timeout"] = self.number(section["timeout"], f"{what} timeout", minimum=1.0)
+        if "operation_timeout" in section:
+            number = self.number(section["operation_timeout"], f"{what} operation_timeout", minimum=1.0)
+            values["operation_timeout"] = int(number) if number is not None else None
+        merged = replace(base, **{k: v for k, v in values.items() if v is not None})
+        self.check_transport(merged, node, what)
+        return merged
+
+    def check_transport(self, transport: Transport, node: yaml.Node, what: str) -> None:
+        if transport.auth == "certificate":
+            if transport.client_cert is None or transport.client_key is None:
+                self.error(node, f"{what}: auth certificate needs client_cert and client_key")
+            if transport.scheme != "https":
+                self.error(node, f"{what}: auth certificate only works over https")
+        if transport.auth == "credssp" and transport.scheme != "https":
+            self.error(node, f"{what}: auth credssp only works over https")
+        if transport.operation_timeout >= transport.timeout:
+            self.error(
+                node,
+                f"{what}: operation_timeout ({transport.operation_timeout}) must be below "
+                f"timeout ({transport.timeout:g})",
+            )
+
+    def port(self, node: yaml.Node, what: str) -> int | None:
+        value = self.scalar(node, what)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            self.error(node, f"{what} must be a whole number from 1 to 65535, not {value!r}")
+            return None
+        return value
+
+    def number(self, node: yaml.Node, what: str, *, minimum: float) -> float | None:
+        value = self.scalar(node, what)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            self.error(node, f"{what} must be a number of seconds ≥ {minimum:g}, not {value!r}")
+            return None
+        return float(value)
+
+    def file(self, node: yaml.Node, what: str) -> Path | None:
+        raw = self.text(node, what)
+        if raw is None:
+            return None
+        path = Path(raw).expanduser()
+        path = path if path.is_absolute() else self.base / path
+        if not path.is_file():
+            self.error(node, f"{what}: file {path} does not exist")
+            return None
+        return path
+
+    def credential(self, node: yaml.Node, what: str) -> CredentialRef | None:
+        if isinstance(node, yaml.ScalarNode):
+            self.error(
+                node,
+                f"{what}: credential must say where the password is ({{env: VAR}}, "
+                "{keyring: SERVICE} or {prompt: true}); a password must not be written here",
+            )
+            return None
+        section = self.mapping(node, f"{what} credential", ("env", "keyring", "prompt"))
+        if section is None:
+            return None
+        if len(section) != 1:
+            self.error(node, f"{what}: credential needs exactly one of env, keyring, prompt")
+            return None
+        kind, value_node = next(iter(section.items()))
+        if kind == "prompt":
+            if self.scalar(value_node, "prompt") is not True:
+                self.error(value_node, f"{what}: write prompt: true to be asked for the password")
+                return None
+            return CredentialRef(kind="prompt")
+        name = self.text(value_node, f"{what} credential {kind}")
+        return CredentialRef(kind=cast(Literal["env", "keyring"], kind), name=name) if name else None
+
+
+def _default_name(host: str) -> str:
+    """A node's name when the inventory gives none: the host's first DNS label (an IP stays whole)."""
+    if host.replace(".", "").isdigit() or ":" in host:
+        return host
+    return host.split(".", 1)[0]
+
+
+@dataclass
+class InventoryWriter:
+    """Build an inventory document (used by the lab; users write theirs by hand)."""
+
+    transport: dict[str, Any]
+    clusters: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_cluster(self, name: str, masters: list[dict[str, Any]], workers: list[dict[str, Any]]) -> None:
+        self.clusters.append({"name": name, "masters": masters, "workers": workers})
+
+    def dump(self, header: str = "") -> str:
+        document = {"version": 1, "defaults": {"transport": self.transport}, "clusters": self.clusters}
+        comment = "".join(f"# {line}\n" for line in header.splitlines())
+        return comment + yaml.safe_dump(document, sort_keys=False, default_flow_style=None)

@@ -1,0 +1,236 @@
+"""MasterSettings.config / WorkerSettings.config, whatever shape the real file turns out to have.
+
+No verbatim settings file has been seen (reference §1.4): the root element, any namespace, element versus
+attribute form, even XML versus JSON are unconfirmed. So the reader does not assume a shape; it looks for
+the documented setting names anywhere in the document (element, attribute, JSON key, or the .NET
+``<add key=".." value=".."/>`` / ``<setting name=".."><value>..</value></setting>`` pairs), matches them
+case-insensitively and namespace-agnostically, and reports them under their documented spelling. Values
+are kept exactly as written (after decoding) so a policy can tell a thumbprint with a stray space from a
+missing one. The first occurrence of a setting wins; a later, different one is reported as a note.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any, Literal
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from scaleguard.collectors.parsers.text import DecodedText, as_text, codec_family, declared_xml_encoding
+from scaleguard.snapshot.model import ConfigFile
+
+ConfigKind = Literal["master", "worker"]
+
+MASTER_SETTINGS: tuple[str, ...] = (
+    "PortNumber",
+    "SSLCertThumbprint",
+    "SqlServerName",
+    "CleanupCompletedJobsIntervalInMs",
+    "DealWithExpiredTasksIntervalInMs",
+    "MasterHeartbeatIntervalInMs",
+    "SqlConnectionTimeoutInSecs",
+    "InstanceName",
+)
+WORKER_SETTINGS: tuple[str, ...] = (
+    "DisplayName",
+    "Description",
+    "MasterEndpoint",
+    "MasterHttpsCertThumbprint",
+    "WorkerHttpsCertThumbprint",
+    "StoreLocation",
+    "StoreName",
+    "AgentHeartbeatInterval",
+    "TaskHeartbeatInterval",
+    # both documented spellings: which one shipped files use is unconfirmed (reference §1.3)
+    "HeartbeatErrorTolerance",
+    "HeartbeatErrorTollerance",
+    "TaskRequestMaxCPU",
+    "TaskRequestMinMemory",
+    "MaxTaskCount",
+    "LeaseInterval",
+    "LeaseInternval",
+    "TasksRootFolder",
+    "TaskLogLevel",
+    "TaskLogSegment",
+    "TaskLogEnabled",
+    "ExecutionLogCacheFolder",
+    "ExecutionLogMaxBufferLogCount",
+    "ExecutionLogMaxInMemoryBufferCount",
+    "ExecutionLogRetryCount",
+    "ExecutionLogRetryTimeout",
+    "AgentId",
+)
+
+_CANONICAL: dict[str | None, dict[str, str]] = {
+    "master": {name.lower(): name for name in MASTER_SETTINGS},
+    "worker": {name.lower(): name for name in WORKER_SETTINGS},
+    None: {name.lower(): name for name in (*MASTER_SETTINGS, *WORKER_SETTINGS)},
+}
+_PAIR_NAME_KEYS = ("key", "name")
+_XML_DECL = re.compile(r"^\s*<\?xml\b[^>]*\?>")
+
+
+class _Collector:
+    """Settings in document order; remembers conflicting duplicates instead of silently picking one."""
+
+    def __init__(self, known: dict[str, str]) -> None:
+        self.known = known
+        self.settings: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    def offer(self, name: str, value: str) -> None:
+        canonical = self.known.get(name.lower())
+        if canonical is None:
+            return
+        previous = self.settings.get(canonical)
+        if previous is None:
+            self.settings[canonical] = value
+        elif previous != value:
+            self.notes.append(f"{canonical} is given more than once with different values; "
+                              f"the first one ({previous!r}) is used, {value!r} is ignored")
+
+
+def parse_config(data: bytes | str, path: str, *, kind: ConfigKind | None = None) -> ConfigFile:
+    """Settings file bytes (or already-decoded text) → :class:`ConfigFile`; never raises on content."""
+    return parse_config_with_notes(data, path, kind=kind)[0]
+
+
+def parse_config_with_notes(
+    data: bytes | str, path: str, *, kind: ConfigKind | None = None
+) -> tuple[ConfigFile, list[str]]:
+    """As :func:`parse_config`, plus observations (encoding mismatch, duplicates) for diagnostics."""
+    decoded = as_text(data)
+    notes = list(decoded.notes)
+    encoding = None if decoded.encoding == "unknown" else decoded.encoding
+    text = decoded.text.lstrip("\ufeff \t\r\n")
+    collector = _Collector(_CANONICAL[kind])
+    if not text:
+        return ConfigFile(path=path, encoding=encoding, parse_error="the file is empty"), notes
+    if text[0] == "<":
+        notes.extend(_declaration_mismatch(decoded, text))
+        error = _collect_xml(text, collector)
+        fmt: Literal["xml", "json", "unknown"] = "xml"
+    elif text[0] in "{[":
+        error = _collect_json(text, collector)
+        fmt = "json"
+    else:
+        snippet = text[:24].rstrip()
+        return ConfigFile(
+            path=path, encoding=encoding, format="unknown",
+            parse_error=f"neither XML nor JSON (starts with {snippet!r})",
+        ), notes
+    if error is not None:
+        return ConfigFile(path=path, encoding=encoding, format=fmt, parse_error=error), notes
+    notes.extend(collector.notes)
+    return ConfigFile(path=path, encoding=encoding, format=fmt, settings=collector.settings), notes
+
+
+def _declaration_mismatch(decoded: DecodedText, text: str) -> list[str]:
+    declared = declared_xml_encoding(text)
+    if declared is None or decoded.encoding == "unknown":
+        return []
+    declared_family = codec_family(declared)
+    if declared_family is None:
+        return [f"the XML declaration names an unknown encoding {declared!r}; read as {decoded.encoding}"]
+    if declared_family != codec_family(decoded.encoding):
+        return [f"the XML declaration says {declared!r} but the bytes are {decoded.encoding}; "
+                f"read as {decoded.encoding}"]
+    return []
+
+
+def _collect_xml(text: str, collector: _Collector) -> str | None:
+    # The bytes already decided the encoding; a stale declaration must not get a second vote.
+    body = _XML_DECL.sub("", text, count=1)
+    try:
+        root = SafeET.fromstring(body)
+    except DefusedXmlException as exc:
+        return f"refused unsafe XML ({type(exc).__name__}): {exc}"
+    except ParseError as exc:
+        return f"not well-formed XML: {exc}"
+    for element in root.iter():
+        _offer_element(element, collector)
+    return None
+
+
+def _local(name: str) -> str:
+    if "}" in name:
+        name = name.rsplit("}", 1)[1]
+    return name.rsplit(":", 1)[-1] if ":" in name else name
+
+
+def _offer_element(element: Element, collector: _Collector) -> None:
+    tag = element.tag
+    if not isinstance(tag, str):
+        return
+    if not element.attrib:  # the common shape, <Name>value</Name>: nothing else to look at
+        if len(element) == 0:
+            collector.offer(_local(tag), element.text or "")
+        return
+    attributes = {_local(k).lower(): v for k, v in element.attrib.items()}
+    if len(element) == 0:
+        text = element.text or ""
+        if not text and "value" in attributes:
+            text = attributes["value"]
+        collector.offer(_local(tag), text)
+    for pair_key in _PAIR_NAME_KEYS:
+        named = attributes.get(pair_key)
+        if named is not None and named.lower() in collector.known:
+            collector.offer(named, _pair_value(element, attributes))
+            break
+    for attr_name, attr_value in element.attrib.items():
+        if _local(attr_name).lower() not in _PAIR_NAME_KEYS + ("value",):
+            collector.offer(_local(attr_name), attr_value)
+
+
+def _pair_value(element: Element, attributes: dict[str, str]) -> str:
+    if "value" in attributes:
+        return attributes["value"]
+    for child in element:
+        if isinstance(child.tag, str) and _local(child.tag).lower() == "value":
+            return child.text or ""
+    return element.text or ""
+
+
+def _collect_json(text: str, collector: _Collector) -> str | None:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON: {exc}"
+    for key, value in _json_pairs(document):
+        scalar = _json_scalar(value)
+        if scalar is not None:
+            collector.offer(key, scalar)
+    return None
+
+
+def _json_pairs(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        lowered = {str(k).lower(): v for k, v in node.items()}
+        for pair_key in _PAIR_NAME_KEYS:
+            named = lowered.get(pair_key)
+            if isinstance(named, str) and "value" in lowered:
+                yield named, lowered["value"]
+                break
+        for key, value in node.items():
+            yield str(key), value
+            yield from _json_pairs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _json_pairs(item)
+
+
+def _json_scalar(value: Any) -> str | None:
+    """JSON scalars as the text a config would hold; ``null`` is an empty value, objects are not values."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return None

@@ -1,0 +1,137 @@
+"""The lab's answer to ``{"op": "collect"}``: the agent's JSON document, rendered from node state.
+
+The shape is the one ``collectors/agent/collect.ps1`` prints on a real node (see
+:mod:`scaleguard.collectors.agent.schema`), so the live collector cannot tell the lab from Windows.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from scaleguard.collectors.agent.schema import AGENT_SCHEMA, SECTIONS
+from scaleguard.lab.state import CONFIG_DIR, SQL_VERSIONS, ActionError, LabCert, LabNode, action
+
+
+@action("collect")
+def collect(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    wanted = request.get("sections") or list(SECTIONS)
+    unknown = [s for s in wanted if s not in SECTIONS]
+    if unknown:
+        raise ActionError(f"unknown section(s): {', '.join(map(str, unknown))}")
+    doc: dict[str, Any] = {"schema": AGENT_SCHEMA, "op": "collect", "errors": []}
+    renderers = {
+        "identity": _identity,
+        "sql": _sql,
+        "configs": _configs,
+        "stores": _stores,
+        "bindings": _bindings,
+        "services": _services,
+        "schannel": _schannel,
+        "ssisdb": _ssisdb,
+    }
+    for section in wanted:
+        doc[section] = renderers[section](node, doc)
+    return doc
+
+
+def _identity(node: LabNode, doc: dict[str, Any]) -> dict[str, Any]:
+    return {"computer_name": node.name, "fqdn": node.fqdn, "addresses": node.addresses}
+
+
+def _sql(node: LabNode, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    present = node.roles()
+    if not present:
+        return []
+    return [
+        {
+            "version": version,
+            "binn": CONFIG_DIR.format(version=version),
+            "master_marker": "master" in present,
+        }
+        for version in SQL_VERSIONS
+        if version == node.sql_version
+    ]
+
+
+def _configs(node: LabNode, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    configs = []
+    for role in node.roles():
+        content = node.config(role) or b""
+        configs.append(
+            {
+                "role": role,
+                "version": node.sql_version,
+                "path": node.config_path(role),
+                "content_b64": base64.b64encode(content).decode("ascii"),
+            }
+        )
+    return configs
+
+
+def _cert(cert: LabCert) -> dict[str, Any]:
+    return {
+        "thumbprint": cert.thumbprint,
+        "der_b64": base64.b64encode(cert.der).decode("ascii"),
+        "has_private_key": cert.has_private_key,
+        "key_provider": cert.key_provider,
+        "key_file": cert.key_file,
+        "key_readers": list(cert.key_readers) if cert.key_readers is not None else None,
+    }
+
+
+def _stores(node: LabNode, doc: dict[str, Any]) -> dict[str, Any]:
+    return {"Root": [_cert(c) for c in node.root], "My": [_cert(c) for c in node.my]}
+
+
+def _bindings(node: LabNode, doc: dict[str, Any]) -> dict[str, Any] | None:
+    if node.bindings is None:
+        doc["errors"].append({"source": "bindings", "message": "SslBindingInfo could not be read"})
+        if node.netsh_text is None:
+            return None
+        netsh = base64.b64encode(node.netsh_text).decode("ascii")
+        return {"source": "netsh", "entries": None, "netsh_b64": netsh}
+    return {
+        "source": "registry",
+        "entries": [
+            {
+                "ip_port": b.ip_port,
+                "kind": b.kind,
+                "cert_hash": b.cert_hash.lower() if b.cert_hash else None,
+                "app_id": b.app_id,
+                "store": b.store,
+            }
+            for b in node.bindings
+        ],
+        "netsh_b64": None,
+    }
+
+
+def _services(node: LabNode, doc: dict[str, Any]) -> list[dict[str, Any]] | None:
+    if node.services is None:
+        return None
+    return [
+        {"Name": s.name, "State": s.state, "StartMode": s.start_mode, "StartName": s.start_name}
+        for s in node.services
+    ]
+
+
+def _schannel(node: LabNode, doc: dict[str, Any]) -> dict[str, Any] | None:
+    if node.schannel is None:
+        return None
+    return {
+        "ClientAuthTrustMode": node.schannel.client_auth_trust_mode,
+        "SendTrustedIssuerList": node.schannel.send_trusted_issuer_list,
+    }
+
+
+def _ssisdb(node: LabNode, doc: dict[str, Any]) -> dict[str, Any] | None:
+    if "master" not in node.roles():
+        return None
+    if node.ssisdb is None:
+        doc["errors"].append({"source": "ssisdb", "message": "SSISDB not reachable (lab: no ssisdb.json)"})
+        return None
+    return {
+        "master_properties": dict(node.ssisdb.master_properties),
+        "worker_agents": [dict(a) for a in node.ssisdb.worker_agents],
+    }

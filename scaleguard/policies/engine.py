@@ -1,0 +1,326 @@
+"""Evaluate policies against a snapshot: pure (no I/O), one finding per policy and subject, passes included.
+
+Per cluster the facts are built once and converted into one CEL context; per node only the ``node``
+variable is replaced, because converting Python values into CEL is the expensive part (a reused context
+makes a typical check cost a few microseconds).
+
+Order of judgement for one policy and one subject, each step able to end it:
+
+1. ``modes`` — a live-only policy in an offline audit: ``not_assessed``, ``applicable=False``.
+2. ``applies_if`` — false: ``not_assessed``, ``applicable=False`` (what it is about does not exist here,
+   e.g. no binding to compare, and another policy already fails for that); null or true: go on.
+3. ``requires`` — a required fact is null: ``not_assessed`` naming the facts and the evidence they need.
+4. ``check`` — true ``pass``; false ``fail`` (or ``fail_status``), severity from the first matching
+   grade; null ``not_assessed`` (the check could not decide).
+A CEL runtime error anywhere is ``error`` with the message: a policy that could not look is not a pass.
+
+Which nodes: ``master`` policies run once per master node (several in an HA pair), ``worker`` policies once
+per worker, and only on nodes that were collected (``collection.state == ok``). A node that was not is
+reported once, by SO-C01 (``for_each`` over ``cluster.nodes``), instead of one ``not_assessed`` per
+policy; a node without any settings file has no role, so no role policy runs on it either (SO-C01 again).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import cel
+
+from scaleguard.findings.model import Finding, Severity, Status
+from scaleguard.policies import fact_schema
+from scaleguard.policies.facts import build_cluster_facts
+from scaleguard.policies.functions import FUNCTIONS
+from scaleguard.policies.model import Mode, Policy, Programs, Scope, Thresholds
+from scaleguard.snapshot.model import ClusterSnapshot, CollectionState, Snapshot
+
+_STORE_FACTS = re.compile(r"\.(?:root|my)\b")
+_NODE_LIST = re.compile(r"\bnodes\b")
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def evaluate(
+    snapshot: Snapshot, policies: list[Policy], *, now: datetime, thresholds: Thresholds | None = None
+) -> list[Finding]:
+    """Every policy against every subject it applies to, in snapshot order."""
+    now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    limits = thresholds or Thresholds()
+    include_stores = any(_mentions(p, _STORE_FACTS) for p in policies)
+    findings: list[Finding] = []
+    for cluster in snapshot.clusters:
+        findings.extend(_evaluate_cluster(cluster, policies, now, limits, include_stores))
+    return findings
+
+
+def _evaluate_cluster(
+    cluster: ClusterSnapshot, policies: list[Policy], now: datetime, limits: Thresholds, include_stores: bool
+) -> list[Finding]:
+    facts = build_cluster_facts(cluster, now=now, include_stores=include_stores)
+    variables: dict[str, Any] = {
+        "now": now,
+        "thresholds": limits.facts(),
+        "cluster": facts.cluster,
+        "masters": facts.masters,
+        "node": None,
+        "master": None,
+        "worker": None,
+        "master_cert": None,
+        "worker_cert": None,
+        "item": None,
+    }
+    judge = _Judge(cluster, variables)
+    compiled = [(p, p.programs) for p in policies]
+    findings: list[Finding] = []
+    for policy, programs in compiled:
+        if policy.scope is Scope.CLUSTER:
+            findings.extend(judge.cluster_policy(policy, programs))
+    if not any(_mentions(p, _NODE_LIST) for p in policies if p.scope is not Scope.CLUSTER):
+        # Every rebinding copies all variables; the per-node list is for cluster-scope policies only.
+        judge.bind(cluster={k: v for k, v in facts.cluster.items() if k != "nodes"})
+    for node in cluster.nodes:
+        roles = node.roles()
+        todo = [(p, programs) for p, programs in compiled if p.scope.value in roles]
+        if node.collection.state is not CollectionState.OK or not todo:
+            continue
+        mine = facts.nodes[node.name]
+        judge.bind(
+            node=mine.node,
+            master=mine.master,
+            worker=mine.worker,
+            master_cert=mine.master_cert,
+            worker_cert=mine.worker_cert,
+        )
+        findings.extend(judge.one(policy, programs, node.name) for policy, programs in todo)
+    return findings
+
+
+class _Judge:
+    """Runs the steps of the module docstring for one cluster, on one reused CEL context."""
+
+    def __init__(self, cluster: ClusterSnapshot, variables: dict[str, Any]) -> None:
+        self.cluster = cluster
+        self.mode = Mode(cluster.mode)
+        self.variables = variables
+        self.ctx = cel.Context(variables=dict(variables), functions=dict(FUNCTIONS))
+
+    def bind(self, **values: Any) -> None:
+        self.variables.update(values)
+        self.ctx.update(values)
+
+    def cluster_policy(self, policy: Policy, programs: Programs) -> list[Finding]:
+        if programs.for_each is None:
+            return [self.one(policy, programs, self.cluster.cluster)]
+        try:
+            items = programs.for_each.execute(self.ctx)
+            if not isinstance(items, list) or not all(isinstance(i, dict) and "name" in i for i in items):
+                raise TypeError("for_each must give a list of maps that each have a `name`")
+        except Exception as exc:  # noqa: BLE001 - any CEL failure is the policy's error finding
+            return [self._error(policy, self.cluster.cluster, "for_each", exc)]
+        # Rebinding `item` makes CEL rebuild its environment from every variable; a context holding
+        # only what this policy reads keeps that cheap for clusters with many nodes.
+        uses = {k: v for k, v in self.variables.items() if k in programs.uses}
+        per_item = _Judge(self.cluster, uses)
+        findings = []
+        for item in items:
+            per_item.bind(item=item)
+            findings.append(per_item.one(policy, programs, str(item["name"])))
+        return findings
+
+    def one(self, policy: Policy, programs: Programs, target: str) -> Finding:
+        if self.mode not in policy.modes:
+            wanted = " or ".join(m.value for m in policy.modes)
+            return self._finding(
+                policy,
+                target,
+                Status.NOT_ASSESSED,
+                policy.severity,
+                f"Not assessed: this check needs a {wanted} audit; this audit is {self.mode.value}.",
+                applicable=False,
+            )
+        stage = "applies_if"
+        try:
+            if programs.applies_if is not None:
+                applies = _tri_state(programs.applies_if.execute(self.ctx), "applies_if")
+                if applies is False:
+                    reason = policy.not_applicable or "what this policy checks does not exist on this subject"
+                    return self._finding(
+                        policy,
+                        target,
+                        Status.NOT_ASSESSED,
+                        policy.severity,
+                        f"Not applicable: {reason}",
+                        applicable=False,
+                    )
+            missing = [path for path in policy.requires if _lookup(self.variables, path) is None]
+            if missing:
+                return self._finding(
+                    policy,
+                    target,
+                    Status.NOT_ASSESSED,
+                    policy.severity,
+                    _missing_message(missing),
+                    evidence={"missing": missing},
+                )
+            stage = "check"
+            verdict = _tri_state(programs.check.execute(self.ctx), "check")
+            stage = "let"
+            lets = {name: program.execute(self.ctx) for name, program in programs.let.items()}
+            stage = "subject"
+            subject = programs.subject.execute(self.ctx) if programs.subject is not None else None
+            stage = "grades"
+            severity = policy.severity
+            if verdict is False:
+                severity = next(
+                    (grade for when, grade in programs.grades if _tri_state(when.execute(self.ctx), "when")),
+                    policy.severity,
+                )
+        except Exception as exc:  # noqa: BLE001 - any CEL failure is the policy's error finding
+            return self._error(policy, target, stage, exc)
+        evidence = {k: _jsonable(v) for k, v in lets.items()}
+        subject_text = None if subject is None else str(subject)
+        if verdict is True:
+            text = render(policy.pass_message, lets) if policy.pass_message else policy.title
+            return self._finding(
+                policy, target, Status.PASS, policy.severity, text, evidence=evidence, subject=subject_text
+            )
+        if verdict is None:
+            text = "Could not decide from the collected facts: " + render(policy.message, lets)
+            return self._finding(
+                policy,
+                target,
+                Status.NOT_ASSESSED,
+                policy.severity,
+                text,
+                evidence=evidence,
+                subject=subject_text,
+            )
+        status = Status.ERROR if policy.fail_status == "error" else Status.FAIL
+        return self._finding(
+            policy,
+            target,
+            status,
+            severity,
+            render(policy.message, lets),
+            evidence=evidence,
+            subject=subject_text,
+        )
+
+    def _error(self, policy: Policy, target: str, stage: str, exc: Exception) -> Finding:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return self._finding(
+            policy,
+            target,
+            Status.ERROR,
+            policy.severity,
+            f"Policy {policy.id} could not be evaluated ({stage}): {type(exc).__name__}: {detail}",
+            evidence={"stage": stage, "error": detail},
+        )
+
+    def _finding(
+        self,
+        policy: Policy,
+        target: str,
+        status: Status,
+        severity: Severity,
+        message: str,
+        *,
+        evidence: dict[str, Any] | None = None,
+        subject: str | None = None,
+        applicable: bool = True,
+    ) -> Finding:
+        return Finding(
+            policy=policy.id,
+            name=policy.name,
+            title=policy.title,
+            cluster=self.cluster.cluster,
+            node=target,
+            scope=policy.scope.value,
+            status=status,
+            severity=severity,
+            message=message,
+            evidence=evidence or {},
+            remediation=policy.remediation,
+            references=list(policy.references),
+            subject=subject,
+            applicable=applicable,
+        )
+
+
+def _tri_state(value: Any, what: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise TypeError(f"{what} must give true, false or null, not {type(value).__name__} {value!r}")
+
+
+def _lookup(variables: Mapping[str, Any], path: str) -> Any:
+    current: Any = variables
+    for part in path.split("."):
+        if not isinstance(current, Mapping):
+            return None
+        current = current.get(part)
+        if current is None:
+            return None
+    return current
+
+
+def _missing_message(missing: list[str]) -> str:
+    parts = []
+    for path in missing:
+        source = fact_schema.source_of(path)
+        parts.append(f"{path} (from {source})" if source else path)
+    return "Not assessed: unknown " + "; ".join(parts) + "."
+
+
+def _mentions(policy: Policy, pattern: re.Pattern[str]) -> bool:
+    """Whether any expression (or required fact) of ``policy`` may read what ``pattern`` names."""
+    sources = [
+        *policy.requires,
+        policy.check,
+        policy.for_each,
+        policy.applies_if,
+        policy.subject,
+        *policy.let.values(),
+        *(g.when for g in policy.grades),
+    ]
+    return any(pattern.search(s) for s in sources if s)
+
+
+def render(template: str, values: Mapping[str, Any]) -> str:
+    """``template`` with ``{name}`` replaced by let values, written for people (null → "unknown")."""
+    return template.format_map({k: _text(v) for k, v in values.items()})
+
+
+def _text(value: Any) -> str:
+    if type(value) in (str, int):
+        return str(value)
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if isinstance(value, list | tuple):
+        return ", ".join(_text(v) for v in value) if value else "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_text(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)

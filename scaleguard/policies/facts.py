@@ -1,0 +1,820 @@
+r"""The facts a policy's CEL sees: a lean, typed view of one cluster, built once per audit.
+
+Why a view and not the snapshot: CEL needs every key present (a missing map key is a runtime error), so
+unknown facts are explicit ``null`` here; policies compare normalised values (thumbprints as 40 upper-case
+hex, host names lower-case) so each policy does not re-implement Windows' comparison rules; and CEL is
+only fast on small values — converting a Python string into CEL costs about 1.5 µs, and every member access
+(``a.b`` of ``a.b.c``) copies the map it returns. So the view carries what policies judge (resolved
+certificates, the binding that serves the master port, thumbprint lists for membership tests), keeps the
+node's roles as their own top-level variables and ``masters`` as a lean list. Judgement stays in the
+policies: facts resolve and normalise, they never decide.
+
+Unknown versus absent: ``null`` means *not collected* (the evidence file is missing); ``false`` or ``[]``
+means *collected, and not there*. Tri-state facts (``bool?``) keep the two apart, e.g. ``master.in_root``
+is null without ``certs/Root`` and false when Root lacks the certificate.
+
+Variables of every evaluation: ``now``, ``thresholds``, ``cluster``, ``masters`` (every master node of the
+cluster); for master and worker policies ``node`` (the node evaluated) and its roles ``master`` and
+``worker`` (null when the node lacks that role); for ``for_each`` policies ``item``. Cluster-scope policies
+have ``node``, ``master`` and ``worker`` null.
+
+Functions besides CEL's own: ``covers(names, host)`` — true when one of ``names`` (lower-case certificate
+or host names) matches ``host`` as TLS does: equal ignoring case, or a ``*.`` wildcard matching one left-most
+label; ``lower(s)`` — lower-case; ``join(list, sep)`` — one string, for messages.
+
+Certificate facts (``master.cert``, ``worker.cert``, the elements of ``node.root``/``node.my``) have the
+keys listed under ``master.cert``; ``node.bindings`` and ``node.services`` elements those under
+``master.binding`` and ``master.service``.
+
+Reference (``path (type): meaning``; ``?`` = may be null; rendered from
+:mod:`scaleguard.policies.fact_schema`, ``scaleguard policies facts`` prints it)::
+
+    now (timestamp): the audit time (one value for the whole run)
+    thresholds (map): configurable limits
+    thresholds.expiry_high_days (int): days left at or below which expiry is high (30)
+    thresholds.expiry_medium_days (int): days left at or below which expiry is medium (60)
+    thresholds.min_rsa_bits (int): smallest acceptable RSA key (2048)
+    cluster (map): the cluster the node belongs to
+    cluster.name (string): cluster name
+    cluster.mode (string): offline or live
+    cluster.live (bool): mode is live
+    cluster.nodes (list(map)): {name, state, reason, roles, usable} per node; usable = collected and has
+        a role
+    cluster.master_count (int): number of master nodes
+    cluster.worker_count (int): number of worker nodes
+    cluster.master_thumbprints (list(string)): distinct normalised SSLCertThumbprint of the masters
+    cluster.master_service_running (bool?): some master runs its service; null when none is known to and
+        some are unknown
+    cluster.master_endpoints (list(map)): {endpoint, host, port, workers} for every distinct
+        MasterEndpoint the workers name
+    cluster.ssisdb_thumbprint (string?): SSLCERT_THUMBPRINT read from SSISDB on any master
+    cluster.ssisdb_node (string?): the master it was read on
+    masters (list(map)): every master node of the cluster, lean (CEL copies each element it iterates):
+        {name, thumbprint, port, endpoint_names, identity_complete, service_running (bool?)} with the
+        meanings of the same keys under master
+    node (map?): the node being evaluated (null for cluster-scope policies); its roles are `master` and
+        `worker`
+    node.name (string): node name (evidence folder / inventory name)
+    node.computer_name (string): Windows computer name
+    node.fqdn (string?): FQDN
+    node.addresses (list(string)?): IP addresses
+    node.names (list(string)): lower-case: name, computer name, FQDN, addresses
+    node.state (string): collection state: ok, unreachable, auth_refused, timed_out, no_config, failed
+    node.roles (list(string)): master and/or worker
+    node.root_thumbprints (list(string)?): thumbprints in LocalMachine\Root
+    node.my_thumbprints (list(string)?): thumbprints in LocalMachine\My
+    node.root (list(map)?): every Root certificate (certificate facts; slower to iterate, built only
+        when a loaded policy mentions it)
+    node.my (list(map)?): every My certificate (as root)
+    node.bindings (list(map)?): every HTTP.sys SSL binding (binding facts)
+    node.services (list(map)?): every SSISScaleOut* service (service facts)
+    node.schannel (map?): SCHANNEL registry values; null when not collected
+    node.schannel.client_auth_trust_mode (int?): ClientAuthTrustMode; null when not set
+    node.schannel.send_trusted_issuer_list (int?): SendTrustedIssuerList; null when not set
+    node.ssisdb (map?): SSISDB facts read on a master; null offline
+    node.ssisdb.sslcert_thumbprint_raw (string?): catalog.master_properties SSLCERT_THUMBPRINT
+    node.ssisdb.sslcert_thumbprint (string?): the same, normalised
+    node.ssisdb.master_address (string?): MASTER_ADDRESS
+    node.ssisdb.master_service_port (string?): MASTER_SERVICE_PORT
+    node.diagnostics (list(map)): {level, source, message} of everything odd in the evidence
+    master (map?): the master role of the node being evaluated; null when it has no
+        MasterSettings.config
+    master.name (string): node name
+    master.config (map): the settings file itself
+    master.config.path (string): where it was read from
+    master.config.format (string): xml, json or unknown
+    master.config.parsed (bool): the file could be read as XML or JSON
+    master.config.parse_error (string?): why it could not; null when parsed
+    master.port_raw (string?): PortNumber as written
+    master.port (int?): PortNumber when it is an integer 1-65535; else null
+    master.port_issue (string?): what is wrong with PortNumber; null when valid
+    master.thumbprint_raw (string?): SSLCertThumbprint exactly as written; null when absent
+    master.thumbprint (string?): SSLCertThumbprint normalised to 40 upper-case hex; null when absent or
+        not a thumbprint
+    master.thumbprint_exact (bool): SSLCertThumbprint is exactly 40 hex digits as written
+    master.thumbprint_issue (string?): what is wrong with SSLCertThumbprint as written; null when exact
+    master.cert_found (bool?): the certificate was found; null when the thumbprint is unreadable, or it
+        was not found and this node's stores are unknown
+    master.in_root (bool?): the certificate is in this node's Root; null when Root or thumbprint unknown
+    master.key_present (bool?): the Root copy has its private key (false when not in Root); null when
+        unknown
+    master.has_binding (bool?): an HTTP.sys ipport binding serves the port on 0.0.0.0, [::] or a known
+        own address; null when bindings or port are unknown, or only other addresses are bound and
+        host.json is missing
+    master.binding (map?): that binding (0.0.0.0 preferred, then [::], then an own address); null when
+        none
+    master.binding.ip_port (string): as HTTP.sys names it, e.g. 0.0.0.0:8391
+    master.binding.host (string): address part, brackets removed
+    master.binding.port (int?): port part
+    master.binding.cert_hash (string?): 40 upper-case hex digits
+    master.binding.app_id (string?): {guid}
+    master.binding.store (string?): certificate store name as shown; null means MY
+    master.binding.store_is_root (bool): the store is Root (case-insensitive)
+    master.service (map?): the SSISScaleOut service of that role; null when services are unknown
+    master.service.present (bool): a service of that role is installed
+    master.service.name (string?): e.g. SSISScaleOutMaster150
+    master.service.state (string?): as reported, lower-case (running, stopped, ...)
+    master.service.start_mode (string?): as reported, lower-case (auto, manual, disabled, ...)
+    master.service.running (bool): state is running
+    master.service.automatic (bool): start mode is automatic (delayed start included)
+    master.service.account (string?): the account it runs as (StartName)
+    master.names (list(string)): the node's own names, lower-case: node name, computer name, FQDN,
+        addresses from host.json
+    master.endpoint_names (list(string)): names plus every name the master certificate carries
+    master.identity_complete (bool): FQDN, addresses and the certificate are all known, so
+        endpoint_names is complete
+    master.not_self_signed_root (list(map)?): {thumbprint, subject} of every Root certificate that is
+        not self-signed; null when Root is unknown
+    worker (map?): the worker role of the node being evaluated; null when it has no
+        WorkerSettings.config
+    worker.name (string): node name
+    worker.config (map): the settings file itself
+    worker.config.path (string): where it was read from
+    worker.config.format (string): xml, json or unknown
+    worker.config.parsed (bool): the file could be read as XML or JSON
+    worker.config.parse_error (string?): why it could not; null when parsed
+    worker.endpoint_raw (string?): MasterEndpoint as written
+    worker.endpoint (map?): MasterEndpoint taken apart; null when the setting is absent
+    worker.endpoint.scheme (string?): lower-case scheme
+    worker.endpoint.host (string?): lower-case host, IPv6 brackets removed; null when unparsable
+    worker.endpoint.port (int?): explicit port; null when absent or invalid
+    worker.endpoint.path (string): path part ('' or '/' for a clean endpoint)
+    worker.endpoint.valid (bool): an https://host:port URL (a trailing '/' is accepted)
+    worker.endpoint.issue (string?): what is wrong with it; null when valid
+    worker.endpoint.normalized (string?): scheme://host:port lower-case; null without host or port
+    worker.master_thumbprint_raw (string?): MasterHttpsCertThumbprint exactly as written; null when
+        absent
+    worker.master_thumbprint (string?): MasterHttpsCertThumbprint normalised to 40 upper-case hex; null
+        when absent or not a thumbprint
+    worker.master_thumbprint_exact (bool): MasterHttpsCertThumbprint is exactly 40 hex digits as written
+    worker.master_thumbprint_issue (string?): what is wrong with MasterHttpsCertThumbprint as written;
+        null when exact
+    worker.thumbprint_raw (string?): WorkerHttpsCertThumbprint exactly as written; null when absent
+    worker.thumbprint (string?): WorkerHttpsCertThumbprint normalised to 40 upper-case hex; null when
+        absent or not a thumbprint
+    worker.thumbprint_exact (bool): WorkerHttpsCertThumbprint is exactly 40 hex digits as written
+    worker.thumbprint_issue (string?): what is wrong with WorkerHttpsCertThumbprint as written; null
+        when exact
+    worker.store_location (string): StoreLocation as configured (default LocalMachine)
+    worker.store_name (string): StoreName as configured (default My)
+    worker.store_thumbprints (list(string)?): thumbprints in the configured store; null when that store
+        was not collected (only LocalMachine\My and \Root are)
+    worker.in_store (bool?): the worker certificate is in the configured store
+    worker.in_root (bool?): the worker certificate is in this node's Root
+    worker.cert_found (bool?): the certificate was found; null when the thumbprint is unreadable, or it
+        was not found and the stores are unknown
+    worker.key_present (bool?): the configured-store copy has its private key (false when absent)
+    worker.key_readers (list(string)?): identities that may read that private key, lower-case ([] when
+        there is no key); null when unknown
+    worker.service (map?): the SSISScaleOut service of that role; null when services are unknown
+    worker.service.present (bool): a service of that role is installed
+    worker.service.name (string?): e.g. SSISScaleOutMaster150
+    worker.service.state (string?): as reported, lower-case (running, stopped, ...)
+    worker.service.start_mode (string?): as reported, lower-case (auto, manual, disabled, ...)
+    worker.service.running (bool): state is running
+    worker.service.automatic (bool): start mode is automatic (delayed start included)
+    worker.service.account (string?): the account it runs as (StartName)
+    worker.service_account_aliases (list(string)?): lower-case names under which an ACL may grant the
+        service account access (the account, its short form, broad groups that include it); null when
+        unknown
+    worker.in_master_roots (list(map)): {name, in_root (bool?)} for every master node: whether the
+        worker certificate is in that master's LocalMachine\Root (null when that Root is unknown or the
+        thumbprint unreadable)
+    worker.stale (list(map)?): {thumbprint, subject, not_after} of other certificates in My with the
+        worker certificate's subject; null when My or the certificate is unknown
+    master_cert (map?): the certificate named by SSLCertThumbprint (its own variable: CEL copies nested
+        maps on every access): from this node's Root, else its My, else any node's stores (a copy with
+        the same thumbprint is the same certificate); null when not found or not a master
+    master_cert.thumbprint (string): 40 upper-case hex digits
+    master_cert.subject (string): distinguished name as the reader renders it
+    master_cert.subject_key (string): subject lower-cased with spaces removed, for comparisons
+    master_cert.issuer (string): issuer distinguished name
+    master_cert.common_names (list(string)): every CN attribute (MakeCert's CN=a;CN=b gives two)
+    master_cert.san_dns (list(string)): SAN DNS names
+    master_cert.san_ip (list(string)): SAN IP addresses
+    master_cert.names (list(string)): CNs + SAN DNS + SAN IP, lower-cased, deduplicated
+    master_cert.serial (string): serial number as hex
+    master_cert.not_before (timestamp): start of validity
+    master_cert.not_after (timestamp): end of validity
+    master_cert.days_left (int): days from now to not_after, rounded away from zero (negative once
+        expired)
+    master_cert.expired (bool): now is after not_after
+    master_cert.not_yet_valid (bool): now is before not_before
+    master_cert.key_algorithm (string): RSA, EC, DSA, ED25519, ... (upper-case)
+    master_cert.key_bits (int?): key size; null when unknown
+    master_cert.signature_hash (string?): sha1, sha256, md5, ... (lower-case); null when unknown
+    master_cert.self_signed (bool): issuer equals subject and the certificate's own key signed it
+    master_cert.has_private_key (bool?): this copy has a private key; null when unknown
+    master_cert.found_in (string): where this copy was found: '<node>\Root' or '<node>\My'
+    worker_cert (map?): the worker certificate: from the configured store, else this node's My/Root,
+        else any node; null when not found or not a worker
+    worker_cert.thumbprint (string): 40 upper-case hex digits
+    worker_cert.subject (string): distinguished name as the reader renders it
+    worker_cert.subject_key (string): subject lower-cased with spaces removed, for comparisons
+    worker_cert.issuer (string): issuer distinguished name
+    worker_cert.common_names (list(string)): every CN attribute (MakeCert's CN=a;CN=b gives two)
+    worker_cert.san_dns (list(string)): SAN DNS names
+    worker_cert.san_ip (list(string)): SAN IP addresses
+    worker_cert.names (list(string)): CNs + SAN DNS + SAN IP, lower-cased, deduplicated
+    worker_cert.serial (string): serial number as hex
+    worker_cert.not_before (timestamp): start of validity
+    worker_cert.not_after (timestamp): end of validity
+    worker_cert.days_left (int): days from now to not_after, rounded away from zero (negative once
+        expired)
+    worker_cert.expired (bool): now is after not_after
+    worker_cert.not_yet_valid (bool): now is before not_before
+    worker_cert.key_algorithm (string): RSA, EC, DSA, ED25519, ... (upper-case)
+    worker_cert.key_bits (int?): key size; null when unknown
+    worker_cert.signature_hash (string?): sha1, sha256, md5, ... (lower-case); null when unknown
+    worker_cert.self_signed (bool): issuer equals subject and the certificate's own key signed it
+    worker_cert.has_private_key (bool?): this copy has a private key; null when unknown
+    worker_cert.found_in (string): where this copy was found: '<node>\Root' or '<node>\My'
+    item (dyn): the current element of `for_each` (cluster scope); null otherwise
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from scaleguard.collectors.parsers.thumbprint import is_clean, normalize_thumbprint, thumbprint_problems
+from scaleguard.snapshot.model import (
+    Certificate,
+    CertificateStore,
+    ClusterSnapshot,
+    CollectionState,
+    ConfigFile,
+    NodeSnapshot,
+    Service,
+    SslBinding,
+)
+
+Facts = dict[str, Any]
+
+_HOST_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+_BROAD_READERS = (
+    "everyone",
+    "builtin\\users",
+    "users",
+    "nt authority\\authenticated users",
+    "authenticated users",
+    "nt service\\all services",
+)
+_SYSTEM_NAMES = ("localsystem", "nt authority\\system", "system", ".\\localsystem")
+
+
+@dataclass
+class NodeFacts:
+    """The per-node variables: ``node`` and, when the node has the role, ``master`` / ``worker``."""
+
+    node: Facts
+    master: Facts | None
+    worker: Facts | None
+    master_cert: Facts | None
+    worker_cert: Facts | None
+
+
+@dataclass
+class ClusterFacts:
+    """The per-cluster variables (``cluster``, ``masters``) and every node's variables by node name."""
+
+    cluster: Facts
+    masters: list[Facts]
+    nodes: dict[str, NodeFacts]
+
+
+def build_cluster_facts(
+    cluster: ClusterSnapshot, *, now: datetime, include_stores: bool = False
+) -> ClusterFacts:
+    """Every node's facts and the cluster's; ``include_stores`` adds the ``node.root``/``node.my`` lists."""
+    now = _aware(now)
+    index = _CertIndex(cluster, now)
+    master_roots = {
+        m.name: {c.thumbprint for c in m.root.certificates} if m.root is not None else None
+        for m in cluster.masters
+    }
+    nodes = {n.name: _variables(n, index, include_stores, master_roots) for n in cluster.nodes}
+    masters = [nodes[n.name].master for n in cluster.nodes if n.is_master]
+    workers = [nodes[n.name].worker for n in cluster.nodes if n.is_worker]
+    ssisdb_node, ssisdb_thumbprint = _ssisdb_thumbprint(cluster)
+    facts: Facts = {
+        "name": cluster.cluster,
+        "mode": cluster.mode,
+        "live": cluster.mode == "live",
+        "nodes": [_node_summary(n) for n in cluster.nodes],
+        "master_count": len(masters),
+        "worker_count": len(workers),
+        "master_thumbprints": _distinct(m["thumbprint"] for m in masters if m),
+        "master_service_running": _any_running([m for m in masters if m]),
+        "master_endpoints": _endpoint_groups([w for w in workers if w]),
+        "ssisdb_thumbprint": ssisdb_thumbprint,
+        "ssisdb_node": ssisdb_node,
+    }
+    summaries = [_master_summary(m) for m in masters if m]
+    return ClusterFacts(cluster=facts, masters=summaries, nodes=nodes)
+
+
+def _variables(
+    node: NodeSnapshot, index: _CertIndex, include_stores: bool, master_roots: dict[str, set[str] | None]
+) -> NodeFacts:
+    master = _master_facts(node, index) if node.master_config is not None else None
+    worker = _worker_facts(node, index, master_roots) if node.worker_config is not None else None
+    return NodeFacts(
+        node=_node_facts(node, index, include_stores),
+        master=master,
+        worker=worker,
+        master_cert=master.pop("cert") if master else None,
+        worker_cert=worker.pop("cert") if worker else None,
+    )
+
+
+def _master_summary(master: Facts) -> Facts:
+    """What another node's policies need of a master; small, because CEL copies it on every access."""
+    service = master["service"]
+    return {
+        "name": master["name"],
+        "thumbprint": master["thumbprint"],
+        "port": master["port"],
+        "endpoint_names": master["endpoint_names"],
+        "identity_complete": master["identity_complete"],
+        "service_running": service["running"] if service is not None else None,
+    }
+
+
+# ------------------------------------------------------------------------------------------- nodes
+
+
+def _node_summary(node: NodeSnapshot) -> Facts:
+    ok = node.collection.state is CollectionState.OK
+    return {
+        "name": node.name,
+        "state": node.collection.state.value,
+        "reason": node.collection.reason,
+        "roles": node.roles(),
+        "usable": ok and bool(node.roles()),
+    }
+
+
+def _node_facts(node: NodeSnapshot, index: _CertIndex, include_stores: bool) -> Facts:
+    ident = node.identity
+    return {
+        "name": node.name,
+        "computer_name": ident.computer_name,
+        "fqdn": ident.fqdn,
+        "addresses": list(ident.addresses) if ident.addresses is not None else None,
+        "names": _own_names(node),
+        "state": node.collection.state.value,
+        "roles": node.roles(),
+        "root_thumbprints": _thumbprints(node.root),
+        "my_thumbprints": _thumbprints(node.my),
+        "root": _store_facts(node, node.root, index) if include_stores else None,
+        "my": _store_facts(node, node.my, index) if include_stores else None,
+        "bindings": [_binding_facts(b) for b in node.bindings] if node.bindings is not None else None,
+        "services": [_one_service(s) for s in node.services] if node.services is not None else None,
+        "schannel": (
+            {
+                "client_auth_trust_mode": node.schannel.client_auth_trust_mode,
+                "send_trusted_issuer_list": node.schannel.send_trusted_issuer_list,
+            }
+            if node.schannel is not None
+            else None
+        ),
+        "ssisdb": _ssisdb_facts(node),
+        "diagnostics": [
+            {"level": d.level.value, "source": d.source, "message": d.message} for d in node.diagnostics
+        ],
+    }
+
+
+def _store_facts(node: NodeSnapshot, store: CertificateStore | None, index: _CertIndex) -> list[Facts] | None:
+    if store is None:
+        return None
+    return [index.facts(node.name, store.name, c) for c in store.certificates]
+
+
+def _ssisdb_facts(node: NodeSnapshot) -> Facts | None:
+    if node.ssisdb is None:
+        return None
+    props = {k.upper(): v for k, v in node.ssisdb.master_properties.items()}
+    raw = props.get("SSLCERT_THUMBPRINT")
+    return {
+        "sslcert_thumbprint_raw": raw,
+        "sslcert_thumbprint": normalize_thumbprint(raw),
+        "master_address": props.get("MASTER_ADDRESS"),
+        "master_service_port": props.get("MASTER_SERVICE_PORT"),
+    }
+
+
+# ------------------------------------------------------------------------------------------ master
+
+
+def _master_facts(node: NodeSnapshot, index: _CertIndex) -> Facts:
+    config = node.master_config
+    assert config is not None
+    port_raw = config.get("PortNumber")
+    port, port_issue = _port(port_raw)
+    thumb_raw = config.get("SSLCertThumbprint")
+    thumb = normalize_thumbprint(thumb_raw)
+    cert = index.resolve(thumb, node, (node.root, node.my))
+    root_copy = node.root.find(thumb) if node.root is not None and thumb else None
+    has_binding, binding = _master_binding(node, port)
+    names = _own_names(node)
+    return {
+        "name": node.name,
+        "config": _config_facts(config),
+        "port_raw": port_raw,
+        "port": port,
+        "port_issue": port_issue,
+        **_thumbprint_facts("thumbprint", thumb_raw),
+        "cert": cert,
+        "cert_found": _found(cert, thumb, (node.root, node.my)),
+        "in_root": None if node.root is None or thumb is None else root_copy is not None,
+        "key_present": _key_present(node.root, thumb),
+        "has_binding": has_binding,
+        "binding": _binding_facts(binding) if binding is not None else None,
+        "service": _role_service(node.services, "ssisscaleoutmaster"),
+        "names": names,
+        "endpoint_names": _distinct([*names, *(cert["names"] if cert else [])]),
+        "identity_complete": None not in (node.identity.fqdn, node.identity.addresses, cert),
+        "not_self_signed_root": (
+            [
+                {"thumbprint": c.thumbprint, "subject": c.subject}
+                for c in node.root.certificates
+                if not c.self_signed
+            ]
+            if node.root is not None
+            else None
+        ),
+    }
+
+
+def _master_binding(node: NodeSnapshot, port: int | None) -> tuple[bool | None, SslBinding | None]:
+    """The binding that serves ``port`` for every client: wildcard first, then an address of this node."""
+    if node.bindings is None or port is None:
+        return None, None
+    on_port = [b for b in node.bindings if b.kind == "ipport" and b.port == port]
+    own = {_canonical_ip(a) for a in (node.identity.addresses or [])}
+    for wanted in ("0.0.0.0", "::"):
+        match = next((b for b in on_port if _canonical_ip(b.host) == wanted), None)
+        if match is not None:
+            return True, match
+    match = next((b for b in on_port if _canonical_ip(b.host) in own), None)
+    if match is not None:
+        return True, match
+    if on_port and node.identity.addresses is None:
+        return None, None  # an address is bound, but whose? host.json would tell
+    return False, None
+
+
+# ------------------------------------------------------------------------------------------ worker
+
+
+def _worker_facts(node: NodeSnapshot, index: _CertIndex, master_roots: dict[str, set[str] | None]) -> Facts:
+    config = node.worker_config
+    assert config is not None
+    endpoint_raw = config.get("MasterEndpoint")
+    thumb_raw = config.get("WorkerHttpsCertThumbprint")
+    thumb = normalize_thumbprint(thumb_raw)
+    location = (config.get("StoreLocation") or "").strip() or "LocalMachine"
+    name = (config.get("StoreName") or "").strip() or "My"
+    store = node.store(name) if location.lower() == "localmachine" else None
+    cert = index.resolve(thumb, node, (store, node.my, node.root))
+    services = _role_service(node.services, "ssisscaleoutworker")
+    return {
+        "name": node.name,
+        "config": _config_facts(config),
+        "endpoint_raw": endpoint_raw,
+        "endpoint": _endpoint(endpoint_raw),
+        **_thumbprint_facts("master_thumbprint", config.get("MasterHttpsCertThumbprint")),
+        **_thumbprint_facts("thumbprint", thumb_raw),
+        "store_location": location,
+        "store_name": name,
+        "store_thumbprints": _thumbprints(store),
+        "in_store": None if store is None or thumb is None else store.find(thumb) is not None,
+        "in_root": None if node.root is None or thumb is None else node.root.find(thumb) is not None,
+        "cert": cert,
+        "cert_found": _found(cert, thumb, (store, node.my, node.root)),
+        "key_present": _key_present(store, thumb),
+        "key_readers": _key_readers(store, thumb),
+        "service": services,
+        "service_account_aliases": _account_aliases(services["account"] if services else None),
+        "stale": _stale(node.my, cert),
+        "in_master_roots": [
+            {"name": name, "in_root": None if root is None or thumb is None else thumb in root}
+            for name, root in master_roots.items()
+        ],
+    }
+
+
+def _key_readers(store: CertificateStore | None, thumb: str | None) -> list[str] | None:
+    if store is None or thumb is None:
+        return None
+    copy = store.find(thumb)
+    if copy is None or copy.has_private_key is False:
+        return []
+    if copy.has_private_key is None or copy.key_readers is None:
+        return None
+    return _distinct(r.strip().lower() for r in copy.key_readers)
+
+
+def _account_aliases(account: str | None) -> list[str] | None:
+    """Names an ACL entry may use for the service account, so "NT Service\\X" matches a grant to "X"."""
+    if account is None or not account.strip():
+        return None
+    full = account.strip().lower()
+    names = [full, full.rsplit("\\", 1)[-1]]
+    if full in _SYSTEM_NAMES:
+        names += list(_SYSTEM_NAMES)
+    return _distinct([*names, *_BROAD_READERS])
+
+
+def _stale(my: CertificateStore | None, cert: Facts | None) -> list[Facts] | None:
+    if my is None or cert is None:
+        return None
+    return [
+        {"thumbprint": c.thumbprint, "subject": c.subject, "not_after": _aware(c.not_after)}
+        for c in my.certificates
+        if _subject_key(c.subject) == cert["subject_key"] and c.thumbprint != cert["thumbprint"]
+    ]
+
+
+def _endpoint(raw: str | None) -> Facts | None:
+    if raw is None:
+        return None
+    text = raw.strip()
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower() or None
+    host = parts.hostname
+    try:
+        port, port_invalid = parts.port, False
+    except ValueError:
+        port, port_invalid = None, True
+    issues: list[str] = []
+    if scheme != "https":
+        issues.append(f"scheme is {scheme!r}, not 'https'" if scheme else "is not a URL")
+    if not host:
+        issues.append("has no host")
+    elif not _valid_host(host):
+        issues.append(f"host {host!r} is not a valid host name or address")
+    if port is None:
+        issues.append("has an invalid port" if port_invalid else "has no port")
+    elif not 1 <= port <= 65535:
+        issues.append(f"port {port} is outside 1-65535")
+        port = None
+    if parts.path not in ("", "/"):
+        issues.append(f"has a path {parts.path!r}")
+    if parts.query or parts.fragment or parts.username is not None:
+        issues.append("has a query, fragment or user name")
+    if text != raw:
+        issues.append("has surrounding whitespace")
+    shown_host = f"[{host}]" if host and ":" in host else host
+    return {
+        "scheme": scheme,
+        "host": host or None,
+        "port": port,
+        "path": parts.path,
+        "valid": not issues,
+        "issue": "; ".join(issues) or None,
+        "normalized": f"{scheme or ''}://{shown_host}:{port}" if host and port else None,
+    }
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    return bool(labels) and all(_HOST_LABEL.match(label) for label in labels)
+
+
+# ------------------------------------------------------------------------------------------ shared
+
+
+def _config_facts(config: ConfigFile) -> Facts:
+    return {
+        "path": config.path,
+        "format": config.format,
+        "parsed": config.parse_error is None,
+        "parse_error": config.parse_error,
+    }
+
+
+def _thumbprint_facts(prefix: str, raw: str | None) -> Facts:
+    exact = is_clean(raw)
+    return {
+        f"{prefix}_raw": raw,
+        prefix: normalize_thumbprint(raw),
+        f"{prefix}_exact": exact,
+        f"{prefix}_issue": None if exact else "; ".join(thumbprint_problems(raw)),
+    }
+
+
+def _port(raw: str | None) -> tuple[int | None, str | None]:
+    if raw is None:
+        return None, "missing"
+    text = raw.strip()
+    if not text.isdigit() or not text.isascii():
+        return None, f"{raw!r} is not a number"
+    value = int(text)
+    if not 1 <= value <= 65535:
+        return None, f"{value} is outside 1-65535"
+    return value, None
+
+
+def _found(cert: Facts | None, thumb: str | None, stores: tuple[CertificateStore | None, ...]) -> bool | None:
+    if cert is not None:
+        return True
+    if thumb is None or any(s is None for s in stores):
+        return None
+    return False
+
+
+def _key_present(store: CertificateStore | None, thumb: str | None) -> bool | None:
+    if store is None or thumb is None:
+        return None
+    copy = store.find(thumb)
+    return False if copy is None else copy.has_private_key
+
+
+def _role_service(services: list[Service] | None, prefix: str) -> Facts | None:
+    if services is None:
+        return None
+    mine = [s for s in services if s.name.lower().startswith(prefix)]
+    if not mine:
+        return {
+            "present": False,
+            "name": None,
+            "state": None,
+            "start_mode": None,
+            "running": False,
+            "automatic": False,
+            "account": None,
+        }
+    best = sorted(mine, key=lambda s: (not s.running, not s.automatic))[0]
+    return _one_service(best)
+
+
+def _one_service(service: Service) -> Facts:
+    return {
+        "present": True,
+        "name": service.name,
+        "state": service.state.lower() if service.state else None,
+        "start_mode": service.start_mode.lower() if service.start_mode else None,
+        "running": service.running,
+        "automatic": service.automatic,
+        "account": service.account,
+    }
+
+
+def _binding_facts(binding: SslBinding) -> Facts:
+    return {
+        "ip_port": binding.ip_port,
+        "host": binding.host,
+        "port": binding.port,
+        "cert_hash": normalize_thumbprint(binding.cert_hash),
+        "app_id": binding.app_id,
+        "store": binding.cert_store,
+        "store_is_root": (binding.cert_store or "").strip().lower() == "root",
+    }
+
+
+def _own_names(node: NodeSnapshot) -> list[str]:
+    ident = node.identity
+    return _distinct(
+        n.strip().lower() for n in (node.name, ident.computer_name, ident.fqdn, *(ident.addresses or [])) if n
+    )
+
+
+def _thumbprints(store: CertificateStore | None) -> list[str] | None:
+    return [c.thumbprint for c in store.certificates] if store is not None else None
+
+
+def _any_running(masters: list[Facts]) -> bool | None:
+    services = [m["service"] for m in masters]
+    if any(s is not None and s["running"] for s in services):
+        return True
+    return False if all(s is not None for s in services) else None
+
+
+def _endpoint_groups(workers: list[Facts]) -> list[Facts]:
+    groups: dict[str, Facts] = {}
+    for w in workers:
+        endpoint = w["endpoint"]
+        if endpoint is None or endpoint["normalized"] is None:
+            continue
+        group = groups.setdefault(
+            endpoint["normalized"],
+            {
+                "endpoint": endpoint["normalized"],
+                "host": endpoint["host"],
+                "port": endpoint["port"],
+                "workers": [],
+            },
+        )
+        group["workers"].append(w["name"])
+    return list(groups.values())
+
+
+def _ssisdb_thumbprint(cluster: ClusterSnapshot) -> tuple[str | None, str | None]:
+    for node in cluster.masters:
+        facts = _ssisdb_facts(node)
+        if facts is not None and facts["sslcert_thumbprint_raw"] is not None:
+            return node.name, facts["sslcert_thumbprint"] or facts["sslcert_thumbprint_raw"]
+    return None, None
+
+
+def _canonical_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip("[]").split("%", 1)[0]))
+    except ValueError:
+        return text.lower()
+
+
+def _distinct(values: Any) -> list[Any]:
+    seen: dict[Any, None] = {}
+    for v in values:
+        if v is not None:
+            seen.setdefault(v, None)
+    return list(seen)
+
+
+def _subject_key(subject: str) -> str:
+    return "".join(subject.lower().split())
+
+
+def _whole_days(delta: timedelta) -> int:
+    """Days rounded away from zero: 19.99 days left reads "20 days", 0.5 days past expiry "1 day ago"."""
+    days = delta.total_seconds() / 86400
+    return math.ceil(days) if days >= 0 else math.floor(days)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class _CertIndex:
+    """Certificates of the whole cluster by thumbprint: a copy anywhere tells what the certificate is."""
+
+    def __init__(self, cluster: ClusterSnapshot, now: datetime) -> None:
+        self.now = now
+        self.where: dict[str, list[tuple[str, str, Certificate]]] = {}
+        self._facts: dict[tuple[str, str, str], Facts] = {}
+        for node in cluster.nodes:
+            for store in (node.root, node.my):
+                if store is None:
+                    continue
+                for cert in store.certificates:
+                    self.where.setdefault(cert.thumbprint, []).append((node.name, store.name, cert))
+
+    def resolve(
+        self, thumb: str | None, node: NodeSnapshot, preferred: tuple[CertificateStore | None, ...]
+    ) -> Facts | None:
+        """The certificate facts for ``thumb``: from ``preferred`` stores of ``node`` first, else anywhere."""
+        if thumb is None:
+            return None
+        for store in preferred:
+            cert = store.find(thumb) if store is not None else None
+            if cert is not None and store is not None:
+                return self.facts(node.name, store.name, cert)
+        copies = self.where.get(thumb)
+        return self.facts(*copies[0]) if copies else None
+
+    def facts(self, node: str, store: str, cert: Certificate) -> Facts:
+        key = (node, store, cert.thumbprint)
+        cached = self._facts.get(key)
+        if cached is None:
+            cached = self._facts[key] = certificate_facts(cert, f"{node}\\{store}", self.now)
+        return cached
+
+
+def certificate_facts(cert: Certificate, found_in: str, now: datetime) -> Facts:
+    not_before, not_after = _aware(cert.not_before), _aware(cert.not_after)
+    return {
+        "thumbprint": cert.thumbprint,
+        "subject": cert.subject,
+        "subject_key": _subject_key(cert.subject),
+        "issuer": cert.issuer,
+        "common_names": list(cert.common_names),
+        "san_dns": list(cert.san_dns),
+        "san_ip": list(cert.san_ip),
+        "names": _distinct(n.strip().lower() for n in cert.names()),
+        "serial": cert.serial,
+        "not_before": not_before,
+        "not_after": not_after,
+        "days_left": _whole_days(not_after - now),
+        "expired": now > not_after,
+        "not_yet_valid": now < not_before,
+        "key_algorithm": cert.key_algorithm.upper(),
+        "key_bits": cert.key_bits,
+        "signature_hash": cert.signature_hash.lower() if cert.signature_hash else None,
+        "self_signed": cert.self_signed,
+        "has_private_key": cert.has_private_key,
+        "found_in": found_in,
+    }

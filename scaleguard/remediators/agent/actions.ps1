@@ -1,0 +1,522 @@
+# scaleguard fix agent: the Windows side of every fix action. Windows PowerShell 5.1 compatible.
+#
+# Delivered like the collector (collect.ps1): over stdin behind the -EncodedCommand bootstrap, which passes
+# the request JSON as the only argument. Every value in the request (thumbprints, host names, accounts,
+# paths) is DATA: it is parsed with ConvertFrom-Json, validated against a strict pattern, and only ever
+# passed as a parameter value or a process argument - never spliced into PowerShell source. The script is
+# byte-identical for every request.
+#
+# One request = one action. An action either completes or leaves the node as it was, and reports what was
+# there before, so scaleguard can roll back and undo. Prints ONE JSON document (ASCII only) on stdout and
+# exits 0; on failure prints the reason on stderr and exits 1 (2 for an unknown op).
+# Needs Windows Server 2016 or later (New-SelfSignedCertificate -KeyLength/-TextExtension).
+param([string]$RequestJson)
+
+$ErrorActionPreference = 'Stop'
+$ProgressPreference = 'SilentlyContinue'
+Set-StrictMode -Version 2.0
+
+$HostNamePattern = '^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*$'
+$ThumbprintPattern = '^[0-9A-F]{40}$'
+$AppIdPattern = '^\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}$'
+$IpPortPattern = '^((\d{1,3}\.){3}\d{1,3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}$'
+$ServicePattern = '^SSISScaleOut(Master|Worker)\d{2,3}$'
+$BackupNamePattern = '^[A-Za-z0-9._-]{1,80}\\[A-Za-z0-9._-]{1,120}$'
+$AccountPattern = '^[^\x00-\x1f"/\[\]:;|=,+*?<>@]{1,104}$'
+$StoreNames = @('Root', 'My')
+$BindingRegistry = 'HKLM:\SYSTEM\CurrentControlSet\Services\HTTP\Parameters\SslBindingInfo'
+$X509 = 'System.Security.Cryptography.X509Certificates'
+
+function Stop-Action([string]$Message) {
+    throw (New-Object System.InvalidOperationException $Message)
+}
+
+function Get-Field($Request, [string]$Name, [switch]$Optional) {
+    $property = $Request.PSObject.Properties[$Name]
+    $missing = ($null -eq $property) -or ($null -eq $property.Value) -or
+        (($property.Value -is [string]) -and ($property.Value.Length -eq 0))
+    if ($missing) {
+        if ($Optional) { return $null }
+        Stop-Action "the request needs '$Name'"
+    }
+    return $property.Value
+}
+
+function Get-Text($Request, [string]$Name, [string]$Pattern) {
+    $value = [string](Get-Field $Request $Name)
+    if ($Pattern -and ($value -cnotmatch $Pattern)) { Stop-Action "'$Name' is not acceptable" }
+    return $value
+}
+
+function ConvertTo-AsciiJson($Value) {
+    $json = ConvertTo-Json -InputObject $Value -Depth 6 -Compress
+    return [regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
+}
+
+function Get-Sha256([byte[]]$Bytes) {
+    $sha = [System.Security.Cryptography.SHA256]::Create()
+    try { return (($sha.ComputeHash($Bytes) | ForEach-Object { $_.ToString('x2') }) -join '') }
+    finally { $sha.Dispose() }
+}
+
+function Get-Thumbprint($Request, [string]$Name = 'thumbprint') {
+    $raw = [string](Get-Field $Request $Name)
+    $clean = ($raw -replace '[^0-9A-Fa-f]', '').ToUpperInvariant()
+    if ($clean -cnotmatch $ThumbprintPattern) { Stop-Action "'$Name' is not a 40-hex thumbprint" }
+    return $clean
+}
+
+function Get-StoreName($Request, [string]$Name = 'store') {
+    $store = [string](Get-Field $Request $Name)
+    foreach ($known in $StoreNames) { if ($known -ieq $store) { return $known } }
+    Stop-Action "'$Name' must be Root or My"
+}
+
+function Test-HostName([string]$Name) {
+    $address = $null
+    if ([System.Net.IPAddress]::TryParse($Name, [ref]$address)) { return $true }
+    return (($Name.Length -le 253) -and ($Name -cmatch $HostNamePattern))
+}
+
+# --- paths: only the Scale Out settings files and scaleguard's own backup folder are ever touched -----
+
+function Get-ConfigPath($Request) {
+    $raw = [string](Get-Field $Request 'path')
+    $full = [System.IO.Path]::GetFullPath($raw)
+    $leaf = [System.IO.Path]::GetFileName($full)
+    $folder = [System.IO.Path]::GetFileName([System.IO.Path]::GetDirectoryName($full))
+    if (($leaf -notin @('MasterSettings.config', 'WorkerSettings.config')) -or ($folder -ne 'Binn')) {
+        Stop-Action 'only MasterSettings.config and WorkerSettings.config in a DTS\Binn folder are edited'
+    }
+    if (-not (Test-Path -LiteralPath $full -PathType Leaf)) { Stop-Action "$full does not exist" }
+    return $full
+}
+
+function Get-BackupPath($Request) {
+    $name = Get-Text $Request 'backup_name' $BackupNamePattern
+    $root = Join-Path ([Environment]::GetFolderPath('CommonApplicationData')) 'scaleguard\backup'
+    return (Join-Path $root $name)
+}
+
+function Write-BytesAtomically([string]$Path, [byte[]]$Bytes) {
+    # ReplaceFile keeps the destination's ACL and attributes; a crash leaves either the old or the new file.
+    $temporary = "$Path.scaleguard-new"
+    [System.IO.File]::WriteAllBytes($temporary, $Bytes)
+    [System.IO.File]::Replace($temporary, $Path, [NullString]::Value)
+    if ((Get-Sha256 ([System.IO.File]::ReadAllBytes($Path))) -ne (Get-Sha256 $Bytes)) {
+        Stop-Action "$Path could not be verified after writing"
+    }
+}
+
+function Invoke-ReadFile($Request) {
+    $path = Get-ConfigPath $Request
+    $bytes = [System.IO.File]::ReadAllBytes($path)
+    return [ordered]@{ path = $path; exists = $true; content_b64 = [Convert]::ToBase64String($bytes); sha256 = (Get-Sha256 $bytes) }
+}
+
+function Invoke-WriteConfig($Request) {
+    $path = Get-ConfigPath $Request
+    $backup = Get-BackupPath $Request
+    $expected = Get-Text $Request 'expected_sha256' '^[0-9a-f]{64}$'
+    $content = [Convert]::FromBase64String((Get-Text $Request 'content_b64' '^[A-Za-z0-9+/=]+$'))
+    $current = [System.IO.File]::ReadAllBytes($path)
+    if ((Get-Sha256 $current) -ne $expected) { Stop-Action "$path changed since it was read; not written" }
+    if (Test-Path -LiteralPath $backup) { Stop-Action "the backup $backup already exists; not overwritten" }
+    [void][System.IO.Directory]::CreateDirectory([System.IO.Path]::GetDirectoryName($backup))
+    [System.IO.File]::WriteAllBytes($backup, $current)
+    if ((Get-Sha256 ([System.IO.File]::ReadAllBytes($backup))) -ne $expected) { Stop-Action 'the backup could not be verified' }
+    Write-BytesAtomically $path $content
+    return [ordered]@{
+        path = $path; backup_path = $backup; before_sha256 = $expected
+        after_sha256 = (Get-Sha256 $content); changed = ($expected -ne (Get-Sha256 $content))
+    }
+}
+
+function Invoke-RestoreFile($Request) {
+    $path = Get-ConfigPath $Request
+    $backup = Get-BackupPath $Request
+    if (-not (Test-Path -LiteralPath $backup -PathType Leaf)) {
+        return [ordered]@{ path = $path; restored = $false; reason = 'no backup (the file was never written)' }
+    }
+    $saved = [System.IO.File]::ReadAllBytes($backup)
+    $expected = Get-Field $Request 'expected_sha256' -Optional
+    $current = Get-Sha256 ([System.IO.File]::ReadAllBytes($path))
+    if ($expected -and ($current -ne [string]$expected) -and ($current -ne (Get-Sha256 $saved))) {
+        Stop-Action "$path was changed by someone else since scaleguard wrote it; not restored"
+    }
+    Write-BytesAtomically $path $saved
+    return [ordered]@{ path = $path; restored = $true; sha256 = (Get-Sha256 $saved) }
+}
+
+# --- certificates ------------------------------------------------------------------------------------
+
+function Open-Store([string]$Name, [switch]$ReadOnly) {
+    $location = [System.Security.Cryptography.X509Certificates.StoreLocation]::LocalMachine
+    $store = New-Object "$X509.X509Store" -ArgumentList $Name, $location
+    if ($ReadOnly) { $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadOnly) }
+    else { $store.Open([System.Security.Cryptography.X509Certificates.OpenFlags]::ReadWrite) }
+    return $store
+}
+
+function Find-Certificate($Store, [string]$Thumbprint) {
+    $findType = [System.Security.Cryptography.X509Certificates.X509FindType]::FindByThumbprint
+    $found = $Store.Certificates.Find($findType, $Thumbprint, $false)
+    if ($found.Count -eq 0) { return $null }
+    return $found[0]
+}
+
+function Get-CertDocument($Cert, [string]$Store) {
+    return [ordered]@{ store = $Store; thumbprint = $Cert.Thumbprint; der_b64 = [Convert]::ToBase64String($Cert.RawData) }
+}
+
+function Add-ToStore([string]$StoreName, $Cert) {
+    # X509Store.Add copies the certificate's properties, the private-key link included.
+    $store = Open-Store $StoreName
+    try {
+        $existing = Find-Certificate $store $Cert.Thumbprint
+        if ($null -ne $existing) { return $true }
+        $store.Add($Cert)
+        return $false
+    } finally { $store.Close() }
+}
+
+function Invoke-CreateCertificate($Request) {
+    $store = Get-StoreName $Request
+    $names = @(Get-Field $Request 'common_names' | ForEach-Object { [string]$_ })
+    $dns = @(Get-Field $Request 'san_dns' -Optional | Where-Object { $null -ne $_ } | ForEach-Object { [string]$_ })
+    $ips = @(Get-Field $Request 'san_ip' -Optional | Where-Object { $null -ne $_ } | ForEach-Object { [string]$_ })
+    foreach ($name in @($names + $dns + $ips)) {
+        if (-not (Test-HostName $name)) { Stop-Action 'every certificate name must be a host name or an address' }
+    }
+    $bits = [int](Get-Field $Request 'key_bits')
+    $hash = [string](Get-Field $Request 'hash')
+    $days = [int](Get-Field $Request 'valid_days')
+    if (($bits -lt 2048) -or ($hash -notin @('sha256', 'sha384', 'sha1')) -or ($days -lt 1)) {
+        Stop-Action 'refusing a weak or invalid certificate request'
+    }
+    $friendly = Get-Text $Request 'friendly_name' '^[A-Za-z0-9 ._-]{1,64}$'
+    $subject = ($names | ForEach-Object { 'CN=' + $_ }) -join ', '
+    $san = @($dns | ForEach-Object { 'DNS=' + $_ }) + @($ips | ForEach-Object { 'IPAddress=' + $_ })
+    $extensions = @('2.5.29.37={text}1.3.6.1.5.5.7.3.1,1.3.6.1.5.5.7.3.2')
+    if ($san.Count -gt 0) { $extensions += ('2.5.29.17={text}' + ($san -join '&')) }
+    $parameters = @{
+        Subject           = $subject
+        TextExtension     = $extensions
+        CertStoreLocation = 'Cert:\LocalMachine\My'
+        KeyAlgorithm      = 'RSA'
+        KeyLength         = $bits
+        HashAlgorithm     = $hash.ToUpperInvariant()
+        KeyExportPolicy   = 'NonExportable'
+        KeyUsage          = @('DigitalSignature', 'KeyEncipherment')
+        NotBefore         = (Get-Date).AddDays(-1)
+        NotAfter          = (Get-Date).AddDays($days)
+        FriendlyName      = $friendly
+    }
+    $cert = New-SelfSignedCertificate @parameters
+    if ($store -eq 'Root') {
+        # MakeCert -ss Root: the certificate (with its key link) lives in Root only; the key stays on this node.
+        [void](Add-ToStore 'Root' $cert)
+        $my = Open-Store 'My'
+        try { $my.Remove($cert) } finally { $my.Close() }
+    }
+    return (Get-CertDocument $cert $store)
+}
+
+function Invoke-ImportCertificate($Request) {
+    $store = Get-StoreName $Request
+    $der = [Convert]::FromBase64String((Get-Text $Request 'der_b64' '^[A-Za-z0-9+/=]+$'))
+    $cert = New-Object "$X509.X509Certificate2" -ArgumentList (, $der)
+    $wanted = Get-Thumbprint $Request
+    if ($cert.Thumbprint -ne $wanted) { Stop-Action "the certificate is $($cert.Thumbprint), not the one requested" }
+    $already = Add-ToStore $store $cert
+    $document = Get-CertDocument $cert $store
+    $document.already_present = $already
+    return $document
+}
+
+function Invoke-ImportPfx($Request) {
+    $store = Get-StoreName $Request
+    $bytes = [Convert]::FromBase64String((Get-Text $Request 'pfx_b64' '^[A-Za-z0-9+/=]+$'))
+    $password = [string](Get-Field $Request 'password' -Optional)
+    $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]'MachineKeySet, PersistKeySet'
+    $cert = New-Object "$X509.X509Certificate2" -ArgumentList $bytes, $password, $flags
+    if (-not $cert.HasPrivateKey) { Stop-Action 'the PFX holds no private key' }
+    $wanted = Get-Thumbprint $Request
+    if ($cert.Thumbprint -ne $wanted) { Stop-Action "the PFX certificate is $($cert.Thumbprint), not the one requested" }
+    $already = Add-ToStore $store $cert
+    $document = Get-CertDocument $cert $store
+    $document.already_present = $already
+    return $document
+}
+
+function Invoke-CopyCertificate($Request) {
+    $source = Get-StoreName $Request 'from_store'
+    $target = Get-StoreName $Request 'to_store'
+    $thumbprint = Get-Thumbprint $Request
+    $from = Open-Store $source -ReadOnly
+    try { $cert = Find-Certificate $from $thumbprint } finally { $from.Close() }
+    if ($null -eq $cert) { Stop-Action "the certificate is not in LocalMachine\$source" }
+    $already = Add-ToStore $target $cert
+    $document = Get-CertDocument $cert $target
+    $document.already_present = $already
+    return $document
+}
+
+function Invoke-RemoveCertificate($Request) {
+    $storeName = Get-StoreName $Request
+    $thumbprint = Get-Thumbprint $Request
+    $deleteKey = [bool](Get-Field $Request 'delete_key' -Optional)
+    $store = Open-Store $storeName
+    try {
+        $cert = Find-Certificate $store $thumbprint
+        if ($null -eq $cert) { return [ordered]@{ store = $storeName; thumbprint = $thumbprint; removed = $false } }
+        $hadKey = [bool]$cert.HasPrivateKey
+        $backup = $null
+        if ($null -ne (Get-Field $Request 'backup_name' -Optional)) {
+            $backup = Get-BackupPath $Request
+            [void][System.IO.Directory]::CreateDirectory([System.IO.Path]::GetDirectoryName($backup))
+            [System.IO.File]::WriteAllBytes($backup, $cert.RawData)
+        }
+        if ($deleteKey -and $hadKey) {
+            Remove-Item -LiteralPath (Join-Path "Cert:\LocalMachine\$storeName" $thumbprint) -DeleteKey
+        } else {
+            $store.Remove($cert)  # the key container stays: certutil -repairstore re-links it on restore
+        }
+        return [ordered]@{
+            store = $storeName; thumbprint = $thumbprint; removed = $true; had_key = $hadKey
+            key_deleted = ($deleteKey -and $hadKey); backup_path = $backup
+        }
+    } finally { $store.Close() }
+}
+
+function Invoke-RestoreCertificate($Request) {
+    $storeName = Get-StoreName $Request
+    $thumbprint = Get-Thumbprint $Request
+    $backup = Get-BackupPath $Request
+    if (-not (Test-Path -LiteralPath $backup -PathType Leaf)) { Stop-Action "no certificate backup at $backup" }
+    $cert = New-Object "$X509.X509Certificate2" -ArgumentList (, [System.IO.File]::ReadAllBytes($backup))
+    if ($cert.Thumbprint -ne $thumbprint) { Stop-Action 'the backup holds another certificate' }
+    $already = Add-ToStore $storeName $cert
+    if ([bool](Get-Field $Request 'had_key' -Optional)) {
+        & certutil.exe -repairstore $storeName $thumbprint | Out-Null
+        if ($LASTEXITCODE -ne 0) { Stop-Action "certutil -repairstore could not re-link the private key ($LASTEXITCODE)" }
+    }
+    $document = Get-CertDocument $cert $storeName
+    $document.already_present = $already
+    return $document
+}
+
+# --- private key access (what winhttpcertcfg -g does: an Allow Read ACE on the key file) --------------
+
+function Get-KeyFile($Cert) {
+    $key = $null
+    try { $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Cert) } catch { $key = $null }
+    if ($null -eq $key) { Stop-Action 'the private key cannot be opened' }
+    $programData = $env:ProgramData
+    if ($key -is [System.Security.Cryptography.RSACryptoServiceProvider]) {
+        $name = $key.CspKeyContainerInfo.UniqueKeyContainerName
+        return (Join-Path $programData "Microsoft\Crypto\RSA\MachineKeys\$name")
+    }
+    $name = $key.Key.UniqueName
+    $capi = Join-Path $programData "Microsoft\Crypto\RSA\MachineKeys\$name"
+    if (Test-Path -LiteralPath $capi) { return $capi }
+    return (Join-Path $programData "Microsoft\Crypto\Keys\$name")
+}
+
+function Get-KeyTarget($Request) {
+    $storeName = Get-StoreName $Request
+    $thumbprint = Get-Thumbprint $Request
+    $account = Get-Text $Request 'account' $AccountPattern
+    $sid = (New-Object System.Security.Principal.NTAccount $account).Translate([System.Security.Principal.SecurityIdentifier])
+    $store = Open-Store $storeName -ReadOnly
+    try { $cert = Find-Certificate $store $thumbprint } finally { $store.Close() }
+    if ($null -eq $cert) { Stop-Action "the certificate is not in LocalMachine\$storeName" }
+    if (-not $cert.HasPrivateKey) { Stop-Action 'the certificate has no private key' }
+    return [ordered]@{ account = $account; sid = $sid; file = (Get-KeyFile $cert) }
+}
+
+function Test-CanRead($Acl, $Sid) {
+    $readMask = [int64]0x1 -bor [int64]0x80000000 -bor [int64]0x10000000
+    foreach ($ace in $Acl.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])) {
+        $rights = [int64]($ace.FileSystemRights.value__) -band [int64]0xFFFFFFFF
+        if (($ace.IdentityReference -eq $Sid) -and ($ace.AccessControlType -eq 'Allow') -and (($rights -band $readMask) -ne 0)) {
+            return $true
+        }
+    }
+    return $false
+}
+
+function Invoke-GrantKeyRead($Request) {
+    $target = Get-KeyTarget $Request
+    $acl = Get-Acl -LiteralPath $target.file
+    if (Test-CanRead $acl $target.sid) { return [ordered]@{ account = $target.account; already = $true } }
+    $rule = New-Object System.Security.AccessControl.FileSystemAccessRule -ArgumentList $target.sid, 'Read', 'Allow'
+    $acl.AddAccessRule($rule)
+    Set-Acl -LiteralPath $target.file -AclObject $acl
+    return [ordered]@{ account = $target.account; already = $false }
+}
+
+function Invoke-RevokeKeyRead($Request) {
+    $target = Get-KeyTarget $Request
+    $acl = Get-Acl -LiteralPath $target.file
+    $rule = New-Object System.Security.AccessControl.FileSystemAccessRule -ArgumentList $target.sid, 'Read', 'Allow'
+    $revoked = $acl.RemoveAccessRule($rule)
+    Set-Acl -LiteralPath $target.file -AclObject $acl
+    return [ordered]@{ account = $target.account; revoked = [bool]$revoked }
+}
+
+# --- HTTP.sys bindings (netsh http ... sslcert, arguments passed as data) ------------------------------
+
+function Get-Binding([string]$IpPort) {
+    if (-not (Test-Path -LiteralPath $BindingRegistry)) { return $null }
+    foreach ($key in Get-ChildItem -LiteralPath $BindingRegistry) {
+        if ($key.PSChildName -ine $IpPort) { continue }
+        $values = Get-ItemProperty -LiteralPath $key.PSPath
+        $appId = $null
+        if ($values.PSObject.Properties['AppId'] -and ($null -ne $values.AppId)) {
+            $appId = '{' + (New-Object System.Guid (, [byte[]]$values.AppId)).ToString() + '}'
+        }
+        $store = $null
+        if ($values.PSObject.Properties['SslCertStoreName']) { $store = [string]$values.SslCertStoreName }
+        $hash = $null
+        if ($values.PSObject.Properties['SslCertHash']) {
+            $hash = ((([byte[]]$values.SslCertHash) | ForEach-Object { $_.ToString('X2') }) -join '')
+        }
+        return [ordered]@{ ip_port = $key.PSChildName; cert_hash = $hash; app_id = $appId; cert_store = $store }
+    }
+    return $null
+}
+
+function Invoke-Netsh([string[]]$Arguments) {
+    $output = & netsh.exe @Arguments 2>&1 | Out-String
+    return [ordered]@{ code = $LASTEXITCODE; output = $output.Trim() }
+}
+
+function Add-Binding([string]$IpPort, [string]$Hash, [string]$AppId, $Store) {
+    $arguments = @('http', 'add', 'sslcert', "ipport=$IpPort", "certhash=$Hash", "appid=$AppId")
+    if ($Store) { $arguments += "certstorename=$Store" }
+    return (Invoke-Netsh $arguments)
+}
+
+function Invoke-SetBinding($Request) {
+    $ipPort = Get-Text $Request 'ip_port' $IpPortPattern
+    $hash = Get-Thumbprint $Request 'cert_hash'
+    $appId = Get-Text $Request 'app_id' $AppIdPattern
+    $storeName = Get-StoreName $Request 'cert_store'
+    $store = Open-Store $storeName -ReadOnly
+    try { $cert = Find-Certificate $store $hash } finally { $store.Close() }
+    if (($null -eq $cert) -or (-not $cert.HasPrivateKey)) {
+        Stop-Action "the certificate with its private key is not in LocalMachine\$storeName; binding not changed"
+    }
+    $previous = Get-Binding $ipPort
+    if ($null -ne $previous) {
+        $deleted = Invoke-Netsh @('http', 'delete', 'sslcert', "ipport=$ipPort")
+        if ($deleted.code -ne 0) { Stop-Action "netsh http delete sslcert failed: $($deleted.output)" }
+    }
+    $added = Add-Binding $ipPort $hash $appId $storeName
+    if ($added.code -ne 0) {
+        if ($null -ne $previous) { [void](Add-Binding $ipPort $previous.cert_hash $previous.app_id $previous.cert_store) }
+        Stop-Action "netsh http add sslcert failed (the previous binding was put back): $($added.output)"
+    }
+    return [ordered]@{ ip_port = $ipPort; previous = $previous }
+}
+
+function Invoke-DeleteBinding($Request) {
+    $ipPort = Get-Text $Request 'ip_port' $IpPortPattern
+    $previous = Get-Binding $ipPort
+    if ($null -ne $previous) {
+        $deleted = Invoke-Netsh @('http', 'delete', 'sslcert', "ipport=$ipPort")
+        if ($deleted.code -ne 0) { Stop-Action "netsh http delete sslcert failed: $($deleted.output)" }
+    }
+    return [ordered]@{ ip_port = $ipPort; previous = $previous }
+}
+
+# --- services --------------------------------------------------------------------------------------------
+
+function Get-ScaleOutService($Request) {
+    $name = Get-Text $Request 'name' $ServicePattern
+    $service = Get-Service -Name $name -ErrorAction SilentlyContinue
+    if ($null -eq $service) { Stop-Action "Cannot find any service with service name '$name'." }
+    return $service
+}
+
+function Get-StartMode([string]$Name) {
+    $found = @(Get-CimInstance -ClassName Win32_Service | Where-Object { $_.Name -eq $Name })
+    if ($found.Count -eq 0) { return $null }
+    return [string]$found[0].StartMode
+}
+
+function Invoke-SetStartMode($Request) {
+    $service = Get-ScaleOutService $Request
+    $mode = [string](Get-Field $Request 'mode')
+    $startup = $null
+    switch ($mode.ToLowerInvariant()) {
+        'auto' { $startup = 'Automatic' }
+        'automatic' { $startup = 'Automatic' }
+        'manual' { $startup = 'Manual' }
+        'disabled' { $startup = 'Disabled' }
+        default { Stop-Action "unknown start mode" }
+    }
+    $previous = Get-StartMode $service.Name
+    Set-Service -Name $service.Name -StartupType $startup
+    return [ordered]@{ name = $service.Name; previous = $previous; mode = $startup }
+}
+
+function Invoke-StartService($Request) {
+    $service = Get-ScaleOutService $Request
+    $wasRunning = ($service.Status -eq 'Running')
+    if (-not $wasRunning) { Start-Service -Name $service.Name }
+    return [ordered]@{ name = $service.Name; was_running = $wasRunning }
+}
+
+function Invoke-StopService($Request) {
+    $service = Get-ScaleOutService $Request
+    $wasRunning = ($service.Status -eq 'Running')
+    if ($wasRunning) { Stop-Service -Name $service.Name }
+    return [ordered]@{ name = $service.Name; was_running = $wasRunning }
+}
+
+function Invoke-RestartService($Request) {
+    # A stopped service stays stopped: an HA passive master must stay passive.
+    $service = Get-ScaleOutService $Request
+    if ($service.Status -ne 'Running') {
+        return [ordered]@{ name = $service.Name; restarted = $false; state = [string]$service.Status }
+    }
+    Restart-Service -Name $service.Name
+    return [ordered]@{ name = $service.Name; restarted = $true; state = 'Running' }
+}
+
+# --- dispatch ----------------------------------------------------------------------------------------------
+
+$request = $RequestJson | ConvertFrom-Json
+$op = [string]$request.op
+try {
+    switch ($op) {
+        'read_file' { $result = Invoke-ReadFile $request }
+        'write_config' { $result = Invoke-WriteConfig $request }
+        'restore_file' { $result = Invoke-RestoreFile $request }
+        'create_certificate' { $result = Invoke-CreateCertificate $request }
+        'import_certificate' { $result = Invoke-ImportCertificate $request }
+        'import_pfx' { $result = Invoke-ImportPfx $request }
+        'copy_certificate' { $result = Invoke-CopyCertificate $request }
+        'remove_certificate' { $result = Invoke-RemoveCertificate $request }
+        'restore_certificate' { $result = Invoke-RestoreCertificate $request }
+        'grant_key_read' { $result = Invoke-GrantKeyRead $request }
+        'revoke_key_read' { $result = Invoke-RevokeKeyRead $request }
+        'set_binding' { $result = Invoke-SetBinding $request }
+        'delete_binding' { $result = Invoke-DeleteBinding $request }
+        'set_service_start_mode' { $result = Invoke-SetStartMode $request }
+        'start_service' { $result = Invoke-StartService $request }
+        'stop_service' { $result = Invoke-StopService $request }
+        'restart_service' { $result = Invoke-RestartService $request }
+        default {
+            [Console]::Error.WriteLine('scaleguard fix agent: unsupported op')
+            exit 2
+        }
+    }
+} catch {
+    [Console]::Error.WriteLine("scaleguard fix agent: $($_.Exception.Message)")
+    exit 1
+}
+[Console]::Out.Write((ConvertTo-AsciiJson $result))
+exit 0

@@ -1,0 +1,293 @@
+"""What every remediator shares: the planning context, the unit builder and the remediator contract.
+
+A remediator is pure: it reads failing findings and the intended cluster state, and answers with units
+of typed steps (or with manual items when no safe automatic fix exists). It never talks to a node. The
+context hands out ids, records what happened to every finding, and keeps the intended state current, so
+remediators planned later see the effect of those planned earlier.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from scaleguard.findings.model import Finding
+from scaleguard.remediators.intent import ClusterIntent, NodeIntent, Thumb
+from scaleguard.remediators.model import (
+    ActionName,
+    Disposition,
+    ManualItem,
+    Outcome,
+    ParamValue,
+    SecretRef,
+    Step,
+    StepRef,
+    Unit,
+)
+
+
+@dataclass(frozen=True)
+class MasterPfx:
+    """An enterprise master certificate to import instead of creating one (``--master-pfx``)."""
+
+    path: str
+    password: SecretRef
+    thumbprint: str
+    der_b64: str
+    names: tuple[str, ...]
+    common_names: tuple[str, ...]
+    subject: str
+    key_bits: int | None
+    self_signed: bool
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    master_hash: Literal["sha256", "sha1"] = "sha256"
+    worker_hash: Literal["sha256", "sha1"] = "sha256"
+    key_bits: int = 2048
+    valid_days: int = 730
+    max_nodes: int | None = None
+    master_pfx: MasterPfx | None = None
+    new_guid: Callable[[], str] = field(default=lambda: "{" + str(uuid.uuid4()) + "}")
+    now: datetime | None = None
+    source: str = ""
+
+
+def finding_key(finding: Finding, cluster: str) -> str:
+    return f"{finding.policy}@{cluster}/{finding.node}"
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+
+
+def valid_host(name: str) -> bool:
+    """A DNS/NetBIOS host name or an IP address; anything else never goes into a certificate or a URL."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    if not name or len(name) > 253:
+        return False
+    return all(_LABEL.fullmatch(label) for label in name.rstrip(".").split("."))
+
+
+def is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+class UnitDraft:
+    """A unit under construction: steps are numbered as they are added (refs need their ids)."""
+
+    def __init__(
+        self, ctx: PlanContext, remediation: str, cluster: str, target: str, summary: str, phase: int
+    ) -> None:
+        self.ctx = ctx
+        self.id = ctx.next_unit_id()
+        self.remediation = remediation
+        self.cluster = cluster
+        self.target = target
+        self.summary = summary
+        self.phase = phase
+        self.findings: list[str] = []
+        self.depends_on: list[str] = []
+        self.steps: list[Step] = []
+
+    def step(
+        self,
+        node: NodeIntent,
+        action: ActionName,
+        params: dict[str, ParamValue],
+        *,
+        before: str,
+        after: str,
+        command: str,
+        depends_on: Iterable[str] = (),
+    ) -> str:
+        step_id = self.ctx.next_step_id()
+        refs = [v.from_step for v in params.values() if isinstance(v, StepRef)]
+        deps = [d for d in dict.fromkeys([*depends_on, *refs]) if d != step_id]
+        own_node = {s.id for s in self.steps if s.node.lower() == node.name.lower()}
+        self.steps.append(
+            Step(
+                id=step_id,
+                unit=self.id,
+                cluster=self.cluster,
+                node=node.name,
+                action=action,
+                params=params,
+                before=before,
+                after=after,
+                command=command,
+                depends_on=[d for d in deps if d not in own_node],
+            )
+        )
+        return step_id
+
+    def depend(self, unit_id: str | None) -> None:
+        if unit_id and unit_id != self.id and unit_id not in self.depends_on:
+            self.depends_on.append(unit_id)
+
+    def restart(self, node: NodeIntent, role: str, *, depends_on: Iterable[str] = ()) -> str | None:
+        """Restart ``role``'s service on ``node`` (documented after every config/trust/key change)."""
+        from scaleguard.remediators import commands
+
+        service = node.service(role)
+        if service is None:
+            return None
+        node.restarts.setdefault(service.name, []).append(self.id)
+        return self.step(
+            node,
+            "restart_service",
+            {"name": service.name},
+            before=f"{service.name} {service.state or 'state unknown'}",
+            after=f"{service.name} restarted if running (picks up the change)",
+            command=commands.restart_service(service.name),
+            depends_on=depends_on,
+        )
+
+    def build(self) -> Unit:
+        nodes = list(dict.fromkeys(s.node for s in self.steps))
+        return Unit(
+            id=self.id,
+            remediation=self.remediation,
+            cluster=self.cluster,
+            target=self.target,
+            summary=self.summary,
+            findings=list(self.findings),
+            nodes=nodes,
+            depends_on=list(self.depends_on),
+            steps=[s.id for s in self.steps],
+        )
+
+
+@dataclass
+class PlanContext:
+    options: PlanOptions
+    clusters: dict[str, ClusterIntent]
+    units: list[tuple[int, UnitDraft]] = field(default_factory=list)
+    dispositions: list[Disposition] = field(default_factory=list)
+    manual_items: list[ManualItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    _unit_counter: int = 0
+    _step_counter: int = 0
+
+    def next_unit_id(self) -> str:
+        self._unit_counter += 1
+        return f"u{self._unit_counter:02d}"
+
+    def next_step_id(self) -> str:
+        self._step_counter += 1
+        return f"s{self._step_counter:03d}"
+
+    def cluster_of(self, finding: Finding) -> ClusterIntent | None:
+        if finding.cluster and finding.cluster in self.clusters:
+            return self.clusters[finding.cluster]
+        holding = [c for c in self.clusters.values() if c.node(finding.node) is not None]
+        if len(holding) == 1:
+            return holding[0]
+        return next(iter(self.clusters.values()), None) if len(self.clusters) == 1 else None
+
+    def draft(
+        self, remediation: str, cluster: ClusterIntent, target: str, summary: str, phase: int
+    ) -> UnitDraft:
+        return UnitDraft(self, remediation, cluster.name, target, summary, phase)
+
+    def commit(self, draft: UnitDraft, findings: Iterable[Finding]) -> Unit | None:
+        """Keep ``draft`` if it has steps; every finding it answers is recorded as planned by it."""
+        findings = list(findings)
+        if not draft.steps:
+            return None
+        draft.findings = [finding_key(f, draft.cluster) for f in findings]
+        self.units.append((draft.phase, draft))
+        for finding in findings:
+            self.record(finding, draft.cluster, "planned", unit=draft.id, note=draft.summary)
+        return draft.build()
+
+    def record(
+        self, finding: Finding, cluster: str, outcome: Outcome, *, unit: str | None = None, note: str = ""
+    ) -> None:
+        key = finding_key(finding, cluster)
+        if any(d.finding == key for d in self.dispositions):
+            return
+        self.dispositions.append(
+            Disposition(
+                finding=key,
+                cluster=cluster,
+                node=finding.node,
+                policy=finding.policy,
+                remediation=finding.remediation or "manual",
+                outcome=outcome,
+                unit=unit,
+                note=note,
+            )
+        )
+
+    def covered(self, finding: Finding, cluster: str, provider: str | None, note: str) -> None:
+        if provider:
+            self.record(finding, cluster, "covered", unit=provider, note=note)
+        else:
+            self.record(finding, cluster, "nothing_to_do", note=note)
+
+    def manual(self, finding: Finding, cluster: str, reason: str, steps: list[str] | None = None) -> None:
+        from scaleguard.remediators.manual import documented_steps
+
+        key = finding_key(finding, cluster)
+        if any(d.finding == key for d in self.dispositions):
+            return
+        self.manual_items.append(
+            ManualItem(
+                cluster=cluster,
+                node=finding.node,
+                policy=finding.policy,
+                remediation=finding.remediation or "manual",
+                reason=reason,
+                steps=steps if steps is not None else documented_steps(finding),
+            )
+        )
+        self.record(finding, cluster, "manual", note=reason)
+
+
+class Remediator(ABC):
+    """One remediation name; ``plan`` turns its failing findings into units (pure: no I/O)."""
+
+    name: ClassVar[str]
+    phase: ClassVar[int]
+
+    @abstractmethod
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
+        """Plan every finding (each ends up planned, covered, manual or nothing-to-do)."""
+
+
+def group_by_node(
+    findings: Iterable[Finding], ctx: PlanContext
+) -> list[tuple[ClusterIntent, NodeIntent | None, list[Finding]]]:
+    """Findings per (cluster, node), in a stable order; a node missing from the snapshot gives None."""
+    groups: dict[tuple[str, str], tuple[ClusterIntent, NodeIntent | None, list[Finding]]] = {}
+    for finding in sorted(findings, key=lambda f: (f.cluster, f.node.lower(), f.policy)):
+        cluster = ctx.cluster_of(finding)
+        if cluster is None:
+            ctx.manual(finding, finding.cluster, "the finding's node is not in the snapshot")
+            continue
+        key = (cluster.name, finding.node.lower())
+        if key not in groups:
+            groups[key] = (cluster, cluster.node(finding.node), [])
+        groups[key][2].append(finding)
+    return list(groups.values())
+
+
+def same_thumb(a: Thumb | None, b: Thumb | None) -> bool:
+    if a is None or b is None:
+        return False
+    return a == b

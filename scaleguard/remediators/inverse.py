@@ -1,0 +1,217 @@
+"""What undoes an action, computed from the request sent and the answer the node gave (pure).
+
+Every action reports what was there before (the previous binding, the previous start mode, whether a
+certificate was already present, where the backup of an edited file is), so its inverse restores exactly
+that and nothing more: importing a certificate that was already there is undone by doing nothing.
+
+Restarts are special: undoing a restart means restarting again *after* everything else on the node is
+back, so the service picks up the restored configuration. They are returned as *deferred* and run last.
+
+When the answer never arrived (the run was interrupted mid-action), :func:`inverse_unknown` falls back to
+what the request alone allows: a file is restored if its backup exists, a binding is put back as the plan
+saw it. Anything that cannot be undone blindly is reported, never guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Inverse:
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    deferred: list[dict[str, Any]] = field(default_factory=list)
+    note: str = ""
+
+
+def inverse(request: dict[str, Any], result: dict[str, Any] | None) -> Inverse:
+    """The requests that undo ``request`` given its ``result`` (None: the outcome is unknown)."""
+    if result is None:
+        return inverse_unknown(request)
+    op = request.get("op")
+    handler = _INVERSES.get(str(op))
+    if handler is None:
+        return Inverse(note=f"{op} is not undone")
+    return handler(request, result)
+
+
+def _create(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    return Inverse(
+        [
+            {
+                "op": "remove_certificate",
+                "store": request["store"],
+                "thumbprint": result["thumbprint"],
+                "delete_key": True,
+            }
+        ]
+    )
+
+
+def _import(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if result.get("already_present"):
+        return Inverse(note="the certificate was already there")
+    store = request.get("store") or request.get("to_store")
+    return Inverse(
+        [
+            {
+                "op": "remove_certificate",
+                "store": store,
+                "thumbprint": result["thumbprint"],
+                "delete_key": request.get("op") == "import_pfx",
+            }
+        ]
+    )
+
+
+def _remove(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if not result.get("removed"):
+        return Inverse(note="nothing was removed")
+    if result.get("key_deleted"):
+        return Inverse(note="the certificate was deleted with its key; it cannot be restored")
+    if not request.get("backup_name"):
+        return Inverse(note="no backup was made")
+    return Inverse(
+        [
+            {
+                "op": "restore_certificate",
+                "store": request["store"],
+                "thumbprint": result["thumbprint"],
+                "backup_name": request["backup_name"],
+                "had_key": bool(result.get("had_key")),
+            }
+        ]
+    )
+
+
+def _restore_cert(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if result.get("already_present"):
+        return Inverse(note="the certificate was already there")
+    return Inverse(
+        [
+            {
+                "op": "remove_certificate",
+                "store": request["store"],
+                "thumbprint": result["thumbprint"],
+                "delete_key": False,
+            }
+        ]
+    )
+
+
+def _binding(previous: dict[str, Any] | None, ip_port: str) -> dict[str, Any]:
+    if previous is None:
+        return {"op": "delete_binding", "ip_port": ip_port}
+    return {
+        "op": "set_binding",
+        "ip_port": previous["ip_port"],
+        "cert_hash": previous["cert_hash"],
+        "cert_store": previous.get("cert_store"),
+        "app_id": previous["app_id"],
+    }
+
+
+def _set_binding(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    return Inverse([_binding(result.get("previous"), request["ip_port"])])
+
+
+def _delete_binding(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    previous = result.get("previous")
+    return (
+        Inverse([_binding(previous, request["ip_port"])])
+        if previous
+        else Inverse(note="there was no binding")
+    )
+
+
+def _write_config(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if not result.get("changed", True) or not request.get("backup_name"):
+        return Inverse(note="the file was not changed")
+    return Inverse(
+        [
+            {
+                "op": "restore_file",
+                "path": request["path"],
+                "backup_name": request["backup_name"],
+                "expected_sha256": result.get("after_sha256"),
+            }
+        ]
+    )
+
+
+def _grant(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if result.get("already"):
+        return Inverse(note="the account could already read the key")
+    return Inverse([{**request, "op": "revoke_key_read"}])
+
+
+def _revoke(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if not result.get("revoked"):
+        return Inverse(note="nothing was revoked")
+    return Inverse([{**request, "op": "grant_key_read"}])
+
+
+_MODES = {"auto": "auto", "automatic": "auto", "manual": "manual", "disabled": "disabled"}
+
+
+def _start_mode(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    previous = result.get("previous")
+    wanted = _MODES.get(str(request.get("mode", "")).lower())
+    if not previous or _MODES.get(str(previous).lower()) == wanted:
+        return Inverse(note="the start mode was already that")
+    return Inverse([{"op": "set_service_start_mode", "name": request["name"], "mode": previous}])
+
+
+def _start(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if result.get("was_running"):
+        return Inverse(note="the service was already running")
+    return Inverse([{"op": "stop_service", "name": request["name"]}])
+
+
+def _stop(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if not result.get("was_running"):
+        return Inverse(note="the service was not running")
+    return Inverse([{"op": "start_service", "name": request["name"]}])
+
+
+def _restart(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if not result.get("restarted"):
+        return Inverse(note="the service was not running, so it was not restarted")
+    return Inverse(deferred=[{"op": "restart_service", "name": request["name"]}])
+
+
+_INVERSES = {
+    "create_certificate": _create,
+    "import_certificate": _import,
+    "import_pfx": _import,
+    "copy_certificate": _import,
+    "remove_certificate": _remove,
+    "restore_certificate": _restore_cert,
+    "set_binding": _set_binding,
+    "delete_binding": _delete_binding,
+    "write_config": _write_config,
+    "grant_key_read": _grant,
+    "revoke_key_read": _revoke,
+    "set_service_start_mode": _start_mode,
+    "start_service": _start,
+    "stop_service": _stop,
+    "restart_service": _restart,
+}
+
+
+def inverse_unknown(request: dict[str, Any]) -> Inverse:
+    """Best effort when the node's answer is unknown: only what is safe without it."""
+    op = request.get("op")
+    if op == "write_config" and request.get("backup_name"):
+        # restore_file does nothing when the backup does not exist (the write never happened)
+        return Inverse(
+            [{"op": "restore_file", "path": request["path"], "backup_name": request["backup_name"]}],
+            note="outcome unknown: restored from the backup if one was made",
+        )
+    if op == "restart_service":
+        return Inverse(
+            deferred=[{"op": "restart_service", "name": request["name"]}],
+            note="outcome unknown: restarted again",
+        )
+    return Inverse(note=f"outcome of {op} unknown: check the node by hand (re-audit shows its state)")

@@ -1,0 +1,79 @@
+"""grant-worker-key-access: the worker service account may read its certificate's private key.
+
+Worker step 3 (and the troubleshooting fix for "Could not create SSL/TLS secure channel"):
+``winhttpcertcfg -g -c LOCAL_MACHINE\\My -s <CN> -a <account>``, then restart the worker. The account is
+the one the worker service logs on as (the virtual ``NT Service\\SSISScaleOutWorker<ver>`` when the
+service list was not collected). A certificate without a private key cannot be granted: manual (rotate).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from scaleguard.findings.model import Finding
+from scaleguard.remediators import commands
+from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
+from scaleguard.remediators.intent import show
+from scaleguard.remediators.model import StepRef, Unit
+from scaleguard.remediators.steps import account_matches, service_account
+from scaleguard.remediators.trust import worker_cert
+
+
+class GrantWorkerKeyAccess(Remediator):
+    name: ClassVar[str] = "grant-worker-key-access"
+    phase: ClassVar[int] = 80
+
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
+        units = []
+        for cluster, worker, group in group_by_node(findings, ctx):
+            if worker is None or not worker.snap.is_worker or worker.worker is None:
+                for finding in group:
+                    ctx.manual(
+                        finding,
+                        cluster.name,
+                        "the node is not a worker with a readable WorkerSettings.config",
+                    )
+                continue
+            cert = worker_cert(worker)
+            service = worker.service("worker")
+            refusal = cert if isinstance(cert, str) else None
+            if refusal is None and service is None:
+                refusal = "the worker service name is unknown"
+            if refusal is None and not isinstance(cert, str) and cert.has_key is False:
+                refusal = "the worker certificate has no private key; rotate the worker certificate"
+            if refusal is not None or isinstance(cert, str) or service is None:
+                for finding in group:
+                    ctx.manual(finding, cluster.name, refusal or "")
+                continue
+            account = service_account(service)
+            if cert.readers is not None and any(account_matches(r, account) for r in cert.readers):
+                for finding in group:
+                    ctx.covered(
+                        finding, cluster.name, cert.provided_by, f"{account} can already read the key"
+                    )
+                continue
+            common_name = cert.common_names[0] if cert.common_names else show(cert.thumbprint)
+            draft = ctx.draft(
+                self.name,
+                cluster,
+                worker.name,
+                f"let {account} read the worker key on {worker.name}",
+                self.phase,
+            )
+            draft.depend(cert.provided_by)
+            draft.step(
+                worker,
+                "grant_key_read",
+                {"store": "My", "thumbprint": cert.thumbprint, "account": account},
+                before=f"{account} cannot read the key of {show(cert.thumbprint)}"
+                + ("" if cert.readers is None else f" (readers: {', '.join(cert.readers)})"),
+                after=f"{account} can read the key",
+                command=commands.grant_key_read(common_name, account),
+            )
+            if not isinstance(cert.thumbprint, StepRef):
+                cert.readers = [*(cert.readers or []), account]
+            draft.restart(worker, "worker")
+            unit = ctx.commit(draft, group)
+            if unit is not None:
+                units.append(unit)
+        return units

@@ -1,0 +1,157 @@
+"""findings + snapshot → plan: every failing finding planned, covered by another unit, or manual.
+
+Remediators run in a fixed order (rotations first, because they subsume the smaller fixes they imply;
+trust before anything that relies on it; starting services last), each against the intended state the
+earlier ones left. Units are then placed by phase — a start-mode-only fix moves to the very front — and
+steps are numbered in execution order, so ``s001`` runs first and a reviewer reads the plan top-down.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from scaleguard.findings.model import Finding, FindingsFile, Status
+from scaleguard.remediators.base import PlanContext, PlanOptions, Remediator, UnitDraft, finding_key
+from scaleguard.remediators.binding import RepairMasterBinding
+from scaleguard.remediators.intent import ClusterIntent
+from scaleguard.remediators.key_access import GrantWorkerKeyAccess
+from scaleguard.remediators.manual import ManualRemediator
+from scaleguard.remediators.model import Plan, PlanOptionsRecord, Step, StepRef, Unit
+from scaleguard.remediators.normalize import NormalizeConfigThumbprint
+from scaleguard.remediators.rotate_master import RotateMasterCertificate
+from scaleguard.remediators.rotate_worker import RotateWorkerCertificate
+from scaleguard.remediators.services import StartService
+from scaleguard.remediators.stale import RemoveStaleWorkerCertificates
+from scaleguard.remediators.trust import ImportRootCertificate
+from scaleguard.remediators.worker_config import FixWorkerMasterEndpoint, RepinWorkerMasterThumbprint
+from scaleguard.snapshot.model import Snapshot
+
+REMEDIATORS: tuple[Remediator, ...] = (
+    RotateMasterCertificate(),
+    RotateWorkerCertificate(),
+    ImportRootCertificate(),
+    NormalizeConfigThumbprint(),
+    RepairMasterBinding(),
+    FixWorkerMasterEndpoint(),
+    RepinWorkerMasterThumbprint(),
+    GrantWorkerKeyAccess(),
+    RemoveStaleWorkerCertificates(),
+    StartService(),
+    ManualRemediator(),
+)
+BY_NAME = {r.name: r for r in REMEDIATORS}
+ACTIONABLE = (Status.FAIL, Status.ERROR)
+
+
+class PlanRefused(Exception):
+    """The plan exceeds a limit the user set (``--max-nodes``); the plan is attached for display."""
+
+    def __init__(self, message: str, plan: Plan) -> None:
+        super().__init__(message)
+        self.plan = plan
+
+
+def plan(findings: FindingsFile, snapshot: Snapshot, options: PlanOptions | None = None) -> Plan:
+    """The ordered, deduplicated plan for every failing finding (pure: no I/O)."""
+    options = options or PlanOptions()
+    ctx = PlanContext(
+        options=options, clusters={c.cluster: ClusterIntent.from_snapshot(c) for c in snapshot.clusters}
+    )
+    failing = [f for f in findings.findings if f.status in ACTIONABLE]
+    by_remediation: dict[str, list[Finding]] = {}
+    for finding in failing:
+        name = finding.remediation if finding.remediation in BY_NAME else "manual"
+        by_remediation.setdefault(name, []).append(finding)
+    for remediator in sorted(REMEDIATORS, key=lambda r: r.phase):
+        group = by_remediation.get(remediator.name)
+        if group:
+            remediator.plan(group, ctx)
+    for finding in failing:
+        cluster = ctx.cluster_of(finding)
+        key = finding_key(finding, cluster.name if cluster else finding.cluster)
+        if not any(d.finding == key for d in ctx.dispositions):
+            ctx.manual(
+                finding, cluster.name if cluster else finding.cluster, "no remediator answered this finding"
+            )
+    units, steps = _number([draft for _, draft in sorted(ctx.units, key=lambda pair: pair[0])])
+    unit_ids = {old: new.id for old, new in units}
+    result = Plan(
+        generated_at=options.now or datetime.now(UTC),
+        source=options.source or findings.source,
+        options=PlanOptionsRecord(
+            master_hash=options.master_hash,
+            key_bits=options.key_bits,
+            valid_days=options.valid_days,
+            max_nodes=options.max_nodes,
+            master_pfx=options.master_pfx.path if options.master_pfx else None,
+        ),
+        units=[unit for _, unit in units],
+        steps=steps,
+        manual=list(ctx.manual_items),
+        dispositions=[
+            d.model_copy(update={"unit": unit_ids.get(d.unit, d.unit) if d.unit else None})
+            for d in sorted(ctx.dispositions, key=lambda d: d.finding)
+        ],
+        warnings=list(ctx.warnings),
+    )
+    touched = result.nodes()
+    if options.max_nodes is not None and len(touched) > options.max_nodes:
+        raise PlanRefused(
+            f"the plan touches {len(touched)} nodes ({', '.join(touched)}), more than --max-nodes "
+            f"{options.max_nodes}",
+            result,
+        )
+    return result
+
+
+def _number(drafts: list[UnitDraft]) -> tuple[list[tuple[str, Unit]], list[Step]]:
+    """Renumber units and steps in execution order and rewrite every reference to them."""
+    unit_ids = {d.id: f"u{i:02d}" for i, d in enumerate(drafts, 1)}
+    step_ids: dict[str, str] = {}
+    for draft in drafts:
+        for step in draft.steps:
+            step_ids[step.id] = f"s{len(step_ids) + 1:03d}"
+    units: list[tuple[str, Unit]] = []
+    steps: list[Step] = []
+    for draft in drafts:
+        built = draft.build()
+        units.append(
+            (
+                draft.id,
+                built.model_copy(
+                    update={
+                        "id": unit_ids[draft.id],
+                        "depends_on": [unit_ids[u] for u in built.depends_on if u in unit_ids],
+                        "steps": [step_ids[s] for s in built.steps],
+                    }
+                ),
+            )
+        )
+        for step in draft.steps:
+            params = {
+                k: StepRef(from_step=step_ids[v.from_step], field=v.field) if isinstance(v, StepRef) else v
+                for k, v in step.params.items()
+            }
+            steps.append(
+                step.model_copy(
+                    update={
+                        "id": step_ids[step.id],
+                        "unit": unit_ids[draft.id],
+                        "params": params,
+                        "depends_on": [step_ids[d] for d in step.depends_on],
+                        "before": _renumber_text(step.before, step_ids),
+                        "after": _renumber_text(step.after, step_ids),
+                        "command": _renumber_text(step.command, step_ids),
+                    }
+                )
+            )
+    return units, steps
+
+
+def _renumber_text(text: str, step_ids: dict[str, str]) -> str:
+    """Placeholders like ``<thumbprint of s003>`` follow the renumbering."""
+    if "<" not in text:
+        return text
+    for old, new in sorted(step_ids.items(), key=lambda kv: -len(kv[0])):
+        text = text.replace(f" of {old}>", f" of \0{new}>")
+    return text.replace("\0", "")

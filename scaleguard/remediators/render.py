@@ -1,0 +1,138 @@
+"""The plan as a person reviews it: one row per step, before → after, and the documented command.
+
+The table is what a change-advisory board signs off, so it shows everything the JSON does that matters
+(node, action, the state before and after, Microsoft's equivalent command), then the findings left for a
+human with the reason and the documented steps. Values from nodes are escaped: a host name or setting
+can never be read as rich markup.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console, Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from scaleguard.remediators.apply import ApplyReport
+from scaleguard.remediators.model import Plan
+from scaleguard.remediators.undo import UndoReport
+from scaleguard.remediators.verify import Verification
+
+
+def plan_view(plan: Plan) -> RenderableType:
+    parts: list[RenderableType] = []
+    if plan.empty:
+        parts.append(Text("Nothing to fix automatically: no failing finding needs a change.", style="green"))
+    else:
+        nodes = plan.nodes()
+        parts.append(
+            Text(
+                f"Plan: {len(plan.steps)} step(s) in {len(plan.units)} unit(s) on {len(nodes)} node(s)",
+                style="bold",
+            )
+        )
+        table = Table(show_lines=False, expand=False, title_justify="left")
+        table.add_column("step", no_wrap=True)
+        table.add_column("unit", no_wrap=True)
+        table.add_column("node", no_wrap=True)
+        table.add_column("action", no_wrap=True)
+        table.add_column("before → after")
+        table.add_column("documented command", style="cyan")
+        for step in plan.steps:
+            table.add_row(
+                step.id,
+                step.unit,
+                escape(step.node),
+                step.action,
+                Text(f"{step.before}\n→ {step.after}"),
+                Text(step.command),
+            )
+        parts.append(table)
+        units = Table(
+            title="units (each is rolled back as a whole if any of its steps fails)", title_justify="left"
+        )
+        units.add_column("unit", no_wrap=True)
+        units.add_column("remediation", no_wrap=True)
+        units.add_column("what")
+        units.add_column("fixes")
+        units.add_column("after")
+        for unit in plan.units:
+            units.add_row(
+                unit.id,
+                unit.remediation,
+                Text(unit.summary),
+                Text(", ".join(unit.findings)),
+                ", ".join(unit.depends_on),
+            )
+        parts.append(units)
+    covered = [d for d in plan.dispositions if d.outcome in ("covered", "nothing_to_do")]
+    if covered:
+        table = Table(title="findings fixed by another unit or already fine", title_justify="left")
+        table.add_column("finding")
+        table.add_column("by")
+        table.add_column("why")
+        for d in covered:
+            table.add_row(Text(d.finding), d.unit or "-", Text(d.note))
+        parts.append(table)
+    if plan.manual:
+        table = Table(title="left for a human (no safe automatic fix)", title_justify="left")
+        table.add_column("finding")
+        table.add_column("why")
+        table.add_column("documented steps")
+        for item in plan.manual:
+            table.add_row(
+                Text(f"{item.policy}@{item.cluster}/{item.node}"),
+                Text(item.reason),
+                Text("\n".join(f"- {s}" for s in item.steps)),
+            )
+        parts.append(table)
+    parts.extend(Text(f"warning: {warning}", style="yellow") for warning in plan.warnings)
+    return Group(*parts)
+
+
+UNIT_STYLES = {"done": "green", "rolled_back": "yellow", "skipped": "yellow", "failed": "red"}
+
+
+def apply_view(report: ApplyReport) -> RenderableType:
+    table = Table()
+    table.add_column("unit")
+    table.add_column("result")
+    for unit, status in report.units.items():
+        table.add_row(unit, Text(status, style=UNIT_STYLES.get(status, "bold red")))
+    parts: list[RenderableType] = [Text(f"run {report.run_id}: {report.status}", style="bold"), table]
+    failed = [s for s in report.steps.values() if s.status in ("failed", "unknown", "rollback_failed")]
+    parts.extend(Text(f"{s.step} {s.node} {s.action}: {s.status}: {s.detail}", style="red") for s in failed)
+    parts.extend(Text(error, style="bold red") for error in report.rollback_errors)
+    return Group(*parts)
+
+
+def verification_view(verification: Verification) -> RenderableType:
+    table = Table()
+    table.add_column("finding")
+    table.add_column("now")
+    for key in verification.fixed:
+        table.add_row(Text(key), Text("fixed", style="green"))
+    for key, status in verification.still_failing.items():
+        table.add_row(Text(key), Text(f"still {status}", style="red"))
+    for key, status in verification.new_problems.items():
+        table.add_row(Text(key), Text(f"new: {status}", style="bold red"))
+    return Group(Text("after the fix (re-collected and re-evaluated):", style="bold"), table)
+
+
+def undo_view(report: UndoReport) -> RenderableType:
+    lines = [
+        Text(
+            f"undo of {report.undo_of} (run {report.run_id}): {len(report.reverted)} action(s) reverted",
+            style="bold",
+        )
+    ]
+    lines += [Text(f"  reverted {r}") for r in report.reverted]
+    lines += [Text(f"  note: {n}", style="dim") for n in report.notes]
+    lines += [Text(f"  failed: {e}", style="red") for e in report.errors]
+    if not report.reverted and not report.errors:
+        lines.append(Text("  nothing left to undo", style="green"))
+    return Group(*lines)
+
+
+def print_to(console: Console, renderable: RenderableType) -> None:
+    console.print(renderable, soft_wrap=False)

@@ -1,0 +1,83 @@
+"""start-service: the Scale Out service starts automatically and runs (SO-M09, SO-W11).
+
+``Set-Service -StartupType Automatic`` when it is not automatic, ``sc start`` when it is not running. A
+unit that only fixes the start mode goes *first* in the plan: it is harmless, and a service left
+Disabled would make every later restart in the plan fail. Starting a stopped service goes *last*, after
+the configuration and trust fixes it may need in order to start at all. Restarts planned by other units
+leave a stopped service stopped (an HA passive master must stay passive), so starting is only ever done
+here, where a finding asked for it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from scaleguard.findings.model import Finding
+from scaleguard.remediators import commands
+from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
+from scaleguard.remediators.model import Unit
+
+ROLES_BY_POLICY = {"SO-M09": ("master",), "SO-W11": ("worker",)}
+MODE_ONLY_PHASE = -10
+
+
+class StartService(Remediator):
+    name: ClassVar[str] = "start-service"
+    phase: ClassVar[int] = 100
+
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
+        units = []
+        for cluster, node, group in group_by_node(findings, ctx):
+            if node is None:
+                for finding in group:
+                    ctx.manual(finding, cluster.name, "the node is not in the snapshot")
+                continue
+            roles: list[str] = []
+            for finding in group:
+                roles += [
+                    r for r in ROLES_BY_POLICY.get(finding.policy) or node.snap.roles() if r not in roles
+                ]
+            services = [node.service(role) for role in roles]
+            if not roles or any(s is None for s in services):
+                for finding in group:
+                    ctx.manual(finding, cluster.name, "the Scale Out service name is unknown")
+                continue
+            draft = ctx.draft(
+                self.name, cluster, node.name, f"start the Scale Out service on {node.name}", self.phase
+            )
+            starts = False
+            for service in services:
+                assert service is not None
+                if service.automatic is not True:
+                    draft.step(
+                        node,
+                        "set_service_start_mode",
+                        {"name": service.name, "mode": "Automatic"},
+                        before=f"{service.name} start mode {service.start_mode or 'unknown'}",
+                        after=f"{service.name} start mode Automatic",
+                        command=commands.set_start_mode(service.name, "Automatic"),
+                    )
+                    service.start_mode = "Auto"
+                if service.running is not True:
+                    draft.step(
+                        node,
+                        "start_service",
+                        {"name": service.name},
+                        before=f"{service.name} {service.state or 'state unknown'}",
+                        after=f"{service.name} Running",
+                        command=commands.start_service(service.name),
+                    )
+                    service.state = "Running"
+                    starts = True
+            if not starts:
+                draft.phase = MODE_ONLY_PHASE
+            if not draft.steps:
+                for finding in group:
+                    ctx.covered(
+                        finding, cluster.name, None, "the service already runs and starts automatically"
+                    )
+                continue
+            unit = ctx.commit(draft, group)
+            if unit is not None:
+                units.append(unit)
+        return units

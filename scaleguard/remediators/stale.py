@@ -1,0 +1,83 @@
+"""remove-stale-worker-certificates: old worker certificates left in LocalMachine\\My (SO-W13).
+
+Microsoft's ``certmgr /del /c /s /r localmachine My /n <CN>`` deletes by CN, which would also delete the
+worker's *current* certificate when it has the same CN (the usual case). So only certificates with the
+current one's subject that nothing references (config, binding) are removed, each by thumbprint; the key
+is kept and the certificate backed up on the node, so the removal can be undone. No restart is needed:
+the service does not use them.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from scaleguard.findings.model import Finding
+from scaleguard.remediators import commands
+from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
+from scaleguard.remediators.intent import show
+from scaleguard.remediators.model import StepRef, Unit
+from scaleguard.remediators.rotate_worker import referenced
+from scaleguard.remediators.steps import drop_cert
+from scaleguard.remediators.trust import worker_cert
+
+
+class RemoveStaleWorkerCertificates(Remediator):
+    name: ClassVar[str] = "remove-stale-worker-certificates"
+    phase: ClassVar[int] = 90
+
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
+        units = []
+        for cluster, worker, group in group_by_node(findings, ctx):
+            if worker is None or worker.worker is None or worker.my is None:
+                for finding in group:
+                    ctx.manual(
+                        finding, cluster.name, "the worker's settings or LocalMachine\\My were not collected"
+                    )
+                continue
+            cert = worker_cert(worker)
+            if isinstance(cert, str):
+                for finding in group:
+                    ctx.manual(finding, cluster.name, cert)
+                continue
+            if isinstance(cert.thumbprint, StepRef):
+                for finding in group:
+                    ctx.covered(
+                        finding,
+                        cluster.name,
+                        cert.provided_by,
+                        "the worker certificate rotation removes the old certificates",
+                    )
+                continue
+            in_use = referenced(worker)
+            stale = [
+                c
+                for key, c in sorted(worker.my.items())
+                if isinstance(c.thumbprint, str) and key not in in_use and c.subject == cert.subject
+            ]
+            if not stale:
+                for finding in group:
+                    ctx.covered(
+                        finding, cluster.name, None, "no unreferenced certificate shares the worker's subject"
+                    )
+                continue
+            draft = ctx.draft(
+                self.name,
+                cluster,
+                worker.name,
+                f"remove old worker certificates on {worker.name}",
+                self.phase,
+            )
+            for old in stale:
+                draft.step(
+                    worker,
+                    "remove_certificate",
+                    {"store": "My", "thumbprint": old.thumbprint},
+                    before=f"LocalMachine\\My holds old certificate {show(old.thumbprint)} ({old.subject})",
+                    after="removed (key kept, backup on the node, restorable)",
+                    command=commands.remove_certificate("My", show(old.thumbprint)),
+                )
+                drop_cert(worker, "My", old.thumbprint)
+            unit = ctx.commit(draft, group)
+            if unit is not None:
+                units.append(unit)
+        return units

@@ -1,0 +1,170 @@
+"""Step builders shared by the remediators; each also records its effect in the intended state.
+
+Keeping "emit the step" and "update what the cluster will look like" in one call is what keeps the
+intended state honest: a remediator cannot plan a change without the next one seeing it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+from scaleguard.remediators import commands
+from scaleguard.remediators.base import UnitDraft
+from scaleguard.remediators.intent import (
+    BindingFact,
+    CertFact,
+    NodeIntent,
+    ServiceFact,
+    Thumb,
+    show,
+    thumb_key,
+)
+from scaleguard.remediators.model import StepRef
+
+ALWAYS_KEY_READERS = ("NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators")
+
+
+def display(value: str | StepRef | None) -> str:
+    """A setting value as a reviewer must see it: invisible characters (U+200E...) made visible."""
+    if value is None:
+        return "(absent)"
+    if isinstance(value, StepRef):
+        return value.key()
+    shown = "".join(
+        ch
+        if ch.isprintable() and unicodedata.category(ch) not in ("Cf", "Zs") or ch == " "
+        else f"\\u{ord(ch):04x}"
+        for ch in value
+    )
+    return f"'{shown}'"
+
+
+def write_setting(
+    draft: UnitDraft,
+    node: NodeIntent,
+    role: str,
+    setting: str,
+    value: str | StepRef,
+    *,
+    depends_on: tuple[str, ...] = (),
+) -> str:
+    path = node.config_path(role) or f"{'Master' if role == 'master' else 'Worker'}Settings.config"
+    current = node.setting(role, setting)
+    step = draft.step(
+        node,
+        "write_config",
+        {"path": path, "role": role, "setting": setting, "value": value},
+        before=f"{setting} = {display(current.value if current else None)}",
+        after=f"{setting} = {display(value)}",
+        command=commands.write_config(path, setting, show(value) if isinstance(value, StepRef) else value),
+        depends_on=depends_on,
+    )
+    node.set_setting(role, setting, value, draft.id)
+    return step
+
+
+def import_cert(
+    draft: UnitDraft,
+    node: NodeIntent,
+    store: str,
+    cert: CertFact,
+    *,
+    label: str,
+    file_name: str,
+    depends_on: tuple[str, ...] = (),
+) -> str:
+    """The public part of ``cert`` into ``store`` (trust only: no private key travels)."""
+    assert cert.der_b64 is not None
+    step = draft.step(
+        node,
+        "import_certificate",
+        {"store": store, "thumbprint": cert.thumbprint, "der_b64": cert.der_b64},
+        before=f"LocalMachine\\{store} lacks {label} {show(cert.thumbprint)}",
+        after=f"LocalMachine\\{store} trusts {label} {show(cert.thumbprint)}",
+        command=commands.import_certificate(store, file_name),
+        depends_on=depends_on,
+    )
+    add_cert(
+        node,
+        store,
+        CertFact(
+            thumbprint=cert.thumbprint,
+            der_b64=cert.der_b64,
+            subject=cert.subject,
+            common_names=list(cert.common_names),
+            names=list(cert.names),
+            has_key=False,
+            readers=None,
+            provided_by=draft.id,
+        ),
+    )
+    return step
+
+
+def add_cert(node: NodeIntent, store: str, cert: CertFact) -> None:
+    certs = node.store(store)
+    if certs is not None:
+        certs[thumb_key(cert.thumbprint)] = cert
+    elif store.lower() == "root":
+        node.root = {thumb_key(cert.thumbprint): cert}
+    else:
+        node.my = {thumb_key(cert.thumbprint): cert}
+
+
+def drop_cert(node: NodeIntent, store: str, thumb: Thumb) -> None:
+    certs = node.store(store)
+    if certs is not None:
+        certs.pop(thumb_key(thumb), None)
+
+
+def port_of(node: NodeIntent) -> int | None:
+    setting = node.setting("master", "PortNumber")
+    raw = setting.value.strip() if setting and isinstance(setting.value, str) else ""
+    if raw.isdigit() and 1 <= int(raw) <= 65535:
+        return int(raw)
+    return None
+
+
+def service_account(service: ServiceFact) -> str:
+    """The service's logon account; a virtual account by the documented default when not collected."""
+    return service.account or f"NT Service\\{service.name}"
+
+
+def account_matches(reader: str, account: str) -> bool:
+    """``NT Service\\SSISScaleOutWorker140`` and ``SSISScaleOutWorker140`` name the same identity."""
+
+    def short(name: str) -> str:
+        return name.rsplit("\\", 1)[-1].lower()
+
+    return reader.lower() == account.lower() or short(reader) == short(account)
+
+
+def rebind(
+    draft: UnitDraft,
+    master: NodeIntent,
+    binding: BindingFact,
+    thumb: Thumb,
+    app_id: str,
+    *,
+    depends_on: tuple[str, ...] = (),
+) -> str:
+    """``binding`` replaced by one serving ``thumb`` from Root, keeping its AppId (master step 2)."""
+    existing = binding.cert_hash is not None or binding.app_id is not None
+    store = binding.store or "(null) = MY"
+    before = (
+        f"{binding.ip_port} → {show(binding.cert_hash)} (store {store}, appid {binding.app_id})"
+        if existing
+        else f"no SSL binding on {binding.ip_port}"
+    )
+    step = draft.step(
+        master,
+        "set_binding",
+        {"ip_port": binding.ip_port, "cert_hash": thumb, "cert_store": "Root", "app_id": app_id},
+        before=before,
+        after=f"{binding.ip_port} → {show(thumb)} (store Root, appid {app_id})",
+        command=commands.set_binding(binding.ip_port, show(thumb), "Root", app_id, existing=existing),
+        depends_on=depends_on,
+    )
+    kept = [b for b in master.bindings or [] if b.ip_port.lower() != binding.ip_port.lower()]
+    master.bindings = [*kept, BindingFact(binding.ip_port, thumb, app_id, "Root", "ipport", draft.id)]
+    return step

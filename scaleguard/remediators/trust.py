@@ -1,0 +1,236 @@
+"""import-root-certificate: put a certificate that is already in use into a Root store that lacks it.
+
+Four documented gaps, told apart by the policy that found them (a user's own policy gets all that apply
+to the node's roles):
+
+- the master certificate missing from the master's own Root (SO-M02): moved over from My when it sits
+  there with its key (the key association is kept), otherwise there is nothing to import and the master
+  certificate must be rotated;
+- the master certificate missing from a worker's Root (SO-W03, worker step 5.1);
+- the worker certificate missing from the worker's own Root (SO-W07, worker step 2);
+- the worker certificate missing from the Root of a master node (SO-W08, worker step 5).
+
+Only public parts travel (DER from the snapshot); the affected service restarts afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from scaleguard.findings.model import Finding
+from scaleguard.remediators import commands
+from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
+from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, show
+from scaleguard.remediators.model import Unit
+from scaleguard.remediators.rotate_master import master_thumbs
+from scaleguard.remediators.steps import add_cert, import_cert
+
+ASPECTS_BY_POLICY = {
+    "SO-M02": ("master-own",),
+    "SO-W03": ("worker-trusts-master",),
+    "SO-W07": ("worker-own-root",),
+    "SO-W08": ("worker-in-masters",),
+}
+
+
+class ImportRootCertificate(Remediator):
+    name: ClassVar[str] = "import-root-certificate"
+    phase: ClassVar[int] = 30
+
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
+        units = []
+        for cluster, node, group in group_by_node(findings, ctx):
+            if node is None:
+                for finding in group:
+                    ctx.manual(finding, cluster.name, "the node is not in the snapshot")
+                continue
+            draft = ctx.draft(
+                self.name,
+                cluster,
+                node.name,
+                f"import missing Root certificates on/for {node.name}",
+                self.phase,
+            )
+            restart_roles: list[tuple[NodeIntent, str]] = []
+            answered: list[Finding] = []
+            for finding in group:
+                problems, providers, restarts = self._finding(finding, cluster, node, draft)
+                if problems:
+                    ctx.manual(finding, cluster.name, "; ".join(problems))
+                elif restarts:
+                    answered.append(finding)
+                    restart_roles += [r for r in restarts if r not in restart_roles]
+                else:
+                    provider = next(iter(providers), None)
+                    ctx.covered(
+                        finding,
+                        cluster.name,
+                        provider,
+                        "the certificate is (or will be) in that Root store already",
+                    )
+            for target, role in restart_roles:
+                draft.restart(target, role)
+            unit = ctx.commit(draft, answered)
+            if unit is not None:
+                units.append(unit)
+        return units
+
+    def _finding(
+        self, finding: Finding, cluster: ClusterIntent, node: NodeIntent, draft: UnitDraft
+    ) -> tuple[list[str], list[str], list[tuple[NodeIntent, str]]]:
+        aspects = ASPECTS_BY_POLICY.get(finding.policy) or _all_aspects(node)
+        problems: list[str] = []
+        providers: list[str] = []
+        restarts: list[tuple[NodeIntent, str]] = []
+        for aspect in aspects:
+            handler = {
+                "master-own": _master_own,
+                "worker-trusts-master": _worker_trusts_master,
+                "worker-own-root": _worker_own_root,
+                "worker-in-masters": _worker_in_masters,
+            }[aspect]
+            result = handler(cluster, node, draft)
+            if isinstance(result, str):
+                problems.append(result)
+            else:
+                changed, provider = result
+                if provider:
+                    providers.append(provider)
+                restarts += [r for r in changed if r not in restarts]
+        return problems, providers, restarts
+
+
+_Result = str | tuple[list[tuple[NodeIntent, str]], str | None]
+
+
+def _all_aspects(node: NodeIntent) -> tuple[str, ...]:
+    aspects: tuple[str, ...] = ()
+    if node.snap.is_master:
+        aspects += ("master-own",)
+    if node.snap.is_worker:
+        aspects += ("worker-trusts-master", "worker-own-root", "worker-in-masters")
+    return aspects
+
+
+def _master_own(cluster: ClusterIntent, master: NodeIntent, draft: UnitDraft) -> _Result:
+    if not master.snap.is_master:
+        return "the node is not a master"
+    thumb = cluster.master_thumb(master)
+    if thumb is None:
+        return "SSLCertThumbprint does not name a certificate (normalize or rotate the master certificate)"
+    in_root = master.cert("Root", thumb)
+    if in_root is not None:
+        return [], in_root.provided_by
+    in_my = master.cert("My", thumb)
+    if in_my is None or in_my.has_key is not True or not isinstance(thumb, str):
+        return (
+            "the master certificate is not on the master with its private key; "
+            "rotate the master certificate instead"
+        )
+    draft.step(
+        master,
+        "copy_certificate",
+        {"from_store": "My", "to_store": "Root", "thumbprint": thumb},
+        before=f"master certificate {thumb} only in LocalMachine\\My",
+        after=f"master certificate {thumb} in LocalMachine\\Root (key association kept)",
+        command=commands.copy_certificate("My", "Root", thumb),
+    )
+    add_cert(
+        master,
+        "Root",
+        CertFact(
+            thumb,
+            in_my.der_b64,
+            in_my.subject,
+            list(in_my.common_names),
+            list(in_my.names),
+            has_key=True,
+            readers=in_my.readers,
+            provided_by=draft.id,
+        ),
+    )
+    draft.depend(in_my.provided_by)
+    return [(master, "master")], None
+
+
+def master_cert_for(cluster: ClusterIntent, worker: NodeIntent) -> CertFact | str:
+    """The certificate the worker's masters serve, or why it cannot be told."""
+    thumbs = master_thumbs(cluster, worker)
+    if not thumbs:
+        return "the master's SSLCertThumbprint does not name a certificate"
+    if len(thumbs) > 1:
+        return "the master nodes are configured with different certificates: " + ", ".join(
+            show(t) for t in thumbs
+        )
+    for master in cluster.masters_of(worker):
+        cert = cluster.master_cert(master)
+        if cert is not None and cert.der_b64 is not None:
+            return cert
+    return f"the master certificate {show(thumbs[0])} is not in the master's stores: nothing to import"
+
+
+def _worker_trusts_master(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDraft) -> _Result:
+    if not worker.snap.is_worker:
+        return "the node is not a worker"
+    cert = master_cert_for(cluster, worker)
+    if isinstance(cert, str):
+        return cert
+    present = worker.cert("Root", cert.thumbprint)
+    if present is not None:
+        return [], present.provided_by
+    draft.depend(cert.provided_by)
+    import_cert(
+        draft, worker, "Root", cert, label="the master certificate", file_name="SSISScaleOutMaster.cer"
+    )
+    return [(worker, "worker")], None
+
+
+def worker_cert(worker: NodeIntent) -> CertFact | str:
+    setting = worker.setting("worker", "WorkerHttpsCertThumbprint")
+    thumb = setting.thumb() if setting else None
+    if thumb is None:
+        return "WorkerHttpsCertThumbprint does not name a certificate"
+    cert = worker.cert("My", thumb)
+    if cert is None or cert.der_b64 is None:
+        return f"the worker certificate {show(thumb)} is not in the worker's LocalMachine\\My"
+    return cert
+
+
+def _worker_own_root(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDraft) -> _Result:
+    cert = worker_cert(worker)
+    if isinstance(cert, str):
+        return cert
+    present = worker.cert("Root", cert.thumbprint)
+    if present is not None:
+        return [], present.provided_by
+    draft.depend(cert.provided_by)
+    import_cert(
+        draft, worker, "Root", cert, label="the worker certificate", file_name="SSISScaleOutWorker.cer"
+    )
+    return [(worker, "worker")], None
+
+
+def _worker_in_masters(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDraft) -> _Result:
+    cert = worker_cert(worker)
+    if isinstance(cert, str):
+        return cert
+    if not cluster.masters:
+        return "the cluster has no master node in the snapshot"
+    changed = False
+    provider = None
+    for master in cluster.masters:
+        present = master.cert("Root", cert.thumbprint)
+        if present is not None:
+            provider = provider or present.provided_by
+            continue
+        draft.depend(cert.provided_by)
+        import_cert(
+            draft,
+            master,
+            "Root",
+            cert,
+            label=f"the certificate of worker {worker.name}",
+            file_name="SSISScaleOutWorker.cer",
+        )
+        changed = True
+    return ([(worker, "worker")] if changed else []), provider

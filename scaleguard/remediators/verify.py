@@ -1,0 +1,76 @@
+"""After apply: collect again, evaluate again, and say which findings the run fixed and which it did not.
+
+A fix is only as good as the next audit, so success is never inferred from the actions' answers: the
+nodes are re-collected through the same pipeline stages an audit uses and the policies re-evaluated.
+Every finding the plan addressed (planned or covered) is reported as fixed or still failing, and any
+finding that was passing before and fails now is reported as new — a fix must not trade one problem for
+another unnoticed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scaleguard.findings.model import Finding, Status
+from scaleguard.remediators.model import Plan
+from scaleguard.snapshot.model import Snapshot
+
+PROBLEM = (Status.FAIL, Status.ERROR)
+
+
+@dataclass
+class Verification:
+    fixed: list[str] = field(default_factory=list)
+    still_failing: dict[str, str] = field(default_factory=dict)
+    new_problems: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not self.still_failing and not self.new_problems
+
+
+def _key(finding: Finding) -> str:
+    return f"{finding.policy}@{finding.node}"
+
+
+def reaudit(
+    inventory: Path,
+    *,
+    policy_dirs: tuple[Path, ...] = (),
+    insecure: bool = False,
+    concurrency: int = 8,
+    now: datetime | None = None,
+) -> tuple[Snapshot, list[Finding]]:
+    """Collect and evaluate exactly as ``scaleguard audit --inventory`` does (no reports written)."""
+    from scaleguard.pipeline import AuditOptions, collect, evaluate
+
+    options = AuditOptions(
+        out_dir=Path("."),
+        inventory=inventory,
+        policy_dirs=policy_dirs,
+        insecure=insecure,
+        progress=False,
+        concurrency=concurrency,
+    )
+    snapshot = collect(options)
+    findings, _ = evaluate(snapshot, options, now or datetime.now(UTC))
+    return snapshot, findings
+
+
+def compare(plan: Plan, before: list[Finding], after: list[Finding]) -> Verification:
+    addressed = {f"{d.policy}@{d.node}" for d in plan.dispositions if d.outcome in ("planned", "covered")}
+    was_problem = {_key(f) for f in before if f.status in PROBLEM}
+    now = {_key(f): f for f in after}
+    result = Verification()
+    for key in sorted(addressed):
+        finding = now.get(key)
+        if finding is not None and finding.status is Status.PASS:
+            result.fixed.append(key)
+        else:
+            result.still_failing[key] = finding.status.value if finding is not None else "not evaluated"
+    for key, finding in sorted(now.items()):
+        if finding.status in PROBLEM and key not in was_problem and key not in addressed:
+            result.new_problems[key] = finding.status.value
+    return result

@@ -1,0 +1,31 @@
+"""What every report format shares: the inputs it may read and the one method it must offer.
+
+A reporter sees only the two artefacts (snapshot and findings) and the clock the audit ran with, so any
+report can be rebuilt later from ``snapshot.json`` + ``findings.json`` without touching a node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from scaleguard.findings.model import FindingsFile
+from scaleguard.snapshot.model import Snapshot
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    snapshot: Snapshot
+    findings: FindingsFile
+    now: datetime
+    """The audit's clock: days-left figures must agree with the verdicts, not with the render time."""
+
+
+class Reporter(Protocol):
+    """One output file. ``render`` is pure: same context, same bytes."""
+
+    @property
+    def filename(self) -> str: ...
+
+    def render(self, ctx: ReportContext) -> bytes: ...

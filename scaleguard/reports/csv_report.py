@@ -1,0 +1,51 @@
+"""``findings.csv``: one row per finding, for spreadsheets and ticket imports.
+
+Spreadsheet formula injection: cells hold strings collected from nodes (subjects, config values, service
+accounts), which whoever administers a node controls. A cell that starts with ``=``, ``+``, ``-``, ``@``,
+TAB or CR — after any leading whitespace, which Excel skips — would run as a formula, so it gets a leading
+apostrophe (the c7n ``sanitize_csv_value`` rule). One deliberate exception: a cell that is just a number
+(``-12``, ``+3.5``) stays as it is; Excel reads it as that number, not as a formula, and neutralising it
+would turn "-12 days left" into text that no longer sorts.
+
+The file is UTF-8 with a BOM (Excel on Windows otherwise guesses ANSI and garbles non-ASCII subjects)
+and CRLF line ends (RFC 4180).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+
+from scaleguard.reports.base import ReportContext
+from scaleguard.reports.view import sorted_findings
+
+COLUMNS = ["policy", "node", "cluster", "status", "severity", "title", "message", "remediation", "evidence"]
+INJECTION_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+
+
+def neutralise(value: str) -> str:
+    """``value`` made inert for spreadsheets (see the module docstring for the rule and its exception)."""
+    stripped = value.lstrip(" \n\u00a0")
+    if stripped.startswith(INJECTION_PREFIXES) and not _PLAIN_NUMBER.fullmatch(stripped):
+        return "'" + value
+    return value
+
+
+class CsvReporter:
+    filename = "findings.csv"
+
+    def render(self, ctx: ReportContext) -> bytes:
+        rows = [
+            [
+                f.policy, f.node, f.cluster, str(f.status), str(f.severity), f.title, f.message,
+                f.remediation or "", json.dumps(f.evidence, sort_keys=True, ensure_ascii=False, default=str),
+            ]
+            for f in sorted_findings(ctx.findings.findings)
+        ]
+        frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
+        frame = frame.map(lambda cell: neutralise(str(cell)))
+        text = frame.to_csv(index=False, lineterminator="\r\n")
+        return text.encode("utf-8-sig")

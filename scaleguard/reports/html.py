@@ -1,0 +1,199 @@
+"""``report.html``: one self-contained file a person can open from a mail attachment or a USB stick.
+
+Layout choices, for a 1,000-node cluster (≈14,000 findings, ≈15,000 certificate entries):
+
+- The small parts (run metadata, summary, worst problems, per-policy table) are rendered on the server
+  with Jinja2 autoescaping, so they read even with JavaScript off.
+- The big tables (findings, nodes, certificate inventory) travel as one compact JSON document inside
+  ``<script type="application/json">`` and are drawn by a little inline vanilla JS, a page at a time,
+  with ``textContent`` only. Policy texts and certificates shared by many nodes are stored once and
+  referenced by index, which keeps the file a few megabytes instead of tens.
+- No external asset of any kind: inline CSS and JS, no fonts, no CDN; it works offline.
+
+Escaping: values come from nodes and from users' policy packs, i.e. from people we do not trust. Jinja2
+autoescape covers HTML text and attributes; the JSON island additionally escapes ``<``, ``>``, ``&`` and
+the two JavaScript line separators, so no value can close the ``<script>`` element or open a comment.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from scaleguard.findings.model import Finding, Severity, Status
+from scaleguard.reports.base import ReportContext
+from scaleguard.reports.fixsteps import fix_step
+from scaleguard.reports.nightly import nightly_view
+from scaleguard.reports.view import (
+    SEVERITY_ORDER,
+    STATUS_ORDER,
+    NodeRow,
+    PolicyRow,
+    cert_rows,
+    expiry_class,
+    node_rows,
+    policy_rows,
+    severity_status_matrix,
+    sorted_findings,
+    status_counts,
+)
+
+TOP_PROBLEMS = 25
+"""How many problems the static summary lists before pointing at the full, filterable table."""
+
+_VALUE: dict[Status | Severity, str] = {**{s: s.value for s in Status}, **{s: s.value for s in Severity}}
+"""Enum ``.value`` is a slow descriptor on Python 3.11; 14,000 findings × 2 lookups add up."""
+_JSON_ESCAPES = (
+    ("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"),
+)
+
+
+def script_json(payload: Any) -> Markup:
+    """JSON that is safe verbatim inside a ``<script>`` element (no ``</script>``, no ``<!--``).
+
+    Inside JSON strings these characters only ever appear as themselves, so replacing them with their
+    ``\\uXXXX`` escapes keeps the document equal while no markup can be formed.
+    """
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
+    for raw, escaped in _JSON_ESCAPES:  # str.replace is memchr-fast; per-character translation is 10x slower
+        text = text.replace(raw, escaped)
+    return Markup(text)
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("scaleguard.reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["is_web_link"] = lambda ref: str(ref).startswith(("https://", "http://"))
+    return env
+
+
+class HtmlReporter:
+    filename = "report.html"
+
+    def __init__(self) -> None:
+        self._template = _environment().get_template("report.html.j2")
+
+    def render(self, ctx: ReportContext) -> bytes:
+        findings = sorted_findings(ctx.findings.findings)
+        policies = policy_rows(ctx.findings)
+        nodes = node_rows(ctx.snapshot, findings, ctx.now)
+        problems = [f for f in findings if f.status in (Status.ERROR, Status.FAIL)]
+        html = self._template.render(
+            meta=_metadata(ctx),
+            insecure=ctx.findings.insecure,
+            statuses=STATUS_ORDER,
+            severities=SEVERITY_ORDER,
+            counts=status_counts(findings),
+            not_applicable=sum(1 for f in findings if f.status is Status.NOT_ASSESSED and not f.applicable),
+            matrix=severity_status_matrix(findings),
+            total=len(findings),
+            top_problems=problems[:TOP_PROBLEMS],
+            more_problems=max(0, len(problems) - TOP_PROBLEMS),
+            policies=policies,
+            node_total=len(nodes),
+            data=script_json(_payload(ctx, findings, policies, nodes)),
+            nightly=nightly_view(ctx),
+        )
+        return html.encode("utf-8")
+
+
+def _metadata(ctx: ReportContext) -> dict[str, str]:
+    ff = ctx.findings
+    nodes = sum(len(c.nodes) for c in ctx.snapshot.clusters)
+    return {
+        "source": ff.source,
+        "mode": ff.mode,
+        "generated_at": ff.generated_at.isoformat(timespec="seconds"),
+        "clusters": ", ".join(c.cluster for c in ctx.snapshot.clusters),
+        "nodes": str(nodes),
+        "policies": str(len({f.policy for f in ff.findings} | {str(p.get("id")) for p in ff.policies})),
+        "schema": ff.schema_version,
+        "scaleguard": _version(),
+    }
+
+
+def _version() -> str:
+    try:
+        return version("scaleguard")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def _payload(
+    ctx: ReportContext, findings: list[Finding], policies: list[PolicyRow], nodes: list[NodeRow]
+) -> dict[str, Any]:
+    """The JSON island: shared texts once, rows as short arrays pointing at them by index."""
+    policy_index = {p.id: i for i, p in enumerate(policies)}
+    node_index = {(n.cluster, n.name.lower()): i for i, n in enumerate(nodes)}
+    diagnostics = {
+        (c.cluster, n.name.lower()): [[d.level.value, d.source, d.message] for d in n.diagnostics]
+        for c in ctx.snapshot.clusters
+        for n in c.nodes
+    }
+    cert_index: dict[str, int] = {}
+    certs: list[list[Any]] = []
+    holdings: list[list[Any]] = []
+    for row in cert_rows(ctx.snapshot, ctx.now):
+        c = row.cert
+        idx = cert_index.get(c.thumbprint)
+        if idx is None:
+            idx = cert_index[c.thumbprint] = len(certs)
+            key = f"{c.key_algorithm} {c.key_bits}" if c.key_bits else c.key_algorithm
+            certs.append([
+                c.subject, c.issuer, c.thumbprint, c.not_after.isoformat(timespec="seconds"), row.days_left,
+                expiry_class(row.days_left), key, c.signature_hash or "", c.self_signed,
+            ])
+        holdings.append([node_index[(row.cluster, row.node.lower())], row.store, idx, c.has_private_key])
+    return {
+        "statuses": [s.value for s in STATUS_ORDER],
+        "severities": [s.value for s in SEVERITY_ORDER],
+        "multiCluster": len(ctx.snapshot.clusters) > 1,
+        "policies": [
+            {
+                "id": p.id, "title": p.title, "description": p.description, "references": p.references,
+                "remediation": p.remediation, "fix": p.fix_step,
+            }
+            for p in policies
+        ],
+        "nodes": [
+            {
+                "cluster": n.cluster, "name": n.name, "roles": ", ".join(n.roles), "state": n.state,
+                "reason": n.reason, "fqdn": n.fqdn, "counts": [n.counts[s] for s in STATUS_ORDER],
+                "worst": n.worst, "certs": n.certificates, "soonest": n.soonest_days,
+                "soonestClass": expiry_class(n.soonest_days) if n.soonest_days is not None else "",
+                "diagnostics": diagnostics.get((n.cluster, n.name.lower()), []),
+            }
+            for n in nodes
+        ],
+        "findings": [_finding_row(f, policy_index, node_index, policies) for f in findings],
+        "fixSteps": {name: fix_step(name) for name in _remediations(findings)},
+        "certs": certs,
+        "holdings": holdings,
+    }
+
+
+def _finding_row(
+    f: Finding, policy_index: dict[str, int], node_index: dict[tuple[str, str], int],
+    policies: list[PolicyRow],
+) -> list[Any]:
+    """[policy, node, status, severity, message, evidence, subject, waiver, own remediation or null,
+    applicable (0 for a check that cannot apply in this mode, e.g. a live-only check offline)]."""
+    p = policy_index[f.policy]
+    own_fix = f.remediation if f.remediation and f.remediation != policies[p].remediation else None
+    return [
+        p, node_index[(f.cluster, f.node.lower())], _VALUE[f.status], _VALUE[f.severity], f.message,
+        f.evidence, f.subject or "", f.waiver, own_fix, 1 if f.applicable else 0,
+    ]
+
+
+def _remediations(findings: list[Finding]) -> list[str]:
+    return sorted({f.remediation for f in findings if f.remediation})

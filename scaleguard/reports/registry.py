@@ -1,0 +1,53 @@
+"""Every report format the audit writes, in one explicit list.
+
+Adding a format is one line: append an instance to ``REPORTERS`` (anything with a ``filename`` and a
+pure ``render(ctx) -> bytes``; see :class:`scaleguard.reports.base.Reporter`). The list is explicit on
+purpose — no import-time self-registration — so what an audit writes can be read right here.
+``findings.json`` and ``snapshot.json`` are written by the pipeline itself and are not reporters.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from scaleguard.findings.model import FindingsFile
+from scaleguard.reports.base import ReportContext, Reporter
+from scaleguard.reports.csv_report import CsvReporter
+from scaleguard.reports.expiry import ExpiryCsvReporter
+from scaleguard.reports.html import HtmlReporter
+from scaleguard.reports.junit import JunitReporter
+from scaleguard.reports.sarif import SarifReporter
+from scaleguard.snapshot.model import Snapshot
+
+REPORTERS: list[Reporter] = [
+    HtmlReporter(),
+    CsvReporter(),
+    JunitReporter(),
+    SarifReporter(),
+    ExpiryCsvReporter(),
+]
+
+
+def write_reports(
+    out_dir: Path, snapshot: Snapshot, findings: FindingsFile, *, now: datetime
+) -> dict[str, Path]:
+    """Render every registered report into ``out_dir``; returns file name → path.
+
+    Each file is written next to its final name and renamed into place, so a reader never sees half a
+    report (CI jobs often pick up ``report.html`` while a previous run is still being replaced).
+    """
+    names = [r.filename for r in REPORTERS]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"two reporters write the same file: {', '.join(duplicates)}")
+    ctx = ReportContext(snapshot=snapshot, findings=findings, now=now)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Path] = {}
+    for reporter in REPORTERS:
+        path = out_dir / reporter.filename
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(reporter.render(ctx))
+        partial.replace(path)
+        outputs[reporter.filename] = path
+    return outputs

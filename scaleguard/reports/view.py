@@ -1,0 +1,233 @@
+"""Tables a human reads, derived from the snapshot and findings (shared by every human-facing report).
+
+Ordering is "problems first" everywhere: an auditor opens a report to see what is wrong, and a report of
+14,000 findings that opens on passes hides the twelve that matter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
+from scaleguard.reports.fixsteps import fix_step
+from scaleguard.snapshot.model import Certificate, NodeSnapshot, Snapshot
+
+STATUS_ORDER: tuple[Status, ...] = (
+    Status.ERROR, Status.FAIL, Status.NOT_ASSESSED, Status.WAIVED, Status.PASS,
+)
+SEVERITY_ORDER: tuple[Severity, ...] = (
+    Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW, Severity.INFO,
+)
+_STATUS_RANK = {s: i for i, s in enumerate(STATUS_ORDER)}
+
+EXPIRY_WARN_DAYS = 60
+EXPIRY_SOON_DAYS = 30
+
+
+def finding_order(f: Finding) -> tuple[int, int, str, str, str]:
+    return (_STATUS_RANK[f.status], -f.severity.rank, f.policy, f.cluster, f.node)
+
+
+def sorted_findings(findings: Iterable[Finding]) -> list[Finding]:
+    return sorted(findings, key=finding_order)
+
+
+def status_counts(findings: Iterable[Finding]) -> dict[Status, int]:
+    counts = Counter(f.status for f in findings)
+    return {s: counts.get(s, 0) for s in STATUS_ORDER}
+
+
+def severity_status_matrix(findings: Iterable[Finding]) -> dict[Severity, dict[Status, int]]:
+    counts = Counter((f.severity, f.status) for f in findings)
+    return {sev: {st: counts.get((sev, st), 0) for st in STATUS_ORDER} for sev in SEVERITY_ORDER}
+
+
+def days_left(not_after: datetime, now: datetime) -> int:
+    """Whole days until expiry, rounded down: a certificate expiring in 6 hours has 0 days left."""
+    return math.floor((not_after - now).total_seconds() / 86400)
+
+
+def expiry_class(days: int | None) -> str:
+    if days is None:
+        return "unknown"
+    if days < 0:
+        return "expired"
+    if days <= EXPIRY_SOON_DAYS:
+        return "soon"
+    if days <= EXPIRY_WARN_DAYS:
+        return "warn"
+    return "ok"
+
+
+@dataclass
+class PolicyRow:
+    id: str
+    title: str
+    severity: str
+    scope: str
+    description: str
+    references: list[str]
+    remediation: str
+    fix_step: str
+    counts: dict[Status, int] = field(default_factory=dict)
+    not_applicable: int = 0
+    """not_assessed findings of a check that cannot apply in this mode: shown, but not a problem."""
+
+    @property
+    def problems(self) -> int:
+        counted = (Status.ERROR, Status.FAIL, Status.NOT_ASSESSED)
+        return sum(self.counts.get(s, 0) for s in counted) - self.not_applicable
+
+
+def policy_rows(findings_file: FindingsFile) -> list[PolicyRow]:
+    """One row per policy: what the pack declares, completed by what its findings carry."""
+    declared: dict[str, dict[str, Any]] = {}
+    for summary in findings_file.policies:
+        pid = str(summary.get("id", ""))
+        if pid:
+            declared[pid] = summary
+    by_policy: dict[str, list[Finding]] = {}
+    for f in findings_file.findings:
+        by_policy.setdefault(f.policy, []).append(f)
+    rows = []
+    for pid in sorted(set(declared) | set(by_policy)):
+        meta = declared.get(pid, {})
+        first = by_policy.get(pid, [None])[0]
+        remediation = str(meta.get("remediation") or (first.remediation if first else "") or "")
+        references = meta.get("references") or (first.references if first else [])
+        rows.append(
+            PolicyRow(
+                id=pid,
+                title=str(meta.get("title") or (first.title if first else "")),
+                severity=str(meta.get("severity") or (first.severity.value if first else "")),
+                scope=str(meta.get("scope") or (first.scope if first else "")),
+                description=str(meta.get("description") or ""),
+                references=[str(r) for r in references],
+                remediation=remediation,
+                fix_step=fix_step(remediation),
+                counts=status_counts(by_policy.get(pid, [])),
+                not_applicable=sum(
+                    1 for f in by_policy.get(pid, []) if f.status is Status.NOT_ASSESSED and not f.applicable
+                ),
+            )
+        )
+    rows.sort(key=lambda r: (-r.counts[Status.ERROR] - r.counts[Status.FAIL], -r.problems, r.id))
+    return rows
+
+
+@dataclass
+class NodeRow:
+    cluster: str
+    name: str
+    roles: list[str]
+    state: str
+    reason: str
+    fqdn: str
+    counts: dict[Status, int]
+    worst: str
+    certificates: int | None
+    soonest_days: int | None
+
+
+@dataclass
+class CertRow:
+    cluster: str
+    node: str
+    store: str
+    cert: Certificate
+    days_left: int
+
+
+def cert_rows(snapshot: Snapshot, now: datetime) -> list[CertRow]:
+    rows: list[CertRow] = []
+    days: dict[str, int] = {}  # the same public CAs sit on every node: compute each once (by thumbprint:
+    # hashing an aware datetime is slower than the subtraction it would save)
+    for cluster in snapshot.clusters:
+        for node in cluster.nodes:
+            for store in (node.root, node.my):
+                if store is None:
+                    continue
+                for c in store.certificates:
+                    left = days.get(c.thumbprint)
+                    if left is None:
+                        left = days[c.thumbprint] = days_left(c.not_after, now)
+                    rows.append(CertRow(cluster.cluster, node.name, store.name, c, left))
+    return rows
+
+
+def node_rows(snapshot: Snapshot, findings: Iterable[Finding], now: datetime) -> list[NodeRow]:
+    """Every node of the snapshot, plus any subject a finding names that the snapshot lacks."""
+    per_node: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        per_node.setdefault((f.cluster, f.node.lower()), []).append(f)
+    rows = []
+    seen: set[tuple[str, str]] = set()
+    for cluster in snapshot.clusters:
+        for node in cluster.nodes:
+            key = (cluster.cluster, node.name.lower())
+            seen.add(key)
+            stores = [s for s in (node.root, node.my) if s is not None]
+            mine = per_node.get(key, [])
+            rows.append(
+                NodeRow(
+                    cluster=cluster.cluster,
+                    name=node.name,
+                    roles=node.roles(),
+                    state=node.collection.state.value,
+                    reason=node.collection.reason or "",
+                    fqdn=node.identity.fqdn or "",
+                    counts=status_counts(mine),
+                    worst=_worst_problem(mine),
+                    certificates=sum(len(s.certificates) for s in stores) if stores else None,
+                    soonest_days=_soonest_own(node, now) if stores else None,
+                )
+            )
+    for (cluster_name, node_key), mine in per_node.items():
+        if (cluster_name, node_key) in seen:
+            continue
+        # cluster-scope policies report on the cluster itself; anything else names a node we never saw
+        is_cluster = node_key == cluster_name.lower()
+        rows.append(
+            NodeRow(cluster_name, mine[0].node, ["cluster"] if is_cluster else [],
+                    "cluster" if is_cluster else "not in snapshot", "", "", status_counts(mine),
+                    _worst_problem(mine), None, None)
+        )
+    rows.sort(key=lambda r: (-(r.counts[Status.ERROR] + r.counts[Status.FAIL]), r.cluster, r.name.lower()))
+    return rows
+
+
+def _worst_problem(findings: list[Finding]) -> str:
+    failing = [f.severity for f in findings if f.status in (Status.FAIL, Status.ERROR)]
+    return max(failing, key=lambda s: s.rank).value if failing else ""
+
+
+def _soonest_own(node: NodeSnapshot, now: datetime) -> int | None:
+    """Soonest expiry among the node's *own* Scale Out certificates (the ones its config names).
+
+    Public root CAs in Root expire on their own schedule and say nothing about the cluster, so they are
+    left out; the certificate inventory still lists them with their days left.
+    """
+    wanted = {
+        _hex_only(config.get(key))
+        for config, key in (
+            (node.master_config, "SSLCertThumbprint"),
+            (node.worker_config, "WorkerHttpsCertThumbprint"),
+        )
+        if config is not None
+    }
+    days = [
+        days_left(c.not_after, now)
+        for s in (node.root, node.my) if s is not None
+        for c in s.certificates if c.thumbprint in wanted
+    ]
+    return min(days) if days else None
+
+
+def _hex_only(value: str | None) -> str:
+    """A config thumbprint as the store names it (spaces and U+200E dropped), only to find the cert."""
+    return "".join(ch for ch in (value or "") if ch in "0123456789abcdefABCDEF").upper()

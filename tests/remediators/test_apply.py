@@ -1,0 +1,312 @@
+"""Applying plans to lab nodes (state and handlers in process): order, rollback per unit, undo, journal.
+
+"Leaves every node as before" is checked twice: on the raw node state (configs, stores, key ACLs,
+bindings, services) and by re-auditing — collecting through the agent document and evaluating the real
+policies — which must give the same verdicts as before the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixcases import (
+    LabTransport,
+    cluster_state,
+    finding,
+    findings_file,
+    lab_findings,
+    lab_snapshot,
+    lab_state,
+    options,
+    verdicts,
+)
+
+from scaleguard.findings.model import Finding, Status
+from scaleguard.remediators import plan
+from scaleguard.remediators.apply import Executor
+from scaleguard.remediators.journal import Journal
+from scaleguard.remediators.model import Plan
+from scaleguard.remediators.transport import OutcomeUnknown
+from scaleguard.remediators.undo import pending_entries, undo_run
+
+EXPIRING = {"cn": ["master01.contoso.test", "MASTER01", "10.0.1.1"], "days_from": -700, "days": 710}
+BACKUP_ROOT = "C:\\ProgramData\\scaleguard\\backup\\"
+
+
+class Setup:
+    def __init__(self, cluster: Any, tmp_path: Path, spec: dict[str, Any]) -> None:
+        self.c = cluster(spec)
+        self.state = lab_state(self.c.evidence)
+        self.transport = LabTransport(self.state)
+        self.journal = Journal(tmp_path / "journal.sqlite")
+        self.folder = tmp_path
+        self.before_state = cluster_state(self.state)
+        self.before = lab_findings(self.state, tmp_path)
+
+    def plan(self, *found: Finding) -> Plan:
+        current = lab_findings(self.state, self.folder)
+        items = list(found) or [f for f in current if f.status in (Status.FAIL, Status.ERROR)]
+        return plan(findings_file(*items), lab_snapshot(self.state), options())
+
+    def apply(self, the_plan: Plan, transport: Any = None) -> Any:
+        return Executor(the_plan, transport or self.transport, self.journal, source="test").run()
+
+    def after(self) -> dict[tuple[str, str], str]:
+        return verdicts(lab_findings(self.state, self.folder))
+
+
+@pytest.fixture
+def setup(cluster: Any, tmp_path: Path) -> Any:
+    made: list[Setup] = []
+
+    def make(spec: dict[str, Any]) -> Setup:
+        made.append(Setup(cluster, tmp_path / f"s{len(made)}", spec))
+        return made[-1]
+
+    yield make
+    for item in made:
+        item.journal.close()
+
+
+def writes_have_backups(s: Setup) -> None:
+    """Every config the run wrote has a backup on its node holding exactly the bytes before the write."""
+    for run in s.journal.runs():
+        for entry in s.journal.entries(run.run_id):
+            if (
+                entry.action == "write_config"
+                and entry.status == "done"
+                and entry.result
+                and entry.result.get("changed")
+            ):
+                node = s.state.node(entry.node)
+                backup = node.files[BACKUP_ROOT + entry.request["backup_name"]]
+                assert entry.result["backup_path"] == BACKUP_ROOT + entry.request["backup_name"]
+                assert hashlib.sha256(backup).hexdigest() == entry.result["before_sha256"]
+
+
+def test_master_rotation_applies_in_order_and_audits_clean(setup: Any) -> None:
+    s = setup({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
+    assert s.before and ("SO-M07", "MASTER01") in {
+        (f.policy, f.node) for f in s.before if f.status is Status.FAIL
+    }
+    the_plan = s.plan(finding("SO-M07", "MASTER01", "rotate-master-certificate"))
+    report = s.apply(the_plan)
+    assert report.status == "done" and set(report.units.values()) == {"done"}
+    sent = [(node, p["op"]) for node, p in s.transport.requests if p["op"] != "read_file"]
+    assert sent == [(st.node, st.action) for st in the_plan.steps]
+    after = s.after()
+    assert after[("SO-M07", "MASTER01")] == "pass"
+    assert not [k for k, v in after.items() if v in ("fail", "error")]
+    new_thumb = report.steps["s001"].result["thumbprint"]
+    master = s.state.node("MASTER01")
+    assert master.bindings[0].cert_hash == new_thumb and master.bindings[0].store == "Root"
+    assert master.bindings[0].app_id == "{a1f96506-93e0-4c91-9171-05a2f6739e13}"
+    writes_have_backups(s)
+    second = s.plan()
+    assert second.empty  # nothing left to do
+
+
+@pytest.mark.parametrize(
+    ("node", "op", "nth"),
+    [("MASTER01", "set_binding", 1), ("MASTER01", "restart_service", 1), ("WORKER02", "write_config", 1)],
+    ids=["binding-add", "service-restart", "config-write-on-second-worker"],
+)
+def test_a_failure_midway_leaves_every_node_as_before(setup: Any, node: str, op: str, nth: int) -> None:
+    s = setup({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
+    s.state.node(node).faults.fail_ops = {op: nth}
+    report = s.apply(s.plan(finding("SO-M07", "MASTER01", "rotate-master-certificate")))
+    assert report.units == {"u01": "failed"} and report.status == "failed" and not report.rollback_errors
+    assert report.stopped_nodes == [f"CLUSTER/{node}"]
+    assert cluster_state(s.state) == s.before_state
+    assert s.after() == verdicts(s.before)
+    writes_have_backups(s)
+    # nothing was left for an undo to do
+    run_id = s.journal.runs()[-1].run_id
+    assert pending_entries(s.journal, run_id) == []
+
+
+def test_other_nodes_continue_and_dependents_are_skipped(setup: Any) -> None:
+    s = setup(
+        {
+            "workers": ["WORKER01", "WORKER02"],
+            "certs": {"old": {"cn": ["MASTER01"]}},
+            "nodes": {
+                "MASTER01": {"master_settings": {"SSLCertThumbprint": "{master|lrm}"}},
+                "WORKER01": {"root_add": ["old"], "worker_settings": {"MasterHttpsCertThumbprint": "{old}"}},
+                "WORKER02": {"worker_service": {"State": "Stopped"}},
+            },
+        }
+    )
+    s.state.node("MASTER01").faults.fail_ops = {"restart_service": 1}
+    the_plan = s.plan()
+    assert [(u.id, u.remediation, u.depends_on) for u in the_plan.units] == [
+        ("u01", "normalize-config-thumbprint", []),
+        ("u02", "repin-worker-master-thumbprint", ["u01"]),
+        ("u03", "start-service", []),
+    ]
+    report = s.apply(the_plan)
+    assert report.units == {"u01": "failed", "u02": "skipped", "u03": "done"}
+    now = cluster_state(s.state)
+    assert now["MASTER01"] == s.before_state["MASTER01"] and now["WORKER01"] == s.before_state["WORKER01"]
+    assert s.state.node("WORKER02").services[0].state == "Running"
+    skipped = [e for e in s.journal.entries(report.run_id) if e.status == "skipped"]
+    assert {e.step_id for e in skipped} == {st.id for st in the_plan.steps if st.unit == "u02"}
+
+
+def test_a_failing_node_rolls_back_its_units_that_already_succeeded(setup: Any) -> None:
+    s = setup(
+        {
+            "nodes": {
+                "WORKER01": {
+                    "root_remove": ["WORKER01"],
+                    "key_readers": {"WORKER01": ["NT AUTHORITY\\SYSTEM"]},
+                }
+            }
+        }
+    )
+    s.state.node("WORKER01").faults.fail_ops = {"grant_key_read": 1}
+    the_plan = s.plan()
+    assert [u.remediation for u in the_plan.units] == ["import-root-certificate", "grant-worker-key-access"]
+    report = s.apply(the_plan)
+    assert report.units == {"u01": "rolled_back", "u02": "failed"}
+    assert cluster_state(s.state) == s.before_state
+
+
+def test_an_unknown_outcome_is_rolled_back_from_the_backup(setup: Any) -> None:
+    s = setup({"nodes": {"WORKER01": {"worker_settings": {"MasterHttpsCertThumbprint": "{master|spaced}"}}}})
+
+    class LostAnswer(LabTransport):
+        """The write happens on the node but its answer never comes back."""
+
+        def client(self, cluster: str, node: str) -> Any:
+            inner = super().client(cluster, node)
+
+            class Client:
+                def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+                    answer = inner.request(payload)
+                    if payload["op"] == "write_config":
+                        raise OutcomeUnknown("connection reset after the request was sent")
+                    return answer
+
+            return Client()
+
+    report = s.apply(s.plan(), LostAnswer(s.state))
+    assert report.steps["s001"].status == "unknown" and report.units == {"u01": "failed"}
+    assert cluster_state(s.state) == s.before_state
+
+
+def test_interrupted_run_is_undone_and_a_second_undo_does_nothing(setup: Any) -> None:
+    s = setup({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
+
+    class Interrupting(LabTransport):
+        def __init__(self, state: Any, after: int) -> None:
+            super().__init__(state)
+            self.after = after
+
+        def client(self, cluster: str, node: str) -> Any:
+            inner = super().client(cluster, node)
+            outer = self
+
+            class Client:
+                def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+                    if len(outer.requests) >= outer.after:
+                        raise KeyboardInterrupt
+                    return inner.request(payload)
+
+            return Client()
+
+    the_plan = s.plan(finding("SO-M07", "MASTER01", "rotate-master-certificate"))
+    with pytest.raises(KeyboardInterrupt):
+        s.apply(the_plan, Interrupting(s.state, after=6))  # create, 2 imports, binding, read, write
+    run = s.journal.runs()[-1]
+    assert run.status == "interrupted"
+    assert cluster_state(s.state) != s.before_state
+    assert [e.status for e in s.journal.entries(run.run_id)][-1] == "unknown"
+    report = undo_run(run.run_id, LabTransport(s.state), s.journal)
+    assert report.ok and report.reverted
+    assert cluster_state(s.state) == s.before_state
+    assert s.after() == verdicts(s.before)
+    again = LabTransport(s.state)
+    second = undo_run(run.run_id, again, s.journal)
+    assert second.reverted == [] and again.requests == []
+
+
+def test_undo_of_a_successful_run_restores_everything(setup: Any) -> None:
+    s = setup(
+        {
+            "nodes": {
+                "MASTER01": {
+                    "bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": "MY"}],
+                    "my_add": ["master"],
+                    "master_service": {"StartMode": "Manual"},
+                },
+                "WORKER01": {"root_remove": ["WORKER01"], "my_add": ["stale"]},
+            },
+            "certs": {
+                "stale": {"cn": ["WORKER01"], "san_dns": ["worker01.contoso.test"], "san_ip": ["10.0.2.1"]}
+            },
+        }
+    )
+    report = s.apply(s.plan())
+    assert report.status == "done"
+    assert cluster_state(s.state) != s.before_state
+    undone = undo_run(report.run_id, LabTransport(s.state), s.journal)
+    assert undone.ok and not undone.errors
+    assert cluster_state(s.state) == s.before_state
+    assert s.journal.run(undone.run_id).undo_of == report.run_id  # type: ignore[union-attr]
+
+
+def test_the_journal_keeps_references_not_secrets(setup: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+
+    from scaleguard.lab.certs import CertSpec, make_certificate
+    from scaleguard.remediators.model import SecretRef
+    from scaleguard.remediators.pfx import load_master_pfx
+
+    s = setup({"certs": {"master": EXPIRING}})
+    issued = make_certificate(CertSpec(("master01.contoso.test",), san_dns=("MASTER01",), key_seed=91))
+    pfx_file = tmp_path / "m.pfx"
+    pfx_file.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"m", issued.key, issued.certificate, None, BestAvailableEncryption(b"Pfx-Pass-123")
+        )
+    )  # type: ignore[arg-type]
+    monkeypatch.setenv("SG_TEST_PFX", "Pfx-Pass-123")
+    pfx = load_master_pfx(pfx_file, "Pfx-Pass-123", SecretRef(secret_env="SG_TEST_PFX"))
+    the_plan = plan(
+        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")),
+        lab_snapshot(s.state),
+        options(master_pfx=pfx),
+    )
+    report = s.apply(the_plan)
+    assert report.status == "done"
+    assert s.state.node("MASTER01").find_cert("Root", issued.thumbprint).has_private_key
+    dump = Path(s.journal.path).read_bytes()
+    assert b"Pfx-Pass-123" not in dump
+    assert base64.b64encode(pfx_file.read_bytes())[:60] not in dump
+    first = s.journal.entries(report.run_id)[0]
+    assert first.request["password"] == {"secret": "SG_TEST_PFX"}
+    assert first.request["pfx_b64"] == {"file": str(pfx_file)}
+    assert json.loads(s.journal.plan_json(report.run_id) or "{}")["steps"][0]["params"]["password"] == {
+        "secret_env": "SG_TEST_PFX",
+        "secret_prompt": None,
+    }
+
+
+def test_a_previous_binding_that_cannot_be_recreated_is_reported_not_hidden(setup: Any) -> None:
+    """netsh refuses a binding to a certificate its store does not hold (error 1312), so the broken binding
+    a repair replaced cannot be put back; the undo says so and leaves the working binding in place."""
+    s = setup(
+        {"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}}
+    )
+    report = s.apply(s.plan())
+    assert report.status == "done"
+    undone = undo_run(report.run_id, LabTransport(s.state), s.journal)
+    assert not undone.ok and "1312" in undone.errors[0]
+    assert s.state.node("MASTER01").bindings[0].store == "Root"
+    assert [e.status for e in s.journal.entries(undone.run_id)].count("failed") == 1

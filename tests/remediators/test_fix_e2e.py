@@ -1,0 +1,362 @@
+"""``scaleguard fix`` end to end: the CLI, real pywinrm, the WinRM lab, and a re-audit after every fix.
+
+For every remediation a cluster with that defect is served by the lab; ``fix --apply --yes`` must fix
+it (the command's own re-audit must be clean, and an independent audit agrees), and a second
+``fix --apply`` must find nothing to do. The lab runs in this process here (one per case keeps the
+cases independent and fast); the fault and undo tests at the end run it in its own process with the
+``--faults`` file, as an operator would.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixcases import CLUSTER, Cluster, verdicts
+from typer.testing import CliRunner
+
+from scaleguard.cli.main import app
+from scaleguard.findings.model import Status
+from scaleguard.lab.process import LabProcess
+from scaleguard.lab.serve import PASSWORD_ENV, LabOptions, start_lab
+from scaleguard.remediators.journal import Journal
+from scaleguard.remediators.verify import reaudit
+
+PASSWORD = "Lab-" + secrets.token_urlsafe(12)
+EXPIRING_MASTER = {"cn": ["master01.contoso.test", "MASTER01", "10.0.1.1"], "days_from": -700, "days": 710}
+EXPIRING_WORKER = {
+    "cn": ["WORKER01"],
+    "san_dns": ["worker01.contoso.test"],
+    "san_ip": ["10.0.2.1"],
+    "days_from": -700,
+    "days": 710,
+}
+OLD_MASTER = {"cn": ["MASTER01"], "days_from": -900, "days": 800}
+STALE_WORKER = {
+    "cn": ["WORKER01"],
+    "san_dns": ["worker01.contoso.test"],
+    "san_ip": ["10.0.2.1"],
+    "days_from": -800,
+    "days": 700,
+}
+
+CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
+    "rotate-master-certificate": (
+        {"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING_MASTER}},
+        {"SO-M07"},
+    ),
+    "rotate-worker-certificate": ({"certs": {"WORKER01": EXPIRING_WORKER}}, {"SO-W10"}),
+    "import-root-certificate": (
+        {
+            "workers": ["WORKER01", "WORKER02"],
+            "nodes": {
+                "WORKER01": {"root_remove": ["master", "WORKER01"]},
+                "MASTER01": {"root_remove": ["WORKER02"]},
+            },
+        },
+        {"SO-W03", "SO-W07", "SO-W08"},
+    ),
+    "repair-master-binding": (
+        {"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}},
+        {"SO-M06"},
+    ),
+    "repin-worker-master-thumbprint": (
+        {
+            "certs": {"old": OLD_MASTER},
+            "nodes": {
+                "WORKER01": {"root_add": ["old"], "worker_settings": {"MasterHttpsCertThumbprint": "{old}"}}
+            },
+        },
+        {"SO-W02"},
+    ),
+    "fix-worker-master-endpoint": (
+        {
+            "workers": ["WORKER01", "WORKER02"],
+            "nodes": {
+                "WORKER01": {"worker_settings": {"MasterEndpoint": "https://master01.contoso.test:8392"}}
+            },
+        },
+        {"SO-W04", "SO-C02"},
+    ),
+    "normalize-config-thumbprint": (
+        {
+            "nodes": {
+                "MASTER01": {"master_settings": {"SSLCertThumbprint": "{master|lrm}"}},
+                "WORKER01": {"worker_settings": {"MasterHttpsCertThumbprint": "{master|spaced}"}},
+            }
+        },
+        {"SO-M01", "SO-W01"},
+    ),
+    "grant-worker-key-access": (
+        {
+            "nodes": {
+                "WORKER01": {"key_readers": {"WORKER01": ["NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators"]}}
+            }
+        },
+        {"SO-W09"},
+    ),
+    "start-service": (
+        {
+            "nodes": {
+                "MASTER01": {"master_service": {"StartMode": "Manual"}},
+                "WORKER01": {"worker_service": {"State": "Stopped", "StartMode": "Disabled"}},
+            }
+        },
+        {"SO-M09", "SO-W11"},
+    ),
+    "remove-stale-worker-certificates": (
+        {"certs": {"stale": STALE_WORKER}, "nodes": {"WORKER01": {"my_add": ["stale"]}}},
+        {"SO-W13"},
+    ),
+}
+
+
+@pytest.fixture(autouse=True)
+def _lab_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+
+
+class ServedCluster:
+    def __init__(self, spec: dict[str, Any], tmp_path: Path) -> None:
+        self.cluster = Cluster(spec, tmp_path / "evidence")
+        self.inventory = tmp_path / "inventory.yaml"
+        self.journal = tmp_path / "journal.sqlite"
+        self.lab = start_lab(LabOptions(evidence=self.cluster.evidence, inventory_out=self.inventory))
+        self.lab.write_inventory()
+
+    def fix(self, *args: str) -> Any:
+        return CliRunner().invoke(
+            app,
+            ["fix", "--inventory", str(self.inventory), "--journal", str(self.journal), *args],
+            catch_exceptions=False,
+        )
+
+    def failing(self) -> set[tuple[str, str]]:
+        _snapshot, found = reaudit(self.inventory)
+        return {(f.policy, f.node) for f in found if f.status in (Status.FAIL, Status.ERROR)}
+
+    def runs(self) -> int:
+        with Journal(self.journal) as journal:
+            return len(journal.runs())
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Any]:
+    started: list[ServedCluster] = []
+
+    def serve(spec: dict[str, Any]) -> ServedCluster:
+        started.append(ServedCluster(spec, tmp_path / f"lab{len(started)}"))
+        return started[-1]
+
+    yield serve
+    for item in started:
+        item.lab.close()
+
+
+MANUAL_ONLY = {"SO-M11", "SO-C03", "SO-C01"}
+
+
+@pytest.mark.parametrize("remediation", sorted(CASES))
+def test_every_remediation_fixes_its_defect_over_winrm(served: Any, remediation: str) -> None:
+    spec, policies = CASES[remediation]
+    lab = served(spec)
+    before = lab.failing()
+    assert {p for p, _ in before} >= policies, f"the case must plant {policies}, the audit found {before}"
+
+    dry = lab.fix()
+    assert dry.exit_code == 0 and "dry run: nothing was changed" in dry.output
+    assert lab.failing() == before and not lab.journal.exists()  # a dry run touches nothing
+
+    applied = lab.fix("--apply", "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert "fixed" in applied.output and "still" not in applied.output
+    after = lab.failing()
+    assert {p for p, _ in after} <= MANUAL_ONLY, after
+    assert lab.runs() == 1
+
+    again = lab.fix("--apply", "--yes")
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    assert lab.runs() == 1  # the second run changed nothing and journaled nothing
+
+
+def test_apply_without_a_terminal_refuses_unless_told_yes(served: Any) -> None:
+    spec, _ = CASES["repair-master-binding"]
+    lab = served(spec)
+    refused = lab.fix("--apply")
+    assert refused.exit_code == 2 and "pass --yes" in refused.output
+    assert ("SO-M06", "MASTER01") in lab.failing()
+
+
+def test_max_nodes_refuses_before_touching_anything(served: Any) -> None:
+    spec, _ = CASES["rotate-master-certificate"]
+    lab = served(spec)
+    refused = lab.fix("--apply", "--yes", "--max-nodes", "2")
+    assert refused.exit_code == 2 and "more than --max-nodes 2" in refused.output
+    assert not lab.journal.exists()
+
+
+def test_plan_json_is_written_and_can_be_applied_as_reviewed(served: Any, tmp_path: Path) -> None:
+    spec, _ = CASES["repair-master-binding"]
+    lab = served(spec)
+    out = tmp_path / "review"
+    assert lab.fix("--out", str(out)).exit_code == 0
+    applied = lab.fix("--plan", str(out / "plan.json"), "--apply", "--yes", "--out", str(out))
+    assert applied.exit_code == 0, applied.output
+    assert (out / "apply.json").is_file() and ("SO-M06", "MASTER01") not in lab.failing()
+
+
+# --- faults and undo with the lab in its own process -----------------------------------------------------
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(
+    ("faults", "node", "writes_before_failure"),
+    [
+        ({"MASTER01": {"fail_ops": {"set_binding": 1}}}, "MASTER01", 0),
+        ({"MASTER01": {"fail_ops": {"restart_service": 1}}}, "MASTER01", 1),
+        ({"WORKER02": {"fail_ops": {"write_config": 1}}}, "WORKER02", 2),
+    ],
+    ids=["binding-add", "service-restart", "config-write"],
+)
+def test_a_failed_step_over_winrm_leaves_the_cluster_as_it_was(
+    tmp_path: Path, faults: dict[str, Any], node: str, writes_before_failure: int
+) -> None:
+    cluster = Cluster(CASES["rotate-master-certificate"][0], tmp_path / "evidence")
+    with LabProcess(cluster.evidence, tmp_path / "lab", PASSWORD, faults=faults) as running:
+        before_snapshot, before = reaudit(running.inventory)
+        result = CliRunner().invoke(
+            app,
+            [
+                "fix",
+                "--inventory",
+                str(running.inventory),
+                "--journal",
+                str(tmp_path / "j.sqlite"),
+                "--apply",
+                "--yes",
+            ],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 1 and "failed" in result.output
+        after_snapshot, after = reaudit(running.inventory)
+    assert verdicts(after) == verdicts(before)
+    assert _config_and_trust(after_snapshot) == _config_and_trust(before_snapshot)
+    with Journal(tmp_path / "j.sqlite") as journal:
+        run = journal.runs()[-1]
+        entries = journal.entries(run.run_id)
+        assert any(e.status == "failed" and e.node == node for e in entries)
+        writes = [
+            e for e in entries if e.phase == "apply" and e.action == "write_config" and e.status == "done"
+        ]
+        assert len(writes) == writes_before_failure
+        # every edited file had a backup on its node, and each edit was reverted from that backup
+        assert all(e.result and e.result["backup_path"].endswith(e.request["backup_name"]) for e in writes)
+        restores = {
+            (e.inverts_seq, e.status) for e in entries if e.phase == "rollback" and e.action == "restore_file"
+        }
+        assert restores == {(e.seq, "done") for e in writes}
+
+
+@pytest.mark.lab
+def test_an_interrupted_run_over_winrm_is_undone_with_the_cli(tmp_path: Path) -> None:
+    from fixcases import findings_file, options
+
+    from scaleguard.remediators import plan
+    from scaleguard.remediators.apply import Executor
+    from scaleguard.remediators.transport import WinRMTransport
+
+    cluster = Cluster(CASES["rotate-master-certificate"][0], tmp_path / "evidence")
+    journal_path = tmp_path / "j.sqlite"
+    with LabProcess(cluster.evidence, tmp_path / "lab", PASSWORD) as running:
+        snapshot, before = reaudit(running.inventory)
+        failing = [f for f in before if f.status is Status.FAIL]
+        the_plan = plan(findings_file(*failing), snapshot, options())
+
+        class Interrupted(WinRMTransport):
+            sent = 0
+
+            def client(self, cluster_name: str, node: str) -> Any:
+                inner = super().client(cluster_name, node)
+                outer = self
+
+                class Client:
+                    def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+                        if outer.sent == 7:
+                            raise KeyboardInterrupt  # Ctrl-C between two actions
+                        outer.sent += 1
+                        return inner.request(payload)
+
+                return Client()
+
+        transport = Interrupted(running.inventory)
+        with Journal(journal_path) as journal, pytest.raises(KeyboardInterrupt):
+            Executor(the_plan, transport, journal).run()
+        transport.close()
+        with Journal(journal_path) as journal:
+            run_id = journal.runs()[-1].run_id
+            assert journal.runs()[-1].status == "interrupted"
+        middle_snapshot, _ = reaudit(running.inventory)
+        assert _config_and_trust(middle_snapshot) != _config_and_trust(snapshot)
+        undo = CliRunner().invoke(
+            app,
+            [
+                "fix",
+                "--undo",
+                run_id,
+                "--inventory",
+                str(running.inventory),
+                "--journal",
+                str(journal_path),
+                "--yes",
+            ],
+            catch_exceptions=False,
+        )
+        assert undo.exit_code == 0, undo.output
+        after_snapshot, after = reaudit(running.inventory)
+        again = CliRunner().invoke(
+            app,
+            [
+                "fix",
+                "--undo",
+                run_id,
+                "--inventory",
+                str(running.inventory),
+                "--journal",
+                str(journal_path),
+                "--yes",
+            ],
+            catch_exceptions=False,
+        )
+        assert again.exit_code == 0 and "nothing left to undo" in again.output
+    assert verdicts(after) == verdicts(before)
+    assert _config_and_trust(after_snapshot) == _config_and_trust(snapshot)
+
+
+def _config_and_trust(snapshot: Any) -> dict[str, Any]:
+    """What a fix can change, as collected: settings, store contents with key state, bindings, services."""
+    state: dict[str, Any] = {}
+    for cluster in snapshot.clusters:
+        assert cluster.cluster == CLUSTER
+        for node in cluster.nodes:
+            state[node.name] = (
+                node.master_config.settings if node.master_config else None,
+                node.worker_config.settings if node.worker_config else None,
+                sorted(
+                    (c.thumbprint, c.has_private_key, tuple(c.key_readers or ()))
+                    for c in node.root.certificates
+                )
+                if node.root
+                else None,
+                sorted(
+                    (c.thumbprint, c.has_private_key, tuple(c.key_readers or ()))
+                    for c in node.my.certificates
+                )
+                if node.my
+                else None,
+                sorted((b.ip_port, b.cert_hash, b.app_id, b.cert_store) for b in node.bindings or []),
+                sorted((s.name, s.state, s.start_mode) for s in node.services or []),
+            )
+    return state

@@ -1,0 +1,868 @@
+"""Pure planning: a finding and a snapshot in, the exact ordered steps out (DESIGN §6 ordering rules)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+from fixcases import FIXED_GUID, finding, findings_file, options
+
+from scaleguard.findings.model import Status
+from scaleguard.lab.certs import CertSpec, make_certificate
+from scaleguard.remediators import MasterPfx, PlanRefused, plan
+from scaleguard.remediators.model import Plan, SecretRef, StepRef
+from scaleguard.remediators.pfx import load_master_pfx
+
+APP_ID = "{a1f96506-93e0-4c91-9171-05a2f6739e13}"  # what the evidence writer puts on the master binding
+MASTER_SERVICE = "SSISScaleOutMaster150"
+WORKER_SERVICE = "SSISScaleOutWorker150"
+WORKER_ACCOUNT = "NT Service\\SSISScaleOutWorker150"
+EXPIRING = {"cn": ["master01.contoso.test", "MASTER01", "10.0.1.1"], "days_from": -700, "days": 710}
+
+
+def ref(step: str, field: str = "thumbprint") -> StepRef:
+    return StepRef(from_step=step, field=field)  # type: ignore[arg-type]
+
+
+def rows(the_plan: Plan) -> list[tuple[str, str, str, str, dict[str, Any]]]:
+    return [(s.id, s.unit, s.node, s.action, dict(s.params)) for s in the_plan.steps]
+
+
+def outcome(the_plan: Plan, key: str) -> tuple[str, str | None]:
+    found = next(d for d in the_plan.dispositions if d.finding == key)
+    return found.outcome, found.unit
+
+
+# --- repair-master-binding ------------------------------------------------------------------------------
+
+
+def test_binding_from_my_is_rebound_from_root_keeping_the_appid(cluster: Any) -> None:
+    c = cluster(
+        {"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}}
+    )
+    result = plan(
+        findings_file(finding("SO-M06", "MASTER01", "repair-master-binding")), c.snapshot, options()
+    )
+    master = c.thumb("master")
+    assert rows(result) == [
+        (
+            "s001",
+            "u01",
+            "MASTER01",
+            "set_binding",
+            {"ip_port": "0.0.0.0:8391", "cert_hash": master, "cert_store": "Root", "app_id": APP_ID},
+        ),
+        ("s002", "u01", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+    ]
+    assert result.steps[0].command == (
+        "netsh http delete sslcert ipport=0.0.0.0:8391 ; netsh http add sslcert ipport=0.0.0.0:8391 "
+        f"certhash={master} certstorename=Root appid={APP_ID}"
+    )
+    assert "(null) = MY" in result.steps[0].before and "store Root" in result.steps[0].after
+    assert outcome(result, "SO-M06@CLUSTER/MASTER01") == ("planned", "u01")
+
+
+def test_missing_binding_gets_a_new_appid_only_then(cluster: Any) -> None:
+    c = cluster({"nodes": {"MASTER01": {"bindings": []}}})
+    result = plan(
+        findings_file(finding("SO-M04", "MASTER01", "repair-master-binding")), c.snapshot, options()
+    )
+    assert rows(result)[0][3:] == (
+        "set_binding",
+        {
+            "ip_port": "0.0.0.0:8391",
+            "cert_hash": c.thumb("master"),
+            "cert_store": "Root",
+            "app_id": FIXED_GUID,
+        },
+    )
+    assert result.steps[0].command.startswith("netsh http add sslcert ipport=0.0.0.0:8391")
+
+
+def test_binding_is_not_pointed_at_a_certificate_missing_from_root(cluster: Any) -> None:
+    c = cluster({"nodes": {"MASTER01": {"root_remove": ["master"]}}})
+    result = plan(
+        findings_file(finding("SO-M05", "MASTER01", "repair-master-binding")), c.snapshot, options()
+    )
+    assert result.empty
+    assert [(m.policy, m.node) for m in result.manual] == [("SO-M05", "MASTER01")]
+    assert "not in the master's LocalMachine\\Root" in result.manual[0].reason
+
+
+# --- rotate-master-certificate ----------------------------------------------------------------------------
+
+
+def test_master_rotation_trusts_everywhere_before_switching(cluster: Any) -> None:
+    c = cluster({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
+    result = plan(
+        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options()
+    )
+    names = ["master01.contoso.test", "MASTER01", "10.0.1.1"]
+    assert rows(result) == [
+        (
+            "s001",
+            "u01",
+            "MASTER01",
+            "create_certificate",
+            {
+                "store": "Root",
+                "common_names": names,
+                "san_dns": names[:2],
+                "san_ip": ["10.0.1.1"],
+                "key_bits": 2048,
+                "hash": "sha256",
+                "valid_days": 730,
+                "friendly_name": "SSIS Scale Out Master",
+            },
+        ),
+        (
+            "s002",
+            "u01",
+            "WORKER01",
+            "import_certificate",
+            {"store": "Root", "thumbprint": ref("s001"), "der_b64": ref("s001", "der_b64")},
+        ),
+        (
+            "s003",
+            "u01",
+            "WORKER02",
+            "import_certificate",
+            {"store": "Root", "thumbprint": ref("s001"), "der_b64": ref("s001", "der_b64")},
+        ),
+        (
+            "s004",
+            "u01",
+            "MASTER01",
+            "set_binding",
+            {"ip_port": "0.0.0.0:8391", "cert_hash": ref("s001"), "cert_store": "Root", "app_id": APP_ID},
+        ),
+        (
+            "s005",
+            "u01",
+            "MASTER01",
+            "write_config",
+            {
+                "path": "MasterSettings.config",
+                "role": "master",
+                "setting": "SSLCertThumbprint",
+                "value": ref("s001"),
+            },
+        ),
+        ("s006", "u01", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+        (
+            "s007",
+            "u01",
+            "WORKER01",
+            "write_config",
+            {
+                "path": "WorkerSettings.config",
+                "role": "worker",
+                "setting": "MasterHttpsCertThumbprint",
+                "value": ref("s001"),
+            },
+        ),
+        ("s008", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+        (
+            "s009",
+            "u01",
+            "WORKER02",
+            "write_config",
+            {
+                "path": "WorkerSettings.config",
+                "role": "worker",
+                "setting": "MasterHttpsCertThumbprint",
+                "value": ref("s001"),
+            },
+        ),
+        ("s010", "u01", "WORKER02", "restart_service", {"name": WORKER_SERVICE}),
+    ]
+    by_id = {s.id: s for s in result.steps}
+    assert by_id["s004"].depends_on == ["s002", "s003"]  # bound only once every worker trusts it
+    assert by_id["s007"].depends_on == ["s006", "s001"]  # re-pinned only after the master restarted
+    assert by_id["s001"].command == (
+        'MakeCert.exe -n "CN=master01.contoso.test;CN=MASTER01;CN=10.0.1.1" '
+        "SSISScaleOutMaster.cer -r -ss Root -sr LocalMachine -a sha256 -len 2048 "
+        "-sky exchange"
+    )
+    assert by_id["s005"].before == f"SSLCertThumbprint = '{c.thumb('master')}'"
+    assert by_id["s005"].after == "SSLCertThumbprint = <thumbprint of s001>"
+
+
+def test_rotation_carries_every_endpoint_host_and_honours_master_hash(cluster: Any) -> None:
+    c = cluster(
+        {
+            "workers": ["WORKER01", "WORKER02"],
+            "certs": {"master": {"cn": ["MASTER01"], "san_dns": ["ssis.contoso.test"]}},
+            "nodes": {"WORKER02": {"worker_settings": {"MasterEndpoint": "https://ssis.contoso.test:8391"}}},
+        }
+    )
+    result = plan(
+        findings_file(finding("SO-M08", "MASTER01", "rotate-master-certificate")),
+        c.snapshot,
+        options(master_hash="sha1"),
+    )
+    create = result.steps[0].params
+    assert create["common_names"] == ["master01.contoso.test", "ssis.contoso.test", "MASTER01", "10.0.1.1"]
+    assert create["hash"] == "sha1" and "-a sha1" in result.steps[0].command
+
+
+def test_rotation_subsumes_the_fixes_it_implies(cluster: Any) -> None:
+    c = cluster(
+        {
+            "certs": {"master": EXPIRING},
+            "nodes": {
+                "MASTER01": {
+                    "master_settings": {"SSLCertThumbprint": "{master|spaced}"},
+                    "bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}],
+                },
+                "WORKER01": {"root_remove": ["master"]},
+            },
+        }
+    )
+    result = plan(
+        findings_file(
+            finding("SO-M07", "MASTER01", "rotate-master-certificate"),
+            finding("SO-M01", "MASTER01", "normalize-config-thumbprint"),
+            finding("SO-M06", "MASTER01", "repair-master-binding"),
+            finding("SO-W02", "WORKER01", "repin-worker-master-thumbprint"),
+            finding("SO-W03", "WORKER01", "import-root-certificate"),
+        ),
+        c.snapshot,
+        options(),
+    )
+    assert [u.remediation for u in result.units] == ["rotate-master-certificate"]
+    assert [s.action for s in result.steps].count("set_binding") == 1
+    for key in (
+        "SO-M01@CLUSTER/MASTER01",
+        "SO-M06@CLUSTER/MASTER01",
+        "SO-W02@CLUSTER/WORKER01",
+        "SO-W03@CLUSTER/WORKER01",
+    ):
+        assert outcome(result, key) == ("covered", "u01"), key
+    assert outcome(result, "SO-M07@CLUSTER/MASTER01") == ("planned", "u01")
+
+
+def test_ha_pair_rotation_needs_an_enterprise_pfx(cluster: Any) -> None:
+    c = cluster({"masters": ["MASTER01", "MASTER02"]})
+    result = plan(
+        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options()
+    )
+    assert result.empty and "--master-pfx" in result.manual[0].reason
+
+
+def _pfx(tmp_path: Any, names: tuple[str, ...]) -> MasterPfx:
+    issued = make_certificate(CertSpec(common_names=names[:1], san_dns=names[1:], key_seed=77))
+    data = pkcs12.serialize_key_and_certificates(
+        b"m",
+        issued.key,
+        issued.certificate,
+        None,  # type: ignore[arg-type]
+        BestAvailableEncryption(b"s3cret"),
+    )
+    path = tmp_path / "master.pfx"
+    path.write_bytes(data)
+    return load_master_pfx(path, "s3cret", SecretRef(secret_env="PFX_PASSWORD"))
+
+
+def test_ha_pair_rotation_with_a_pfx_imports_it_on_every_master(cluster: Any, tmp_path: Any) -> None:
+    c = cluster({"masters": ["MASTER01", "MASTER02"]})
+    pfx = _pfx(tmp_path, ("ssis-master.contoso.test", "MASTER01", "MASTER02"))
+    result = plan(
+        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")),
+        c.snapshot,
+        options(master_pfx=pfx),
+    )
+    actions = [(s.node, s.action) for s in result.steps]
+    assert actions == [
+        ("MASTER01", "import_pfx"),
+        ("MASTER02", "import_pfx"),
+        ("WORKER01", "import_certificate"),
+        ("MASTER01", "set_binding"),
+        ("MASTER01", "write_config"),
+        ("MASTER01", "restart_service"),
+        ("MASTER02", "set_binding"),
+        ("MASTER02", "write_config"),
+        ("MASTER02", "restart_service"),
+        ("WORKER01", "write_config"),
+        ("WORKER01", "restart_service"),
+    ]
+    first = result.steps[0].params
+    assert first["password"] == SecretRef(secret_env="PFX_PASSWORD")  # a reference, never the password
+    assert first["thumbprint"] == pfx.thumbprint
+    assert "s3cret" not in result.to_json()
+    assert result.steps[2].params["der_b64"] == pfx.der_b64  # only the public part goes to workers
+    assert any("not self-signed" in w for w in result.warnings) is False
+
+
+def test_pfx_without_a_name_workers_use_is_refused(cluster: Any, tmp_path: Any) -> None:
+    c = cluster()
+    pfx = _pfx(tmp_path, ("other.contoso.test",))
+    result = plan(
+        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")),
+        c.snapshot,
+        options(master_pfx=pfx),
+    )
+    assert result.empty and "master01.contoso.test" in result.manual[0].reason
+
+
+# --- rotate-worker-certificate ------------------------------------------------------------------------------
+
+
+def test_worker_rotation_is_trusted_by_every_master_before_the_switch(cluster: Any) -> None:
+    c = cluster(
+        {
+            "masters": ["MASTER01", "MASTER02"],
+            "certs": {
+                "stale": {
+                    "cn": ["WORKER01"],
+                    "san_dns": ["worker01.contoso.test"],
+                    "san_ip": ["10.0.2.1"],
+                    "days_from": -900,
+                    "days": 100,
+                }
+            },
+            "nodes": {"WORKER01": {"my_add": ["stale"]}},
+        }
+    )
+    result = plan(
+        findings_file(finding("SO-W10", "WORKER01", "rotate-worker-certificate")), c.snapshot, options()
+    )
+    old, stale = c.thumb("WORKER01"), c.thumb("stale")
+    assert rows(result) == [
+        (
+            "s001",
+            "u01",
+            "WORKER01",
+            "create_certificate",
+            {
+                "store": "My",
+                "common_names": ["WORKER01", "10.0.2.1"],
+                "san_dns": ["WORKER01"],
+                "san_ip": ["10.0.2.1"],
+                "key_bits": 2048,
+                "hash": "sha256",
+                "valid_days": 730,
+                "friendly_name": "SSIS Scale Out Worker",
+            },
+        ),
+        (
+            "s002",
+            "u01",
+            "WORKER01",
+            "import_certificate",
+            {"store": "Root", "thumbprint": ref("s001"), "der_b64": ref("s001", "der_b64")},
+        ),
+        (
+            "s003",
+            "u01",
+            "MASTER01",
+            "import_certificate",
+            {"store": "Root", "thumbprint": ref("s001"), "der_b64": ref("s001", "der_b64")},
+        ),
+        (
+            "s004",
+            "u01",
+            "MASTER02",
+            "import_certificate",
+            {"store": "Root", "thumbprint": ref("s001"), "der_b64": ref("s001", "der_b64")},
+        ),
+        (
+            "s005",
+            "u01",
+            "WORKER01",
+            "grant_key_read",
+            {"store": "My", "thumbprint": ref("s001"), "account": WORKER_ACCOUNT},
+        ),
+        (
+            "s006",
+            "u01",
+            "WORKER01",
+            "write_config",
+            {
+                "path": "WorkerSettings.config",
+                "role": "worker",
+                "setting": "WorkerHttpsCertThumbprint",
+                "value": ref("s001"),
+            },
+        ),
+        ("s007", "u01", "WORKER01", "remove_certificate", {"store": "My", "thumbprint": min(old, stale)}),
+        ("s008", "u01", "WORKER01", "remove_certificate", {"store": "My", "thumbprint": max(old, stale)}),
+        ("s009", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+    ]
+    assert result.steps[5].depends_on == ["s003", "s004"]
+    assert result.steps[0].command.startswith(
+        'MakeCert.exe -n "CN=WORKER01;CN=10.0.2.1" SSISScaleOutWorker.cer -r -ss My -sr LocalMachine'
+    )
+    assert (
+        result.steps[4].command
+        == f"winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s WORKER01 -a {WORKER_ACCOUNT}"
+    )
+    assert result.steps[6].command == f"certmgr.exe /del /c /sha1 {min(old, stale)} /s /r localmachine My"
+
+
+def test_worker_rotation_covers_grant_and_stale_findings(cluster: Any) -> None:
+    c = cluster({"nodes": {"WORKER01": {"key_readers": {"WORKER01": ["NT AUTHORITY\\SYSTEM"]}}}})
+    result = plan(
+        findings_file(
+            finding("SO-W10", "WORKER01", "rotate-worker-certificate"),
+            finding("SO-W09", "WORKER01", "grant-worker-key-access"),
+            finding("SO-W13", "WORKER01", "remove-stale-worker-certificates"),
+            finding("SO-W08", "WORKER01", "import-root-certificate"),
+        ),
+        c.snapshot,
+        options(),
+    )
+    assert [u.remediation for u in result.units] == ["rotate-worker-certificate"]
+    for policy in ("SO-W09", "SO-W13", "SO-W08"):
+        assert outcome(result, f"{policy}@CLUSTER/WORKER01") == ("covered", "u01")
+
+
+# --- import-root-certificate -----------------------------------------------------------------------------
+
+
+def test_each_missing_root_certificate_is_imported_where_the_policy_says(cluster: Any) -> None:
+    c = cluster(
+        {
+            "workers": ["WORKER01", "WORKER02"],
+            "nodes": {
+                "WORKER01": {"root_remove": ["master", "WORKER01"]},
+                "MASTER01": {"root_remove": ["WORKER02"]},
+            },
+        }
+    )
+    result = plan(
+        findings_file(
+            finding("SO-W03", "WORKER01", "import-root-certificate"),
+            finding("SO-W07", "WORKER01", "import-root-certificate"),
+            finding("SO-W08", "WORKER02", "import-root-certificate"),
+        ),
+        c.snapshot,
+        options(),
+    )
+    assert rows(result) == [
+        (
+            "s001",
+            "u01",
+            "WORKER01",
+            "import_certificate",
+            {"store": "Root", "thumbprint": c.thumb("master"), "der_b64": c.der_b64("master")},
+        ),
+        (
+            "s002",
+            "u01",
+            "WORKER01",
+            "import_certificate",
+            {"store": "Root", "thumbprint": c.thumb("WORKER01"), "der_b64": c.der_b64("WORKER01")},
+        ),
+        ("s003", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+        (
+            "s004",
+            "u02",
+            "MASTER01",
+            "import_certificate",
+            {"store": "Root", "thumbprint": c.thumb("WORKER02"), "der_b64": c.der_b64("WORKER02")},
+        ),
+        ("s005", "u02", "WORKER02", "restart_service", {"name": WORKER_SERVICE}),
+    ]
+    assert result.steps[0].command == "certutil -addstore Root SSISScaleOutMaster.cer"
+
+
+# --- normalize-config-thumbprint ---------------------------------------------------------------------------
+
+
+def test_thumbprint_with_invisible_mark_is_rewritten_clean(cluster: Any) -> None:
+    c = cluster(
+        {
+            "nodes": {
+                "MASTER01": {"master_settings": {"SSLCertThumbprint": "{master|lrm}"}},
+                "WORKER01": {"worker_settings": {"MasterHttpsCertThumbprint": "{master|spaced}"}},
+            }
+        }
+    )
+    result = plan(
+        findings_file(
+            finding("SO-M01", "MASTER01", "normalize-config-thumbprint"),
+            finding("SO-W01", "WORKER01", "normalize-config-thumbprint"),
+        ),
+        c.snapshot,
+        options(),
+    )
+    master = c.thumb("master")
+    assert rows(result) == [
+        (
+            "s001",
+            "u01",
+            "MASTER01",
+            "write_config",
+            {
+                "path": "MasterSettings.config",
+                "role": "master",
+                "setting": "SSLCertThumbprint",
+                "value": master,
+            },
+        ),
+        ("s002", "u01", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+        (
+            "s003",
+            "u02",
+            "WORKER01",
+            "write_config",
+            {
+                "path": "WorkerSettings.config",
+                "role": "worker",
+                "setting": "MasterHttpsCertThumbprint",
+                "value": master,
+            },
+        ),
+        ("s004", "u02", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+    ]
+    assert (
+        result.steps[0].before == f"SSLCertThumbprint = '\\u200e{master}'"
+    )  # the invisible mark made visible
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ({"SSLCertThumbprint": "not a thumbprint"}, "is not a thumbprint"),
+        ({"PortNumber": "70000"}, "PortNumber"),
+    ],
+)
+def test_what_normalizing_cannot_fix_is_manual(cluster: Any, settings: dict[str, str], reason: str) -> None:
+    c = cluster({"nodes": {"MASTER01": {"master_settings": settings}}})
+    result = plan(
+        findings_file(finding("SO-M01", "MASTER01", "normalize-config-thumbprint")), c.snapshot, options()
+    )
+    assert result.empty and reason in result.manual[0].reason
+
+
+def test_so_w01_endpoint_with_a_path_is_fixed_in_the_same_unit(cluster: Any) -> None:
+    c = cluster(
+        {
+            "nodes": {
+                "WORKER01": {
+                    "worker_settings": {
+                        "MasterEndpoint": "https://master01.contoso.test:8391/ClusterManagement/"
+                    }
+                }
+            }
+        }
+    )
+    result = plan(
+        findings_file(finding("SO-W01", "WORKER01", "normalize-config-thumbprint")), c.snapshot, options()
+    )
+    assert rows(result) == [
+        (
+            "s001",
+            "u01",
+            "WORKER01",
+            "write_config",
+            {
+                "path": "WorkerSettings.config",
+                "role": "worker",
+                "setting": "MasterEndpoint",
+                "value": "https://master01.contoso.test:8391",
+            },
+        ),
+        ("s002", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+    ]
+
+
+# --- fix-worker-master-endpoint / repin -----------------------------------------------------------------
+
+
+def test_endpoint_points_at_the_host_the_other_workers_use(cluster: Any) -> None:
+    c = cluster(
+        {
+            "workers": ["WORKER01", "WORKER02"],
+            "nodes": {
+                "WORKER01": {"worker_settings": {"MasterEndpoint": "https://oldmaster.contoso.test:8392/"}},
+                "WORKER02": {"worker_settings": {"MasterEndpoint": "https://10.0.1.1:8391"}},
+            },
+        }
+    )
+    result = plan(
+        findings_file(finding("SO-W04", "WORKER01", "fix-worker-master-endpoint")), c.snapshot, options()
+    )
+    assert rows(result)[0][2:] == (
+        "WORKER01",
+        "write_config",
+        {
+            "path": "WorkerSettings.config",
+            "role": "worker",
+            "setting": "MasterEndpoint",
+            "value": "https://10.0.1.1:8391/",
+        },
+    )
+
+
+def test_endpoint_is_manual_when_the_certificate_names_no_master_name(cluster: Any) -> None:
+    c = cluster(
+        {
+            "certs": {"master": {"cn": ["somewhere.else.test"]}},
+            "nodes": {"WORKER01": {"worker_settings": {"MasterEndpoint": "https://x.contoso.test:8391"}}},
+        }
+    )
+    result = plan(
+        findings_file(finding("SO-W04", "WORKER01", "fix-worker-master-endpoint")), c.snapshot, options()
+    )
+    assert result.empty and "rotate the master certificate" in result.manual[0].reason
+
+
+def test_repin_trusts_the_master_certificate_first(cluster: Any) -> None:
+    c = cluster(
+        {
+            "certs": {"old": {"cn": ["MASTER01"]}},
+            "nodes": {
+                "WORKER01": {
+                    "root_remove": ["master"],
+                    "root_add": ["old"],
+                    "worker_settings": {"MasterHttpsCertThumbprint": "{old}"},
+                }
+            },
+        }
+    )
+    result = plan(
+        findings_file(finding("SO-W02", "WORKER01", "repin-worker-master-thumbprint")), c.snapshot, options()
+    )
+    assert [(s.node, s.action) for s in result.steps] == [
+        ("WORKER01", "import_certificate"),
+        ("WORKER01", "write_config"),
+        ("WORKER01", "restart_service"),
+    ]
+    assert result.steps[1].params["value"] == c.thumb("master")
+
+
+def test_repin_follows_a_master_fix_in_the_same_plan(cluster: Any) -> None:
+    c = cluster(
+        {
+            "certs": {"old": {"cn": ["MASTER01"]}},
+            "nodes": {
+                "MASTER01": {"master_settings": {"SSLCertThumbprint": "{master|lrm}"}},
+                "WORKER01": {"root_add": ["old"], "worker_settings": {"MasterHttpsCertThumbprint": "{old}"}},
+            },
+        }
+    )
+    result = plan(
+        findings_file(
+            finding("SO-M01", "MASTER01", "normalize-config-thumbprint"),
+            finding("SO-W02", "WORKER01", "repin-worker-master-thumbprint"),
+        ),
+        c.snapshot,
+        options(),
+    )
+    assert [u.remediation for u in result.units] == [
+        "normalize-config-thumbprint",
+        "repin-worker-master-thumbprint",
+    ]
+    assert result.units[1].depends_on == ["u01"]  # skipped if the master fix fails
+
+
+# --- grant / start / stale / manual ----------------------------------------------------------------------
+
+
+def test_key_access_is_granted_to_the_service_account(cluster: Any) -> None:
+    c = cluster(
+        {
+            "nodes": {
+                "WORKER01": {
+                    "key_readers": {"WORKER01": ["NT AUTHORITY\\SYSTEM"]},
+                    "worker_service": {"StartName": "CONTOSO\\svc-ssis"},
+                }
+            }
+        }
+    )
+    result = plan(
+        findings_file(finding("SO-W09", "WORKER01", "grant-worker-key-access")), c.snapshot, options()
+    )
+    assert rows(result) == [
+        (
+            "s001",
+            "u01",
+            "WORKER01",
+            "grant_key_read",
+            {"store": "My", "thumbprint": c.thumb("WORKER01"), "account": "CONTOSO\\svc-ssis"},
+        ),
+        ("s002", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+    ]
+    assert (
+        result.steps[0].command
+        == "winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s WORKER01 -a CONTOSO\\svc-ssis"
+    )
+
+
+def test_key_access_without_a_private_key_is_manual(cluster: Any) -> None:
+    c = cluster({"nodes": {"WORKER01": {"private_key": {"WORKER01": False}}}})
+    result = plan(
+        findings_file(finding("SO-W09", "WORKER01", "grant-worker-key-access")), c.snapshot, options()
+    )
+    assert result.empty and "no private key" in result.manual[0].reason
+
+
+def test_start_mode_fixes_go_first_and_starts_go_last(cluster: Any) -> None:
+    c = cluster(
+        {
+            "workers": ["WORKER01", "WORKER02"],
+            "nodes": {
+                "MASTER01": {
+                    "master_service": {"StartMode": "Disabled"},
+                    "bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}],
+                },
+                "WORKER02": {"worker_service": {"State": "Stopped", "StartMode": "Manual"}},
+            },
+        }
+    )
+    result = plan(
+        findings_file(
+            finding("SO-M06", "MASTER01", "repair-master-binding"),
+            finding("SO-M09", "MASTER01", "start-service"),
+            finding("SO-W11", "WORKER02", "start-service"),
+        ),
+        c.snapshot,
+        options(),
+    )
+    assert [(s.unit, s.node, s.action, s.params.get("mode")) for s in result.steps] == [
+        ("u01", "MASTER01", "set_service_start_mode", "Automatic"),
+        ("u02", "MASTER01", "set_binding", None),
+        ("u02", "MASTER01", "restart_service", None),
+        ("u03", "WORKER02", "set_service_start_mode", "Automatic"),
+        ("u03", "WORKER02", "start_service", None),
+    ]
+    assert result.steps[3].command == f"Set-Service -Name {WORKER_SERVICE} -StartupType Automatic"
+    assert result.steps[4].command == f"sc start {WORKER_SERVICE}"
+
+
+def test_only_unreferenced_certificates_with_the_workers_subject_are_removed(cluster: Any) -> None:
+    c = cluster(
+        {
+            "certs": {
+                "old": {"cn": ["WORKER01"], "san_dns": ["worker01.contoso.test"], "san_ip": ["10.0.2.1"]},
+                "other": {"cn": ["WEB01"]},
+            },
+            "nodes": {"WORKER01": {"my_add": ["old", "other"]}},
+        }
+    )
+    result = plan(
+        findings_file(finding("SO-W13", "WORKER01", "remove-stale-worker-certificates")),
+        c.snapshot,
+        options(),
+    )
+    assert rows(result) == [
+        ("s001", "u01", "WORKER01", "remove_certificate", {"store": "My", "thumbprint": c.thumb("old")})
+    ]
+
+
+def test_findings_without_a_safe_fix_are_listed_with_the_documented_steps(cluster: Any) -> None:
+    c = cluster()
+    result = plan(
+        findings_file(
+            finding("SO-M11", "MASTER01", "manual"),
+            finding("SO-C01", "WORKER01", "manual", status=Status.ERROR),
+            finding("SO-X99", "WORKER01", "frobnicate"),
+        ),
+        c.snapshot,
+        options(),
+    )
+    assert result.empty
+    manual = {m.policy: m for m in result.manual}
+    assert set(manual) == {"SO-M11", "SO-C01", "SO-X99"}
+    assert any("SendTrustedIssuerList" in s for s in manual["SO-M11"].steps)
+    assert "no remediator named 'frobnicate'" in manual["SO-X99"].reason
+
+
+def test_passing_and_unassessed_findings_plan_nothing(cluster: Any) -> None:
+    c = cluster(
+        {"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}}
+    )
+    result = plan(
+        findings_file(
+            finding("SO-M06", "MASTER01", "repair-master-binding", status=Status.PASS),
+            finding("SO-M06", "MASTER01", "repair-master-binding", status=Status.NOT_ASSESSED),
+            finding("SO-M06", "MASTER01", "repair-master-binding", status=Status.WAIVED),
+        ),
+        c.snapshot,
+        options(),
+    )
+    assert result.empty and not result.manual and not result.dispositions
+
+
+# --- plan-wide rules -------------------------------------------------------------------------------------
+
+
+def test_max_nodes_refuses_a_larger_plan(cluster: Any) -> None:
+    c = cluster({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
+    with pytest.raises(PlanRefused, match="touches 3 nodes") as refused:
+        plan(
+            findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")),
+            c.snapshot,
+            options(max_nodes=2),
+        )
+    assert refused.value.plan.nodes() == ["CLUSTER/MASTER01", "CLUSTER/WORKER01", "CLUSTER/WORKER02"]
+    allowed = plan(
+        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")),
+        c.snapshot,
+        options(max_nodes=3),
+    )
+    assert len(allowed.nodes()) == 3
+
+
+def test_plan_json_round_trips(cluster: Any) -> None:
+    c = cluster({"certs": {"master": EXPIRING}})
+    original = plan(
+        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options()
+    )
+    text = original.to_json()
+    assert '"schema": "scaleguard-plan/1"' in text and '"from_step": "s001"' in text
+    assert Plan.from_json(text) == original
+    with pytest.raises(ValueError, match="not a scaleguard plan"):
+        Plan.from_json(text.replace("scaleguard-plan/1", "other/1"))
+
+
+def test_every_failing_finding_of_a_real_audit_gets_exactly_one_disposition(cluster: Any) -> None:
+    c = cluster(
+        {
+            "workers": ["WORKER01", "WORKER02"],
+            "nodes": {
+                "MASTER01": {
+                    "bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}],
+                    "master_service": {"StartMode": "Manual"},
+                },
+                "WORKER01": {"key_readers": {"WORKER01": ["NT AUTHORITY\\SYSTEM"]}},
+                "WORKER02": {"root_remove": ["WORKER02"]},
+            },
+        }
+    )
+    found = c.findings()
+    failing = [f for f in found if f.status in (Status.FAIL, Status.ERROR)]
+    assert {f.policy for f in failing} >= {"SO-M06", "SO-M09", "SO-W09", "SO-W07"}
+    result = plan(findings_file(*found), c.snapshot, options())
+    keys = sorted(d.finding for d in result.dispositions)
+    assert keys == sorted(f"{f.policy}@CLUSTER/{f.node}" for f in failing)
+    assert all(d.outcome == "planned" for d in result.dispositions)
+
+
+def test_names_that_are_not_host_names_never_reach_a_certificate(cluster: Any) -> None:
+    c = cluster(
+        {
+            "certs": {"master": EXPIRING},
+            "nodes": {
+                "MASTER01": {"host": {"fqdn": 'm1"; Remove-Item C:\\ -Recurse #', "addresses": ["10.0.1.1"]}}
+            },
+        }
+    )
+    result = plan(
+        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options()
+    )
+    assert result.steps[0].params["common_names"] == ["master01.contoso.test", "MASTER01", "10.0.1.1"]
+    assert any("not a valid host name" in w for w in result.warnings)
+
+
+def test_a_pfx_is_read_once_and_its_password_stays_a_reference(tmp_path: Any) -> None:
+    pfx = _pfx(tmp_path, ("a.contoso.test", "b.contoso.test"))
+    assert pfx.names == ("a.contoso.test", "b.contoso.test") and pfx.self_signed and pfx.key_bits == 2048
+    cert = x509.load_der_x509_certificate(base64.b64decode(pfx.der_b64))
+    assert cert.subject.rfc4514_string() == pfx.subject
+    assert pfx.password == SecretRef(secret_env="PFX_PASSWORD")

@@ -1,0 +1,165 @@
+"""The webhook: a short JSON summary, POSTed to a local server; credentials never leak into messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scaleguard.exitcodes import ExitCode
+from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
+from scaleguard.notify import WebhookError, notify_audit, post_json, redact_url, summary_payload
+from scaleguard.pipeline import AuditResult
+from scaleguard.snapshot.model import Snapshot
+
+NOW = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.status = 204
+        self.delay = 0.0
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            state.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+            if state.delay:
+                threading.Event().wait(state.delay)
+            self.send_response(state.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def result(tmp_path: Path) -> AuditResult:
+    findings = [
+        Finding(
+            policy="SO-W02",
+            cluster="prod",
+            node="WRK01",
+            status=Status.FAIL,
+            severity=Severity.CRITICAL,
+            message="secret-looking evidence",
+            evidence={"config": "password=hunter2"},
+        ),
+        Finding(
+            policy="SO-C01",
+            cluster="prod",
+            node="WRK02",
+            status=Status.ERROR,
+            severity=Severity.CRITICAL,
+            message="m",
+        ),
+        Finding(
+            policy="SO-W03",
+            cluster="prod",
+            node="WRK01",
+            status=Status.PASS,
+            severity=Severity.CRITICAL,
+            message="m",
+        ),
+    ]
+    ff = FindingsFile(
+        generated_at=NOW,
+        source="ev/prod",
+        findings=findings,
+        since_previous={
+            "previous_run": 3,
+            "new": [{"policy": "SO-W02"}],
+            "resolved": [{}, {}],
+            "persisting": 1,
+        },
+        causes=[{"title": "Master certificate replaced"}],
+        waivers={"expired": [{}], "stale": []},
+    )
+    report = tmp_path / "report.html"
+    report.write_text("<html></html>")
+    return AuditResult(
+        snapshot=Snapshot(clusters=[]),
+        findings=ff,
+        exit_code=ExitCode.INCOMPLETE,
+        outputs={"report.html": report},
+    )
+
+
+def test_summary_is_posted_as_json(receiver: tuple[Receiver, str], tmp_path: Path) -> None:
+    state, url = receiver
+    assert notify_audit(f"{url}/hooks/nightly?channel=ops", result(tmp_path)) is True
+    (request,) = state.requests
+    assert request["path"] == "/hooks/nightly?channel=ops"
+    assert request["headers"]["Content-Type"] == "application/json"
+    body = json.loads(request["body"])
+    assert body["exit_code"] == 3 and body["exit_meaning"] == "the audit is incomplete"
+    assert body["counts"] == {"fail": 1, "error": 1, "not_assessed": 0, "waived": 0, "pass": 1}
+    assert body["failing"] == 2
+    assert (body["new"], body["resolved"], body["persisting"]) == (1, 2, 1)
+    assert body["report"] == str((tmp_path / "report.html").resolve())
+    assert body["top_causes"] == ["Master certificate replaced"] and body["waivers_expired"] == 1
+    assert b"hunter2" not in request["body"]  # evidence never travels
+
+
+def test_url_credentials_become_a_header_and_never_appear_in_messages(
+    receiver: tuple[Receiver, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, url = receiver
+    with_creds = url.replace("http://", "http://hook%40user:s3cr%3At@") + "/x?token=abc"
+    assert post_json(with_creds, {"a": 1}) == 204
+    assert (
+        state.requests[0]["headers"]["Authorization"]
+        == "Basic " + base64.b64encode(b"hook@user:s3cr:t").decode()
+    )
+    state.status = 500
+    assert notify_audit(with_creds, result(tmp_path)) is False
+    err = capsys.readouterr().err
+    assert "answered HTTP 500" in err
+    assert "s3cr" not in err and "hook@user" not in err and "hook%40user" not in err and "token" not in err
+    assert redact_url(with_creds) == url + "/x"
+
+
+def test_timeout_and_unreachable_are_warnings_not_crashes(
+    receiver: tuple[Receiver, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state, url = receiver
+    state.delay = 0.4
+    with pytest.raises(WebhookError, match="unreachable"):
+        post_json(url, {"a": 1}, timeout=0.1)
+    assert notify_audit("http://127.0.0.1:9/nothing-listens", result(tmp_path), timeout=1) is False
+    assert "unreachable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["file:///etc/passwd", "ftp://host/x", "not a url"])
+def test_only_http_urls_are_accepted(bad: str) -> None:
+    with pytest.raises(WebhookError, match="must be http"):
+        post_json(bad, {})
+
+
+def test_payload_without_history_says_unknown_not_zero(tmp_path: Path) -> None:
+    res = result(tmp_path)
+    res.findings.__pydantic_extra__ = {}
+    payload = summary_payload(res)
+    assert payload["new"] is None and payload["resolved"] is None and payload["causes"] == 0
