@@ -186,6 +186,10 @@ def _fix(
                 f"the plan touches {len(the_plan.nodes())} nodes, more than --max-nodes {max_nodes}"
             )
         before: list[Finding] | None = None
+        if apply and inventory is not None:
+            # a reviewed plan is applied as it is; the current findings are still needed to tell what the
+            # run fixed from what was already failing
+            before = _inputs(inventory, None, None, policy_dirs, concurrency, insecure, err)[0].findings
     else:
         findings_file, snap = _inputs(
             inventory, findings_path, snapshot_path, policy_dirs, concurrency, insecure, err

@@ -145,10 +145,10 @@ def _resign(
         tbs["signature"] = asn1_x509.SignedDigestAlgorithm({"algorithm": algo})
         body = tbs.dump(force=True)
         signature = key.sign(body, padding.PKCS1v15(), digest)
-        sig_alg = {"algorithm": algo}
+        sig_alg = asn1_x509.SignedDigestAlgorithm({"algorithm": algo})
     else:
         body = tbs.dump(force=True)
-        sig_alg = parsed["signature_algorithm"].native
+        sig_alg = parsed["signature_algorithm"].copy()  # keep the exact encoding (NULL params) of the TBS copy
         digest_alg = _MODERN.get(hash_name, hashes.SHA256())
         if isinstance(key, rsa.RSAPrivateKey):
             signature = key.sign(body, padding.PKCS1v15(), digest_alg)

@@ -3,27 +3,28 @@ r"""The facts a policy's CEL sees: a lean, typed view of one cluster, built once
 Why a view and not the snapshot: CEL needs every key present (a missing map key is a runtime error), so
 unknown facts are explicit ``null`` here; policies compare normalised values (thumbprints as 40 upper-case
 hex, host names lower-case) so each policy does not re-implement Windows' comparison rules; and CEL is
-only fast on small values — converting a Python string into CEL costs about 1.5 µs, and every member access
-(``a.b`` of ``a.b.c``) copies the map it returns. So the view carries what policies judge (resolved
-certificates, the binding that serves the master port, thumbprint lists for membership tests), keeps the
-node's roles as their own top-level variables and ``masters`` as a lean list. Judgement stays in the
-policies: facts resolve and normalise, they never decide.
+only fast on small values — converting a Python string into CEL costs about a microsecond, and every
+member access (``a.b`` of ``a.b.c``) copies the map it returns. So the view carries what policies judge
+(resolved certificates, the binding that serves the master port, thumbprint lists for membership tests),
+keeps the node's roles and certificates as top-level variables and ``masters`` as a lean list. Judgement
+stays in the policies: facts resolve and normalise, they never decide.
 
 Unknown versus absent: ``null`` means *not collected* (the evidence file is missing); ``false`` or ``[]``
 means *collected, and not there*. Tri-state facts (``bool?``) keep the two apart, e.g. ``master.in_root``
 is null without ``certs/Root`` and false when Root lacks the certificate.
 
 Variables of every evaluation: ``now``, ``thresholds``, ``cluster``, ``masters`` (every master node of the
-cluster); for master and worker policies ``node`` (the node evaluated) and its roles ``master`` and
-``worker`` (null when the node lacks that role); for ``for_each`` policies ``item``. Cluster-scope policies
-have ``node``, ``master`` and ``worker`` null.
+cluster); for master and worker policies ``node`` (the node evaluated), its roles ``master`` and ``worker``
+and their certificates ``master_cert`` and ``worker_cert`` (each null when the node lacks that role or the
+certificate was not found); for ``for_each`` policies ``item``. Cluster-scope policies have the per-node
+variables null.
 
 Functions besides CEL's own: ``covers(names, host)`` — true when one of ``names`` (lower-case certificate
 or host names) matches ``host`` as TLS does: equal ignoring case, or a ``*.`` wildcard matching one left-most
 label; ``lower(s)`` — lower-case; ``join(list, sep)`` — one string, for messages.
 
-Certificate facts (``master.cert``, ``worker.cert``, the elements of ``node.root``/``node.my``) have the
-keys listed under ``master.cert``; ``node.bindings`` and ``node.services`` elements those under
+Certificate facts (``master_cert``, ``worker_cert``, the elements of ``node.root``/``node.my``) have the
+keys listed under ``master_cert``; ``node.bindings`` and ``node.services`` elements those under
 ``master.binding`` and ``master.service``.
 
 Reference (``path (type): meaning``; ``?`` = may be null; rendered from
@@ -324,13 +325,10 @@ def _variables(
 ) -> NodeFacts:
     master = _master_facts(node, index) if node.master_config is not None else None
     worker = _worker_facts(node, index, master_roots) if node.worker_config is not None else None
-    return NodeFacts(
-        node=_node_facts(node, index, include_stores),
-        master=master,
-        worker=worker,
-        master_cert=master.pop("cert") if master else None,
-        worker_cert=worker.pop("cert") if worker else None,
-    )
+    # The certificates are variables of their own: CEL copies a nested map on every access through it.
+    master_cert = master.pop("cert") if master else None
+    worker_cert = worker.pop("cert") if worker else None
+    return NodeFacts(_node_facts(node, index, include_stores), master, worker, master_cert, worker_cert)
 
 
 def _master_summary(master: Facts) -> Facts:
