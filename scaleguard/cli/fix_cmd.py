@@ -57,9 +57,7 @@ def fix(
     plan_file: Annotated[
         Path | None, typer.Option("--plan", help="Apply this reviewed plan.json instead of planning anew.")
     ] = None,
-    out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for plan.json (and the apply report).")
-    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for plan.json (and the apply report).")] = None,
     apply: Annotated[bool, typer.Option("--apply", help="Change the nodes (default: dry run).")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     max_nodes: Annotated[
@@ -182,18 +180,14 @@ def _fix(
         except (OSError, ValueError) as exc:
             raise FixUsageError(f"--plan {plan_file}: {exc}") from exc
         if max_nodes is not None and len(the_plan.nodes()) > max_nodes:
-            raise FixUsageError(
-                f"the plan touches {len(the_plan.nodes())} nodes, more than --max-nodes {max_nodes}"
-            )
+            raise FixUsageError(f"the plan touches {len(the_plan.nodes())} nodes, more than --max-nodes {max_nodes}")
         before: list[Finding] | None = None
         if apply and inventory is not None:
             # a reviewed plan is applied as it is; the current findings are still needed to tell what the
             # run fixed from what was already failing
             before = _inputs(inventory, None, None, policy_dirs, concurrency, insecure, err)[0].findings
     else:
-        findings_file, snap = _inputs(
-            inventory, findings_path, snapshot_path, policy_dirs, concurrency, insecure, err
-        )
+        findings_file, snap = _inputs(inventory, findings_path, snapshot_path, policy_dirs, concurrency, insecure, err)
         before = findings_file.findings
         pfx = None
         if master_pfx is not None:
@@ -219,6 +213,9 @@ def _fix(
             err.print("dry run: nothing was changed. Apply with --apply (and --inventory).")
         return int(ExitCode.OK)
     if the_plan.empty:
+        if the_plan.manual:
+            err.print(f"nothing to do automatically; {len(the_plan.manual)} finding(s) need a human (listed above).")
+            return int(ExitCode.FAILING)
         err.print("nothing to do: no failing finding needs a change.")
         return int(ExitCode.OK)
     assert inventory is not None
@@ -274,9 +271,7 @@ def _inputs(
         snap, found = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
     except _usage_errors() as exc:
         raise FixUsageError(str(exc)) from exc
-    return FindingsFile(
-        generated_at=datetime.now(UTC), source=str(inventory), mode="live", findings=found
-    ), snap
+    return FindingsFile(generated_at=datetime.now(UTC), source=str(inventory), mode="live", findings=found), snap
 
 
 def _load_pfx(path: Path, env: str | None, cache: dict[str, str]) -> MasterPfx:
@@ -343,9 +338,7 @@ def _apply(
         finally:
             transport.close()
     out_console.print(apply_view(report))
-    err.print(
-        f"journal: {escape(str(journal_path))}  (undo: scaleguard fix --undo {report.run_id} --inventory …)"
-    )
+    err.print(f"journal: {escape(str(journal_path))}  (undo: scaleguard fix --undo {report.run_id} --inventory …)")
     err.print("re-collecting and re-evaluating…")
     _snapshot, after = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
     verification = compare(the_plan, before or [], after)
@@ -366,9 +359,7 @@ def _apply(
     return int(ExitCode.OK if ok else ExitCode.FAILING)
 
 
-def _undo(
-    run_id: str, inventory: Path | None, journal_path: Path, yes: bool, insecure: bool, err: Console
-) -> int:
+def _undo(run_id: str, inventory: Path | None, journal_path: Path, yes: bool, insecure: bool, err: Console) -> int:
     from scaleguard.remediators.journal import Journal
     from scaleguard.remediators.render import undo_view
     from scaleguard.remediators.transport import WinRMTransport

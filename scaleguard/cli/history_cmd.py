@@ -75,7 +75,7 @@ def history(
         typer.echo("history is turned off ($SCALEGUARD_HISTORY=off)", err=True)
         raise typer.Exit(int(ExitCode.USAGE))
     try:
-        every = HistoryStore(path).runs(scope=scope)
+        every = HistoryStore(path).runs(scope=scope.casefold() if scope else None)
     except (sqlite3.DatabaseError, ValueError) as exc:
         typer.echo(f"scaleguard: {path}: not a scaleguard history file: {exc}", err=True)
         raise typer.Exit(int(ExitCode.USAGE)) from None

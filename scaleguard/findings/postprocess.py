@@ -15,6 +15,7 @@ Order matters and is fixed here, not spread over imports.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -117,7 +118,14 @@ def record_history(
         counts=counts,
         findings=current,
     )
-    record, previous, _ = HistoryStore(path).record(run, compare=compare)
+    try:
+        record, previous, _ = HistoryStore(path).record(run, compare=compare)
+    except (sqlite3.Error, OSError, ValueError) as exc:
+        # The audit's verdict and reports do not depend on the history; a broken or locked file must
+        # not cost the night's report, but nobody may mistake "not compared" for "nothing changed".
+        warn(findings_file, f"history not recorded in {path}: {exc}")
+        set_extra(findings_file, "since_previous", None)
+        return
     if previous is not None:
         since.previous_run = previous.id
         since.previous_at = previous.generated_at.isoformat(timespec="seconds")

@@ -95,11 +95,25 @@ class Thresholds:
         }
 
 
+def _as_cel_source(value: Any) -> Any:
+    """YAML reads ``check: true`` or ``let: {n: 2}`` as a bool or number; as CEL they are that literal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
 class Grade(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     when: str = Field(min_length=1)
     severity: Severity
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _literal(cls, value: Any) -> Any:
+        return _as_cel_source(value)
 
 
 @dataclass
@@ -143,6 +157,16 @@ class Policy(BaseModel):
 
     source: str = Field(default="", exclude=True, description="file it came from; set by the loader")
     _programs: Programs | None = PrivateAttr(default=None)
+
+    @field_validator("check", "for_each", "applies_if", "subject", mode="before")
+    @classmethod
+    def _literal_expression(cls, value: Any) -> Any:
+        return _as_cel_source(value)
+
+    @field_validator("let", mode="before")
+    @classmethod
+    def _literal_lets(cls, value: Any) -> Any:
+        return {k: _as_cel_source(v) for k, v in value.items()} if isinstance(value, dict) else value
 
     @field_validator("id")
     @classmethod

@@ -209,9 +209,7 @@ class Executor:
             else:
                 request[key] = logged[key] = value
         if step.action == "write_config":
-            name = backup_name(
-                self.report.run_id, step, str(request["path"]).replace("/", "\\").rsplit("\\", 1)[-1]
-            )
+            name = backup_name(self.report.run_id, step, str(request["path"]).replace("/", "\\").rsplit("\\", 1)[-1])
             request["backup_name"] = logged["backup_name"] = name
         if step.action == "remove_certificate":
             name = backup_name(self.report.run_id, step, f"{request['thumbprint']}.cer")
@@ -271,9 +269,7 @@ class Executor:
 
     def _doomed(self, node_key: tuple[str, str], unit_id: str) -> set[str]:
         """The failing unit, every unit with a step on the failing node, and everything depending on them."""
-        doomed = {unit_id} | {
-            s.unit for s in self.plan.steps if (s.cluster.lower(), s.node.lower()) == node_key
-        }
+        doomed = {unit_id} | {s.unit for s in self.plan.steps if (s.cluster.lower(), s.node.lower()) == node_key}
         growing = True
         while growing:
             extra = {u.id for u in self.plan.units if u.id not in doomed and set(u.depends_on) & doomed}
@@ -335,9 +331,7 @@ class Executor:
         status: StepStatus = "rolled_back" if ok else "rollback_failed"
         if current is not None and current.status == "rollback_failed":
             return
-        self.report.steps[entry.step.id] = self._step_report(
-            entry.step, status, detail=note, result=entry.result
-        )
+        self.report.steps[entry.step.id] = self._step_report(entry.step, status, detail=note, result=entry.result)
 
     def _skip(self, step: Step, reason: str) -> None:
         self.journal.skip(

@@ -90,9 +90,7 @@ def is_ip(name: str) -> bool:
 class UnitDraft:
     """A unit under construction: steps are numbered as they are added (refs need their ids)."""
 
-    def __init__(
-        self, ctx: PlanContext, remediation: str, cluster: str, target: str, summary: str, phase: int
-    ) -> None:
+    def __init__(self, ctx: PlanContext, remediation: str, cluster: str, target: str, summary: str, phase: int) -> None:
         self.ctx = ctx
         self.id = ctx.next_unit_id()
         self.remediation = remediation
@@ -199,9 +197,7 @@ class PlanContext:
             return holding[0]
         return next(iter(self.clusters.values()), None) if len(self.clusters) == 1 else None
 
-    def draft(
-        self, remediation: str, cluster: ClusterIntent, target: str, summary: str, phase: int
-    ) -> UnitDraft:
+    def draft(self, remediation: str, cluster: ClusterIntent, target: str, summary: str, phase: int) -> UnitDraft:
         return UnitDraft(self, remediation, cluster.name, target, summary, phase)
 
     def commit(self, draft: UnitDraft, findings: Iterable[Finding]) -> Unit | None:

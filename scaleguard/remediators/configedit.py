@@ -394,9 +394,7 @@ def _json_spans(text: str, setting: str) -> list[_Span]:
                 target = lowered.get("value")
                 if named is not None and named.kind == "string" and target is not None:
                     if str(json.loads(named.raw)).lower() == wanted and target.kind in ("string", "literal"):
-                        spans.setdefault(
-                            target.start, _Span(target.start, target.end, "json", old=_json_old(target))
-                        )
+                        spans.setdefault(target.start, _Span(target.start, target.end, "json", old=_json_old(target)))
                     break
             for key, child in node.members:
                 if key.lower() == wanted and child.kind in ("string", "literal"):

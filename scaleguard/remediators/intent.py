@@ -135,26 +135,18 @@ class NodeIntent:
             root=store(node.root.certificates if node.root else None),
             my=store(node.my.certificates if node.my else None),
             master=settings(
-                node.master_config.settings
-                if node.master_config and not node.master_config.parse_error
-                else None
+                node.master_config.settings if node.master_config and not node.master_config.parse_error else None
             ),
             worker=settings(
-                node.worker_config.settings
-                if node.worker_config and not node.worker_config.parse_error
-                else None
+                node.worker_config.settings if node.worker_config and not node.worker_config.parse_error else None
             ),
             bindings=[
-                BindingFact(
-                    b.ip_port, b.cert_hash.upper() if b.cert_hash else None, b.app_id, b.cert_store, b.kind
-                )
+                BindingFact(b.ip_port, b.cert_hash.upper() if b.cert_hash else None, b.app_id, b.cert_store, b.kind)
                 for b in node.bindings
             ]
             if node.bindings is not None
             else None,
-            services={
-                s.name.lower(): ServiceFact(s.name, s.state, s.start_mode, s.account) for s in node.services
-            }
+            services={s.name.lower(): ServiceFact(s.name, s.state, s.start_mode, s.account) for s in node.services}
             if node.services is not None
             else None,
         )
@@ -205,9 +197,7 @@ class NodeIntent:
         """The Scale Out service of ``role`` as collected, or its documented name when not collected."""
         prefix = "ssisscaleoutmaster" if role == "master" else "ssisscaleoutworker"
         if self.services is not None:
-            found = sorted(
-                (s for k, s in self.services.items() if k.startswith(prefix)), key=lambda s: s.name
-            )
+            found = sorted((s for k, s in self.services.items() if k.startswith(prefix)), key=lambda s: s.name)
             if found:
                 return found[-1]
         version = self.sql_version()
@@ -219,9 +209,7 @@ class NodeIntent:
     def names(self) -> list[str]:
         """The node's own names: computer name, FQDN and addresses (what "names the node" means)."""
         identity = self.snap.identity
-        return _unique(
-            [identity.computer_name, self.snap.name, identity.fqdn or "", *(identity.addresses or [])]
-        )
+        return _unique([identity.computer_name, self.snap.name, identity.fqdn or "", *(identity.addresses or [])])
 
 
 @dataclass

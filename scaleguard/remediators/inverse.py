@@ -118,11 +118,7 @@ def _set_binding(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
 
 def _delete_binding(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     previous = result.get("previous")
-    return (
-        Inverse([_binding(previous, request["ip_port"])])
-        if previous
-        else Inverse(note="there was no binding")
-    )
+    return Inverse([_binding(previous, request["ip_port"])]) if previous else Inverse(note="there was no binding")
 
 
 def _write_config(request: dict[str, Any], result: dict[str, Any]) -> Inverse:

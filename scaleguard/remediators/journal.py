@@ -75,9 +75,7 @@ _INSERT_ENTRY = (
     "status, inverts_run, inverts_seq, started_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'started', ?, ?, ?)"
 )
-_END_ENTRY = (
-    "UPDATE entries SET status = ?, result_json = ?, error = ?, finished_at = ? WHERE run_id = ? AND seq = ?"
-)
+_END_ENTRY = "UPDATE entries SET status = ?, result_json = ?, error = ?, finished_at = ? WHERE run_id = ? AND seq = ?"
 
 
 def default_journal_path() -> Path:
@@ -176,9 +174,7 @@ class Journal:
 
     def finish_run(self, run_id: str, status: str) -> None:
         with self._tx() as db:
-            db.execute(
-                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", (status, _now(), run_id)
-            )
+            db.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", (status, _now(), run_id))
 
     def run(self, run_id: str) -> Run | None:
         row = self._db.execute(
@@ -211,9 +207,7 @@ class Journal:
     ) -> int:
         """Record an action about to be sent; returns its sequence number in the run."""
         with self._tx() as db:
-            row = db.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM entries WHERE run_id = ?", (run_id,)
-            ).fetchone()
+            row = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM entries WHERE run_id = ?", (run_id,)).fetchone()
             seq = int(row[0])
             db.execute(
                 _INSERT_ENTRY,
@@ -261,9 +255,7 @@ class Journal:
         unit: str | None,
         reason: str,
     ) -> None:
-        seq = self.begin(
-            run_id, phase=phase, cluster=cluster, node=node, request=request, step_id=step_id, unit=unit
-        )
+        seq = self.begin(run_id, phase=phase, cluster=cluster, node=node, request=request, step_id=step_id, unit=unit)
         self.end(run_id, seq, "skipped", error=reason)
 
     def entries(self, run_id: str) -> list[Entry]:

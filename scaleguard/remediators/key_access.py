@@ -49,7 +49,12 @@ class GrantWorkerKeyAccess(Remediator):
             if cert.readers is not None and any(account_matches(r, account) for r in cert.readers):
                 for finding in group:
                     ctx.covered(
-                        finding, cluster.name, cert.provided_by, f"{account} can already read the key"
+                        finding,
+                        cluster.name,
+                        cert.provided_by,
+                        f"the new worker certificate's key is granted to {account}"
+                        if cert.provided_by
+                        else f"{account} can already read the key",
                     )
                 continue
             common_name = cert.common_names[0] if cert.common_names else show(cert.thumbprint)

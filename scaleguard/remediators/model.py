@@ -95,9 +95,7 @@ class Step(_Model):
     before: str = ""
     after: str = ""
     command: str = Field(description="the documented command this step corresponds to")
-    depends_on: list[str] = Field(
-        default_factory=list, description="steps (other nodes) that must succeed first"
-    )
+    depends_on: list[str] = Field(default_factory=list, description="steps (other nodes) that must succeed first")
 
 
 class Unit(_Model):

@@ -63,9 +63,7 @@ class NormalizeConfigThumbprint(Remediator):
                 problems.append(f"the node has no {role} settings file")
                 continue
             if config.parse_error or (node.master if role == "master" else node.worker) is None:
-                problems.append(
-                    f"the {role} settings file does not parse ({config.parse_error}); fix it by hand"
-                )
+                problems.append(f"the {role} settings file does not parse ({config.parse_error}); fix it by hand")
                 continue
             for field_name in FIELDS[role]:
                 setting = node.setting(role, field_name)
@@ -106,8 +104,7 @@ class NormalizeConfigThumbprint(Remediator):
                     )
                     if len(draft.steps) == steps_before:
                         problems.append(
-                            f"MasterEndpoint {display(value)} is not an https URL and no safe "
-                            "replacement was found"
+                            f"MasterEndpoint {display(value)} is not an https URL and no safe replacement was found"
                         )
                     elif "worker" not in changed_roles:
                         changed_roles.append("worker")

@@ -54,9 +54,7 @@ class PlanRefused(Exception):
 def plan(findings: FindingsFile, snapshot: Snapshot, options: PlanOptions | None = None) -> Plan:
     """The ordered, deduplicated plan for every failing finding (pure: no I/O)."""
     options = options or PlanOptions()
-    ctx = PlanContext(
-        options=options, clusters={c.cluster: ClusterIntent.from_snapshot(c) for c in snapshot.clusters}
-    )
+    ctx = PlanContext(options=options, clusters={c.cluster: ClusterIntent.from_snapshot(c) for c in snapshot.clusters})
     failing = [f for f in findings.findings if f.status in ACTIONABLE]
     by_remediation: dict[str, list[Finding]] = {}
     for finding in failing:
@@ -70,9 +68,7 @@ def plan(findings: FindingsFile, snapshot: Snapshot, options: PlanOptions | None
         cluster = ctx.cluster_of(finding)
         key = finding_key(finding, cluster.name if cluster else finding.cluster)
         if not any(d.finding == key for d in ctx.dispositions):
-            ctx.manual(
-                finding, cluster.name if cluster else finding.cluster, "no remediator answered this finding"
-            )
+            ctx.manual(finding, cluster.name if cluster else finding.cluster, "no remediator answered this finding")
     units, steps = _number([draft for _, draft in sorted(ctx.units, key=lambda pair: pair[0])])
     unit_ids = {old: new.id for old, new in units}
     result = Plan(
@@ -97,8 +93,7 @@ def plan(findings: FindingsFile, snapshot: Snapshot, options: PlanOptions | None
     touched = result.nodes()
     if options.max_nodes is not None and len(touched) > options.max_nodes:
         raise PlanRefused(
-            f"the plan touches {len(touched)} nodes ({', '.join(touched)}), more than --max-nodes "
-            f"{options.max_nodes}",
+            f"the plan touches {len(touched)} nodes ({', '.join(touched)}), more than --max-nodes {options.max_nodes}",
             result,
         )
     return result

@@ -22,7 +22,15 @@ from scaleguard.remediators.verify import Verification
 def plan_view(plan: Plan) -> RenderableType:
     parts: list[RenderableType] = []
     if plan.empty:
-        parts.append(Text("Nothing to fix automatically: no failing finding needs a change.", style="green"))
+        if plan.manual:
+            parts.append(
+                Text(
+                    f"Nothing scaleguard can fix automatically; {len(plan.manual)} finding(s) need a human (below).",
+                    style="yellow",
+                )
+            )
+        else:
+            parts.append(Text("Nothing to fix: no failing finding needs a change.", style="green"))
     else:
         nodes = plan.nodes()
         parts.append(
@@ -48,9 +56,7 @@ def plan_view(plan: Plan) -> RenderableType:
                 Text(step.command),
             )
         parts.append(table)
-        units = Table(
-            title="units (each is rolled back as a whole if any of its steps fails)", title_justify="left"
-        )
+        units = Table(title="units (each is rolled back as a whole if any of its steps fails)", title_justify="left")
         units.add_column("unit", no_wrap=True)
         units.add_column("remediation", no_wrap=True)
         units.add_column("what")

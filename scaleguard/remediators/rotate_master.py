@@ -293,9 +293,7 @@ def master_cert_names(cluster: ClusterIntent, ctx: PlanContext) -> list[str]:
     names: dict[str, str] = {}
     for name in candidates:
         if not valid_host(name):
-            warning = (
-                f"{cluster.name}: {name!r} is not a valid host name and is left out of the new certificate"
-            )
+            warning = f"{cluster.name}: {name!r} is not a valid host name and is left out of the new certificate"
             if warning not in ctx.warnings:
                 ctx.warnings.append(warning)
             continue

@@ -3,10 +3,10 @@
 Microsoft's worker steps 1-6, reordered so nothing is ever untrusted: the certificate is created in the
 worker's LocalMachine\\My (``CN=<computer name>;CN=<address>`` like MakeCert, plus SANs; its key stays on
 the worker), put in the worker's own Root, put in the Root of **every** master node, its key is opened to
-the worker service account, and only then does WorkerSettings.config switch to it. The old certificate
-(and any other with the same subject that nothing references) is removed afterwards — by thumbprint,
-never by CN: the documented ``certmgr /del /n <CN>`` would also delete the new certificate, which usually
-has the same CN — and the worker restarts last.
+the worker service account, and only then does WorkerSettings.config switch to it and the worker
+restart. The old certificate (and any other with the same subject that nothing references) is removed
+last, once the service no longer holds it — by thumbprint, never by CN: the documented
+``certmgr /del /n <CN>`` would also delete the new certificate, which usually has the same CN.
 """
 
 from __future__ import annotations
@@ -55,11 +55,7 @@ class RotateWorkerCertificate(Remediator):
             return "WorkerSettings.config has no WorkerHttpsCertThumbprint setting to update"
         location = worker.setting("worker", "StoreLocation")
         store = worker.setting("worker", "StoreName")
-        if (
-            location
-            and isinstance(location.value, str)
-            and location.value.strip().lower() not in ("", "localmachine")
-        ):
+        if location and isinstance(location.value, str) and location.value.strip().lower() not in ("", "localmachine"):
             return f"the worker certificate lives in {location.value!r}, not LocalMachine; rotate it by hand"
         if store and isinstance(store.value, str) and store.value.strip().lower() not in ("", "my"):
             return f"the worker certificate lives in store {store.value!r}, not My; rotate it by hand"
@@ -152,10 +148,11 @@ class RotateWorkerCertificate(Remediator):
             command=commands.grant_key_read(names[0], account),
         )
         cert.readers = [*ALWAYS_KEY_READERS, account]
-        write_setting(
-            draft, worker, "worker", "WorkerHttpsCertThumbprint", cert.thumbprint, depends_on=(*trust, grant)
-        )
-        for stale in stale_certificates(worker, old, keep=cert.thumbprint):
+        write_setting(draft, worker, "worker", "WorkerHttpsCertThumbprint", cert.thumbprint, depends_on=(*trust, grant))
+        stale_certs = stale_certificates(worker, old, keep=cert.thumbprint)
+        # restart first: the running service must never lose the certificate it still holds in memory
+        draft.restart(worker, "worker")
+        for stale in stale_certs:
             draft.step(
                 worker,
                 "remove_certificate",
@@ -165,7 +162,6 @@ class RotateWorkerCertificate(Remediator):
                 command=commands.remove_certificate("My", show(stale.thumbprint)),
             )
             drop_cert(worker, "My", stale.thumbprint)
-        draft.restart(worker, "worker")
         return ctx.commit(draft, findings)
 
 

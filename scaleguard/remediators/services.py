@@ -34,17 +34,13 @@ class StartService(Remediator):
                 continue
             roles: list[str] = []
             for finding in group:
-                roles += [
-                    r for r in ROLES_BY_POLICY.get(finding.policy) or node.snap.roles() if r not in roles
-                ]
+                roles += [r for r in ROLES_BY_POLICY.get(finding.policy) or node.snap.roles() if r not in roles]
             services = [node.service(role) for role in roles]
             if not roles or any(s is None for s in services):
                 for finding in group:
                     ctx.manual(finding, cluster.name, "the Scale Out service name is unknown")
                 continue
-            draft = ctx.draft(
-                self.name, cluster, node.name, f"start the Scale Out service on {node.name}", self.phase
-            )
+            draft = ctx.draft(self.name, cluster, node.name, f"start the Scale Out service on {node.name}", self.phase)
             starts = False
             for service in services:
                 assert service is not None
@@ -73,9 +69,7 @@ class StartService(Remediator):
                 draft.phase = MODE_ONLY_PHASE
             if not draft.steps:
                 for finding in group:
-                    ctx.covered(
-                        finding, cluster.name, None, "the service already runs and starts automatically"
-                    )
+                    ctx.covered(finding, cluster.name, None, "the service already runs and starts automatically")
                 continue
             unit = ctx.commit(draft, group)
             if unit is not None:

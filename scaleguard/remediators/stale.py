@@ -30,9 +30,7 @@ class RemoveStaleWorkerCertificates(Remediator):
         for cluster, worker, group in group_by_node(findings, ctx):
             if worker is None or worker.worker is None or worker.my is None:
                 for finding in group:
-                    ctx.manual(
-                        finding, cluster.name, "the worker's settings or LocalMachine\\My were not collected"
-                    )
+                    ctx.manual(finding, cluster.name, "the worker's settings or LocalMachine\\My were not collected")
                 continue
             cert = worker_cert(worker)
             if isinstance(cert, str):
@@ -56,9 +54,7 @@ class RemoveStaleWorkerCertificates(Remediator):
             ]
             if not stale:
                 for finding in group:
-                    ctx.covered(
-                        finding, cluster.name, None, "no unreferenced certificate shares the worker's subject"
-                    )
+                    ctx.covered(finding, cluster.name, None, "no unreferenced certificate shares the worker's subject")
                 continue
             draft = ctx.draft(
                 self.name,

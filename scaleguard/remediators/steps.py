@@ -31,9 +31,7 @@ def display(value: str | StepRef | None) -> str:
     if isinstance(value, StepRef):
         return value.key()
     shown = "".join(
-        ch
-        if ch.isprintable() and unicodedata.category(ch) not in ("Cf", "Zs") or ch == " "
-        else f"\\u{ord(ch):04x}"
+        ch if ch.isprintable() and unicodedata.category(ch) not in ("Cf", "Zs") or ch == " " else f"\\u{ord(ch):04x}"
         for ch in value
     )
     return f"'{shown}'"

@@ -84,18 +84,14 @@ class WinRMTransport:
         from scaleguard.collectors.live import plan_jobs
         from scaleguard.collectors.winrm.credentials import CredentialResolver
 
-        jobs = plan_jobs(
-            load_inventory(inventory), insecure=insecure, resolver=resolver or CredentialResolver()
-        )
+        jobs = plan_jobs(load_inventory(inventory), insecure=insecure, resolver=resolver or CredentialResolver())
         self._jobs = {(job.cluster.name.lower(), job.node.name.lower()): job for job in jobs}
         self._clients: dict[tuple[str, str], AgentClient] = {}
 
     def client(self, cluster: str, node: str) -> NodeClient:
         key = (cluster.lower(), node.lower())
         if key not in self._clients:
-            job = self._jobs.get(key) or next(
-                (j for (c, n), j in self._jobs.items() if n == node.lower()), None
-            )
+            job = self._jobs.get(key) or next((j for (c, n), j in self._jobs.items() if n == node.lower()), None)
             if job is None:
                 raise OutcomeUnknown(f"{cluster}/{node} is not in the inventory")
             channel = HostChannel(job.settings, deadline=time.monotonic() + job.timeout_s)

@@ -123,10 +123,7 @@ def _master_own(cluster: ClusterIntent, master: NodeIntent, draft: UnitDraft) ->
         return [], in_root.provided_by
     in_my = master.cert("My", thumb)
     if in_my is None or in_my.has_key is not True or not isinstance(thumb, str):
-        return (
-            "the master certificate is not on the master with its private key; "
-            "rotate the master certificate instead"
-        )
+        return "the master certificate is not on the master with its private key; rotate the master certificate instead"
     draft.step(
         master,
         "copy_certificate",
@@ -159,9 +156,7 @@ def master_cert_for(cluster: ClusterIntent, worker: NodeIntent) -> CertFact | st
     if not thumbs:
         return "the master's SSLCertThumbprint does not name a certificate"
     if len(thumbs) > 1:
-        return "the master nodes are configured with different certificates: " + ", ".join(
-            show(t) for t in thumbs
-        )
+        return "the master nodes are configured with different certificates: " + ", ".join(show(t) for t in thumbs)
     for master in cluster.masters_of(worker):
         cert = cluster.master_cert(master)
         if cert is not None and cert.der_b64 is not None:
@@ -179,9 +174,7 @@ def _worker_trusts_master(cluster: ClusterIntent, worker: NodeIntent, draft: Uni
     if present is not None:
         return [], present.provided_by
     draft.depend(cert.provided_by)
-    import_cert(
-        draft, worker, "Root", cert, label="the master certificate", file_name="SSISScaleOutMaster.cer"
-    )
+    import_cert(draft, worker, "Root", cert, label="the master certificate", file_name="SSISScaleOutMaster.cer")
     return [(worker, "worker")], None
 
 
@@ -204,9 +197,7 @@ def _worker_own_root(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDraf
     if present is not None:
         return [], present.provided_by
     draft.depend(cert.provided_by)
-    import_cert(
-        draft, worker, "Root", cert, label="the worker certificate", file_name="SSISScaleOutWorker.cer"
-    )
+    import_cert(draft, worker, "Root", cert, label="the worker certificate", file_name="SSISScaleOutWorker.cer")
     return [(worker, "worker")], None
 
 

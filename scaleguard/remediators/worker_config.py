@@ -44,9 +44,7 @@ class RepinWorkerMasterThumbprint(Remediator):
     ) -> Unit | None:
         if worker is None or not worker.snap.is_worker or worker.worker is None:
             for finding in group:
-                ctx.manual(
-                    finding, cluster.name, "the node is not a worker with a readable WorkerSettings.config"
-                )
+                ctx.manual(finding, cluster.name, "the node is not a worker with a readable WorkerSettings.config")
             return None
         pin = worker.setting("worker", "MasterHttpsCertThumbprint")
         thumbs = master_thumbs(cluster, worker)
@@ -139,9 +137,7 @@ def plan_endpoints(
     host, port = chosen
     own = draft is None
     if draft is None:
-        draft = ctx.draft(
-            remediation, cluster, target, f"point {target} at https://{_host(host)}:{port}", phase
-        )
+        draft = ctx.draft(remediation, cluster, target, f"point {target} at https://{_host(host)}:{port}", phase)
     for master in cluster.masters:
         for setting_name in ("PortNumber", "SSLCertThumbprint"):
             setting = master.setting("master", setting_name)
@@ -151,9 +147,7 @@ def plan_endpoints(
         if worker.worker is None or worker.setting("worker", "MasterEndpoint") is None:
             for finding in findings:
                 if finding.node.lower() == worker.name.lower():
-                    ctx.manual(
-                        finding, cluster.name, "WorkerSettings.config has no MasterEndpoint setting to update"
-                    )
+                    ctx.manual(finding, cluster.name, "WorkerSettings.config has no MasterEndpoint setting to update")
             continue
         current = worker.setting("worker", "MasterEndpoint")
         value = current.value if current and isinstance(current.value, str) else ""
@@ -168,9 +162,7 @@ def plan_endpoints(
         return None
     if not changed:
         for finding in findings:
-            ctx.covered(
-                finding, cluster.name, None, f"MasterEndpoint already names https://{_host(host)}:{port}"
-            )
+            ctx.covered(finding, cluster.name, None, f"MasterEndpoint already names https://{_host(host)}:{port}")
         return None
     return ctx.commit(draft, findings)
 

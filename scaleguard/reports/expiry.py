@@ -124,10 +124,9 @@ class ExpiryForecast:
                     "copies": sum(1 for r in self.rows if r.cert.thumbprint == row.cert.thumbprint),
                 }
             )
+        counts = self.bucket_counts()
         return {
-            "buckets": [
-                {"bucket": key, "label": label, **self.bucket_counts()[key]} for key, label in BUCKETS
-            ],
+            "buckets": [{"bucket": key, "label": label, **counts[key]} for key, label in BUCKETS],
             "soonest": soonest,
         }
 

@@ -201,3 +201,42 @@ def test_cli_maximum_waiver_duration_overrides_the_file(evidence: Path, tmp_path
         evidence, tmp_path / "out", tmp_path / "h.db", "--waivers", str(waivers), "--waiver-max-days", "10"
     )
     assert code == 2 and "at most 10 days" in " ".join(stderr.split())
+
+
+def test_webhook_is_posted_after_the_reports_exist(
+    evidence: Path, changed_evidence: Path, tmp_path: Path
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            payload["report_existed"] = Path(payload["report"]).is_file()
+            received.append(payload)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        history = tmp_path / "h.sqlite"
+        audit(evidence, tmp_path / "n1", history, "--notify-webhook", url)
+        code, data, _ = audit(changed_evidence, tmp_path / "n2", history, "--notify-webhook", url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    first, second = received
+    assert first["new"] is None and first["report_existed"]
+    assert (second["new"], second["resolved"]) == (1, 1)
+    assert second["exit_code"] == code and second["report"] == str(
+        (tmp_path / "n2" / "report.html").resolve()
+    )
+    assert second["failing"] == sum(1 for f in data["findings"] if f["status"] in ("fail", "error"))

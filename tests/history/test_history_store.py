@@ -174,3 +174,16 @@ def test_a_fix_that_changes_the_subject_is_resolved_as_pass(tmp_path: Path) -> N
     now = {e["node"]: e["now"] for e in since["resolved"]}  # type: ignore[union-attr]
     assert now == {"WRK07": "pass", "WRK08": "fail"}  # WRK08 is re-pinned, but to another wrong thumbprint…
     assert keys(since["new"]) == {("SO-W02", "WRK08")}  # …which is then a new problem
+
+
+def test_an_unusable_history_file_costs_the_comparison_not_the_audit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bogus = tmp_path / "h.sqlite"
+    bogus.write_bytes(b"definitely not SQLite " * 100)
+    ff = FindingsFile(generated_at=T0, source="s", findings=[f("SO-W02", "WRK01")])
+    record_history(ff.findings, ff, AuditOptions(out_dir=tmp_path, history=bogus), T0)
+    extras = ff.model_extra or {}
+    assert extras["since_previous"] is None
+    assert extras["warnings"] and "history not recorded" in extras["warnings"][0]
+    assert "history not recorded" in capsys.readouterr().err

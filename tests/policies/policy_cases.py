@@ -114,9 +114,7 @@ class Materialiser:
         self.now = now
         self.masters: list[str] = list(spec.get("masters", ["MASTER01"]))
         self.workers: list[str] = list(spec.get("workers", ["WORKER01"]))
-        default_host = (
-            f"{self.masters[0].lower()}.{DOMAIN}" if len(self.masters) == 1 else f"ssis-master.{DOMAIN}"
-        )
+        default_host = f"{self.masters[0].lower()}.{DOMAIN}" if len(self.masters) == 1 else f"ssis-master.{DOMAIN}"
         self.endpoint_host: str = spec.get("endpoint_host", default_host)
         self.addresses = {name: f"10.0.1.{i + 1}" for i, name in enumerate(self.masters)}
         self.addresses.update({name: f"10.0.2.{i + 1}" for i, name in enumerate(self.workers)})
@@ -205,12 +203,8 @@ class Materialiser:
         my = self._store(my, over, "my")
         node = NodeEvidence(
             name=name,
-            master_settings=self._settings(
-                self._master_settings() if is_master else None, over, "master_settings"
-            ),
-            worker_settings=self._settings(
-                self._worker_settings(name) if is_worker else None, over, "worker_settings"
-            ),
+            master_settings=self._settings(self._master_settings() if is_master else None, over, "master_settings"),
+            worker_settings=self._settings(self._worker_settings(name) if is_worker else None, over, "worker_settings"),
             config_format=over.get("config_format", "xml"),
             root=[self.cert(c) for c in root],
             my=[self.cert(c) for c in my],
@@ -244,9 +238,7 @@ class Materialiser:
             "StoreName": "My",
         }
 
-    def _settings(
-        self, default: dict[str, Any] | None, over: dict[str, Any], key: str
-    ) -> dict[str, Any] | None:
+    def _settings(self, default: dict[str, Any] | None, over: dict[str, Any], key: str) -> dict[str, Any] | None:
         if default is None:
             return None
         merged = {**default, **(over.get(key) or {})}
@@ -264,9 +256,7 @@ class Materialiser:
             out.append(Binding(ip_port=str(b["ip_port"]), cert_hash=digest, store=b.get("store", "Root")))
         return out
 
-    def _services(
-        self, is_master: bool, is_worker: bool, over: dict[str, Any]
-    ) -> list[dict[str, Any]] | None:
+    def _services(self, is_master: bool, is_worker: bool, over: dict[str, Any]) -> list[dict[str, Any]] | None:
         if over.get("services") == "unknown":
             return None
         rows = []
@@ -308,9 +298,7 @@ class Materialiser:
         if is_master:
             keyed["master"] = True
         keyed.update(over.get("private_key") or {})
-        accounts = [
-            f"NT Service\\{s}" for ok, s in ((is_master, MASTER_SERVICE), (is_worker, WORKER_SERVICE)) if ok
-        ]
+        accounts = [f"NT Service\\{s}" for ok, s in ((is_master, MASTER_SERVICE), (is_worker, WORKER_SERVICE)) if ok]
         readers_over = over.get("key_readers") or {}
         rows = []
         for store, certs in (("Root", root), ("My", my)):

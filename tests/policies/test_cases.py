@@ -26,8 +26,7 @@ POLICIES = load_policies([])
 
 def _describe(findings: list[Finding]) -> str:
     return "\n".join(
-        f"  {f.policy} {f.node} {f.status.value} {f.severity.value}"
-        f"{'' if f.applicable else ' n/a'}: {f.message}"
+        f"  {f.policy} {f.node} {f.status.value} {f.severity.value}{'' if f.applicable else ' n/a'}: {f.message}"
         for f in findings
     )
 
@@ -37,9 +36,7 @@ def test_policy_case(case: Case, tmp_path: Path) -> None:
     materialiser = Materialiser(case.spec, NOW)
     snapshot = materialiser.snapshot(tmp_path)
     thresholds = Thresholds(**case.spec["thresholds"]) if "thresholds" in case.spec else None
-    findings = [
-        f for f in evaluate(snapshot, POLICIES, now=NOW, thresholds=thresholds) if f.policy in case.policies
-    ]
+    findings = [f for f in evaluate(snapshot, POLICIES, now=NOW, thresholds=thresholds) if f.policy in case.policies]
     counts = Counter((f.policy, f.node) for f in findings)
     assert all(n == 1 for n in counts.values()), f"duplicate findings:\n{_describe(findings)}"
 
@@ -83,9 +80,7 @@ def test_every_grade_of_every_graded_policy_is_exercised() -> None:
                 seen.add((e.policy, e.severity))
     for policy in POLICIES:
         for grade in policy.grades:
-            assert (policy.id, grade.severity.value) in seen, (
-                f"{policy.id}: no case fails at {grade.severity}"
-            )
+            assert (policy.id, grade.severity.value) in seen, f"{policy.id}: no case fails at {grade.severity}"
 
 
 def test_the_cases_cover_ha_and_missing_evidence() -> None:

@@ -7,12 +7,13 @@ import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from policy_cases import Materialiser
 
 from scaleguard.findings.model import FindingsFile, Status
 from scaleguard.policies.engine import evaluate, render
 from scaleguard.policies.loader import load_policies
-from scaleguard.policies.model import Policy
+from scaleguard.policies.model import Policy, Thresholds
 from scaleguard.snapshot.model import Snapshot
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -115,15 +116,11 @@ def test_uncollected_nodes_get_only_the_collection_finding(tmp_path: Path) -> No
     findings = evaluate(snapshot, load_policies([]), now=NOW)
     on_worker02 = [(f.policy, f.status) for f in findings if f.node == "WORKER02"]
     assert on_worker02 == [("SO-C01", Status.ERROR)]
-    assert {f.policy for f in findings if f.node == "WORKER01"} == {f"SO-W{i:02d}" for i in range(1, 14)} | {
-        "SO-C01"
-    }
+    assert {f.policy for f in findings if f.node == "WORKER01"} == {f"SO-W{i:02d}" for i in range(1, 14)} | {"SO-C01"}
 
 
 def test_policy_scopes_run_per_master_and_per_worker(tmp_path: Path) -> None:
-    snapshot = cluster(
-        tmp_path, masters=["MASTER01", "MASTER02"], workers=["WORKER01", "WORKER02", "WORKER03"]
-    )
+    snapshot = cluster(tmp_path, masters=["MASTER01", "MASTER02"], workers=["WORKER01", "WORKER02", "WORKER03"])
     findings = evaluate(snapshot, load_policies([]), now=NOW)
     per_policy: dict[str, list[str]] = {}
     for f in findings:
@@ -193,3 +190,9 @@ def test_null_check_is_not_assessed_with_the_message(tmp_path: Path) -> None:
 def test_render_is_for_people() -> None:
     values = {"a": None, "b": ["x", "y"], "c": [], "d": True, "e": datetime(2030, 1, 2, 3, 4, tzinfo=UTC)}
     assert render("{a}|{b}|{c}|{d}|{e}", values) == "unknown|x, y|none|true|2030-01-02 03:04 UTC"
+
+
+def test_thresholds_must_be_ordered() -> None:
+    with pytest.raises(ValueError, match="high days <= medium days"):
+        Thresholds(expiry_high_days=90, expiry_medium_days=60)
+    assert Thresholds().facts() == {"expiry_high_days": 30, "expiry_medium_days": 60, "min_rsa_bits": 2048}

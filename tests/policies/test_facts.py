@@ -24,16 +24,12 @@ def _words(text: str) -> str:
 def test_the_module_docstring_is_the_rendered_reference() -> None:
     doc = _words(facts_module.__doc__ or "")
     missing = [line for line in render() if _words(line) not in doc]
-    assert not missing, "facts.py docstring is out of date; re-render it from fact_schema:\n" + "\n".join(
-        missing
-    )
+    assert not missing, "facts.py docstring is out of date; re-render it from fact_schema:\n" + "\n".join(missing)
 
 
 def _assert_shape(value: Any, tree: Tree, path: str) -> None:
     assert isinstance(value, dict), path
-    assert set(value) == set(tree), (
-        f"{path}: extra {set(value) - set(tree)}, missing {set(tree) - set(value)}"
-    )
+    assert set(value) == set(tree), f"{path}: extra {set(value) - set(tree)}, missing {set(tree) - set(value)}"
     for key, entry in tree.items():
         child = value[key]
         if isinstance(entry, Branch):
@@ -42,9 +38,7 @@ def _assert_shape(value: Any, tree: Tree, path: str) -> None:
             else:
                 _assert_shape(child, entry.children, f"{path}.{key}")
         elif child is None:
-            assert entry.type.endswith("?") or entry.type == "dyn", (
-                f"{path}.{key} is null but typed {entry.type}"
-            )
+            assert entry.type.endswith("?") or entry.type == "dyn", f"{path}.{key} is null but typed {entry.type}"
 
 
 @pytest.fixture(scope="module")

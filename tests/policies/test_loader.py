@@ -81,10 +81,10 @@ def test_builtin_pack_is_the_design_table() -> None:
         assert policy.source == f"builtin:pack/{policy.id}.yaml"
 
 
-def test_good_user_policy_loads_after_the_builtin_pack(tmp_path: Path) -> None:
+def test_good_user_policy_loads_with_the_builtin_pack(tmp_path: Path) -> None:
     policies = load_policies([write(tmp_path, GOOD)])
-    assert [p.id for p in policies][-1] == "XX-W01"
-    user = policies[-1]
+    assert len(policies) == 28
+    user = next(p for p in policies if p.id == "XX-W01")
     assert user.scope is Scope.WORKER
     assert user.source.endswith("policy.yaml")
     assert user.summary()["id"] == "XX-W01"
@@ -105,9 +105,7 @@ def test_unknown_field_points_at_its_key(tmp_path: Path) -> None:
 
 def test_missing_field_points_at_the_document(tmp_path: Path) -> None:
     text = replace_line(GOOD, "remediation:", "")
-    assert_single(
-        problems_of(tmp_path, text), tmp_path / "pack" / "policy.yaml", 1, "missing field 'remediation'"
-    )
+    assert_single(problems_of(tmp_path, text), tmp_path / "pack" / "policy.yaml", 1, "missing field 'remediation'")
 
 
 @pytest.mark.parametrize(
@@ -125,28 +123,20 @@ def test_missing_field_points_at_the_document(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_bad_values_point_at_their_line(
-    tmp_path: Path, prefix: str, new: str, line: int, fragment: str
-) -> None:
+def test_bad_values_point_at_their_line(tmp_path: Path, prefix: str, new: str, line: int, fragment: str) -> None:
     text = replace_line(GOOD, prefix, new)
     assert_single(problems_of(tmp_path, text), tmp_path / "pack" / "policy.yaml", line, fragment)
 
 
 def test_cel_syntax_error_points_inside_the_block_scalar(tmp_path: Path) -> None:
-    text = GOOD.replace(
-        "|| lower(worker.service.account) != 'localsystem'", "|| lower(worker.service.account) !="
-    )
+    text = GOOD.replace("|| lower(worker.service.account) != 'localsystem'", "|| lower(worker.service.account) !=")
     problems = problems_of(tmp_path, text)
-    assert_single(
-        problems, tmp_path / "pack" / "policy.yaml", 11, "check: CEL does not compile", "Syntax error"
-    )
+    assert_single(problems, tmp_path / "pack" / "policy.yaml", 11, "check: CEL does not compile", "Syntax error")
 
 
 def test_cel_error_on_a_plain_scalar(tmp_path: Path) -> None:
     text = GOOD.replace("  host: node.name", "  host: node.name +")
-    assert_single(
-        problems_of(tmp_path, text), tmp_path / "pack" / "policy.yaml", 14, "let.host: CEL does not compile"
-    )
+    assert_single(problems_of(tmp_path, text), tmp_path / "pack" / "policy.yaml", 14, "let.host: CEL does not compile")
 
 
 def test_unknown_function_and_variable(tmp_path: Path) -> None:
@@ -159,9 +149,7 @@ def test_unknown_function_and_variable(tmp_path: Path) -> None:
 
 
 def test_macro_variables_are_not_unknown(tmp_path: Path) -> None:
-    text = GOOD.replace(
-        "  host: node.name", "  host: node.diagnostics.filter(d, d.level == 'error').map(x, x.source)"
-    )
+    text = GOOD.replace("  host: node.name", "  host: node.diagnostics.filter(d, d.level == 'error').map(x, x.source)")
     assert problems_of(tmp_path, text) == []
 
 
@@ -200,10 +188,7 @@ def test_message_with_a_format_spec_or_a_stray_brace(tmp_path: Path) -> None:
 def test_duplicate_key(tmp_path: Path) -> None:
     text = GOOD + "severity: high\n"
     problems = problems_of(tmp_path, text)
-    assert any(
-        str(p).startswith(f"{tmp_path / 'pack' / 'policy.yaml'}:18: duplicate key 'severity'")
-        for p in problems
-    )
+    assert any(str(p).startswith(f"{tmp_path / 'pack' / 'policy.yaml'}:18: duplicate key 'severity'") for p in problems)
 
 
 def test_for_each_only_for_cluster_scope_and_item_only_with_for_each(tmp_path: Path) -> None:
@@ -271,3 +256,24 @@ def test_directories_that_cannot_be_packs(tmp_path: Path) -> None:
     with pytest.raises(PolicyError) as raised:
         load_policies([missing])
     assert raised.value.path == str(missing) and raised.value.line is None
+
+
+def test_yaml_literals_are_cel_literals(tmp_path: Path) -> None:
+    text = replace_line(GOOD, "  account:", "  answer: 42")
+    text = text.replace(
+        "check: >-\n  worker.service.account == null\n  || lower(worker.service.account) != 'localsystem'\n",
+        "check: true\n",
+    )
+    text = text.replace("as {account}", "as {answer}")
+    policy = next(p for p in load_policies([write(tmp_path, text)]) if p.id == "XX-W01")
+    assert (policy.check, policy.let["answer"]) == ("true", "42")
+
+
+def test_not_applicable_needs_applies_if(tmp_path: Path) -> None:
+    text = GOOD + "not_applicable: never mind\n"
+    assert_single(
+        problems_of(tmp_path, text),
+        tmp_path / "pack" / "policy.yaml",
+        1,
+        "not_applicable is only meaningful with applies_if",
+    )

@@ -140,9 +140,7 @@ def lab_snapshot(state: Any) -> Snapshot:
             for n in lab_cluster.nodes
         ]
         clusters.append(
-            ClusterSnapshot(
-                cluster=lab_cluster.name, collected_at=NOW, source="lab", mode="live", nodes=nodes
-            )
+            ClusterSnapshot(cluster=lab_cluster.name, collected_at=NOW, source="lab", mode="live", nodes=nodes)
         )
     return Snapshot(clusters=clusters)
 

@@ -178,9 +178,7 @@ def the_plan(host: str, account: str, thumb: str, path: str) -> Plan:
             command="-",
         ),
     ]
-    unit = Unit(
-        id="u01", remediation="manual", cluster="C", target="W1", summary="-", steps=[s.id for s in steps]
-    )
+    unit = Unit(id="u01", remediation="manual", cluster="C", target="W1", summary="-", steps=[s.id for s in steps])
     from datetime import UTC, datetime
 
     return Plan(generated_at=datetime.now(UTC), units=[unit], steps=steps)
@@ -195,9 +193,7 @@ def run_plan(the_plan: Plan, journal: Path) -> list[tuple[str, bytes]]:
 
 
 def test_no_step_value_is_ever_spliced_into_powershell(tmp_path: Path) -> None:
-    hostile = run_plan(
-        the_plan(HOSTILE_HOST, HOSTILE_ACCOUNT, HOSTILE_THUMB, HOSTILE_PATH), tmp_path / "h.sqlite"
-    )
+    hostile = run_plan(the_plan(HOSTILE_HOST, HOSTILE_ACCOUNT, HOSTILE_THUMB, HOSTILE_PATH), tmp_path / "h.sqlite")
     benign = run_plan(
         the_plan(
             "master01.contoso.test",

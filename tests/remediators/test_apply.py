@@ -91,9 +91,7 @@ def writes_have_backups(s: Setup) -> None:
 
 def test_master_rotation_applies_in_order_and_audits_clean(setup: Any) -> None:
     s = setup({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
-    assert s.before and ("SO-M07", "MASTER01") in {
-        (f.policy, f.node) for f in s.before if f.status is Status.FAIL
-    }
+    assert s.before and ("SO-M07", "MASTER01") in {(f.policy, f.node) for f in s.before if f.status is Status.FAIL}
     the_plan = s.plan(finding("SO-M07", "MASTER01", "rotate-master-certificate"))
     report = s.apply(the_plan)
     assert report.status == "done" and set(report.units.values()) == {"done"}
@@ -247,9 +245,7 @@ def test_undo_of_a_successful_run_restores_everything(setup: Any) -> None:
                 },
                 "WORKER01": {"root_remove": ["WORKER01"], "my_add": ["stale"]},
             },
-            "certs": {
-                "stale": {"cn": ["WORKER01"], "san_dns": ["worker01.contoso.test"], "san_ip": ["10.0.2.1"]}
-            },
+            "certs": {"stale": {"cn": ["WORKER01"], "san_dns": ["worker01.contoso.test"], "san_ip": ["10.0.2.1"]}},
         }
     )
     report = s.apply(s.plan())
@@ -301,9 +297,7 @@ def test_the_journal_keeps_references_not_secrets(setup: Any, tmp_path: Path, mo
 def test_a_previous_binding_that_cannot_be_recreated_is_reported_not_hidden(setup: Any) -> None:
     """netsh refuses a binding to a certificate its store does not hold (error 1312), so the broken binding
     a repair replaced cannot be put back; the undo says so and leaves the working binding in place."""
-    s = setup(
-        {"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}}
-    )
+    s = setup({"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}})
     report = s.apply(s.plan())
     assert report.status == "done"
     undone = undo_run(report.run_id, LabTransport(s.state), s.journal)

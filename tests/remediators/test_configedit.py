@@ -47,9 +47,7 @@ def assert_only_value_changed(before: bytes, after: bytes, codec: str, old: str,
     # of the two values are legitimately part of the common prefix/suffix)
     assert old_bytes.find(removed) >= 0 and new_bytes.find(inserted) >= 0
     assert len(before) - len(after) == len(old_bytes) - len(new_bytes)
-    assert (
-        before[:prefix] == after[:prefix] and before[len(before) - suffix :] == after[len(after) - suffix :]
-    )
+    assert before[:prefix] == after[:prefix] and before[len(before) - suffix :] == after[len(after) - suffix :]
     start = before.find(old_bytes)
     assert start >= 0 and after[start : start + len(new_bytes)] == new_bytes
     assert before[:start] == after[:start]
@@ -73,16 +71,12 @@ def settings_read(data: bytes) -> dict[str, str]:
     ids=["utf16le-bom-crlf", "utf16be-bom-crlf", "utf8-bom-crlf", "utf8-nobom-lf"],
 )
 def test_xml_element_form_changes_only_the_value(encoding: str, crlf: bool, codec: str, bom: bytes) -> None:
-    original = encode_text(
-        settings_xml("MasterSettings", {**OTHER, "SSLCertThumbprint": OLD}), encoding, crlf=crlf
-    )  # type: ignore[arg-type]
+    original = encode_text(settings_xml("MasterSettings", {**OTHER, "SSLCertThumbprint": OLD}), encoding, crlf=crlf)  # type: ignore[arg-type]
     result = edit_setting(original, "SSLCertThumbprint", NEW)
 
     assert result.content.startswith(bom) and (bom or not result.content.startswith(codecs.BOM_UTF8))
     assert_only_value_changed(original, result.content, codec, OLD, NEW)
-    assert (
-        b"\r\x00\n" in result.content or b"\x00\r\x00\n" in result.content or b"\r\n" in result.content
-    ) == crlf
+    assert (b"\r\x00\n" in result.content or b"\x00\r\x00\n" in result.content or b"\r\n" in result.content) == crlf
     assert result.old_values == (OLD,) and result.occurrences == 1 and result.changed
     assert settings_read(result.content) == {**OTHER, "SSLCertThumbprint": NEW}
     assert read_setting(result.content, "sslcertthumbprint") == NEW
@@ -90,13 +84,9 @@ def test_xml_element_form_changes_only_the_value(encoding: str, crlf: bool, code
 
 def test_xml_declaration_that_disagrees_with_the_bytes_is_kept_verbatim() -> None:
     text = '<?xml version="1.0" encoding="utf-8"?>\r\n<WorkerSettings>\r\n  <MasterEndpoint>https://old:8391</MasterEndpoint>\r\n</WorkerSettings>\r\n'
-    original = codecs.BOM_UTF16_LE + text.encode(
-        "utf-16-le"
-    )  # the hand-edited file: UTF-16 bytes, "utf-8" claim
+    original = codecs.BOM_UTF16_LE + text.encode("utf-16-le")  # the hand-edited file: UTF-16 bytes, "utf-8" claim
     result = edit_setting(original, "MasterEndpoint", "https://master01.contoso.test:8391")
-    assert result.content.startswith(
-        codecs.BOM_UTF16_LE + '<?xml version="1.0" encoding="utf-8"?>'.encode("utf-16-le")
-    )
+    assert result.content.startswith(codecs.BOM_UTF16_LE + '<?xml version="1.0" encoding="utf-8"?>'.encode("utf-16-le"))
     assert_only_value_changed(
         original, result.content, "utf-16-le", "https://old:8391", "https://master01.contoso.test:8391"
     )
@@ -148,10 +138,8 @@ def test_json_key_value_pair_objects() -> None:
             id="attribute",
         ),
         pytest.param(
-            '<s:MasterSettings xmlns:s="urn:x"><s:SSLCertThumbprint>old</s:SSLCertThumbprint>'
-            "</s:MasterSettings>",
-            '<s:MasterSettings xmlns:s="urn:x"><s:SSLCertThumbprint>NEW</s:SSLCertThumbprint>'
-            "</s:MasterSettings>",
+            '<s:MasterSettings xmlns:s="urn:x"><s:SSLCertThumbprint>old</s:SSLCertThumbprint></s:MasterSettings>',
+            '<s:MasterSettings xmlns:s="urn:x"><s:SSLCertThumbprint>NEW</s:SSLCertThumbprint></s:MasterSettings>',
             id="namespaced-element",
         ),
         pytest.param(
@@ -175,17 +163,13 @@ def test_json_key_value_pair_objects() -> None:
             id="whitespace-is-part-of-the-value",
         ),
         pytest.param(
-            "<M><!-- <SSLCertThumbprint>keep</SSLCertThumbprint> --><SSLCertThumbprint>old"
-            "</SSLCertThumbprint></M>",
-            "<M><!-- <SSLCertThumbprint>keep</SSLCertThumbprint> --><SSLCertThumbprint>NEW"
-            "</SSLCertThumbprint></M>",
+            "<M><!-- <SSLCertThumbprint>keep</SSLCertThumbprint> --><SSLCertThumbprint>old</SSLCertThumbprint></M>",
+            "<M><!-- <SSLCertThumbprint>keep</SSLCertThumbprint> --><SSLCertThumbprint>NEW</SSLCertThumbprint></M>",
             id="commented-copy-untouched",
         ),
         pytest.param(
-            "<M><a><SSLCertThumbprint>old</SSLCertThumbprint></a><b><sslcertthumbprint>old"
-            "</sslcertthumbprint></b></M>",
-            "<M><a><SSLCertThumbprint>NEW</SSLCertThumbprint></a><b><sslcertthumbprint>NEW"
-            "</sslcertthumbprint></b></M>",
+            "<M><a><SSLCertThumbprint>old</SSLCertThumbprint></a><b><sslcertthumbprint>old</sslcertthumbprint></b></M>",
+            "<M><a><SSLCertThumbprint>NEW</SSLCertThumbprint></a><b><sslcertthumbprint>NEW</sslcertthumbprint></b></M>",
             id="every-occurrence-the-parser-reads",
         ),
     ],
@@ -195,9 +179,7 @@ def test_xml_shapes(xml: str, expected: str) -> None:
 
 
 def test_values_are_escaped_for_where_they_go() -> None:
-    element = edit_setting(
-        b"<W><MasterEndpoint>x</MasterEndpoint></W>", "MasterEndpoint", "https://a:1/?a=1&b=<2>"
-    )
+    element = edit_setting(b"<W><MasterEndpoint>x</MasterEndpoint></W>", "MasterEndpoint", "https://a:1/?a=1&b=<2>")
     assert element.content == b"<W><MasterEndpoint>https://a:1/?a=1&amp;b=&lt;2&gt;</MasterEndpoint></W>"
     attribute = edit_setting(b'<add key="MasterEndpoint" value="x"/>', "MasterEndpoint", 'a"b&c')
     assert attribute.content == b'<add key="MasterEndpoint" value="a&quot;b&amp;c"/>'
@@ -231,6 +213,4 @@ def test_refuses_what_it_cannot_edit_safely(data: bytes, message: str) -> None:
 
 def test_refuses_a_value_that_cannot_live_in_cdata() -> None:
     with pytest.raises(ConfigEditError, match="CDATA"):
-        edit_setting(
-            b"<M><SSLCertThumbprint><![CDATA[x]]></SSLCertThumbprint></M>", "SSLCertThumbprint", "a]]>b"
-        )
+        edit_setting(b"<M><SSLCertThumbprint><![CDATA[x]]></SSLCertThumbprint></M>", "SSLCertThumbprint", "a]]>b")

@@ -66,18 +66,14 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
     "repin-worker-master-thumbprint": (
         {
             "certs": {"old": OLD_MASTER},
-            "nodes": {
-                "WORKER01": {"root_add": ["old"], "worker_settings": {"MasterHttpsCertThumbprint": "{old}"}}
-            },
+            "nodes": {"WORKER01": {"root_add": ["old"], "worker_settings": {"MasterHttpsCertThumbprint": "{old}"}}},
         },
         {"SO-W02"},
     ),
     "fix-worker-master-endpoint": (
         {
             "workers": ["WORKER01", "WORKER02"],
-            "nodes": {
-                "WORKER01": {"worker_settings": {"MasterEndpoint": "https://master01.contoso.test:8392"}}
-            },
+            "nodes": {"WORKER01": {"worker_settings": {"MasterEndpoint": "https://master01.contoso.test:8392"}}},
         },
         {"SO-W04", "SO-C02"},
     ),
@@ -91,11 +87,7 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
         {"SO-M01", "SO-W01"},
     ),
     "grant-worker-key-access": (
-        {
-            "nodes": {
-                "WORKER01": {"key_readers": {"WORKER01": ["NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators"]}}
-            }
-        },
+        {"nodes": {"WORKER01": {"key_readers": {"WORKER01": ["NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators"]}}}},
         {"SO-W09"},
     ),
     "start-service": (
@@ -248,15 +240,11 @@ def test_a_failed_step_over_winrm_leaves_the_cluster_as_it_was(
         run = journal.runs()[-1]
         entries = journal.entries(run.run_id)
         assert any(e.status == "failed" and e.node == node for e in entries)
-        writes = [
-            e for e in entries if e.phase == "apply" and e.action == "write_config" and e.status == "done"
-        ]
+        writes = [e for e in entries if e.phase == "apply" and e.action == "write_config" and e.status == "done"]
         assert len(writes) == writes_before_failure
         # every edited file had a backup on its node, and each edit was reverted from that backup
         assert all(e.result and e.result["backup_path"].endswith(e.request["backup_name"]) for e in writes)
-        restores = {
-            (e.inverts_seq, e.status) for e in entries if e.phase == "rollback" and e.action == "restore_file"
-        }
+        restores = {(e.inverts_seq, e.status) for e in entries if e.phase == "rollback" and e.action == "restore_file"}
         assert restores == {(e.seq, "done") for e in writes}
 
 
@@ -344,19 +332,49 @@ def _config_and_trust(snapshot: Any) -> dict[str, Any]:
             state[node.name] = (
                 node.master_config.settings if node.master_config else None,
                 node.worker_config.settings if node.worker_config else None,
-                sorted(
-                    (c.thumbprint, c.has_private_key, tuple(c.key_readers or ()))
-                    for c in node.root.certificates
-                )
+                sorted((c.thumbprint, c.has_private_key, tuple(c.key_readers or ())) for c in node.root.certificates)
                 if node.root
                 else None,
-                sorted(
-                    (c.thumbprint, c.has_private_key, tuple(c.key_readers or ()))
-                    for c in node.my.certificates
-                )
+                sorted((c.thumbprint, c.has_private_key, tuple(c.key_readers or ())) for c in node.my.certificates)
                 if node.my
                 else None,
                 sorted((b.ip_port, b.cert_hash, b.app_id, b.cert_store) for b in node.bindings or []),
                 sorted((s.name, s.state, s.start_mode) for s in node.services or []),
             )
     return state
+
+
+def test_ha_pair_rotates_to_an_enterprise_pfx_over_winrm(
+    served: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+
+    from scaleguard.lab.certs import CertSpec, make_certificate
+
+    expiring = {"cn": ["ssis-master.contoso.test", "MASTER01", "MASTER02"], "days_from": -700, "days": 710}
+    lab = served({"masters": ["MASTER01", "MASTER02"], "certs": {"master": expiring}})
+    assert ("SO-M07", "MASTER01") in lab.failing()
+    issued = make_certificate(CertSpec(("ssis-master.contoso.test",), san_dns=("MASTER01", "MASTER02"), key_seed=93))
+    pfx = tmp_path / "enterprise.pfx"
+    pfx.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"ssis", issued.key, issued.certificate, None, BestAvailableEncryption(b"Ent-Pfx-9")
+        )
+    )  # type: ignore[arg-type]
+
+    without = lab.fix("--apply", "--yes")  # an HA pair is never rotated by exporting a key between nodes
+    assert without.exit_code == 1 and "--master-pfx" in without.output
+
+    refused = lab.fix("--master-pfx", str(pfx))  # no terminal to prompt for the password on
+    assert refused.exit_code == 2 and "--master-pfx-password-env" in refused.output
+    monkeypatch.setenv("SG_PFX_PASSWORD", "Ent-Pfx-9")
+    applied = lab.fix("--apply", "--yes", "--master-pfx", str(pfx), "--master-pfx-password-env", "SG_PFX_PASSWORD")
+    assert applied.exit_code == 0, applied.output
+    snapshot, found = reaudit(lab.inventory)
+    for master in ("MASTER01", "MASTER02"):
+        node = snapshot.clusters[0].node(master)
+        assert node is not None and node.bindings is not None
+        assert node.bindings[0].cert_hash == issued.thumbprint and node.bindings[0].cert_store == "Root"
+        assert node.master_config is not None and node.master_config.settings["SSLCertThumbprint"] == issued.thumbprint
+    assert ("SO-M07", "MASTER01") not in {(f.policy, f.node) for f in found if f.status is Status.FAIL}
+    assert b"Ent-Pfx-9" not in lab.journal.read_bytes()

@@ -133,9 +133,7 @@ def test_unknown_outcomes_only_get_safe_inverses() -> None:
     assert write.requests == [{"op": "restore_file", "path": "p", "backup_name": "r\\s"}]
     create = inverse({"op": "create_certificate", "store": "Root"}, None)
     assert create.requests == [] and "by hand" in create.note
-    assert inverse({"op": "restart_service", "name": "S"}, None).deferred == [
-        {"op": "restart_service", "name": "S"}
-    ]
+    assert inverse({"op": "restart_service", "name": "S"}, None).deferred == [{"op": "restart_service", "name": "S"}]
 
 
 def test_a_certificate_deleted_with_its_key_is_reported_not_restored() -> None:

@@ -40,12 +40,8 @@ def outcome(the_plan: Plan, key: str) -> tuple[str, str | None]:
 
 
 def test_binding_from_my_is_rebound_from_root_keeping_the_appid(cluster: Any) -> None:
-    c = cluster(
-        {"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}}
-    )
-    result = plan(
-        findings_file(finding("SO-M06", "MASTER01", "repair-master-binding")), c.snapshot, options()
-    )
+    c = cluster({"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}})
+    result = plan(findings_file(finding("SO-M06", "MASTER01", "repair-master-binding")), c.snapshot, options())
     master = c.thumb("master")
     assert rows(result) == [
         (
@@ -67,9 +63,7 @@ def test_binding_from_my_is_rebound_from_root_keeping_the_appid(cluster: Any) ->
 
 def test_missing_binding_gets_a_new_appid_only_then(cluster: Any) -> None:
     c = cluster({"nodes": {"MASTER01": {"bindings": []}}})
-    result = plan(
-        findings_file(finding("SO-M04", "MASTER01", "repair-master-binding")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-M04", "MASTER01", "repair-master-binding")), c.snapshot, options())
     assert rows(result)[0][3:] == (
         "set_binding",
         {
@@ -84,9 +78,7 @@ def test_missing_binding_gets_a_new_appid_only_then(cluster: Any) -> None:
 
 def test_binding_is_not_pointed_at_a_certificate_missing_from_root(cluster: Any) -> None:
     c = cluster({"nodes": {"MASTER01": {"root_remove": ["master"]}}})
-    result = plan(
-        findings_file(finding("SO-M05", "MASTER01", "repair-master-binding")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-M05", "MASTER01", "repair-master-binding")), c.snapshot, options())
     assert result.empty
     assert [(m.policy, m.node) for m in result.manual] == [("SO-M05", "MASTER01")]
     assert "not in the master's LocalMachine\\Root" in result.manual[0].reason
@@ -97,9 +89,7 @@ def test_binding_is_not_pointed_at_a_certificate_missing_from_root(cluster: Any)
 
 def test_master_rotation_trusts_everywhere_before_switching(cluster: Any) -> None:
     c = cluster({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
-    result = plan(
-        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options())
     names = ["master01.contoso.test", "MASTER01", "10.0.1.1"]
     assert rows(result) == [
         (
@@ -247,9 +237,7 @@ def test_rotation_subsumes_the_fixes_it_implies(cluster: Any) -> None:
 
 def test_ha_pair_rotation_needs_an_enterprise_pfx(cluster: Any) -> None:
     c = cluster({"masters": ["MASTER01", "MASTER02"]})
-    result = plan(
-        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options())
     assert result.empty and "--master-pfx" in result.manual[0].reason
 
 
@@ -327,9 +315,7 @@ def test_worker_rotation_is_trusted_by_every_master_before_the_switch(cluster: A
             "nodes": {"WORKER01": {"my_add": ["stale"]}},
         }
     )
-    result = plan(
-        findings_file(finding("SO-W10", "WORKER01", "rotate-worker-certificate")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-W10", "WORKER01", "rotate-worker-certificate")), c.snapshot, options())
     old, stale = c.thumb("WORKER01"), c.thumb("stale")
     assert rows(result) == [
         (
@@ -388,19 +374,16 @@ def test_worker_rotation_is_trusted_by_every_master_before_the_switch(cluster: A
                 "value": ref("s001"),
             },
         ),
-        ("s007", "u01", "WORKER01", "remove_certificate", {"store": "My", "thumbprint": min(old, stale)}),
-        ("s008", "u01", "WORKER01", "remove_certificate", {"store": "My", "thumbprint": max(old, stale)}),
-        ("s009", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+        ("s007", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+        ("s008", "u01", "WORKER01", "remove_certificate", {"store": "My", "thumbprint": min(old, stale)}),
+        ("s009", "u01", "WORKER01", "remove_certificate", {"store": "My", "thumbprint": max(old, stale)}),
     ]
     assert result.steps[5].depends_on == ["s003", "s004"]
     assert result.steps[0].command.startswith(
         'MakeCert.exe -n "CN=WORKER01;CN=10.0.2.1" SSISScaleOutWorker.cer -r -ss My -sr LocalMachine'
     )
-    assert (
-        result.steps[4].command
-        == f"winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s WORKER01 -a {WORKER_ACCOUNT}"
-    )
-    assert result.steps[6].command == f"certmgr.exe /del /c /sha1 {min(old, stale)} /s /r localmachine My"
+    assert result.steps[4].command == f"winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s WORKER01 -a {WORKER_ACCOUNT}"
+    assert result.steps[7].command == f"certmgr.exe /del /c /sha1 {min(old, stale)} /s /r localmachine My"
 
 
 def test_worker_rotation_covers_grant_and_stale_findings(cluster: Any) -> None:
@@ -519,9 +502,7 @@ def test_thumbprint_with_invisible_mark_is_rewritten_clean(cluster: Any) -> None
         ),
         ("s004", "u02", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
     ]
-    assert (
-        result.steps[0].before == f"SSLCertThumbprint = '\\u200e{master}'"
-    )  # the invisible mark made visible
+    assert result.steps[0].before == f"SSLCertThumbprint = '\\u200e{master}'"  # the invisible mark made visible
 
 
 @pytest.mark.parametrize(
@@ -533,9 +514,7 @@ def test_thumbprint_with_invisible_mark_is_rewritten_clean(cluster: Any) -> None
 )
 def test_what_normalizing_cannot_fix_is_manual(cluster: Any, settings: dict[str, str], reason: str) -> None:
     c = cluster({"nodes": {"MASTER01": {"master_settings": settings}}})
-    result = plan(
-        findings_file(finding("SO-M01", "MASTER01", "normalize-config-thumbprint")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-M01", "MASTER01", "normalize-config-thumbprint")), c.snapshot, options())
     assert result.empty and reason in result.manual[0].reason
 
 
@@ -544,16 +523,12 @@ def test_so_w01_endpoint_with_a_path_is_fixed_in_the_same_unit(cluster: Any) -> 
         {
             "nodes": {
                 "WORKER01": {
-                    "worker_settings": {
-                        "MasterEndpoint": "https://master01.contoso.test:8391/ClusterManagement/"
-                    }
+                    "worker_settings": {"MasterEndpoint": "https://master01.contoso.test:8391/ClusterManagement/"}
                 }
             }
         }
     )
-    result = plan(
-        findings_file(finding("SO-W01", "WORKER01", "normalize-config-thumbprint")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-W01", "WORKER01", "normalize-config-thumbprint")), c.snapshot, options())
     assert rows(result) == [
         (
             "s001",
@@ -584,9 +559,7 @@ def test_endpoint_points_at_the_host_the_other_workers_use(cluster: Any) -> None
             },
         }
     )
-    result = plan(
-        findings_file(finding("SO-W04", "WORKER01", "fix-worker-master-endpoint")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-W04", "WORKER01", "fix-worker-master-endpoint")), c.snapshot, options())
     assert rows(result)[0][2:] == (
         "WORKER01",
         "write_config",
@@ -606,9 +579,7 @@ def test_endpoint_is_manual_when_the_certificate_names_no_master_name(cluster: A
             "nodes": {"WORKER01": {"worker_settings": {"MasterEndpoint": "https://x.contoso.test:8391"}}},
         }
     )
-    result = plan(
-        findings_file(finding("SO-W04", "WORKER01", "fix-worker-master-endpoint")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-W04", "WORKER01", "fix-worker-master-endpoint")), c.snapshot, options())
     assert result.empty and "rotate the master certificate" in result.manual[0].reason
 
 
@@ -625,9 +596,7 @@ def test_repin_trusts_the_master_certificate_first(cluster: Any) -> None:
             },
         }
     )
-    result = plan(
-        findings_file(finding("SO-W02", "WORKER01", "repin-worker-master-thumbprint")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-W02", "WORKER01", "repin-worker-master-thumbprint")), c.snapshot, options())
     assert [(s.node, s.action) for s in result.steps] == [
         ("WORKER01", "import_certificate"),
         ("WORKER01", "write_config"),
@@ -675,9 +644,7 @@ def test_key_access_is_granted_to_the_service_account(cluster: Any) -> None:
             }
         }
     )
-    result = plan(
-        findings_file(finding("SO-W09", "WORKER01", "grant-worker-key-access")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-W09", "WORKER01", "grant-worker-key-access")), c.snapshot, options())
     assert rows(result) == [
         (
             "s001",
@@ -688,17 +655,12 @@ def test_key_access_is_granted_to_the_service_account(cluster: Any) -> None:
         ),
         ("s002", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
     ]
-    assert (
-        result.steps[0].command
-        == "winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s WORKER01 -a CONTOSO\\svc-ssis"
-    )
+    assert result.steps[0].command == "winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s WORKER01 -a CONTOSO\\svc-ssis"
 
 
 def test_key_access_without_a_private_key_is_manual(cluster: Any) -> None:
     c = cluster({"nodes": {"WORKER01": {"private_key": {"WORKER01": False}}}})
-    result = plan(
-        findings_file(finding("SO-W09", "WORKER01", "grant-worker-key-access")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-W09", "WORKER01", "grant-worker-key-access")), c.snapshot, options())
     assert result.empty and "no private key" in result.manual[0].reason
 
 
@@ -774,9 +736,7 @@ def test_findings_without_a_safe_fix_are_listed_with_the_documented_steps(cluste
 
 
 def test_passing_and_unassessed_findings_plan_nothing(cluster: Any) -> None:
-    c = cluster(
-        {"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}}
-    )
+    c = cluster({"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}})
     result = plan(
         findings_file(
             finding("SO-M06", "MASTER01", "repair-master-binding", status=Status.PASS),
@@ -811,9 +771,7 @@ def test_max_nodes_refuses_a_larger_plan(cluster: Any) -> None:
 
 def test_plan_json_round_trips(cluster: Any) -> None:
     c = cluster({"certs": {"master": EXPIRING}})
-    original = plan(
-        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options()
-    )
+    original = plan(findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options())
     text = original.to_json()
     assert '"schema": "scaleguard-plan/1"' in text and '"from_step": "s001"' in text
     assert Plan.from_json(text) == original
@@ -848,14 +806,10 @@ def test_names_that_are_not_host_names_never_reach_a_certificate(cluster: Any) -
     c = cluster(
         {
             "certs": {"master": EXPIRING},
-            "nodes": {
-                "MASTER01": {"host": {"fqdn": 'm1"; Remove-Item C:\\ -Recurse #', "addresses": ["10.0.1.1"]}}
-            },
+            "nodes": {"MASTER01": {"host": {"fqdn": 'm1"; Remove-Item C:\\ -Recurse #', "addresses": ["10.0.1.1"]}}},
         }
     )
-    result = plan(
-        findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options()
-    )
+    result = plan(findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options())
     assert result.steps[0].params["common_names"] == ["master01.contoso.test", "MASTER01", "10.0.1.1"]
     assert any("not a valid host name" in w for w in result.warnings)
 

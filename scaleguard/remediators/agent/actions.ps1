@@ -488,9 +488,9 @@ function Invoke-RestartService($Request) {
 
 # --- dispatch ----------------------------------------------------------------------------------------------
 
-$request = $RequestJson | ConvertFrom-Json
-$op = [string]$request.op
 try {
+    $request = $RequestJson | ConvertFrom-Json
+    $op = [string](Get-Field $request 'op' -Optional)
     switch ($op) {
         'read_file' { $result = Invoke-ReadFile $request }
         'write_config' { $result = Invoke-WriteConfig $request }
