@@ -330,8 +330,6 @@ class Materialiser:
                     (node_dir / file_name).write_bytes(encode_text(self.fill(text), "utf-8-sig"))
             for file_name, text in (over.get("files") or {}).items():
                 (node_dir / file_name).write_bytes(encode_text(self.fill(text), "utf-8-sig"))
-            if name not in self.masters and name not in self.workers and not over.get("keep_empty_stores"):
-                shutil.rmtree(node_dir / "certs", ignore_errors=True)
             for relative in over.get("delete", []):
                 target = node_dir / relative
                 if target.is_dir():

@@ -48,7 +48,7 @@ def ha_facts(tmp_path_factory: pytest.TempPathFactory) -> Any:
         "workers": ["WORKER01"],
         "nodes": {
             "MASTER02": {"host": "unknown", "schannel": {"ClientAuthTrustMode": 2}},
-            "BOTH01": {},
+            "ORPHAN01": {},
         },
     }
     snapshot = Materialiser(spec, NOW).snapshot(tmp_path_factory.mktemp("facts"))
@@ -111,9 +111,9 @@ def test_facts_resolve_and_keep_unknown_apart_from_absent(ha_facts: Any) -> None
     ]
     assert ha_facts.cluster["master_thumbprints"] == [m1["thumbprint"]]
     assert ha_facts.cluster["master_endpoints"][0]["workers"] == ["WORKER01"]
-    both = ha_facts.nodes["BOTH01"]
-    assert both.node["state"] == "no_config" and both.master is None and both.node["root_thumbprints"] is None
-    summary = next(n for n in ha_facts.cluster["nodes"] if n["name"] == "BOTH01")
+    both = ha_facts.nodes["ORPHAN01"]
+    assert both.node["state"] == "no_config" and both.master is None and both.node["root_thumbprints"] == []
+    summary = next(n for n in ha_facts.cluster["nodes"] if n["name"] == "ORPHAN01")
     assert summary["usable"] is False and summary["reason"]
 
 
