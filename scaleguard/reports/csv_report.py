@@ -40,12 +40,14 @@ class CsvReporter:
     def render(self, ctx: ReportContext) -> bytes:
         rows = [
             [
-                f.policy, f.node, f.cluster, str(f.status), str(f.severity), f.title, f.message,
-                f.remediation or "", json.dumps(f.evidence, sort_keys=True, ensure_ascii=False, default=str),
+                neutralise(cell)
+                for cell in (
+                    f.policy, f.node, f.cluster, str(f.status), str(f.severity), f.title, f.message,
+                    f.remediation or "", json.dumps(f.evidence, sort_keys=True, ensure_ascii=False, default=str),
+                )
             ]
             for f in sorted_findings(ctx.findings.findings)
         ]
         frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
-        frame = frame.map(lambda cell: neutralise(str(cell)))
         text = frame.to_csv(index=False, lineterminator="\r\n")
         return text.encode("utf-8-sig")
