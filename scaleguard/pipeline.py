@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from scaleguard.exitcodes import ExitCode, audit_exit_code
 from scaleguard.findings.model import Finding, FindingsFile, Severity
@@ -74,8 +74,18 @@ def evaluate(snapshot: Snapshot, options: AuditOptions, now: datetime) -> tuple[
     return findings, [p.summary() for p in policies]
 
 
-PostProcessor = Callable[[list[Finding], FindingsFile, AuditOptions, datetime], None]
-"""Later stages that enrich the findings file in place (waivers, history, root causes)."""
+class PostProcessor(Protocol):
+    """A later stage that enriches the findings file in place (waivers, history, root causes)."""
+
+    def __call__(
+        self,
+        findings: list[Finding],
+        findings_file: FindingsFile,
+        options: AuditOptions,
+        now: datetime,
+        *,
+        snapshot: Snapshot | None = None,
+    ) -> None: ...
 
 
 def _post_processors() -> list[PostProcessor]:
@@ -112,7 +122,7 @@ def run_audit(options: AuditOptions, *, on_stage: Callable[[str], None] | None =
         findings=findings,
     )
     for hook in _post_processors():
-        hook(findings_file.findings, findings_file, options, now)
+        hook(findings_file.findings, findings_file, options, now, snapshot=snapshot)
     findings_path = options.out_dir / "findings.json"
     findings_file.write(findings_path)
 

@@ -53,7 +53,12 @@ def warn(findings_file: FindingsFile, message: str) -> None:
 
 
 def apply_waiver_file(
-    findings: list[Finding], findings_file: FindingsFile, options: AuditOptions, now: datetime
+    findings: list[Finding],
+    findings_file: FindingsFile,
+    options: AuditOptions,
+    now: datetime,
+    *,
+    snapshot: Snapshot | None = None,
 ) -> None:
     if options.waivers is None:
         return
@@ -70,10 +75,15 @@ def apply_waiver_file(
 
 
 def group_causes(
-    findings: list[Finding], findings_file: FindingsFile, options: AuditOptions, now: datetime
+    findings: list[Finding],
+    findings_file: FindingsFile,
+    options: AuditOptions,
+    now: datetime,
+    *,
+    snapshot: Snapshot | None = None,
 ) -> None:
     del now
-    causes = find_causes(findings, _snapshot(options))
+    causes = find_causes(findings, snapshot if snapshot is not None else _snapshot(options))
     set_extra(findings_file, "causes", [c.as_json() for c in causes])
 
 
@@ -87,7 +97,12 @@ def _snapshot(options: AuditOptions) -> Snapshot | None:
 
 
 def record_history(
-    findings: list[Finding], findings_file: FindingsFile, options: AuditOptions, now: datetime
+    findings: list[Finding],
+    findings_file: FindingsFile,
+    options: AuditOptions,
+    now: datetime,
+    *,
+    snapshot: Snapshot | None = None,
 ) -> None:
     path = options.history or default_history_path()
     if path is None:

@@ -46,7 +46,7 @@ def _certificate() -> Tree:
         "not_before": Fact("timestamp", "start of validity"),
         "not_after": Fact("timestamp", "end of validity"),
         "days_left": Fact(
-            "int", "days from now to not_after, rounded away from zero (negative once expired)"
+            "int", "days from now to not_after, rounded down (negative once expired)"
         ),
         "expired": Fact("bool", "now is after not_after"),
         "not_yet_valid": Fact("bool", "now is before not_before"),

@@ -197,7 +197,7 @@ Reference (``path (type): meaning``; ``?`` = may be null; rendered from
     master_cert.serial (string): serial number as hex
     master_cert.not_before (timestamp): start of validity
     master_cert.not_after (timestamp): end of validity
-    master_cert.days_left (int): days from now to not_after, rounded away from zero (negative once
+    master_cert.days_left (int): days from now to not_after, rounded down (negative once
         expired)
     master_cert.expired (bool): now is after not_after
     master_cert.not_yet_valid (bool): now is before not_before
@@ -220,7 +220,7 @@ Reference (``path (type): meaning``; ``?`` = may be null; rendered from
     worker_cert.serial (string): serial number as hex
     worker_cert.not_before (timestamp): start of validity
     worker_cert.not_after (timestamp): end of validity
-    worker_cert.days_left (int): days from now to not_after, rounded away from zero (negative once
+    worker_cert.days_left (int): days from now to not_after, rounded down (negative once
         expired)
     worker_cert.expired (bool): now is after not_after
     worker_cert.not_yet_valid (bool): now is before not_before
@@ -236,10 +236,9 @@ Reference (``path (type): meaning``; ``?`` = may be null; rendered from
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -253,6 +252,7 @@ from scaleguard.snapshot.model import (
     NodeSnapshot,
     Service,
     SslBinding,
+    days_left,
 )
 
 Facts = dict[str, Any]
@@ -747,10 +747,6 @@ def _subject_key(subject: str) -> str:
     return "".join(subject.lower().split())
 
 
-def _whole_days(delta: timedelta) -> int:
-    """Days rounded away from zero: 19.99 days left reads "20 days", 0.5 days past expiry "1 day ago"."""
-    days = delta.total_seconds() / 86400
-    return math.ceil(days) if days >= 0 else math.floor(days)
 
 
 def _aware(value: datetime) -> datetime:
@@ -806,7 +802,7 @@ def certificate_facts(cert: Certificate, found_in: str, now: datetime) -> Facts:
         "serial": cert.serial,
         "not_before": not_before,
         "not_after": not_after,
-        "days_left": _whole_days(not_after - now),
+        "days_left": days_left(not_after, now),
         "expired": now > not_after,
         "not_yet_valid": now < not_before,
         "key_algorithm": cert.key_algorithm.upper(),

@@ -29,8 +29,7 @@ from scaleguard.findings.causes import setting
 from scaleguard.findings.fingerprint import normalize_thumbprint
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.csv_report import neutralise
-from scaleguard.reports.view import days_left
-from scaleguard.snapshot.model import Certificate, ClusterSnapshot, NodeSnapshot, Snapshot
+from scaleguard.snapshot.model import Certificate, ClusterSnapshot, NodeSnapshot, Snapshot, days_left
 
 BUCKETS: tuple[tuple[str, str], ...] = (
     ("expired", "expired"),

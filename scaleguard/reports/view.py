@@ -6,7 +6,6 @@ Ordering is "problems first" everywhere: an auditor opens a report to see what i
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from typing import Any
 
 from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
 from scaleguard.reports.fixsteps import fix_step
-from scaleguard.snapshot.model import Certificate, NodeSnapshot, Snapshot
+from scaleguard.snapshot.model import Certificate, NodeSnapshot, Snapshot, days_left
 
 STATUS_ORDER: tuple[Status, ...] = (
     Status.ERROR, Status.FAIL, Status.NOT_ASSESSED, Status.WAIVED, Status.PASS,
@@ -47,9 +46,6 @@ def severity_status_matrix(findings: Iterable[Finding]) -> dict[Severity, dict[S
     return {sev: {st: counts.get((sev, st), 0) for st in STATUS_ORDER} for sev in SEVERITY_ORDER}
 
 
-def days_left(not_after: datetime, now: datetime) -> int:
-    """Whole days until expiry, rounded down: a certificate expiring in 6 hours has 0 days left."""
-    return math.floor((not_after - now).total_seconds() / 86400)
 
 
 def expiry_class(days: int | None) -> str:

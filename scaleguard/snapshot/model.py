@@ -11,6 +11,7 @@ The JSON form is versioned by ``SCHEMA_VERSION``; readers refuse a major version
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -87,6 +88,15 @@ class Certificate(_Model):
     def names(self) -> list[str]:
         """Every host name or address this certificate vouches for (CNs, SAN DNS, SAN IP)."""
         return [*self.common_names, *self.san_dns, *self.san_ip]
+
+
+def days_left(not_after: datetime, now: datetime) -> int:
+    """Whole days until ``not_after``, rounded down (6 hours left is 0 days, 6 hours past is -1).
+
+    The one definition every stage uses, so a policy verdict, the report and expiry.csv never disagree;
+    rounding down makes a threshold trip early rather than late.
+    """
+    return math.floor((not_after - now).total_seconds() / 86400)
 
 
 class CertificateStore(_Model):
