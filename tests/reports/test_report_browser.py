@@ -5,8 +5,6 @@ Needs Chromium (CI installs it); skipped without it unless SCALEGUARD_REQUIRE_BR
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,25 +15,6 @@ from scaleguard.reports.base import ReportContext
 from scaleguard.reports.html import HtmlReporter
 
 pytestmark = pytest.mark.browser
-
-
-def _chromium() -> str | None:
-    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = _chromium()
-    if executable is None:
-        if os.environ.get("SCALEGUARD_REQUIRE_BROWSER") == "1":
-            pytest.fail("SCALEGUARD_REQUIRE_BROWSER=1 but no Chromium was found")
-        pytest.skip("no Chromium on this machine")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        yield instance
-        instance.close()
 
 
 @pytest.fixture
