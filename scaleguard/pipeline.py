@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from scaleguard import parallel
 from scaleguard.exitcodes import ExitCode, audit_exit_code
 from scaleguard.findings.model import Finding, FindingsFile, Severity
 from scaleguard.snapshot.model import Snapshot
@@ -99,14 +100,22 @@ def _post_processors() -> list[PostProcessor]:
 
 
 def run_audit(options: AuditOptions, *, on_stage: Callable[[str], None] | None = None) -> AuditResult:
+    """Every stage, in order. The cyclic garbage collector is paused throughout (the audit's objects live
+    until it ends, see :func:`scaleguard.parallel.gc_paused`), and on a system with ``fork`` the stages'
+    independent writes overlap: ``snapshot.json`` is written by a child while the parent evaluates, and
+    ``findings.json`` and the reports are written by children side by side (:mod:`scaleguard.parallel`)."""
+    with parallel.gc_paused():
+        return _run_audit(options, on_stage or (lambda _stage: None))
+
+
+def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResult:
     now = options.now or datetime.now(UTC)
-    note = on_stage or (lambda _stage: None)
     options.out_dir.mkdir(parents=True, exist_ok=True)
 
     note("collect")
     snapshot = collect(options)
     snapshot_path = options.out_dir / "snapshot.json"
-    snapshot.write(snapshot_path)
+    snapshot_written = parallel.Task(lambda: snapshot.write(snapshot_path))
 
     note("evaluate")
     findings, policy_summaries = evaluate(snapshot, options, now)
@@ -124,12 +133,16 @@ def run_audit(options: AuditOptions, *, on_stage: Callable[[str], None] | None =
     for hook in _post_processors():
         hook(findings_file.findings, findings_file, options, now, snapshot=snapshot)
     findings_path = options.out_dir / "findings.json"
-    findings_file.write(findings_path)
 
     note("report")
     from scaleguard.reports.registry import write_reports
 
-    outputs = write_reports(options.out_dir, snapshot, findings_file, now=now)
+    try:
+        outputs = write_reports(
+            options.out_dir, snapshot, findings_file, now=now, also=[lambda: findings_file.write(findings_path)]
+        )
+    finally:
+        snapshot_written.result()
     outputs = {"snapshot.json": snapshot_path, "findings.json": findings_path, **outputs}
     code = audit_exit_code(
         findings_file.findings, options.fail_on, allow_incomplete=options.allow_incomplete,

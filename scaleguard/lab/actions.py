@@ -31,6 +31,7 @@ from scaleguard.lab.state import (
     LabBinding,
     LabCert,
     LabNode,
+    LabSchannel,
     LabService,
     Role,
     action,
@@ -42,6 +43,8 @@ from scaleguard.remediators.steps import account_matches
 
 BACKUP_ROOT = "C:\\ProgramData\\scaleguard\\backup"
 BACKUP_NAME = re.compile(r"[A-Za-z0-9._-]{1,80}\\[A-Za-z0-9._-]{1,120}")
+SCHANNEL_VALUES = {"ClientAuthTrustMode": "client_auth_trust_mode", "SendTrustedIssuerList": "send_trusted_issuer_list"}
+DWORD_WRITABLE_MAX = 2**31 - 1  # what actions.ps1 writes and reads back unchanged (a DWORD reads as Int32)
 START_MODES = {"auto": "Auto", "automatic": "Auto", "manual": "Manual", "disabled": "Disabled"}
 
 
@@ -466,3 +469,35 @@ def restart_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
         service.state = "Stopped"
         raise ActionError(f"Service '{service.name}' stopped and cannot be started again: it is disabled")
     return {"name": service.name, "restarted": True, "state": "Running"}
+
+
+# --- SCHANNEL registry values ---------------------------------------------------------------------------
+
+
+def _schannel(node: LabNode, request: dict[str, Any]) -> tuple[LabSchannel, str, str]:
+    """(the node's SCHANNEL values, the value name, its LabSchannel field); only the two SO-M11 names."""
+    name = _text(request, "name")
+    if name not in SCHANNEL_VALUES:
+        raise ActionError("'name' must be ClientAuthTrustMode or SendTrustedIssuerList")
+    if node.schannel is None:
+        raise ActionError("the SCHANNEL registry key cannot be read")
+    return node.schannel, name, SCHANNEL_VALUES[name]
+
+
+@lab_action("set_schannel_value")
+def set_schannel_value(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    schannel, name, field_name = _schannel(node, request)
+    value = request.get("value")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= DWORD_WRITABLE_MAX:
+        raise ActionError("'value' must be a REG_DWORD number 0-2147483647")
+    previous: int | None = getattr(schannel, field_name)
+    setattr(schannel, field_name, value)
+    return {"name": name, "value": value, "previous": previous, "existed": previous is not None}
+
+
+@lab_action("delete_schannel_value")
+def delete_schannel_value(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    schannel, name, field_name = _schannel(node, request)
+    previous: int | None = getattr(schannel, field_name)
+    setattr(schannel, field_name, None)
+    return {"name": name, "previous": previous, "existed": previous is not None}

@@ -57,6 +57,7 @@ REMEDIATIONS = (
     "grant-worker-key-access",
     "start-service",
     "remove-stale-worker-certificates",
+    "set-schannel-trust-mode",
     "manual",
 )
 """The fix engine implements exactly these (docs/TEAM.md); a policy naming another could not be fixed."""

@@ -21,6 +21,8 @@ AccessSpec = dict[str, frozenset[str] | None]
 """Per top-level variable: the keys read from it, or None when the whole value is needed."""
 
 _PATTERNS = {var: re.compile(rf"(?<![\w.]){var}\b(?:\s*\.\s*([A-Za-z_]\w*))?") for var in TOP_LEVEL}
+_NULL_BEFORE = re.compile(r"\bnull\s*[!=]=\s*$")
+_NULL_AFTER = re.compile(r"\s*[!=]=\s*null\b")
 
 
 def access_spec(sources: Iterable[str]) -> AccessSpec:
@@ -34,13 +36,21 @@ def access_spec(sources: Iterable[str]) -> AccessSpec:
             for match in pattern.finditer(text):
                 used = True
                 key = match.group(1)
-                if key is None:
-                    whole = True
-                else:
+                if key is not None:
                     keys.add(key)
+                elif not _null_test(text, match):
+                    whole = True
         if used:
             spec[var] = None if whole else frozenset(keys)
     return spec
+
+
+def _null_test(text: str, match: re.Match[str]) -> bool:
+    """``var == null`` / ``var != null`` (either way round) only asks whether the value is there, which a
+    trimmed map answers the same way as the whole one (a map, even emptied, is not null; null stays null),
+    so such a use does not need the whole value — the common ``worker_cert == null ? ... : ...`` guard
+    would otherwise convert a whole certificate per node."""
+    return bool(_NULL_AFTER.match(text, match.end()) or _NULL_BEFORE.search(text, 0, match.start()))
 
 
 def merge(specs: Iterable[AccessSpec]) -> AccessSpec:

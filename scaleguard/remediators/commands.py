@@ -79,3 +79,14 @@ def stop_service(service: str) -> str:
 
 def restart_service(service: str) -> str:
     return f"Restart-Service -Name {service}"
+
+
+SCHANNEL_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL"
+
+
+def set_schannel_value(name: str, value: int) -> str:
+    return f"reg add {SCHANNEL_KEY} /v {name} /t REG_DWORD /d {value} /f"
+
+
+def delete_schannel_value(name: str) -> str:
+    return f"reg delete {SCHANNEL_KEY} /v {name} /f"

@@ -102,6 +102,20 @@ class ServiceFact:
         return None if self.start_mode is None else self.start_mode.lower().startswith("auto")
 
 
+@dataclass
+class SchannelFact:
+    """``HKLM\\...\\SecurityProviders\\SCHANNEL`` values; None means the value does not exist."""
+
+    client_auth_trust_mode: int | None
+    send_trusted_issuer_list: int | None
+    provided_by: str | None = None
+
+    @property
+    def trusts_issued_roots(self) -> bool:
+        """A documented SO-M11 mitigation is in place (a Root with CA-issued certificates then works)."""
+        return self.client_auth_trust_mode == 2 or self.send_trusted_issuer_list == 0
+
+
 _VERSION_IN_PATH = re.compile(r"\\(\d{3})\\DTS\\", re.IGNORECASE)
 
 
@@ -115,6 +129,7 @@ class NodeIntent:
     worker: dict[str, SettingFact] | None
     bindings: list[BindingFact] | None
     services: dict[str, ServiceFact] | None
+    schannel: SchannelFact | None = None
     restarts: dict[str, list[str]] = field(default_factory=dict)  # service name → units restarting it
 
     @classmethod
@@ -148,6 +163,9 @@ class NodeIntent:
             else None,
             services={s.name.lower(): ServiceFact(s.name, s.state, s.start_mode, s.account) for s in node.services}
             if node.services is not None
+            else None,
+            schannel=SchannelFact(node.schannel.client_auth_trust_mode, node.schannel.send_trusted_issuer_list)
+            if node.schannel is not None
             else None,
         )
 

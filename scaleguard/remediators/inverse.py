@@ -1,8 +1,9 @@
 """What undoes an action, computed from the request sent and the answer the node gave (pure).
 
-Every action reports what was there before (the previous binding, the previous start mode, whether a
-certificate was already present, where the backup of an edited file is), so its inverse restores exactly
-that and nothing more: importing a certificate that was already there is undone by doing nothing.
+Every action reports what was there before (the previous binding, the previous start mode, the previous
+SCHANNEL value or its absence, whether a certificate was already present, where the backup of an edited
+file is), so its inverse restores exactly that and nothing more: importing a certificate that was
+already there is undone by doing nothing, a SCHANNEL value that was absent is deleted again.
 
 Restarts are special: undoing a restart means restarting again *after* everything else on the node is
 back, so the service picks up the restored configuration. They are returned as *deferred* and run last.
@@ -177,6 +178,26 @@ def _restart(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     return Inverse(deferred=[{"op": "restart_service", "name": request["name"]}])
 
 
+def _schannel_previous(request: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """The request that puts a SCHANNEL value back as the node reported it (absent: deleted)."""
+    previous = result.get("previous")
+    if previous is None:
+        return {"op": "delete_schannel_value", "name": request["name"]}
+    return {"op": "set_schannel_value", "name": request["name"], "value": previous}
+
+
+def _set_schannel(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if result.get("previous") == request.get("value"):
+        return Inverse(note="the value was already that")
+    return Inverse([_schannel_previous(request, result)])
+
+
+def _delete_schannel(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    if result.get("previous") is None:
+        return Inverse(note="there was no value")
+    return Inverse([_schannel_previous(request, result)])
+
+
 _INVERSES = {
     "create_certificate": _create,
     "import_certificate": _import,
@@ -193,6 +214,8 @@ _INVERSES = {
     "start_service": _start,
     "stop_service": _stop,
     "restart_service": _restart,
+    "set_schannel_value": _set_schannel,
+    "delete_schannel_value": _delete_schannel,
 }
 
 

@@ -37,6 +37,8 @@ ActionName = Literal[
     "start_service",
     "stop_service",
     "restart_service",
+    "set_schannel_value",
+    "delete_schannel_value",
 ]
 ACTION_NAMES: tuple[str, ...] = ActionName.__args__  # type: ignore[attr-defined]
 
@@ -51,6 +53,7 @@ REMEDIATIONS: tuple[str, ...] = (
     "grant-worker-key-access",
     "start-service",
     "remove-stale-worker-certificates",
+    "set-schannel-trust-mode",
     "manual",
 )
 

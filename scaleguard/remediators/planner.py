@@ -20,6 +20,7 @@ from scaleguard.remediators.model import Plan, PlanOptionsRecord, Step, StepRef,
 from scaleguard.remediators.normalize import NormalizeConfigThumbprint
 from scaleguard.remediators.rotate_master import RotateMasterCertificate
 from scaleguard.remediators.rotate_worker import RotateWorkerCertificate
+from scaleguard.remediators.schannel import SetSchannelTrustMode
 from scaleguard.remediators.services import StartService
 from scaleguard.remediators.stale import RemoveStaleWorkerCertificates
 from scaleguard.remediators.trust import ImportRootCertificate
@@ -32,6 +33,7 @@ REMEDIATORS: tuple[Remediator, ...] = (
     ImportRootCertificate(),
     NormalizeConfigThumbprint(),
     RepairMasterBinding(),
+    SetSchannelTrustMode(),
     FixWorkerMasterEndpoint(),
     RepinWorkerMasterThumbprint(),
     GrantWorkerKeyAccess(),

@@ -55,6 +55,12 @@ FIX_STEPS: dict[str, str] = {
         "Delete the old worker certificates left in LocalMachine\\My "
         "(certmgr.exe /del /c /s /r localmachine My /n <CN of the old certificate>)."
     ),
+    "set-schannel-trust-mode": (
+        "On the master set HKLM\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL "
+        "ClientAuthTrustMode (REG_DWORD) to 2 (reg add ... /v ClientAuthTrustMode /t REG_DWORD /d 2 /f), or "
+        "SendTrustedIssuerList to 0, then restart the master service and the workers (Troubleshoot Scale Out: "
+        "HTTP 403)."
+    ),
     "manual": "No automated fix: follow the policy's description and references.",
 }
 

@@ -741,3 +741,45 @@ def test_collected_at_is_now(tmp_path: Path, pki: Pki) -> None:
     snapshot = read_evidence(tmp_path)
     assert abs(datetime.now(UTC) - snapshot.collected_at) < timedelta(seconds=30)
     assert json.loads(snapshot.model_dump_json())["mode"] == "offline"
+
+
+@pytest.fixture(scope="module")
+def small_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from scaleguard.lab.scenario import fleet_scenario
+
+    folder = tmp_path_factory.mktemp("fleet") / "FLEET"
+    fleet_scenario(6, defect_every=2).write(folder)
+    (folder / "README.txt").write_text("not a node")
+    return folder
+
+
+def test_reading_in_two_forked_halves_gives_the_sequential_snapshot(
+    small_fleet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCALEGUARD_PARALLEL", "off")
+    sequential = read_evidence(small_fleet)
+    monkeypatch.delenv("SCALEGUARD_PARALLEL")
+    monkeypatch.setattr(evidence_module, "PARALLEL_MIN_NODES", 2)
+    can_fork = os.name == "posix"
+    monkeypatch.setattr(evidence_module.parallel, "enabled", lambda: can_fork)  # even if a test left a thread
+    forked_reads: list[int] = []
+    monkeypatch.setattr(evidence_module.parallel, "Task", _counting_task(forked_reads))
+    halves = read_evidence(small_fleet)
+    assert forked_reads == ([1] if can_fork else []), "the second half was read by a forked child"
+    assert [n.name for n in halves.nodes] == [n.name for n in sequential.nodes] == [
+        "MASTER01", *(f"WORKER{i:02d}" for i in range(1, 7))
+    ]
+    for node in (*halves.nodes, *sequential.nodes):
+        node.collection.duration_ms = None  # the one field that is a measurement, not a fact
+    assert halves.model_dump(exclude={"collected_at"}) == sequential.model_dump(exclude={"collected_at"})
+
+
+def _counting_task(calls: list[int]) -> type:
+    real = evidence_module.parallel.Task
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, fn: object, **kwargs: object) -> None:
+            calls.append(1)
+            super().__init__(fn, **kwargs)
+
+    return Counting

@@ -340,3 +340,53 @@ def test_the_journal_never_holds_a_pfx_or_its_password() -> None:
     assert '"pw"' not in logged and base64.b64encode(data).decode()[:40] not in logged
     imported = target.find_cert("Root", OTHER_CERT.thumbprint)
     assert imported is not None and imported.has_private_key
+
+
+def test_schannel_values_are_set_and_deleted_reporting_what_was_there() -> None:
+    target = node()
+    assert target.schannel is not None and target.schannel.client_auth_trust_mode is None
+    assert run(target, op="set_schannel_value", name="ClientAuthTrustMode", value=2) == {
+        "name": "ClientAuthTrustMode",
+        "value": 2,
+        "previous": None,
+        "existed": False,
+    }
+    assert target.schannel.client_auth_trust_mode == 2 and target.schannel.send_trusted_issuer_list is None
+    assert run(target, op="set_schannel_value", name="ClientAuthTrustMode", value=1)["previous"] == 2
+    assert run(target, op="delete_schannel_value", name="ClientAuthTrustMode") == {
+        "name": "ClientAuthTrustMode",
+        "previous": 1,
+        "existed": True,
+    }
+    assert target.schannel.client_auth_trust_mode is None
+    assert run(target, op="delete_schannel_value", name="ClientAuthTrustMode")["existed"] is False
+    assert run(target, op="set_schannel_value", name="SendTrustedIssuerList", value=0)["previous"] is None
+    assert target.schannel.send_trusted_issuer_list == 0
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"name": "EnabledProtocols", "value": 2}, "must be ClientAuthTrustMode or SendTrustedIssuerList"),
+        ({"name": "clientauthtrustmode", "value": 2}, "must be ClientAuthTrustMode or SendTrustedIssuerList"),
+        ({"name": "ClientAuthTrustMode", "value": "2"}, "REG_DWORD number"),
+        ({"name": "ClientAuthTrustMode", "value": True}, "REG_DWORD number"),
+        ({"name": "ClientAuthTrustMode", "value": -1}, "REG_DWORD number"),
+        ({"name": "ClientAuthTrustMode", "value": 2**31}, "REG_DWORD number"),
+    ],
+)
+def test_schannel_requests_are_validated_and_change_nothing(request_: dict[str, Any], message: str) -> None:
+    target = node()
+    with pytest.raises(ActionError, match=message):
+        run(target, op="set_schannel_value", **request_)
+    assert target.schannel is not None
+    assert (target.schannel.client_auth_trust_mode, target.schannel.send_trusted_issuer_list) == (None, None)
+    assert not target.journal
+
+
+def test_unreadable_schannel_key_is_refused() -> None:
+    target = node()
+    target.schannel = None
+    with pytest.raises(ActionError, match="cannot be read"):
+        run(target, op="set_schannel_value", name="ClientAuthTrustMode", value=2)
+    assert target.schannel is None

@@ -79,6 +79,7 @@ def test_the_script_validates_what_it_passes_to_programs() -> None:
         "$ServicePattern",
         "$BackupNamePattern",
         "$AccountPattern",
+        "$SchannelNamePattern",
     ):
         assert script.count(pattern) >= 2, pattern  # defined and used
 
@@ -177,6 +178,15 @@ def the_plan(host: str, account: str, thumb: str, path: str) -> Plan:
             params={"name": account},
             command="-",
         ),
+        Step(
+            id="s006",
+            unit="u01",
+            cluster="C",
+            node="W1",
+            action="set_schannel_value",
+            params={"name": host, "value": 2},
+            command="-",
+        ),
     ]
     unit = Unit(id="u01", remediation="manual", cluster="C", target="W1", summary="-", steps=[s.id for s in steps])
     from datetime import UTC, datetime
@@ -203,7 +213,7 @@ def test_no_step_value_is_ever_spliced_into_powershell(tmp_path: Path) -> None:
         ),
         tmp_path / "b.sqlite",
     )
-    assert len(hostile) == len(benign) == 6  # five steps, the config write reads the file first
+    assert len(hostile) == len(benign) == 7  # six steps, the config write reads the file first
     script_bytes = actions_script().encode("ascii")
     for (h_command, h_stdin), (b_command, b_stdin) in zip(hostile, benign, strict=True):
         assert h_command == b_command == bootstrap_command()  # the command line never carries data
@@ -223,5 +233,6 @@ def test_no_step_value_is_ever_spliced_into_powershell(tmp_path: Path) -> None:
     assert requests[3] == {"op": "read_file", "path": HOSTILE_PATH}
     assert requests[4]["value"] == f"https://{HOSTILE_HOST}:8391" and requests[4]["path"] == HOSTILE_PATH
     assert requests[5] == {"op": "restart_service", "name": HOSTILE_ACCOUNT}
+    assert requests[6] == {"op": "set_schannel_value", "name": HOSTILE_HOST, "value": 2}
     for _, stdin in hostile:
         stdin.decode("ascii")  # non-ASCII is JSON-escaped: no code page can turn data into something else

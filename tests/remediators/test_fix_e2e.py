@@ -9,6 +9,7 @@ cases independent and fast); the fault and undo tests at the end run it in its o
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,10 @@ EXPIRING_WORKER = {
     "days": 710,
 }
 OLD_MASTER = {"cn": ["MASTER01"], "days_from": -900, "days": 800}
+ISSUING_CA_IN_ROOT = {
+    "certs": {"ca": {"cn": ["Contoso Root CA"]}, "issuing": {"cn": ["Contoso Issuing CA 01"], "issuer": "ca"}},
+    "nodes": {"MASTER01": {"root_add": ["ca", "issuing"], "schannel": {}}},
+}
 STALE_WORKER = {
     "cn": ["WORKER01"],
     "san_dns": ["worker01.contoso.test"],
@@ -103,6 +108,7 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
         {"certs": {"stale": STALE_WORKER}, "nodes": {"WORKER01": {"my_add": ["stale"]}}},
         {"SO-W13"},
     ),
+    "set-schannel-trust-mode": (ISSUING_CA_IN_ROOT, {"SO-M11"}),
 }
 
 
@@ -148,7 +154,7 @@ def served(tmp_path: Path) -> Iterator[Any]:
         item.lab.close()
 
 
-MANUAL_ONLY = {"SO-M11", "SO-C03", "SO-C01"}
+MANUAL_ONLY = {"SO-C03", "SO-C01"}
 
 
 @pytest.mark.parametrize("remediation", sorted(CASES))
@@ -172,6 +178,71 @@ def test_every_remediation_fixes_its_defect_over_winrm(served: Any, remediation:
     again = lab.fix("--apply", "--yes")
     assert again.exit_code == 0 and "nothing to do" in again.output
     assert lab.runs() == 1  # the second run changed nothing and journaled nothing
+
+
+def _schannel(lab: Any) -> tuple[int | None, int | None] | None:
+    """MASTER01's SCHANNEL values as the next audit collects them over WinRM."""
+    snapshot, _ = reaudit(lab.inventory)
+    node = snapshot.clusters[0].node("MASTER01")
+    assert node is not None
+    if node.schannel is None:
+        return None
+    return node.schannel.client_auth_trust_mode, node.schannel.send_trusted_issuer_list
+
+
+def test_schannel_fix_sets_the_value_and_undo_deletes_it_again(served: Any) -> None:
+    lab = served(ISSUING_CA_IN_ROOT)
+    assert _schannel(lab) == (None, None)
+    applied = lab.fix("--apply", "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert _schannel(lab) == (2, None) and ("SO-M11", "MASTER01") not in lab.failing()
+    master = lab.lab.state.node("MASTER01")
+    assert [e["op"] for e in master.journal] == ["set_schannel_value", "restart_service"]
+    with Journal(lab.journal) as journal:
+        run_id = journal.runs()[-1].run_id
+    undone = lab.fix("--undo", run_id, "--yes")
+    assert undone.exit_code == 0, undone.output
+    assert _schannel(lab) == (None, None) and ("SO-M11", "MASTER01") in lab.failing()
+    assert [e["op"] for e in master.journal[2:]] == ["delete_schannel_value", "restart_service"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "fail_op", "units"),
+    [
+        (ISSUING_CA_IN_ROOT, "restart_service", {"u01": "failed"}),
+        (
+            {
+                **ISSUING_CA_IN_ROOT,
+                "nodes": {
+                    "MASTER01": {
+                        **ISSUING_CA_IN_ROOT["nodes"]["MASTER01"],
+                        "bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}],
+                    }
+                },
+            },
+            "set_binding",
+            {"u01": "rolled_back", "u02": "failed"},
+        ),
+    ],
+    ids=["own-restart-fails", "shared-restart-unit-fails"],
+)
+def test_a_failed_schannel_fix_puts_the_absent_value_back(
+    served: Any, tmp_path: Path, spec: dict[str, Any], fail_op: str, units: dict[str, str]
+) -> None:
+    lab = served(spec)
+    before = verdicts(reaudit(lab.inventory)[1])
+    master = lab.lab.state.node("MASTER01")
+    master.faults.fail_ops = {fail_op: 1}
+    out = tmp_path / "apply"
+    result = lab.fix("--apply", "--yes", "--out", str(out))
+    assert result.exit_code == 1 and "failed" in result.output
+    report = json.loads((out / "apply.json").read_text(encoding="utf-8"))
+    assert report["units"] == units and report["status"] == "failed"
+    assert master.schannel is not None and master.schannel.client_auth_trust_mode is None
+    assert _schannel(lab) == (None, None)
+    assert verdicts(reaudit(lab.inventory)[1]) == before
+    done = [e["op"] for e in master.journal]
+    assert done[0] == "set_schannel_value" and "delete_schannel_value" in done
 
 
 def test_apply_without_a_terminal_refuses_unless_told_yes(served: Any) -> None:

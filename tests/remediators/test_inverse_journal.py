@@ -116,6 +116,36 @@ TP = "A" * 40
             [{"op": "restart_service", "name": "S"}],
         ),
         ({"op": "restart_service", "name": "S"}, {"restarted": False}, [], []),
+        (
+            {"op": "set_schannel_value", "name": "ClientAuthTrustMode", "value": 2},
+            {"name": "ClientAuthTrustMode", "value": 2, "previous": None, "existed": False},
+            [{"op": "delete_schannel_value", "name": "ClientAuthTrustMode"}],
+            [],
+        ),
+        (
+            {"op": "set_schannel_value", "name": "ClientAuthTrustMode", "value": 2},
+            {"name": "ClientAuthTrustMode", "value": 2, "previous": 0, "existed": True},
+            [{"op": "set_schannel_value", "name": "ClientAuthTrustMode", "value": 0}],
+            [],
+        ),
+        (
+            {"op": "set_schannel_value", "name": "ClientAuthTrustMode", "value": 2},
+            {"name": "ClientAuthTrustMode", "value": 2, "previous": 2, "existed": True},
+            [],
+            [],
+        ),
+        (
+            {"op": "delete_schannel_value", "name": "SendTrustedIssuerList"},
+            {"name": "SendTrustedIssuerList", "previous": 1, "existed": True},
+            [{"op": "set_schannel_value", "name": "SendTrustedIssuerList", "value": 1}],
+            [],
+        ),
+        (
+            {"op": "delete_schannel_value", "name": "SendTrustedIssuerList"},
+            {"name": "SendTrustedIssuerList", "previous": None, "existed": False},
+            [],
+            [],
+        ),
     ],
 )
 def test_inverse_restores_exactly_what_was_before(
@@ -134,6 +164,8 @@ def test_unknown_outcomes_only_get_safe_inverses() -> None:
     create = inverse({"op": "create_certificate", "store": "Root"}, None)
     assert create.requests == [] and "by hand" in create.note
     assert inverse({"op": "restart_service", "name": "S"}, None).deferred == [{"op": "restart_service", "name": "S"}]
+    schannel = inverse({"op": "set_schannel_value", "name": "ClientAuthTrustMode", "value": 2}, None)
+    assert schannel.requests == [] and "by hand" in schannel.note  # the value it replaced is unknown
 
 
 def test_a_certificate_deleted_with_its_key_is_reported_not_restored() -> None:

@@ -630,6 +630,153 @@ def test_repin_follows_a_master_fix_in_the_same_plan(cluster: Any) -> None:
     assert result.units[1].depends_on == ["u01"]  # skipped if the master fix fails
 
 
+# --- set-schannel-trust-mode -----------------------------------------------------------------------------
+
+ISSUING_CA_IN_ROOT: dict[str, Any] = {
+    "certs": {"ca": {"cn": ["Contoso Root CA"]}, "issuing": {"cn": ["Contoso Issuing CA 01"], "issuer": "ca"}},
+    "nodes": {"MASTER01": {"root_add": ["ca", "issuing"], "schannel": {}}},
+}
+SCHANNEL_COMMAND = (
+    "reg add HKLM\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL "
+    "/v ClientAuthTrustMode /t REG_DWORD /d 2 /f"
+)
+
+
+def with_master(spec: dict[str, Any], **master: Any) -> dict[str, Any]:
+    nodes = dict(spec["nodes"])
+    nodes["MASTER01"] = {**nodes["MASTER01"], **master}
+    return {**spec, "nodes": nodes}
+
+
+def test_schannel_trust_mode_is_set_and_the_master_restarted(cluster: Any) -> None:
+    c = cluster(ISSUING_CA_IN_ROOT)
+    assert ("SO-M11", "MASTER01") in c.failing()
+    result = plan(findings_file(finding("SO-M11", "MASTER01", "set-schannel-trust-mode")), c.snapshot, options())
+    assert rows(result) == [
+        ("s001", "u01", "MASTER01", "set_schannel_value", {"name": "ClientAuthTrustMode", "value": 2}),
+        ("s002", "u01", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+    ]
+    step = result.steps[0]
+    assert step.command == SCHANNEL_COMMAND
+    assert step.before == "ClientAuthTrustMode = (absent), SendTrustedIssuerList = (absent)"
+    assert step.after == (
+        "ClientAuthTrustMode = 2 (REG_DWORD); LocalMachine\\Root is left as it is; "
+        "the master service must restart to pick it up"
+    )
+    assert [(u.id, u.remediation, u.target, u.depends_on) for u in result.units] == [
+        ("u01", "set-schannel-trust-mode", "MASTER01", [])
+    ]
+    assert outcome(result, "SO-M11@CLUSTER/MASTER01") == ("planned", "u01")
+
+
+def test_every_master_of_an_ha_pair_named_by_a_finding_gets_its_own_unit(cluster: Any) -> None:
+    spec = {
+        **ISSUING_CA_IN_ROOT,
+        "masters": ["MASTER01", "MASTER02"],
+        "nodes": {
+            "MASTER01": {"root_add": ["ca", "issuing"], "schannel": {}},
+            "MASTER02": {"root_add": ["ca", "issuing"], "schannel": {}},
+        },
+    }
+    c = cluster(spec)
+    assert {("SO-M11", "MASTER01"), ("SO-M11", "MASTER02")} <= c.failing()
+    result = plan(
+        findings_file(
+            finding("SO-M11", "MASTER02", "set-schannel-trust-mode"),
+            finding("SO-M11", "MASTER01", "set-schannel-trust-mode"),
+        ),
+        c.snapshot,
+        options(),
+    )
+    assert rows(result) == [
+        ("s001", "u01", "MASTER01", "set_schannel_value", {"name": "ClientAuthTrustMode", "value": 2}),
+        ("s002", "u01", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+        ("s003", "u02", "MASTER02", "set_schannel_value", {"name": "ClientAuthTrustMode", "value": 2}),
+        ("s004", "u02", "MASTER02", "restart_service", {"name": MASTER_SERVICE}),
+    ]
+    assert [u.findings for u in result.units] == [["SO-M11@CLUSTER/MASTER01"], ["SO-M11@CLUSTER/MASTER02"]]
+
+
+def test_schannel_values_already_there_are_shown_as_they_are(cluster: Any) -> None:
+    c = cluster(with_master(ISSUING_CA_IN_ROOT, schannel={"ClientAuthTrustMode": 1, "SendTrustedIssuerList": 1}))
+    assert ("SO-M11", "MASTER01") in c.failing()
+    result = plan(findings_file(finding("SO-M11", "MASTER01", "set-schannel-trust-mode")), c.snapshot, options())
+    assert rows(result)[0][3:] == ("set_schannel_value", {"name": "ClientAuthTrustMode", "value": 2})
+    assert result.steps[0].before == "ClientAuthTrustMode = 1, SendTrustedIssuerList = 1"
+
+
+def test_schannel_fix_rides_on_the_master_restart_the_plan_already_has(cluster: Any) -> None:
+    c = cluster(
+        with_master(ISSUING_CA_IN_ROOT, bindings=[{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}])
+    )
+    result = plan(
+        findings_file(
+            finding("SO-M06", "MASTER01", "repair-master-binding"),
+            finding("SO-M11", "MASTER01", "set-schannel-trust-mode"),
+        ),
+        c.snapshot,
+        options(),
+    )
+    assert [(s.id, s.unit, s.node, s.action) for s in result.steps] == [
+        ("s001", "u01", "MASTER01", "set_schannel_value"),
+        ("s002", "u02", "MASTER01", "set_binding"),
+        ("s003", "u02", "MASTER01", "restart_service"),
+    ]
+    assert [(u.id, u.remediation, u.depends_on) for u in result.units] == [
+        ("u01", "set-schannel-trust-mode", []),
+        ("u02", "repair-master-binding", ["u01"]),
+    ]
+    assert outcome(result, "SO-M11@CLUSTER/MASTER01") == ("planned", "u01")
+    assert outcome(result, "SO-M06@CLUSTER/MASTER01") == ("planned", "u02")
+
+
+def test_schannel_fix_restarts_itself_when_the_only_master_restart_spans_other_nodes(cluster: Any) -> None:
+    c = cluster({**ISSUING_CA_IN_ROOT, "certs": {**ISSUING_CA_IN_ROOT["certs"], "master": EXPIRING}})
+    result = plan(
+        findings_file(
+            finding("SO-M07", "MASTER01", "rotate-master-certificate"),
+            finding("SO-M11", "MASTER01", "set-schannel-trust-mode"),
+        ),
+        c.snapshot,
+        options(),
+    )
+    rotation, schannel = result.units
+    assert (rotation.remediation, rotation.nodes) == ("rotate-master-certificate", ["MASTER01", "WORKER01"])
+    assert ("MASTER01", "restart_service") in [(result.step(s).node, result.step(s).action) for s in rotation.steps]
+    # a rotation that fails on a worker is rolled back without this unit, which must not rely on its restart
+    assert [(s.unit, s.node, s.action, dict(s.params)) for s in result.steps[-2:]] == [
+        ("u02", "MASTER01", "set_schannel_value", {"name": "ClientAuthTrustMode", "value": 2}),
+        ("u02", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+    ]
+    assert (schannel.remediation, schannel.depends_on, rotation.depends_on) == ("set-schannel-trust-mode", [], [])
+
+
+def test_schannel_fix_without_the_collected_values_is_manual(cluster: Any) -> None:
+    c = cluster(with_master(ISSUING_CA_IN_ROOT, schannel=None))
+    result = plan(findings_file(finding("SO-M11", "MASTER01", "set-schannel-trust-mode")), c.snapshot, options())
+    assert result.empty
+    (item,) = result.manual
+    assert (item.policy, item.node, item.remediation) == ("SO-M11", "MASTER01", "set-schannel-trust-mode")
+    assert item.reason == "the master's SCHANNEL registry values were not collected"
+    assert any("ClientAuthTrustMode" in s and "SendTrustedIssuerList" in s for s in item.steps)
+
+
+def test_schannel_fix_on_a_worker_is_manual(cluster: Any) -> None:
+    c = cluster(ISSUING_CA_IN_ROOT)
+    result = plan(findings_file(finding("SO-M11", "WORKER01", "set-schannel-trust-mode")), c.snapshot, options())
+    assert result.empty and "not a master" in result.manual[0].reason
+
+
+@pytest.mark.parametrize(
+    "values", [{"ClientAuthTrustMode": 2}, {"SendTrustedIssuerList": 0, "ClientAuthTrustMode": 0}]
+)
+def test_schannel_already_mitigated_plans_nothing(cluster: Any, values: dict[str, int]) -> None:
+    c = cluster(with_master(ISSUING_CA_IN_ROOT, schannel=values))
+    result = plan(findings_file(finding("SO-M11", "MASTER01", "set-schannel-trust-mode")), c.snapshot, options())
+    assert result.empty and not result.manual
+    assert outcome(result, "SO-M11@CLUSTER/MASTER01") == ("nothing_to_do", None)
+
+
 # --- grant / start / stale / manual ----------------------------------------------------------------------
 
 
@@ -721,7 +868,7 @@ def test_findings_without_a_safe_fix_are_listed_with_the_documented_steps(cluste
     c = cluster()
     result = plan(
         findings_file(
-            finding("SO-M11", "MASTER01", "manual"),
+            finding("SO-C03", "MASTER01", "manual"),
             finding("SO-C01", "WORKER01", "manual", status=Status.ERROR),
             finding("SO-X99", "WORKER01", "frobnicate"),
         ),
@@ -730,8 +877,9 @@ def test_findings_without_a_safe_fix_are_listed_with_the_documented_steps(cluste
     )
     assert result.empty
     manual = {m.policy: m for m in result.manual}
-    assert set(manual) == {"SO-M11", "SO-C01", "SO-X99"}
-    assert any("SendTrustedIssuerList" in s for s in manual["SO-M11"].steps)
+    assert set(manual) == {"SO-C03", "SO-C01", "SO-X99"}
+    assert manual["SO-C03"].reason == "the policy has no automatic remediation"
+    assert any("SSLCERT_THUMBPRINT" in s for s in manual["SO-C03"].steps)
     assert "no remediator named 'frobnicate'" in manual["SO-X99"].reason
 
 
@@ -783,10 +931,13 @@ def test_every_failing_finding_of_a_real_audit_gets_exactly_one_disposition(clus
     c = cluster(
         {
             "workers": ["WORKER01", "WORKER02"],
+            "certs": ISSUING_CA_IN_ROOT["certs"],
             "nodes": {
                 "MASTER01": {
                     "bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}],
                     "master_service": {"StartMode": "Manual"},
+                    "root_add": ["ca", "issuing"],
+                    "schannel": {},
                 },
                 "WORKER01": {"key_readers": {"WORKER01": ["NT AUTHORITY\\SYSTEM"]}},
                 "WORKER02": {"root_remove": ["WORKER02"]},
@@ -795,7 +946,7 @@ def test_every_failing_finding_of_a_real_audit_gets_exactly_one_disposition(clus
     )
     found = c.findings()
     failing = [f for f in found if f.status in (Status.FAIL, Status.ERROR)]
-    assert {f.policy for f in failing} >= {"SO-M06", "SO-M09", "SO-W09", "SO-W07"}
+    assert {f.policy for f in failing} >= {"SO-M06", "SO-M09", "SO-M11", "SO-W09", "SO-W07"}
     result = plan(findings_file(*found), c.snapshot, options())
     keys = sorted(d.finding for d in result.dispositions)
     assert keys == sorted(f"{f.policy}@CLUSTER/{f.node}" for f in failing)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,33 @@ def test_a_reporter_is_one_line_to_add(
     monkeypatch.setattr(registry, "REPORTERS", [*registry.REPORTERS, CountReporter()])
     outputs = registry.write_reports(tmp_path, context.snapshot, context.findings, now=context.now)
     assert outputs["count.txt"].read_text() == str(len(context.findings.findings))
+
+
+def test_forked_reports_are_the_same_bytes_and_failures_surface(
+    context: ReportContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCALEGUARD_PARALLEL", "off")
+    inline = registry.write_reports(tmp_path / "inline", context.snapshot, context.findings, now=context.now)
+    monkeypatch.delenv("SCALEGUARD_PARALLEL")
+    monkeypatch.setattr(registry, "PARALLEL_MIN_FINDINGS", 0)
+    monkeypatch.setattr(registry.parallel, "enabled", lambda: os.name == "posix")  # even if a test left a thread
+    extra = tmp_path / "forked" / "extra.txt"
+    forked = registry.write_reports(
+        tmp_path / "forked", context.snapshot, context.findings, now=context.now,
+        also=[lambda: extra.write_text("also written")],
+    )
+    assert extra.read_text() == "also written"
+    for name, path in inline.items():
+        assert forked[name].read_bytes() == path.read_bytes(), name
+
+    class Broken:
+        filename = "broken.txt"
+
+        def render(self, ctx: ReportContext) -> bytes:
+            raise RuntimeError("renderer bug")
+
+    monkeypatch.setattr(registry, "REPORTERS", [Broken(), *registry.REPORTERS])
+    with pytest.raises(RuntimeError, match="renderer bug"):
+        registry.write_reports(tmp_path / "broken", context.snapshot, context.findings, now=context.now)
+    assert (tmp_path / "broken" / "report.html").stat().st_size > 0, "the other reports were still written"
+    assert not (tmp_path / "broken" / "broken.txt").exists()

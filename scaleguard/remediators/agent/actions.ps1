@@ -23,8 +23,10 @@ $IpPortPattern = '^((\d{1,3}\.){3}\d{1,3}|\[[0-9A-Fa-f:.]+\]):\d{1,5}$'
 $ServicePattern = '^SSISScaleOut(Master|Worker)\d{2,3}$'
 $BackupNamePattern = '^[A-Za-z0-9._-]{1,80}\\[A-Za-z0-9._-]{1,120}$'
 $AccountPattern = '^[^\x00-\x1f"/\[\]:;|=,+*?<>@]{1,104}$'
+$SchannelNamePattern = '^(ClientAuthTrustMode|SendTrustedIssuerList)$'
 $StoreNames = @('Root', 'My')
 $BindingRegistry = 'HKLM:\SYSTEM\CurrentControlSet\Services\HTTP\Parameters\SslBindingInfo'
+$SchannelRegistry = 'HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL'
 $X509 = 'System.Security.Cryptography.X509Certificates'
 
 function Stop-Action([string]$Message) {
@@ -486,6 +488,61 @@ function Invoke-RestartService($Request) {
     return [ordered]@{ name = $service.Name; restarted = $true; state = 'Running' }
 }
 
+# --- SCHANNEL registry values (only ClientAuthTrustMode and SendTrustedIssuerList, only REG_DWORD) --------
+
+function Get-SchannelValueName($Request) {
+    return (Get-Text $Request 'name' $SchannelNamePattern)
+}
+
+function Get-DwordRequest($Request) {
+    # A JSON integer arrives as Int32 or Int64; anything else (text, fraction, true) is refused.
+    $value = Get-Field $Request 'value'
+    if (-not (($value -is [int]) -or ($value -is [long]))) { Stop-Action "'value' must be an integer" }
+    if (($value -lt 0) -or ($value -gt [int]::MaxValue)) { Stop-Action "'value' must be 0-2147483647" }
+    return [int]$value
+}
+
+function Get-SchannelValue([string]$Name) {
+    # $null when the value does not exist. Any other kind, or a DWORD above 2147483647 (read back as a
+    # negative Int32), is refused: it could not be put back exactly, so it is never changed.
+    if (-not (Test-Path -LiteralPath $SchannelRegistry)) { Stop-Action 'the SCHANNEL key does not exist' }
+    $key = Get-Item -LiteralPath $SchannelRegistry
+    if (@($key.GetValueNames()) -notcontains $Name) { return $null }
+    $kind = $key.GetValueKind($Name)
+    if ($kind -ne [Microsoft.Win32.RegistryValueKind]::DWord) {
+        Stop-Action "$Name is $kind, not REG_DWORD; not changed"
+    }
+    $value = [int]$key.GetValue($Name)
+    if ($value -lt 0) { Stop-Action "$Name holds a value above 2147483647; not changed" }
+    return $value
+}
+
+function Invoke-SetSchannelValue($Request) {
+    $name = Get-SchannelValueName $Request
+    $value = Get-DwordRequest $Request
+    $previous = Get-SchannelValue $name
+    if ($previous -ne $value) {
+        New-ItemProperty -LiteralPath $SchannelRegistry -Name $name -PropertyType DWord -Value $value -Force | Out-Null
+    }
+    if ((Get-SchannelValue $name) -ne $value) {
+        if ($null -eq $previous) {
+            Remove-ItemProperty -LiteralPath $SchannelRegistry -Name $name -ErrorAction SilentlyContinue
+        } else {
+            New-ItemProperty -LiteralPath $SchannelRegistry -Name $name -PropertyType DWord -Value $previous -Force |
+                Out-Null
+        }
+        Stop-Action "$name could not be verified after writing (the previous value was put back)"
+    }
+    return [ordered]@{ name = $name; value = $value; previous = $previous; existed = ($null -ne $previous) }
+}
+
+function Invoke-DeleteSchannelValue($Request) {
+    $name = Get-SchannelValueName $Request
+    $previous = Get-SchannelValue $name
+    if ($null -ne $previous) { Remove-ItemProperty -LiteralPath $SchannelRegistry -Name $name }
+    return [ordered]@{ name = $name; previous = $previous; existed = ($null -ne $previous) }
+}
+
 # --- dispatch ----------------------------------------------------------------------------------------------
 
 try {
@@ -509,6 +566,8 @@ try {
         'start_service' { $result = Invoke-StartService $request }
         'stop_service' { $result = Invoke-StopService $request }
         'restart_service' { $result = Invoke-RestartService $request }
+        'set_schannel_value' { $result = Invoke-SetSchannelValue $request }
+        'delete_schannel_value' { $result = Invoke-DeleteSchannelValue $request }
         default {
             [Console]::Error.WriteLine('scaleguard fix agent: unsupported op')
             exit 2

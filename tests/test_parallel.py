@@ -1,0 +1,126 @@
+"""scaleguard.parallel: forked work answers like inline work — values back, exceptions re-raised, every job run."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scaleguard import parallel
+
+HAS_FORK = os.name == "posix" and "fork" in multiprocessing.get_all_start_methods()
+needs_fork = pytest.mark.skipif(not HAS_FORK, reason="fork is not available on this platform")
+
+
+@pytest.fixture(autouse=True)
+def _forking_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Earlier tests may leave a daemon thread behind, and CI may have one CPU: either would (rightly)
+    switch forking off, and these tests are about what happens when it is on."""
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(parallel, "cpu_count", lambda: 2)
+
+
+class _Picky(Exception):
+    """An exception that pickles but cannot be unpickled (its __init__ wants two arguments)."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a}/{b}")
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@needs_fork
+def test_a_task_runs_in_a_child_and_returns_its_value() -> None:
+    task = parallel.Task(lambda: (os.getpid(), [1, "two", {"three": 3}]))
+    pid, value = task.result()
+    assert pid != os.getpid()
+    assert value == [1, "two", {"three": 3}]
+
+
+@needs_fork
+def test_a_childs_exception_is_raised_in_the_parent_with_its_traceback() -> None:
+    task: parallel.Task[None] = parallel.Task(lambda: _fail("broken evidence"))
+    with pytest.raises(ValueError, match="broken evidence") as caught:
+        task.result()
+    assert any("forked audit worker" in note and "_fail" in note for note in caught.value.__notes__)
+
+
+@needs_fork
+def test_an_exception_that_cannot_travel_becomes_a_child_error() -> None:
+    def picky() -> None:
+        raise _Picky("a", "b")
+
+    with pytest.raises(parallel.ChildError, match=r"_Picky: a/b"):
+        parallel.Task(picky).result()
+
+
+@needs_fork
+def test_a_child_that_dies_without_answering_is_an_error() -> None:
+    with pytest.raises(parallel.ChildError, match="died"):
+        parallel.Task(lambda: os._exit(3)).result()
+
+
+def test_without_fork_the_task_runs_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEGUARD_PARALLEL", "off")
+    assert not parallel.enabled()
+    ran: list[int] = []
+    task = parallel.Task(lambda: ran.append(os.getpid()) or "done")
+    assert ran == [os.getpid()], "ran at once, in this process"
+    assert task.result() == "done"
+    with pytest.raises(ValueError, match="inline failure"):
+        parallel.Task(lambda: _fail("inline failure")).result()
+
+
+def test_fork_is_not_used_while_another_thread_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not parallel.enabled()
+    finally:
+        stop.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_run_all_runs_every_job_and_raises_the_first_failure(tmp_path: Path, fork: bool) -> None:
+    def write(name: str) -> None:
+        (tmp_path / name).write_text(name)
+
+    jobs = [
+        lambda: write("a"),
+        lambda: _fail("first"),
+        lambda: write("b"),
+        lambda: _fail("second"),
+        lambda: write("c"),
+    ]
+    with pytest.raises(ValueError, match="first"):
+        parallel.run_all(jobs, workers=2, fork=fork)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]
+
+
+@needs_fork
+def test_run_all_shares_the_jobs_between_this_process_and_a_child(tmp_path: Path) -> None:
+    def record(index: int) -> None:
+        (tmp_path / str(index)).write_text(str(os.getpid()))
+        time.sleep(0.05)  # long enough that the child, started a few ms later, takes jobs too
+
+    parallel.run_all([functools.partial(record, i) for i in range(6)], workers=2)
+    pids = {(tmp_path / str(i)).read_text() for i in range(6)}
+    assert len(pids) == 2 and str(os.getpid()) in pids
+
+
+def test_gc_paused_restores_the_collector() -> None:
+    assert gc.isenabled()
+    with parallel.gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
