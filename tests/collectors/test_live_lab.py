@@ -54,9 +54,10 @@ def finding_keys(findings: list) -> set[tuple[str, str, str, str]]:  # type: ign
     return {(f.policy, f.node, f.status.value, f.severity.value) for f in findings}
 
 
-# HTTPS with Basic is served (and equally collected) by the TLS lab of test_live_faults.py.
 @pytest.fixture(
-    scope="module", params=[("http", "basic"), ("http", "ntlm"), ("https", "ntlm")], ids=lambda p: "-".join(p)
+    scope="module",
+    params=[("http", "basic"), ("http", "ntlm"), ("https", "basic"), ("https", "ntlm")],
+    ids=lambda p: "-".join(p),
 )
 def lab(
     request: pytest.FixtureRequest,
