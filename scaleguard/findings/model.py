@@ -14,6 +14,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+REMEDIATIONS: tuple[str, ...] = (
+    "rotate-master-certificate",
+    "rotate-worker-certificate",
+    "import-root-certificate",
+    "repair-master-binding",
+    "repin-worker-master-thumbprint",
+    "fix-worker-master-endpoint",
+    "normalize-config-thumbprint",
+    "grant-worker-key-access",
+    "start-service",
+    "remove-stale-worker-certificates",
+    "set-schannel-trust-mode",
+    "manual",
+)
+"""Every name a finding's ``remediation`` may carry: policies choose one, the fix engine implements each."""
+
 
 class Status(StrEnum):
     PASS = "pass"

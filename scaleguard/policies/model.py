@@ -40,26 +40,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from scaleguard.findings.model import Severity
+from scaleguard.findings.model import REMEDIATIONS, Severity
 
 ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]{1,9}-[A-Z][0-9]{2,3}$")
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 LET_NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
 
-REMEDIATIONS = (
-    "rotate-master-certificate",
-    "rotate-worker-certificate",
-    "import-root-certificate",
-    "repair-master-binding",
-    "repin-worker-master-thumbprint",
-    "fix-worker-master-endpoint",
-    "normalize-config-thumbprint",
-    "grant-worker-key-access",
-    "start-service",
-    "remove-stale-worker-certificates",
-    "set-schannel-trust-mode",
-    "manual",
-)
 """The fix engine implements exactly these (docs/TEAM.md); a policy naming another could not be fixed."""
 
 

@@ -42,20 +42,6 @@ ActionName = Literal[
 ]
 ACTION_NAMES: tuple[str, ...] = ActionName.__args__  # type: ignore[attr-defined]
 
-REMEDIATIONS: tuple[str, ...] = (
-    "rotate-master-certificate",
-    "rotate-worker-certificate",
-    "import-root-certificate",
-    "repair-master-binding",
-    "repin-worker-master-thumbprint",
-    "fix-worker-master-endpoint",
-    "normalize-config-thumbprint",
-    "grant-worker-key-access",
-    "start-service",
-    "remove-stale-worker-certificates",
-    "set-schannel-trust-mode",
-    "manual",
-)
 
 
 class _Model(BaseModel):

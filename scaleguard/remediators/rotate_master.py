@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from scaleguard.findings.model import Finding
 from scaleguard.remediators import commands
-from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, is_ip, valid_host
+from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, valid_host
 from scaleguard.remediators.intent import (
     BindingFact,
     CertFact,
@@ -33,6 +33,7 @@ from scaleguard.remediators.model import FileRef, StepRef, Unit
 from scaleguard.remediators.steps import (
     ALWAYS_KEY_READERS,
     add_cert,
+    create_certificate,
     import_cert,
     port_of,
     rebind,
@@ -190,45 +191,20 @@ class RotateMasterCertificate(Remediator):
             ), steps
         master = masters[0]
         old = ctx.clusters[master.cluster].master_thumb(master)
-        dns = [n for n in names if not is_ip(n)]
-        ips = [n for n in names if is_ip(n)]
-        step = draft.step(
+        cert, step = create_certificate(
+            draft,
             master,
-            "create_certificate",
-            {
-                "store": "Root",
-                "common_names": names,
-                "san_dns": dns,
-                "san_ip": ips,
-                "key_bits": options.key_bits,
-                "hash": options.master_hash,
-                "valid_days": options.valid_days,
-                "friendly_name": "SSIS Scale Out Master",
-            },
-            before=f"master certificate {show(old)}",
-            after=(
-                f"new self-signed certificate {'; '.join('CN=' + n for n in names)}, RSA {options.key_bits}, "
-                f"{options.master_hash}, in LocalMachine\\Root with its key (created on the master)"
-            ),
-            command=commands.makecert(
-                names,
-                store="Root",
-                file_name="SSISScaleOutMaster.cer",
-                hash_name=options.master_hash,
-                key_bits=options.key_bits,
-            ),
+            "Root",
+            names,
+            hash_name=options.master_hash,
+            key_bits=options.key_bits,
+            valid_days=options.valid_days,
+            friendly_name="SSIS Scale Out Master",
+            file_name="SSISScaleOutMaster.cer",
+            old=old,
+            label="master certificate",
+            key_note="created on the master",
         )
-        cert = CertFact(
-            thumbprint=StepRef(from_step=step, field="thumbprint"),
-            der_b64=StepRef(from_step=step, field="der_b64"),
-            subject=", ".join(f"CN={n}" for n in names),
-            common_names=list(names),
-            names=list(names),
-            has_key=True,
-            readers=list(ALWAYS_KEY_READERS),
-            provided_by=draft.id,
-        )
-        add_cert(master, "Root", cert)
         return cert, [step]
 
     def _trust_on_workers(

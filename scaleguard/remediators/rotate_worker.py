@@ -15,12 +15,12 @@ from typing import ClassVar
 
 from scaleguard.findings.model import Finding
 from scaleguard.remediators import commands
-from scaleguard.remediators.base import PlanContext, Remediator, group_by_node, is_ip, valid_host
+from scaleguard.remediators.base import PlanContext, Remediator, group_by_node, valid_host
 from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, Thumb, show, thumb_key
-from scaleguard.remediators.model import StepRef, Unit
+from scaleguard.remediators.model import Unit
 from scaleguard.remediators.steps import (
     ALWAYS_KEY_READERS,
-    add_cert,
+    create_certificate,
     drop_cert,
     import_cert,
     service_account,
@@ -78,43 +78,20 @@ class RotateWorkerCertificate(Remediator):
         draft = ctx.draft(
             self.name, cluster, worker.name, f"rotate the worker certificate of {worker.name}", self.phase
         )
-        create = draft.step(
+        cert, create = create_certificate(
+            draft,
             worker,
-            "create_certificate",
-            {
-                "store": "My",
-                "common_names": names,
-                "san_dns": [n for n in names if not is_ip(n)],
-                "san_ip": [n for n in names if is_ip(n)],
-                "key_bits": options.key_bits,
-                "hash": options.worker_hash,
-                "valid_days": options.valid_days,
-                "friendly_name": "SSIS Scale Out Worker",
-            },
-            before=f"worker certificate {show(old)}",
-            after=(
-                f"new self-signed certificate {'; '.join('CN=' + n for n in names)}, RSA {options.key_bits}, "
-                f"{options.worker_hash}, in LocalMachine\\My with its key (SYSTEM and Administrators only)"
-            ),
-            command=commands.makecert(
-                names,
-                store="My",
-                file_name="SSISScaleOutWorker.cer",
-                hash_name=options.worker_hash,
-                key_bits=options.key_bits,
-            ),
+            "My",
+            names,
+            hash_name=options.worker_hash,
+            key_bits=options.key_bits,
+            valid_days=options.valid_days,
+            friendly_name="SSIS Scale Out Worker",
+            file_name="SSISScaleOutWorker.cer",
+            old=old,
+            label="worker certificate",
+            key_note="SYSTEM and Administrators only",
         )
-        cert = CertFact(
-            thumbprint=StepRef(from_step=create, field="thumbprint"),
-            der_b64=StepRef(from_step=create, field="der_b64"),
-            subject=", ".join(f"CN={n}" for n in names),
-            common_names=list(names),
-            names=list(names),
-            has_key=True,
-            readers=list(ALWAYS_KEY_READERS),
-            provided_by=draft.id,
-        )
-        add_cert(worker, "My", cert)
         trust = [
             import_cert(
                 draft,

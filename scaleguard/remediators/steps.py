@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 from scaleguard.remediators import commands
-from scaleguard.remediators.base import UnitDraft
+from scaleguard.remediators.base import UnitDraft, is_ip
 from scaleguard.remediators.intent import (
     BindingFact,
     CertFact,
@@ -97,6 +97,61 @@ def import_cert(
         ),
     )
     return step
+
+
+def create_certificate(
+    draft: UnitDraft,
+    node: NodeIntent,
+    store: str,
+    names: list[str],
+    *,
+    hash_name: str,
+    key_bits: int,
+    valid_days: int,
+    friendly_name: str,
+    file_name: str,
+    old: Thumb | None,
+    label: str,
+    key_note: str,
+) -> tuple[CertFact, str]:
+    """A new self-signed certificate made ON ``node`` (the key never leaves it), as both rotations need.
+
+    Names that are addresses go into the SAN as IPs, the rest as DNS names; every name is also a CN, as
+    MakeCert's ``CN=name;CN=ip`` did. Returns the certificate as the intended state will know it (its
+    thumbprint and DER are references to the step's answer) and the step id.
+    """
+    step = draft.step(
+        node,
+        "create_certificate",
+        {
+            "store": store,
+            "common_names": names,
+            "san_dns": [n for n in names if not is_ip(n)],
+            "san_ip": [n for n in names if is_ip(n)],
+            "key_bits": key_bits,
+            "hash": hash_name,
+            "valid_days": valid_days,
+            "friendly_name": friendly_name,
+        },
+        before=f"{label} {show(old)}",
+        after=(
+            f"new self-signed certificate {'; '.join('CN=' + n for n in names)}, RSA {key_bits}, "
+            f"{hash_name}, in LocalMachine\\{store} with its key ({key_note})"
+        ),
+        command=commands.makecert(names, store=store, file_name=file_name, hash_name=hash_name, key_bits=key_bits),
+    )
+    cert = CertFact(
+        thumbprint=StepRef(from_step=step, field="thumbprint"),
+        der_b64=StepRef(from_step=step, field="der_b64"),
+        subject=", ".join(f"CN={n}" for n in names),
+        common_names=list(names),
+        names=list(names),
+        has_key=True,
+        readers=list(ALWAYS_KEY_READERS),
+        provided_by=draft.id,
+    )
+    add_cert(node, store, cert)
+    return cert, step
 
 
 def add_cert(node: NodeIntent, store: str, cert: CertFact) -> None:

@@ -971,3 +971,12 @@ def test_a_pfx_is_read_once_and_its_password_stays_a_reference(tmp_path: Any) ->
     cert = x509.load_der_x509_certificate(base64.b64decode(pfx.der_b64))
     assert cert.subject.rfc4514_string() == pfx.subject
     assert pfx.password == SecretRef(secret_env="PFX_PASSWORD")
+
+
+def test_every_remediation_name_has_exactly_one_remediator() -> None:
+    """A policy may only name a remediation the fix engine can plan (manual included)."""
+    from scaleguard.findings.model import REMEDIATIONS
+    from scaleguard.remediators.planner import REMEDIATORS
+
+    names = [r.name for r in REMEDIATORS]
+    assert sorted(names) == sorted(REMEDIATIONS)

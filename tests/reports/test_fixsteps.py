@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scaleguard.policies.model import REMEDIATIONS
+from scaleguard.findings.model import REMEDIATIONS
 from scaleguard.reports.fixsteps import FIX_STEPS
 
 
