@@ -193,4 +193,17 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            _promote_survivors()
             gc.enable()
+
+
+def _promote_survivors() -> None:
+    """Move everything allocated during the pause straight into the oldest generation.
+
+    While the collector is off, every new object still counts towards the youngest generation, so the
+    first allocation after ``gc.enable()`` would trigger a young collection that walks all of them
+    (about 0.1 s after a 1,000-node audit) only to promote them, since they are all still alive.
+    ``freeze`` + ``unfreeze`` moves them there directly (two list splices) and resets the counter; they
+    are still collected by later full collections, so garbage cycles are not leaked."""
+    gc.freeze()
+    gc.unfreeze()

@@ -99,11 +99,22 @@ def _post_processors() -> list[PostProcessor]:
     return hooks
 
 
+def _write_snapshot_artefacts(
+    snapshot: Snapshot, snapshot_path: Path, options: AuditOptions, now: datetime
+) -> dict[str, Path]:
+    """``snapshot.json`` and the reports that read nothing else (``registry.SNAPSHOT_ONLY``)."""
+    from scaleguard.reports.registry import write_snapshot_reports
+
+    snapshot.write(snapshot_path)
+    return write_snapshot_reports(options.out_dir, snapshot, now=now)
+
+
 def run_audit(options: AuditOptions, *, on_stage: Callable[[str], None] | None = None) -> AuditResult:
     """Every stage, in order. The cyclic garbage collector is paused throughout (the audit's objects live
     until it ends, see :func:`scaleguard.parallel.gc_paused`), and on a system with ``fork`` the stages'
-    independent writes overlap: ``snapshot.json`` is written by a child while the parent evaluates, and
-    ``findings.json`` and the reports are written by children side by side (:mod:`scaleguard.parallel`)."""
+    independent writes overlap: ``snapshot.json`` and the reports that need only the snapshot are written
+    by a child while the parent evaluates, and ``findings.json`` and the other reports are written by
+    children side by side (:mod:`scaleguard.parallel`)."""
     with parallel.gc_paused():
         return _run_audit(options, on_stage or (lambda _stage: None))
 
@@ -115,7 +126,9 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
     note("collect")
     snapshot = collect(options)
     snapshot_path = options.out_dir / "snapshot.json"
-    snapshot_written = parallel.Task(lambda: snapshot.write(snapshot_path))
+    # What needs only the snapshot is written by a child while the parent evaluates (one-directional:
+    # it reads the snapshot, writes files, and hands nothing back but their names).
+    snapshot_written = parallel.Task(lambda: _write_snapshot_artefacts(snapshot, snapshot_path, options, now))
 
     note("evaluate")
     findings, policy_summaries = evaluate(snapshot, options, now)
@@ -135,15 +148,16 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
     findings_path = options.out_dir / "findings.json"
 
     note("report")
-    from scaleguard.reports.registry import write_reports
+    from scaleguard.reports.registry import SNAPSHOT_ONLY, write_reports
 
     try:
         outputs = write_reports(
-            options.out_dir, snapshot, findings_file, now=now, also=[lambda: findings_file.write(findings_path)]
+            options.out_dir, snapshot, findings_file, now=now, also=[lambda: findings_file.write(findings_path)],
+            skip=SNAPSHOT_ONLY,
         )
     finally:
-        snapshot_written.result()
-    outputs = {"snapshot.json": snapshot_path, "findings.json": findings_path, **outputs}
+        early = snapshot_written.result()
+    outputs = {"snapshot.json": snapshot_path, "findings.json": findings_path, **outputs, **early}
     code = audit_exit_code(
         findings_file.findings, options.fail_on, allow_incomplete=options.allow_incomplete,
         warn_only=options.warn_only,

@@ -124,3 +124,13 @@ def test_gc_paused_restores_the_collector() -> None:
     with parallel.gc_paused():
         assert not gc.isenabled()
     assert gc.isenabled()
+
+
+def test_gc_paused_leaves_no_young_collection_behind() -> None:
+    """Objects made during the pause are promoted at its end, so the next allocation does not trigger a
+    young collection over all of them."""
+    with parallel.gc_paused():
+        kept = [{} for _ in range(50_000)]
+        assert gc.get_count()[0] > 10_000
+    assert gc.get_count()[0] < 1_000
+    assert len(kept) == 50_000

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
@@ -106,6 +106,8 @@ class ExpiryForecast:
         """What findings.json / a template needs: counts per bucket and the soonest certificates."""
         soonest: list[dict[str, Any]] = []
         seen: set[str] = set()
+        # copies per certificate counted in one pass, not one pass over every row per listed certificate
+        copies = Counter(row.cert.thumbprint for row in self.rows)
         for row in self.rows:
             if row.cert.thumbprint in seen or len(soonest) >= limit:
                 continue
@@ -120,7 +122,7 @@ class ExpiryForecast:
                     "days_left": row.days_left,
                     "bucket": row.bucket,
                     "not_after": row.cert.not_after.isoformat(timespec="seconds"),
-                    "copies": sum(1 for r in self.rows if r.cert.thumbprint == row.cert.thumbprint),
+                    "copies": copies[row.cert.thumbprint],
                 }
             )
         counts = self.bucket_counts()

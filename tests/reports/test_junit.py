@@ -118,3 +118,23 @@ def test_several_clusters_and_repeated_subjects_stay_distinguishable() -> None:
     )
     names = sorted(c.get("name") or "" for c in root.iter("testcase"))
     assert names == ["dr/WRK01", f"prod/WRK01 [{'A' * 40}]", f"prod/WRK01 [{'B' * 40}]"]
+
+
+def test_text_output_is_what_elementtree_writes_for_hostile_values() -> None:
+    """junit.xml is built as text for speed; it must stay the bytes ElementTree + ET.indent produced."""
+    import xml.etree.ElementTree as ET
+
+    odd = 'a&b <c> "d" \'e\'\r\n\tf\x00]]>'
+    findings = [
+        # element text keeps a raw CR, which a parser reads back as LF: no CR where the text goes
+        f("SO-W03", "w1", Status.FAIL, message=odd.replace("\r", ""), subject="s", evidence={"k": "<&>"}),
+        f("SO-W03", "W1", Status.ERROR, subject="x"),
+        f("SO-W03", "w2", Status.NOT_ASSESSED, applicable=False, message=odd),
+        f("SO-W03", "w3", Status.WAIVED, waiver={"owner": odd, "reason": "r", "expires": "2026-06-01"}),
+        f("SO-M01", odd, Status.PASS, cluster="other"),
+    ]
+    root = ET.fromstring(render(findings))
+    ET.indent(root)
+    expected = b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode").encode() + b"\n"
+    assert render(findings) == expected
+    assert render([]).endswith(b' time="0" />\n')

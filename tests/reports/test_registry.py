@@ -73,3 +73,17 @@ def test_forked_reports_are_the_same_bytes_and_failures_surface(
         registry.write_reports(tmp_path / "broken", context.snapshot, context.findings, now=context.now)
     assert (tmp_path / "broken" / "report.html").stat().st_size > 0, "the other reports were still written"
     assert not (tmp_path / "broken" / "broken.txt").exists()
+
+
+def test_snapshot_only_reports_written_early_are_the_same_file(context: ReportContext, tmp_path: Path) -> None:
+    """The pipeline writes SNAPSHOT_ONLY reports before the findings exist; the bytes must not depend on it."""
+    assert registry.SNAPSHOT_ONLY, "expiry.csv needs only the snapshot"
+    late = registry.write_reports(tmp_path / "late", context.snapshot, context.findings, now=context.now)
+    early = registry.write_snapshot_reports(tmp_path / "early", context.snapshot, now=context.now)
+    assert set(early) == set(registry.SNAPSHOT_ONLY)
+    for name, path in early.items():
+        assert path.read_bytes() == late[name].read_bytes()
+    skipped = registry.write_reports(
+        tmp_path / "early", context.snapshot, context.findings, now=context.now, skip=registry.SNAPSHOT_ONLY
+    )
+    assert set(skipped) == set(late)
