@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from scaleguard import parallel
 from scaleguard.exitcodes import ExitCode, audit_exit_code
 from scaleguard.findings.model import Finding, FindingsFile, Severity
+from scaleguard.policies.model import Thresholds
 from scaleguard.snapshot.model import Snapshot
 
 
@@ -33,6 +34,7 @@ class AuditOptions:
     progress: bool = True
     waivers: Path | None = None
     waiver_max_days: int | None = None
+    thresholds: Thresholds = field(default_factory=Thresholds)
     history: Path | None = None
     notify_webhook: str | None = None
     now: datetime | None = None
@@ -71,7 +73,7 @@ def evaluate(snapshot: Snapshot, options: AuditOptions, now: datetime) -> tuple[
     from scaleguard.policies.loader import load_policies
 
     policies = load_policies(list(options.policy_dirs))
-    findings = evaluate_policies(snapshot, policies, now=now)
+    findings = evaluate_policies(snapshot, policies, now=now, thresholds=options.thresholds)
     return findings, [p.summary() for p in policies]
 
 

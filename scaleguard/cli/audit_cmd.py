@@ -19,6 +19,7 @@ from rich.markup import escape
 from scaleguard.exitcodes import ExitCode
 from scaleguard.findings.model import Severity, Status
 from scaleguard.pipeline import AuditOptions, AuditResult, run_audit
+from scaleguard.policies.model import Thresholds
 from scaleguard.reports.view import SEVERITY_ORDER, STATUS_ORDER, sorted_findings
 
 from .groups import app
@@ -65,6 +66,15 @@ def audit(
     notify_webhook: Annotated[
         str | None, typer.Option("--notify-webhook", help="POST a summary to this http(s) URL.")
     ] = None,
+    expiry_high_days: Annotated[
+        int, typer.Option("--expiry-high-days", min=0, help="A certificate this close to expiry is high.")
+    ] = 30,
+    expiry_medium_days: Annotated[
+        int, typer.Option("--expiry-medium-days", min=0, help="A certificate this close to expiry is medium.")
+    ] = 60,
+    min_rsa_bits: Annotated[
+        int, typer.Option("--min-rsa-bits", min=0, help="Smallest acceptable RSA key (SO-M10, SO-W12).")
+    ] = 2048,
 ) -> None:
     """Audit a Scale Out cluster's certificate setup and write the reports."""
     console = Console(stderr=True, highlight=False, soft_wrap=True)  # CI logs: never cut a path in two
@@ -74,6 +84,7 @@ def audit(
             allow_incomplete=allow_incomplete, policies=policies or [], concurrency=concurrency,
             insecure=insecure, waivers=waivers, waiver_max_days=waiver_max_days,
             history=history, warn_only=warn_only, notify_webhook=notify_webhook,
+            thresholds=_thresholds(expiry_high_days, expiry_medium_days, min_rsa_bits),
         )
         result = _run(options, console)
     except UsageError as exc:
@@ -85,7 +96,7 @@ def audit(
 def _options(
     *, out: Path, evidence: Path | None, inventory: Path | None, fail_on: Severity, allow_incomplete: bool,
     policies: list[Path], concurrency: int, insecure: bool, waivers: Path | None, waiver_max_days: int | None,
-    history: Path | None, warn_only: bool, notify_webhook: str | None,
+    history: Path | None, warn_only: bool, notify_webhook: str | None, thresholds: Thresholds,
 ) -> AuditOptions:
     if (evidence is None) == (inventory is None):
         raise UsageError("give exactly one of --evidence DIR (offline) or --inventory FILE (live)")
@@ -109,7 +120,15 @@ def _options(
         out_dir=out, evidence=evidence, inventory=inventory, policy_dirs=tuple(policies), fail_on=fail_on,
         allow_incomplete=allow_incomplete, warn_only=warn_only, concurrency=concurrency, insecure=insecure,
         waivers=waivers, waiver_max_days=waiver_max_days, history=history, notify_webhook=notify_webhook,
+        thresholds=thresholds,
     )
+
+
+def _thresholds(high_days: int, medium_days: int, min_rsa_bits: int) -> Thresholds:
+    try:
+        return Thresholds(expiry_high_days=high_days, expiry_medium_days=medium_days, min_rsa_bits=min_rsa_bits)
+    except ValueError as exc:
+        raise UsageError(f"--expiry-high-days {high_days} / --expiry-medium-days {medium_days}: {exc}") from exc
 
 
 def _check_waivers(path: Path, max_days: int | None) -> None:

@@ -165,3 +165,29 @@ def test_invalid_policy_file_exits_2_with_the_policy_error(tmp_path: Path) -> No
     code, err, _ = audit("--evidence", evidence, "--out", tmp_path / "out", "--policies", pack)
     assert code == 2
     assert f"scaleguard audit: error: {pack / 'broken.yaml'}:3: YAML syntax error" in err
+
+
+def _verdict(data: dict[str, Any] | None, policy: str, node_name: str) -> tuple[str, str]:
+    assert data is not None
+    finding = next(f for f in data["findings"] if f["policy"] == policy and f["node"] == node_name)
+    return finding["status"], finding["severity"]
+
+
+def test_expiry_thresholds_are_configurable(tmp_path: Path) -> None:
+    evidence = demo_scenario(defects=True).write(tmp_path / "CONTOSO-SSIS")  # WORKER03 expires in ~20 days
+    _, err, data = audit("--evidence", evidence, "--out", tmp_path / "default")
+    assert _verdict(data, "SO-W10", "WORKER03") == ("fail", "high"), err
+    _, err, data = audit("--evidence", evidence, "--out", tmp_path / "medium",
+                         "--expiry-high-days", "10", "--expiry-medium-days", "25")
+    assert _verdict(data, "SO-W10", "WORKER03") == ("fail", "medium"), err
+    _, err, data = audit("--evidence", evidence, "--out", tmp_path / "relaxed",
+                         "--expiry-high-days", "5", "--expiry-medium-days", "10")
+    assert _verdict(data, "SO-W10", "WORKER03")[0] == "pass", err
+
+
+def test_inverted_expiry_thresholds_are_a_usage_error(tmp_path: Path) -> None:
+    evidence = lab(tmp_path, defects=False)
+    code, err, _ = audit("--evidence", evidence, "--out", tmp_path / "out",
+                         "--expiry-high-days", "40", "--expiry-medium-days", "30")
+    assert code == 2
+    assert "expiry thresholds need 0 <= high days <= medium days" in err
