@@ -18,7 +18,7 @@ import typer
 from scaleguard.cli.groups import policies_app
 from scaleguard.exitcodes import ExitCode
 from scaleguard.policies.fact_schema import render
-from scaleguard.policies.loader import BUILTIN_PREFIX, load_all
+from scaleguard.policies.loader import BUILTIN_PREFIX, is_builtin_pack, load_all
 from scaleguard.policies.model import Policy
 
 PolicyDirs = Annotated[
@@ -61,6 +61,9 @@ def validate(
         raise typer.Exit(ExitCode.USAGE)
     user = [p for p in result.policies if not p.source.startswith(BUILTIN_PREFIX)]
     where = ", ".join(str(d) for d in directories)
+    if not user and all(is_builtin_pack(d) for d in directories):
+        typer.echo(f"OK: {len(result.policies)} policies in the built-in pack ({where})")
+        return
     typer.echo(f"OK: {len(user)} policies in {where} (with the built-in pack: {len(result.policies)})")
 
 

@@ -83,6 +83,8 @@ def load_all(extra_dirs: Iterable[Path]) -> LoadResult:
     by_id: dict[str, Policy] = {p.id: p for p in builtin}
     user_ids: dict[str, Policy] = {}
     for directory in extra_dirs:
+        if is_builtin_pack(directory):
+            continue  # already loaded above: validating the shipped pack itself must not clash with it
         loaded = load_directory(directory)
         problems.extend(loaded.problems)
         for policy, line in loaded.with_lines:
@@ -118,6 +120,15 @@ def load_all(extra_dirs: Iterable[Path]) -> LoadResult:
                 PolicyError(policy.source, None, f"name {policy.name} is also used by {other.id}")
             )
     return LoadResult(policies=sorted(by_id.values(), key=_order), problems=problems)
+
+
+def is_builtin_pack(directory: Path) -> bool:
+    """Whether ``directory`` is the pack shipped in the package (so it is not loaded a second time)."""
+    pack = Path(str(resources.files("scaleguard.policies").joinpath("pack")))
+    try:
+        return directory.resolve() == pack.resolve()
+    except OSError:
+        return False
 
 
 @lru_cache(maxsize=1)

@@ -99,3 +99,13 @@ def test_facts_prints_the_reference() -> None:
     assert result.exit_code == 0
     assert "master_cert.days_left (int)" in result.output
     assert "cluster.master_endpoints (list(map))" in result.output
+
+
+def test_validate_the_shipped_pack_itself() -> None:
+    from scaleguard.policies.loader import is_builtin_pack
+
+    shipped = Path(__file__).resolve().parents[2] / "scaleguard" / "policies" / "pack"
+    assert is_builtin_pack(shipped)
+    result = runner.invoke(app, ["policies", "validate", str(shipped)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"OK: 27 policies in the built-in pack ({shipped})"
