@@ -123,15 +123,39 @@ def clear_cache() -> None:
 
 def _certificate(facts: _Facts, source: str) -> Certificate:
     """A copy of the validated prototype: the per-store fields (source, key facts) are set by the
-    caller, and the lists are fresh so that no two store entries share a mutable list."""
+    caller, and the lists are fresh so that no two store entries share a mutable list.
+
+    Built the way pydantic's own ``__copy__`` builds a shallow copy (a new instance given a copy of the
+    prototype's ``__dict__`` and fields-set), minus its generic steps (``copy.copy`` dispatch three times,
+    private-attribute filtering): for the 16,001 store entries of a 1,000-node fleet, 0.016 s instead of
+    0.027 s. The prototype has no extras and no private attributes (``_FAST_COPY`` checks the model), so
+    the copy is the same model ``__copy__`` gives."""
     prototype = facts.prototype
-    clone = prototype.__copy__()  # what model_copy does, minus its per-call update bookkeeping
-    fields = clone.__dict__
+    if not _FAST_COPY:
+        clone = prototype.__copy__()
+        fields = clone.__dict__
+    else:
+        fields = prototype.__dict__.copy()
+        clone = _new_model(Certificate)
+        _set(clone, "__dict__", fields)
+        _set(clone, "__pydantic_extra__", None)
+        _set(clone, "__pydantic_fields_set__", set(prototype.__pydantic_fields_set__))
+        _set(clone, "__pydantic_private__", None)
     fields["source"] = source
     fields["common_names"] = prototype.common_names.copy()
     fields["san_dns"] = prototype.san_dns.copy()
     fields["san_ip"] = prototype.san_ip.copy()
     return clone
+
+
+_FAST_COPY = (
+    Certificate.model_config.get("extra") != "allow" and not Certificate.__private_attributes__
+    and "__copy__" not in Certificate.__dict__
+)
+"""Whether :func:`_certificate` may copy by hand: the model keeps no extras or private attributes and
+does not define its own copy."""
+_set = object.__setattr__
+_new_model = object.__new__
 
 
 def _is_exact_der_sequence(data: bytes) -> bool:
