@@ -236,6 +236,11 @@ class PlanContext:
         else:
             self.record(finding, cluster, "nothing_to_do", note=note)
 
+    def manual_all(self, findings: Iterable[Finding], cluster: str, reason: str) -> None:
+        """Every finding of a group left to a person, for one reason (a node the plan cannot touch)."""
+        for finding in findings:
+            self.manual(finding, cluster, reason)
+
     def manual(self, finding: Finding, cluster: str, reason: str, steps: list[str] | None = None) -> None:
         from scaleguard.remediators.manual import documented_steps
 

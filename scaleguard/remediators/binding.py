@@ -26,12 +26,7 @@ class RepairMasterBinding(Remediator):
         units = []
         for cluster, master, group in group_by_node(findings, ctx):
             if master is None or not master.snap.is_master or master.master is None:
-                for finding in group:
-                    ctx.manual(
-                        finding,
-                        cluster.name,
-                        "the node is not a master with a readable MasterSettings.config",
-                    )
+                ctx.manual_all(group, cluster.name, "the node is not a master with a readable MasterSettings.config")
                 continue
             thumb = cluster.master_thumb(master)
             port = port_of(master)
@@ -49,8 +44,7 @@ class RepairMasterBinding(Remediator):
                     "with its key; import or rotate the master certificate first"
                 )
             if refusal is not None:
-                for finding in group:
-                    ctx.manual(finding, cluster.name, refusal)
+                ctx.manual_all(group, cluster.name, refusal)
                 continue
             assert thumb is not None and port is not None and master.bindings is not None and cert is not None
             on_port = [b for b in master.bindings if b.kind == "ipport" and b.port == port]

@@ -27,12 +27,7 @@ class GrantWorkerKeyAccess(Remediator):
         units = []
         for cluster, worker, group in group_by_node(findings, ctx):
             if worker is None or not worker.snap.is_worker or worker.worker is None:
-                for finding in group:
-                    ctx.manual(
-                        finding,
-                        cluster.name,
-                        "the node is not a worker with a readable WorkerSettings.config",
-                    )
+                ctx.manual_all(group, cluster.name, "the node is not a worker with a readable WorkerSettings.config")
                 continue
             cert = worker_cert(worker)
             service = worker.service("worker")
@@ -42,8 +37,7 @@ class GrantWorkerKeyAccess(Remediator):
             if refusal is None and not isinstance(cert, str) and cert.has_key is False:
                 refusal = "the worker certificate has no private key; rotate the worker certificate"
             if refusal is not None or isinstance(cert, str) or service is None:
-                for finding in group:
-                    ctx.manual(finding, cluster.name, refusal or "")
+                ctx.manual_all(group, cluster.name, refusal or "")
                 continue
             account = service_account(service)
             if cert.readers is not None and any(account_matches(r, account) for r in cert.readers):

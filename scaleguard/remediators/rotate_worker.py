@@ -37,8 +37,7 @@ class RotateWorkerCertificate(Remediator):
         for cluster, worker, group in group_by_node(findings, ctx):
             refusal = self._refusal(cluster, worker)
             if refusal is not None or worker is None:
-                for finding in group:
-                    ctx.manual(finding, cluster.name, refusal or "the node is not in the snapshot")
+                ctx.manual_all(group, cluster.name, refusal or "the node is not in the snapshot")
                 continue
             unit = self._plan_worker(cluster, worker, group, ctx)
             if unit is not None:

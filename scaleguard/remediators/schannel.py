@@ -46,8 +46,7 @@ class SetSchannelTrustMode(Remediator):
             elif master.schannel is None:
                 refusal = "the master's SCHANNEL registry values were not collected"
             if refusal is not None or master is None or master.schannel is None:
-                for finding in group:
-                    ctx.manual(finding, cluster.name, refusal or "")
+                ctx.manual_all(group, cluster.name, refusal or "")
                 continue
             current = master.schannel
             if current.trusts_issued_roots:

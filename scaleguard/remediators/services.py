@@ -29,16 +29,14 @@ class StartService(Remediator):
         units = []
         for cluster, node, group in group_by_node(findings, ctx):
             if node is None:
-                for finding in group:
-                    ctx.manual(finding, cluster.name, "the node is not in the snapshot")
+                ctx.manual_all(group, cluster.name, "the node is not in the snapshot")
                 continue
             roles: list[str] = []
             for finding in group:
                 roles += [r for r in ROLES_BY_POLICY.get(finding.policy) or node.snap.roles() if r not in roles]
             services = [node.service(role) for role in roles]
             if not roles or any(s is None for s in services):
-                for finding in group:
-                    ctx.manual(finding, cluster.name, "the Scale Out service name is unknown")
+                ctx.manual_all(group, cluster.name, "the Scale Out service name is unknown")
                 continue
             draft = ctx.draft(self.name, cluster, node.name, f"start the Scale Out service on {node.name}", self.phase)
             starts = False

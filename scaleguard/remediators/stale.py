@@ -29,13 +29,11 @@ class RemoveStaleWorkerCertificates(Remediator):
         units = []
         for cluster, worker, group in group_by_node(findings, ctx):
             if worker is None or worker.worker is None or worker.my is None:
-                for finding in group:
-                    ctx.manual(finding, cluster.name, "the worker's settings or LocalMachine\\My were not collected")
+                ctx.manual_all(group, cluster.name, "the worker's settings or LocalMachine\\My were not collected")
                 continue
             cert = worker_cert(worker)
             if isinstance(cert, str):
-                for finding in group:
-                    ctx.manual(finding, cluster.name, cert)
+                ctx.manual_all(group, cluster.name, cert)
                 continue
             if isinstance(cert.thumbprint, StepRef):
                 for finding in group:

@@ -41,8 +41,7 @@ class ImportRootCertificate(Remediator):
         units = []
         for cluster, node, group in group_by_node(findings, ctx):
             if node is None:
-                for finding in group:
-                    ctx.manual(finding, cluster.name, "the node is not in the snapshot")
+                ctx.manual_all(group, cluster.name, "the node is not in the snapshot")
                 continue
             draft = ctx.draft(
                 self.name,

@@ -43,8 +43,7 @@ class RepinWorkerMasterThumbprint(Remediator):
         self, cluster: ClusterIntent, worker: NodeIntent | None, group: list[Finding], ctx: PlanContext
     ) -> Unit | None:
         if worker is None or not worker.snap.is_worker or worker.worker is None:
-            for finding in group:
-                ctx.manual(finding, cluster.name, "the node is not a worker with a readable WorkerSettings.config")
+            ctx.manual_all(group, cluster.name, "the node is not a worker with a readable WorkerSettings.config")
             return None
         pin = worker.setting("worker", "MasterHttpsCertThumbprint")
         thumbs = master_thumbs(cluster, worker)
@@ -58,8 +57,7 @@ class RepinWorkerMasterThumbprint(Remediator):
                 else "the master nodes are configured with different certificates"
             )
         if refusal is not None or pin is None:
-            for finding in group:
-                ctx.manual(finding, cluster.name, refusal or "")
+            ctx.manual_all(group, cluster.name, refusal or "")
             return None
         target = thumbs[0]
         if pin.thumb() == target and (isinstance(pin.value, StepRef) or is_clean(pin.value)):
@@ -69,8 +67,7 @@ class RepinWorkerMasterThumbprint(Remediator):
         cert = master_cert_for(cluster, worker)
         trusted = worker.cert("Root", target)
         if trusted is None and isinstance(cert, str):
-            for finding in group:
-                ctx.manual(finding, cluster.name, cert)
+            ctx.manual_all(group, cluster.name, cert)
             return None
         draft = ctx.draft(self.name, cluster, worker.name, f"pin {show(target)} on {worker.name}", self.phase)
         for master in cluster.masters_of(worker):
