@@ -46,8 +46,6 @@ ID_PATTERN = re.compile(r"^[A-Z][A-Z0-9]{1,9}-[A-Z][0-9]{2,3}$")
 NAME_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 LET_NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
 
-"""The fix engine implements exactly these (docs/TEAM.md); a policy naming another could not be fixed."""
-
 
 class Scope(StrEnum):
     CLUSTER = "cluster"

@@ -1,6 +1,6 @@
 """The documented manual step behind each remediation name, in the words an operator acts on.
 
-Policies name a remediation (TEAM.md's fixed list); the fix engine automates it. A report reader who
+Policies name a remediation (``findings.model.REMEDIATIONS``); the fix engine automates it. A report reader who
 fixes by hand needs the step itself, taken from Microsoft's "Deal with certificates in SSIS Scale Out"
 and "Troubleshoot Scale Out" pages, so each name maps to the step those pages give.
 """
