@@ -12,6 +12,15 @@ from cryptography.utils import CryptographyDeprecationWarning
 from scaleguard.collectors.parsers import certs as cert_parser
 from scaleguard.lab.certs import CertSpec, IssuedCertificate, make_certificate
 
+# The service rows the collector tests write into services.json (a healthy Scale Out 2019 node).
+MASTER_SERVICE = {
+    "Name": "SSISScaleOutMaster150",
+    "State": "Running",
+    "StartMode": "Auto",
+    "StartName": "NT Service\\SSISScaleOutMaster150",
+}
+WORKER_ACCOUNT = "NT Service\\SSISScaleOutWorker150"
+
 
 @dataclass(frozen=True)
 class Pki:

@@ -24,15 +24,7 @@ from scaleguard.collectors.winrm.channel import ChannelError
 from scaleguard.lab.evidence import Binding, NodeEvidence, encode_text, key_entries
 from scaleguard.lab.state import dispatch, load_actions, node_from_evidence
 from scaleguard.snapshot.model import CollectionState, DiagnosticLevel, NodeSnapshot, Schannel
-from tests.collectors.conftest import Pki
-
-MASTER_SERVICE = {
-    "Name": "SSISScaleOutMaster150",
-    "State": "Running",
-    "StartMode": "Auto",
-    "StartName": "NT Service\\SSISScaleOutMaster150",
-}
-WORKER_ACCOUNT = "NT Service\\SSISScaleOutWorker150"
+from tests.collectors.conftest import MASTER_SERVICE, WORKER_ACCOUNT, Pki
 
 
 def master(pki: Pki, **overrides: Any) -> NodeEvidence:

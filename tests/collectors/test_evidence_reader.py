@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Pki
 
 from scaleguard.collectors import evidence as evidence_module
 from scaleguard.collectors.evidence import read_evidence, read_node
@@ -26,15 +25,9 @@ from scaleguard.snapshot.model import (
     Service,
     SslBinding,
 )
+from tests.collectors.conftest import MASTER_SERVICE, WORKER_ACCOUNT, Pki
 
 MIB = 1024 * 1024
-MASTER_SERVICE = {
-    "Name": "SSISScaleOutMaster150",
-    "State": "Running",
-    "StartMode": "Auto",
-    "StartName": "NT Service\\SSISScaleOutMaster150",
-}
-WORKER_ACCOUNT = "NT Service\\SSISScaleOutWorker150"
 
 
 def _master(pki: Pki, **overrides: object) -> NodeEvidence:

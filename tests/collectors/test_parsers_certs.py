@@ -9,7 +9,6 @@ import warnings
 
 import asn1crypto.x509 as asn1_x509
 import pytest
-from conftest import Pki
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from scaleguard.collectors.parsers.certs import (
@@ -19,6 +18,7 @@ from scaleguard.collectors.parsers.certs import (
     parse_certificate,
 )
 from scaleguard.lab.certs import IssuedCertificate
+from tests.collectors.conftest import Pki
 
 
 def _b64_lines(der: bytes) -> str:

@@ -359,36 +359,18 @@ def test_an_interrupted_run_over_winrm_is_undone_with_the_cli(tmp_path: Path) ->
             assert journal.runs()[-1].status == "interrupted"
         middle_snapshot, _ = reaudit(running.inventory)
         assert _config_and_trust(middle_snapshot) != _config_and_trust(snapshot)
-        undo = CliRunner().invoke(
-            app,
-            [
-                "fix",
-                "--undo",
-                run_id,
-                "--inventory",
-                str(running.inventory),
-                "--journal",
-                str(journal_path),
-                "--yes",
-            ],
-            catch_exceptions=False,
-        )
+        def undo_run() -> Any:
+            return CliRunner().invoke(
+                app,
+                ["fix", "--undo", run_id, "--inventory", str(running.inventory),
+                 "--journal", str(journal_path), "--yes"],
+                catch_exceptions=False,
+            )
+
+        undo = undo_run()
         assert undo.exit_code == 0, undo.output
         after_snapshot, after = reaudit(running.inventory)
-        again = CliRunner().invoke(
-            app,
-            [
-                "fix",
-                "--undo",
-                run_id,
-                "--inventory",
-                str(running.inventory),
-                "--journal",
-                str(journal_path),
-                "--yes",
-            ],
-            catch_exceptions=False,
-        )
+        again = undo_run()
         assert again.exit_code == 0 and "nothing left to undo" in again.output
     assert verdicts(after) == verdicts(before)
     assert _config_and_trust(after_snapshot) == _config_and_trust(snapshot)
