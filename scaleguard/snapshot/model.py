@@ -7,6 +7,10 @@ from an empty list ("collected, and there is nothing"). Parse problems are kept 
 next to the data they spoil instead of being raised, so one bad file never hides the rest of a node.
 
 The JSON form is versioned by ``SCHEMA_VERSION``; readers refuse a major version they do not know.
+Since 1.1 each cluster in ``snapshot.json`` carries its certificates' DER once, in ``certificates``
+(thumbprint → base64), and the store entries leave ``der_b64`` null: the same Root CAs sit in every node's
+store, so a 1,000-node fleet's snapshot is 3 MiB instead of 24. Reading restores every entry's
+``der_b64``, so in memory nothing changed; 1.0 files (DER inline) read as before.
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import math
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, field_serializer, model_validator
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+_DER_TABLE = "der_by_thumbprint"
+"""Serialization context key: the DER each thumbprint is written with once (see :meth:`Snapshot.write`)."""
 
 
 class _Model(BaseModel):
@@ -88,6 +94,15 @@ class Certificate(_Model):
     def names(self) -> list[str]:
         """Every host name or address this certificate vouches for (CNs, SAN DNS, SAN IP)."""
         return [*self.common_names, *self.san_dns, *self.san_ip]
+
+    @field_serializer("der_b64")
+    def _der_unless_in_table(self, value: str | None, info: SerializationInfo) -> str | None:
+        """Null when :meth:`Snapshot.write` puts this very DER in the cluster's table; inline otherwise
+        (every other dump, and the theoretical second DER with a thumbprint already taken)."""
+        table = info.context.get(_DER_TABLE) if isinstance(info.context, dict) else None
+        if table is not None and value is not None and table.get(self.thumbprint) == value:
+            return None
+        return value
 
 
 def days_left(not_after: datetime, now: datetime) -> int:
@@ -231,6 +246,31 @@ class ClusterSnapshot(_Model):
     source: str
     mode: Literal["offline", "live"] = "offline"
     nodes: list[NodeSnapshot] = []
+    certificates: dict[str, str] | None = Field(
+        default=None,
+        description="snapshot.json only: DER (base64) by thumbprint, once per cluster; None in memory",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _restore_der(cls, data: Any) -> Any:
+        """Put each certificate's DER back from the cluster's table (a 1.1 file) and drop the table."""
+        if not isinstance(data, dict) or not data.get("certificates"):
+            return data
+        table = data["certificates"]
+        for node in data.get("nodes") or ():
+            for store_name in ("root", "my"):
+                store = node.get(store_name) if isinstance(node, dict) else getattr(node, store_name, None)
+                certificates = store.get("certificates") if isinstance(store, dict) else getattr(
+                    store, "certificates", None
+                )
+                for cert in certificates or ():
+                    if isinstance(cert, dict):
+                        if cert.get("der_b64") is None and cert.get("thumbprint") in table:
+                            cert["der_b64"] = table[cert["thumbprint"]]
+                    elif isinstance(cert, Certificate) and cert.der_b64 is None:
+                        cert.der_b64 = table.get(cert.thumbprint)
+        return {**data, "certificates": None}
 
     def node(self, name: str) -> NodeSnapshot | None:
         return next((n for n in self.nodes if n.name.lower() == name.lower()), None)
@@ -252,7 +292,24 @@ class Snapshot(_Model):
     clusters: list[ClusterSnapshot]
 
     def write(self, path: Path) -> None:
-        path.write_text(self.model_dump_json(indent=None, exclude_none=False), encoding="utf-8")
+        path.write_text(self.to_json(), encoding="utf-8")
+
+    def to_json(self) -> str:
+        """The ``snapshot.json`` text: each cluster's DER once, in its ``certificates`` table."""
+        first: dict[str, str] = {}  # thumbprint → the DER it is written with (the first one met)
+        clusters = []
+        for cluster in self.clusters:
+            mine: dict[str, str] = {}
+            for node in cluster.nodes:
+                for store in (node.root, node.my):
+                    for cert in store.certificates if store is not None else ():
+                        if cert.der_b64 is not None:
+                            mine[cert.thumbprint] = first.setdefault(cert.thumbprint, cert.der_b64)
+            clusters.append(
+                cluster.model_copy(update={"certificates": mine or None, "schema_version": SCHEMA_VERSION})
+            )
+        document = self.model_copy(update={"clusters": clusters, "schema_version": SCHEMA_VERSION})
+        return document.model_dump_json(indent=None, exclude_none=False, context={_DER_TABLE: first})
 
     @classmethod
     def read(cls, path: Path) -> Snapshot:
