@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from scaleguard import parallel
 from scaleguard.exitcodes import ExitCode, audit_exit_code
 from scaleguard.findings.model import Finding, FindingsFile, Severity
-from scaleguard.policies.model import Thresholds
+from scaleguard.policies.model import Policy, Thresholds
 from scaleguard.snapshot.model import Snapshot
 
 
@@ -49,12 +49,16 @@ class AuditResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def collect(options: AuditOptions) -> Snapshot:
-    """Stage 1: evidence folder or live WinRM, both giving the same snapshot model."""
+def collect(options: AuditOptions, *, meanwhile: Callable[[], object] | None = None) -> Snapshot:
+    """Stage 1: evidence folder or live WinRM, both giving the same snapshot model.
+
+    ``meanwhile`` is run once, before or during collection, on a CPU collection leaves idle."""
     if options.evidence is not None:
         from scaleguard.collectors.evidence import read_evidence
 
-        return Snapshot(clusters=[read_evidence(options.evidence)])
+        return Snapshot(clusters=[read_evidence(options.evidence, meanwhile=meanwhile)])
+    if meanwhile is not None:
+        meanwhile()
     if options.inventory is not None:
         from scaleguard.collectors.live import collect_inventory
 
@@ -67,14 +71,24 @@ def collect(options: AuditOptions) -> Snapshot:
     raise ValueError("either an evidence folder or an inventory is needed")
 
 
-def evaluate(snapshot: Snapshot, options: AuditOptions, now: datetime) -> tuple[list[Finding], list[dict[str, Any]]]:
-    """Stage 2 (pure): every policy against every node it applies to."""
+def evaluate(
+    snapshot: Snapshot, options: AuditOptions, now: datetime, *, policies: list[Policy] | None = None
+) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """Stage 2 (pure): every policy (``policies``, else those ``options`` name) against every node it
+    applies to."""
     from scaleguard.policies.engine import evaluate as evaluate_policies
-    from scaleguard.policies.loader import load_policies
 
-    policies = load_policies(list(options.policy_dirs))
+    if policies is None:
+        policies = load_policies(options)
     findings = evaluate_policies(snapshot, policies, now=now, thresholds=options.thresholds)
     return findings, [p.summary() for p in policies]
+
+
+def load_policies(options: AuditOptions) -> list[Policy]:
+    """The built-in pack and ``--policies`` packs; raises on an invalid policy file (a usage error)."""
+    from scaleguard.policies.loader import load_policies as load
+
+    return load(list(options.policy_dirs))
 
 
 class PostProcessor(Protocol):
@@ -126,14 +140,15 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
     options.out_dir.mkdir(parents=True, exist_ok=True)
 
     note("collect")
-    snapshot = collect(options)
+    loaded: list[list[Policy]] = []
+    snapshot = collect(options, meanwhile=lambda: loaded.append(load_policies(options)))
     snapshot_path = options.out_dir / "snapshot.json"
     # What needs only the snapshot is written by a child while the parent evaluates (one-directional:
     # it reads the snapshot, writes files, and hands nothing back but their names).
     snapshot_written = parallel.Task(lambda: _write_snapshot_artefacts(snapshot, snapshot_path, options, now))
 
     note("evaluate")
-    findings, policy_summaries = evaluate(snapshot, options, now)
+    findings, policy_summaries = evaluate(snapshot, options, now, policies=loaded[0])
     source = str(options.evidence or options.inventory)
     live = any(c.mode == "live" for c in snapshot.clusters)
     insecure = any(n.collection.insecure for c in snapshot.clusters for n in c.nodes)

@@ -25,7 +25,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -73,11 +73,13 @@ class _Unreadable(Exception):
     """A file that exists but cannot be used; the message completes "<file> ..."."""
 
 
-def read_evidence(path: Path) -> ClusterSnapshot:
+def read_evidence(path: Path, *, meanwhile: Callable[[], object] | None = None) -> ClusterSnapshot:
     """The cluster in ``path``: one node per sub-folder, named by the folder (the computer name).
 
     Raises :class:`NotADirectoryError` only when ``path`` itself is not a folder (a usage error);
-    everything found inside becomes data or diagnostics.
+    everything found inside becomes data or diagnostics. ``meanwhile`` is the caller's own work (the
+    audit loads its policies), run on this CPU while a forked child reads half of a large fleet — the
+    parent would otherwise wait for the child's answer — or before reading when there is no child.
     """
     if not path.is_dir():
         raise NotADirectoryError(f"evidence folder {path} does not exist or is not a folder")
@@ -92,7 +94,7 @@ def read_evidence(path: Path) -> ClusterSnapshot:
             continue
         folders.append(Path(entry.path))
     with _collector_paused():
-        nodes = _read_nodes(folders)
+        nodes = _read_nodes(folders, meanwhile or (lambda: None))
     return ClusterSnapshot(
         cluster=path.name or path.resolve().name,
         collected_at=datetime.now(UTC),
@@ -102,14 +104,22 @@ def read_evidence(path: Path) -> ClusterSnapshot:
     )
 
 
-def _read_nodes(folders: list[Path]) -> list[NodeSnapshot]:
+def _read_nodes(folders: list[Path], meanwhile: Callable[[], object]) -> list[NodeSnapshot]:
     """Every folder's node, in order. A large fleet is read in two halves at once, the second by a forked
     child (see :mod:`scaleguard.parallel`): reading is CPU-bound Python (parsing, model building), and
-    sending 500 nodes back pickled costs about a tenth of reading them. Small folders are not worth a fork."""
+    sending 500 nodes back pickled costs about a tenth of reading them — time in which this process does
+    ``meanwhile``. Small folders are not worth a fork."""
     if len(folders) < PARALLEL_MIN_NODES or not parallel.enabled():
+        meanwhile()
         return [read_node(folder) for folder in folders]
     half = (len(folders) + 1) // 2
     second = parallel.Task(lambda: [read_node(folder) for folder in folders[half:]])
+    try:
+        meanwhile()
+    except BaseException:
+        with suppress(Exception):
+            second.result()  # reap the child; its nodes are of no use now
+        raise
     first = [read_node(folder) for folder in folders[:half]]
     return first + second.result()
 

@@ -74,12 +74,15 @@ def _evaluate_cluster(
     }
     judge = _Judge(cluster)
     compiled = [(p, _Plan(p, cluster.cluster)) for p in policies]
-    findings: list[Finding] = []
-    for policy, plan in compiled:
-        if policy.scope is Scope.CLUSTER:
-            judge.use(variables, _spec_of([policy]))
-            findings.extend(judge.cluster_policy(policy, plan))
     specs: dict[tuple[str, ...], trim.AccessSpec] = {}
+
+    def judge_cluster() -> list[Finding]:
+        found: list[Finding] = []
+        for policy, plan in compiled:
+            if policy.scope is Scope.CLUSTER:
+                judge.use(variables, _spec_of([policy]))
+                found.extend(judge.cluster_policy(policy, plan))
+        return found
 
     def judge_nodes(nodes: list[NodeSnapshot]) -> list[Finding]:
         found: list[Finding] = []
@@ -105,23 +108,25 @@ def _evaluate_cluster(
             found.extend(judge.one(policy, plan, node.name) for policy, plan in todo)
         return found
 
-    findings.extend(_in_two_halves(judge_nodes, cluster.nodes))
-    return findings
+    return _in_two_halves(judge_cluster, judge_nodes, cluster.nodes)
 
 
 def _in_two_halves(
-    judge_nodes: Callable[[list[NodeSnapshot]], list[Finding]], nodes: list[NodeSnapshot]
+    judge_cluster: Callable[[], list[Finding]],
+    judge_nodes: Callable[[list[NodeSnapshot]], list[Finding]],
+    nodes: list[NodeSnapshot],
 ) -> list[Finding]:
-    """``judge_nodes(nodes)``, for a large cluster as two halves at once: the second in a forked child
-    (:mod:`scaleguard.parallel`), which inherits the facts and compiled programs instead of receiving
-    them. Each node's verdicts depend only on the shared facts, so the halves cannot disagree with a
-    sequential run, and the findings keep snapshot order. Sending 7,000 findings back costs well under
-    a tenth of judging them; a small cluster is not worth the fork."""
+    """``judge_cluster() + judge_nodes(nodes)``; for a large cluster the second half of the nodes is
+    judged at the same time by a forked child (:mod:`scaleguard.parallel`), which inherits the facts and
+    compiled programs instead of receiving them, while this process judges the cluster and the first
+    half. Each verdict depends only on the shared facts, so the halves cannot disagree with a sequential
+    run, and the findings keep their order (cluster first, then snapshot order). Sending 7,000 findings
+    back costs well under a tenth of judging them; a small cluster is not worth the fork."""
     if len(nodes) < PARALLEL_MIN_NODES or not parallel.enabled():
-        return judge_nodes(nodes)
+        return judge_cluster() + judge_nodes(nodes)
     half = (len(nodes) + 1) // 2
     second = parallel.Task(lambda: judge_nodes(nodes[half:]))
-    return judge_nodes(nodes[:half]) + second.result()
+    return judge_cluster() + judge_nodes(nodes[:half]) + second.result()
 
 
 def _spec_of(policies: list[Policy]) -> trim.AccessSpec:

@@ -767,6 +767,42 @@ def test_reading_in_two_forked_halves_gives_the_sequential_snapshot(
     assert halves.model_dump(exclude={"collected_at"}) == sequential.model_dump(exclude={"collected_at"})
 
 
+@pytest.mark.parametrize("fork", [True, False], ids=["forked halves", "in order"])
+def test_the_callers_work_runs_once_while_the_fleet_is_read(
+    small_fleet: Path, monkeypatch: pytest.MonkeyPatch, fork: bool
+) -> None:
+    monkeypatch.setattr(evidence_module, "PARALLEL_MIN_NODES", 2)
+    monkeypatch.setattr(evidence_module.parallel, "enabled", lambda: fork and os.name == "posix")
+    pid = os.getpid()
+    ran: list[int] = []
+    snapshot = read_evidence(small_fleet, meanwhile=lambda: ran.append(os.getpid()))
+    assert ran == [pid], "run once, in this process (a forked child's copy of the list would stay empty)"
+    assert len(snapshot.nodes) == 7
+
+
+def test_when_the_callers_work_fails_the_child_is_reaped_and_the_error_raised(
+    small_fleet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(evidence_module, "PARALLEL_MIN_NODES", 2)
+    monkeypatch.setattr(evidence_module.parallel, "enabled", lambda: os.name == "posix")
+    joined: list[int] = []
+    real = evidence_module.parallel.Task
+
+    class Joined(real):  # type: ignore[misc, valid-type]
+        def result(self) -> object:
+            joined.append(1)
+            return super().result()
+
+    monkeypatch.setattr(evidence_module.parallel, "Task", Joined)
+
+    def broken_policy_pack() -> None:
+        raise ValueError("SO-X99.yaml:3: bad policy")
+
+    with pytest.raises(ValueError, match="bad policy"):
+        read_evidence(small_fleet, meanwhile=broken_policy_pack)
+    assert joined == ([1] if os.name == "posix" else [])
+
+
 def _counting_task(calls: list[int]) -> type:
     real = evidence_module.parallel.Task
 
