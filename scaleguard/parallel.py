@@ -22,11 +22,12 @@ import pickle
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 _in_child = False
 
 
@@ -145,6 +146,59 @@ def run_all(jobs: Sequence[Callable[[], None]], *, workers: int | None = None, f
     finally:
         os.close(queue)
     _raise_first(failures)
+
+
+def shared_map(
+    fn: Callable[[_T], _R],
+    items: Sequence[_T],
+    *,
+    chunks: int = 48,
+    meanwhile: Callable[[], object] | None = None,
+) -> list[_R]:
+    """``[fn(item) for item in items]``, computed by this process and one forked child together.
+
+    The items are cut into ``chunks`` slices that both processes take from a shared queue, so they
+    finish together whatever the slices cost (a master's folder holds a thousand certificates, a
+    worker's fifteen) and whatever else this process does first: ``meanwhile`` (the caller's own work)
+    runs here once, while the child already takes slices. The child pickles each slice's results as it
+    finishes it, so at the end only the bytes travel and this process only unpickles. Without fork, or
+    for fewer than two items, ``meanwhile`` then the items run here, in order. A failure in ``fn``
+    (either process) or in ``meanwhile`` is raised here after the child has been reaped.
+    """
+    if len(items) < 2 or not enabled():
+        if meanwhile is not None:
+            meanwhile()
+        return [fn(item) for item in items]
+    size = -(-len(items) // max(1, min(chunks, 255, len(items))))
+    slices = [items[start : start + size] for start in range(0, len(items), size)]
+    queue = _job_queue(len(slices))
+    try:
+        child = Task(functools.partial(_map_slices, fn, slices, queue, pickled=True), fork=True)
+        try:
+            if meanwhile is not None:
+                meanwhile()
+            mine = _map_slices(fn, slices, queue, pickled=False)
+        except BaseException:
+            with suppress(Exception):
+                child.result()  # reap it; its results are of no use now
+            raise
+        theirs = child.result()
+    finally:
+        os.close(queue)
+    done: dict[int, Any] = dict(mine)
+    done.update((index, pickle.loads(data)) for index, data in theirs)
+    return [result for index in range(len(slices)) for result in done[index]]
+
+
+def _map_slices(
+    fn: Callable[[_T], _R], slices: list[Sequence[_T]], queue: int, *, pickled: bool
+) -> list[tuple[int, Any]]:
+    """(slice index, results) for every slice this process takes; results pickled in a child."""
+    taken: list[tuple[int, Any]] = []
+    for index in _taken(queue):
+        results = [fn(item) for item in slices[index]]
+        taken.append((index, pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL) if pickled else results))
+    return taken
 
 
 def _job_queue(count: int) -> int:

@@ -119,6 +119,51 @@ def test_run_all_shares_the_jobs_between_this_process_and_a_child(tmp_path: Path
     assert len(pids) == 2 and str(os.getpid()) in pids
 
 
+def _slow_pid(item: int) -> tuple[int, int]:
+    time.sleep(0.01)  # long enough that the child, started a few ms later, takes slices too
+    return item * item, os.getpid()
+
+
+@needs_fork
+def test_shared_map_keeps_order_and_shares_the_slices_with_a_child() -> None:
+    ran: list[int] = []
+    results = parallel.shared_map(_slow_pid, range(40), chunks=10, meanwhile=lambda: ran.append(os.getpid()))
+    assert [square for square, _pid in results] == [i * i for i in range(40)]
+    assert {pid for _square, pid in results} == {os.getpid(), next(p for _, p in results if p != os.getpid())}
+    assert ran == [os.getpid()], "the caller's own work ran once, here"
+
+
+def test_shared_map_without_fork_runs_meanwhile_then_the_items_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEGUARD_PARALLEL", "off")
+    order: list[object] = []
+    results = parallel.shared_map(
+        lambda i: order.append(i) or i + 1, [1, 2, 3], meanwhile=lambda: order.append("meanwhile")
+    )
+    assert results == [2, 3, 4]
+    assert order == ["meanwhile", 1, 2, 3]
+
+
+@needs_fork
+@pytest.mark.parametrize("failing", [0, 39], ids=["a slice this process may take", "the last slice"])
+def test_shared_map_raises_a_failure_from_either_process(failing: int) -> None:
+    def square(item: int) -> int:
+        if item == failing:
+            raise ValueError(f"item {item} is broken")
+        time.sleep(0.002)
+        return item * item
+
+    with pytest.raises(ValueError, match=f"item {failing} is broken"):
+        parallel.shared_map(square, range(40), chunks=20)
+
+
+@needs_fork
+def test_shared_map_reaps_the_child_when_the_callers_work_fails() -> None:
+    children_before = len(multiprocessing.active_children())
+    with pytest.raises(ValueError, match="bad policy"):
+        parallel.shared_map(_slow_pid, range(10), meanwhile=lambda: _fail("bad policy"))
+    assert len(multiprocessing.active_children()) == children_before
+
+
 def test_gc_paused_restores_the_collector() -> None:
     assert gc.isenabled()
     with parallel.gc_paused():

@@ -25,7 +25,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -105,23 +105,14 @@ def read_evidence(path: Path, *, meanwhile: Callable[[], object] | None = None) 
 
 
 def _read_nodes(folders: list[Path], meanwhile: Callable[[], object]) -> list[NodeSnapshot]:
-    """Every folder's node, in order. A large fleet is read in two halves at once, the second by a forked
-    child (see :mod:`scaleguard.parallel`): reading is CPU-bound Python (parsing, model building), and
-    sending 500 nodes back pickled costs about a tenth of reading them — time in which this process does
-    ``meanwhile``. Small folders are not worth a fork."""
-    if len(folders) < PARALLEL_MIN_NODES or not parallel.enabled():
+    """Every folder's node, in order. A large fleet is read by this process and a forked child together
+    (:func:`scaleguard.parallel.shared_map`): reading is CPU-bound Python (parsing, model building), and
+    sending a node back pickled costs about a tenth of reading it. This process does ``meanwhile``
+    while the child starts reading. Small folders are not worth a fork."""
+    if len(folders) < PARALLEL_MIN_NODES:
         meanwhile()
         return [read_node(folder) for folder in folders]
-    half = (len(folders) + 1) // 2
-    second = parallel.Task(lambda: [read_node(folder) for folder in folders[half:]])
-    try:
-        meanwhile()
-    except BaseException:
-        with suppress(Exception):
-            second.result()  # reap the child; its nodes are of no use now
-        raise
-    first = [read_node(folder) for folder in folders[:half]]
-    return first + second.result()
+    return parallel.shared_map(read_node, folders, meanwhile=meanwhile)
 
 
 def read_node(node_dir: Path) -> NodeSnapshot:

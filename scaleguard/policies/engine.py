@@ -84,49 +84,47 @@ def _evaluate_cluster(
                 found.extend(judge.cluster_policy(policy, plan))
         return found
 
-    def judge_nodes(nodes: list[NodeSnapshot]) -> list[Finding]:
-        found: list[Finding] = []
-        for node in nodes:
-            roles = tuple(node.roles())
-            todo = [(p, plan) for p, plan in compiled if p.scope.value in roles]
-            if node.collection.state is not CollectionState.OK or not todo:
-                continue
-            if roles not in specs:
-                specs[roles] = _spec_of([p for p, _ in todo])
-            mine = facts.nodes[node.name]
-            judge.use(
-                {
-                    **variables,
-                    "node": mine.node,
-                    "master": mine.master,
-                    "worker": mine.worker,
-                    "master_cert": mine.master_cert,
-                    "worker_cert": mine.worker_cert,
-                },
-                specs[roles],
-            )
-            found.extend(judge.one(policy, plan, node.name) for policy, plan in todo)
-        return found
+    def judge_node(node: NodeSnapshot) -> list[Finding]:
+        roles = tuple(node.roles())
+        todo = [(p, plan) for p, plan in compiled if p.scope.value in roles]
+        if node.collection.state is not CollectionState.OK or not todo:
+            return []
+        if roles not in specs:
+            specs[roles] = _spec_of([p for p, _ in todo])
+        mine = facts.nodes[node.name]
+        judge.use(
+            {
+                **variables,
+                "node": mine.node,
+                "master": mine.master,
+                "worker": mine.worker,
+                "master_cert": mine.master_cert,
+                "worker_cert": mine.worker_cert,
+            },
+            specs[roles],
+        )
+        return [judge.one(policy, plan, node.name) for policy, plan in todo]
 
-    return _in_two_halves(judge_cluster, judge_nodes, cluster.nodes)
+    return _judge_all(judge_cluster, judge_node, cluster.nodes)
 
 
-def _in_two_halves(
+def _judge_all(
     judge_cluster: Callable[[], list[Finding]],
-    judge_nodes: Callable[[list[NodeSnapshot]], list[Finding]],
+    judge_node: Callable[[NodeSnapshot], list[Finding]],
     nodes: list[NodeSnapshot],
 ) -> list[Finding]:
-    """``judge_cluster() + judge_nodes(nodes)``; for a large cluster the second half of the nodes is
-    judged at the same time by a forked child (:mod:`scaleguard.parallel`), which inherits the facts and
-    compiled programs instead of receiving them, while this process judges the cluster and the first
-    half. Each verdict depends only on the shared facts, so the halves cannot disagree with a sequential
-    run, and the findings keep their order (cluster first, then snapshot order). Sending 7,000 findings
-    back costs well under a tenth of judging them; a small cluster is not worth the fork."""
-    if len(nodes) < PARALLEL_MIN_NODES or not parallel.enabled():
-        return judge_cluster() + judge_nodes(nodes)
-    half = (len(nodes) + 1) // 2
-    second = parallel.Task(lambda: judge_nodes(nodes[half:]))
-    return judge_cluster() + judge_nodes(nodes[:half]) + second.result()
+    """``judge_cluster()`` then every node's findings, in snapshot order. For a large cluster the nodes
+    are judged by this process and a forked child together (:func:`scaleguard.parallel.shared_map`); the
+    child inherits the facts and compiled programs instead of receiving them, and this process judges
+    the cluster while the child starts on the nodes. Each verdict depends only on the shared facts, so
+    the result is the sequential one. Sending 7,000 findings back costs well under a tenth of judging
+    them; a small cluster is not worth the fork."""
+    if len(nodes) < PARALLEL_MIN_NODES:
+        first = judge_cluster()
+        return [*first, *(f for node in nodes for f in judge_node(node))]
+    cluster_findings: list[list[Finding]] = []
+    per_node = parallel.shared_map(judge_node, nodes, meanwhile=lambda: cluster_findings.append(judge_cluster()))
+    return [*cluster_findings[0], *(f for found in per_node for f in found)]
 
 
 def _spec_of(policies: list[Policy]) -> trim.AccessSpec:

@@ -13,9 +13,10 @@ and CRLF line ends (RFC 4180).
 
 from __future__ import annotations
 
-import json
 import re
+from typing import Any
 
+import orjson
 import pandas as pd
 
 from scaleguard.reports.base import ReportContext
@@ -41,8 +42,10 @@ def neutralise(value: str) -> str:
     return value
 
 
-_evidence_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str).encode
-"""``json.dumps`` with these options, minus building an encoder per row (14,000 rows per fleet)."""
+def _evidence_json(evidence: dict[str, Any]) -> str:
+    """Compact JSON, keys sorted, non-ASCII kept as is; orjson because json.dumps cost a quarter of the
+    whole file (14,000 rows per 1,000-node audit)."""
+    return orjson.dumps(evidence, option=orjson.OPT_SORT_KEYS, default=str).decode("utf-8")
 
 
 class CsvReporter:
