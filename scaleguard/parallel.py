@@ -160,10 +160,12 @@ def shared_map(
     The items are cut into ``chunks`` slices that both processes take from a shared queue, so they
     finish together whatever the slices cost (a master's folder holds a thousand certificates, a
     worker's fifteen) and whatever else this process does first: ``meanwhile`` (the caller's own work)
-    runs here once, while the child already takes slices. The child pickles each slice's results as it
-    finishes it, so at the end only the bytes travel and this process only unpickles. Without fork, or
-    for fewer than two items, ``meanwhile`` then the items run here, in order. A failure in ``fn``
-    (either process) or in ``meanwhile`` is raised here after the child has been reaped.
+    runs here once, while the child already takes slices. The child sends each slice's results as soon
+    as it has them and this process takes them in between its own slices, so when the queue is empty
+    nearly everything has arrived: no child pickling everything at the end while this one waits, then
+    unpickling it all. Without fork, or for fewer than two items, ``meanwhile`` then the items run here,
+    in order. A failure in ``fn`` (either process) or in ``meanwhile`` is raised here after the child
+    has been reaped.
     """
     if len(items) < 2 or not enabled():
         if meanwhile is not None:
@@ -171,34 +173,82 @@ def shared_map(
         return [fn(item) for item in items]
     size = -(-len(items) // max(1, min(chunks, 255, len(items))))
     slices = [items[start : start + size] for start in range(0, len(items), size)]
+    done: dict[int, list[_R]] = {}
+    context = multiprocessing.get_context("fork")
     queue = _job_queue(len(slices))
+    reader, writer = context.Pipe(duplex=False)
+    _widen(writer)
     try:
-        child = Task(functools.partial(_map_slices, fn, slices, queue, pickled=True), fork=True)
+        child = context.Process(target=_slices_child, args=(fn, slices, queue, writer), daemon=True)
+        child.start()
+        writer.close()
+        finished = False  # the child's last message has arrived
         try:
             if meanwhile is not None:
                 meanwhile()
-            mine = _map_slices(fn, slices, queue, pickled=False)
+            for index in _taken(queue):
+                done[index] = [fn(item) for item in slices[index]]
+                while not finished and reader.poll():
+                    finished = not _take_slice(reader, done)
         except BaseException:
-            with suppress(Exception):
-                child.result()  # reap it; its results are of no use now
+            reader.close()  # the child's next send fails and it exits; its results are of no use now
+            child.join()
             raise
-        theirs = child.result()
+        try:
+            while not finished:
+                finished = not _take_slice(reader, done)
+        finally:
+            child.join()
     finally:
+        reader.close()
         os.close(queue)
-    done: dict[int, Any] = dict(mine)
-    done.update((index, pickle.loads(data)) for index, data in theirs)
     return [result for index in range(len(slices)) for result in done[index]]
 
 
-def _map_slices(
-    fn: Callable[[_T], _R], slices: list[Sequence[_T]], queue: int, *, pickled: bool
-) -> list[tuple[int, Any]]:
-    """(slice index, results) for every slice this process takes; results pickled in a child."""
-    taken: list[tuple[int, Any]] = []
-    for index in _taken(queue):
-        results = [fn(item) for item in slices[index]]
-        taken.append((index, pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL) if pickled else results))
-    return taken
+def _slices_child(fn: Callable[[Any], Any], slices: list[Sequence[Any]], queue: int, writer: Connection) -> None:
+    """The child's side of :func:`shared_map`: (True, index, results) per slice, then (True, None, None);
+    (False, exception) when ``fn`` fails."""
+    global _in_child
+    _in_child = True
+    gc.disable()  # short-lived: the collector would only rescan the inherited heap (and copy its pages)
+    try:
+        for index in _taken(queue):
+            results = [fn(item) for item in slices[index]]
+            writer.send_bytes(pickle.dumps((True, index, results), protocol=pickle.HIGHEST_PROTOCOL))
+        writer.send_bytes(pickle.dumps((True, None, None), protocol=pickle.HIGHEST_PROTOCOL))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+        with suppress(OSError):  # the parent stopped listening (its own work failed)
+            writer.send_bytes(_pickled_error(exc))
+    finally:
+        writer.close()
+
+
+def _take_slice(reader: Connection, done: dict[int, Any]) -> bool:
+    """Store the child's next slice; False at the child's end; raises the child's failure."""
+    try:
+        answer = pickle.loads(reader.recv_bytes())
+    except EOFError:
+        raise ChildError("a forked audit worker died without an answer") from None
+    if not answer[0]:
+        raise answer[1]
+    _ok, index, results = answer
+    if index is None:
+        return False
+    done[index] = results
+    return True
+
+
+def _widen(connection: Connection) -> None:
+    """Let a pipe hold about a megabyte (Linux; elsewhere the default stays), so that the child does not
+    wait for this process to finish a slice before it can send the next one of its own."""
+    try:
+        import fcntl  # POSIX only; shared_map never forks where it is missing
+    except ImportError:
+        return
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if setsize is not None:
+        with suppress(OSError):
+            fcntl.fcntl(connection.fileno(), setsize, 1 << 20)
 
 
 def _job_queue(count: int) -> int:

@@ -157,6 +157,20 @@ def test_shared_map_raises_a_failure_from_either_process(failing: int) -> None:
 
 
 @needs_fork
+def test_shared_map_reports_a_child_that_dies_without_answering() -> None:
+    parent = os.getpid()
+
+    def die_in_the_child(item: int) -> int:
+        time.sleep(0.005)
+        if os.getpid() != parent:
+            os._exit(3)
+        return item
+
+    with pytest.raises(parallel.ChildError, match="died"):
+        parallel.shared_map(die_in_the_child, range(40), chunks=20)
+
+
+@needs_fork
 def test_shared_map_reaps_the_child_when_the_callers_work_fails() -> None:
     children_before = len(multiprocessing.active_children())
     with pytest.raises(ValueError, match="bad policy"):

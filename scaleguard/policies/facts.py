@@ -237,6 +237,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -286,7 +287,30 @@ class ClusterFacts:
 
     cluster: Facts
     masters: list[Facts]
-    nodes: dict[str, NodeFacts]
+    nodes: Mapping[str, NodeFacts]
+
+
+class _NodeFactsByName(Mapping[str, NodeFacts]):
+    """Every node's variables, each built the first time it is asked for: when two processes judge a
+    fleet (:func:`scaleguard.parallel.shared_map`), each builds only the nodes it judges, instead of
+    one building all of them before the other can start. Building is pure, so when does not matter."""
+
+    def __init__(self, nodes: list[NodeSnapshot], build: Callable[[NodeSnapshot], NodeFacts]) -> None:
+        self._nodes = {n.name: n for n in nodes}
+        self._build = build
+        self._built: dict[str, NodeFacts] = {}
+
+    def __getitem__(self, name: str) -> NodeFacts:
+        built = self._built.get(name)
+        if built is None:
+            built = self._built[name] = self._build(self._nodes[name])
+        return built
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._nodes)
+
+    def __len__(self) -> int:
+        return len(self._nodes)
 
 
 def build_cluster_facts(
@@ -299,9 +323,9 @@ def build_cluster_facts(
         m.name: {c.thumbprint for c in m.root.certificates} if m.root is not None else None
         for m in cluster.masters
     }
-    nodes = {n.name: _variables(n, index, include_stores, master_roots) for n in cluster.nodes}
+    nodes = _NodeFactsByName(cluster.nodes, lambda n: _variables(n, index, include_stores, master_roots))
     masters = [nodes[n.name].master for n in cluster.nodes if n.is_master]
-    workers = [nodes[n.name].worker for n in cluster.nodes if n.is_worker]
+    workers = [n for n in cluster.nodes if n.worker_config is not None]
     ssisdb_node, ssisdb_thumbprint = _ssisdb_thumbprint(cluster)
     facts: Facts = {
         "name": cluster.cluster,
@@ -312,7 +336,7 @@ def build_cluster_facts(
         "worker_count": len(workers),
         "master_thumbprints": _distinct(m["thumbprint"] for m in masters if m),
         "master_service_running": _any_running([m for m in masters if m]),
-        "master_endpoints": _endpoint_groups([w for w in workers if w]),
+        "master_endpoints": _endpoint_groups(workers),
         "ssisdb_thumbprint": ssisdb_thumbprint,
         "ssisdb_node": ssisdb_node,
     }
@@ -701,10 +725,13 @@ def _any_running(masters: list[Facts]) -> bool | None:
     return False if all(s is not None for s in services) else None
 
 
-def _endpoint_groups(workers: list[Facts]) -> list[Facts]:
+def _endpoint_groups(workers: list[NodeSnapshot]) -> list[Facts]:
+    """The workers by the master endpoint they name (from the settings alone, not the workers' facts,
+    which are built only when a worker is judged)."""
     groups: dict[str, Facts] = {}
     for w in workers:
-        endpoint = w["endpoint"]
+        assert w.worker_config is not None
+        endpoint = _endpoint(w.worker_config.get("MasterEndpoint"))
         if endpoint is None or endpoint["normalized"] is None:
             continue
         group = groups.setdefault(
@@ -716,7 +743,7 @@ def _endpoint_groups(workers: list[Facts]) -> list[Facts]:
                 "workers": [],
             },
         )
-        group["workers"].append(w["name"])
+        group["workers"].append(w.name)
     return list(groups.values())
 
 

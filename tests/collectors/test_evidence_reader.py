@@ -6,6 +6,8 @@ import base64
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -747,7 +749,7 @@ def small_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_reading_in_two_forked_halves_gives_the_sequential_snapshot(
-    small_fleet: Path, monkeypatch: pytest.MonkeyPatch
+    small_fleet: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("SCALEGUARD_PARALLEL", "off")
     sequential = read_evidence(small_fleet)
@@ -755,10 +757,11 @@ def test_reading_in_two_forked_halves_gives_the_sequential_snapshot(
     monkeypatch.setattr(evidence_module, "PARALLEL_MIN_NODES", 2)
     can_fork = os.name == "posix"
     monkeypatch.setattr(evidence_module.parallel, "enabled", lambda: can_fork)  # even if a test left a thread
-    forked_reads: list[int] = []
-    monkeypatch.setattr(evidence_module.parallel, "Task", _counting_task(forked_reads))
+    readers = tmp_path / "readers"
+    monkeypatch.setattr(evidence_module, "read_node", _pid_recording(evidence_module.read_node, readers))
     halves = read_evidence(small_fleet)
-    assert forked_reads == ([1] if can_fork else []), "the second half was read by a forked child"
+    pids = set(readers.read_text().split())
+    assert len(pids) == (2 if can_fork else 1), "this process and a forked child read the fleet together"
     assert [n.name for n in halves.nodes] == [n.name for n in sequential.nodes] == [
         "MASTER01", *(f"WORKER{i:02d}" for i in range(1, 7))
     ]
@@ -783,32 +786,28 @@ def test_the_callers_work_runs_once_while_the_fleet_is_read(
 def test_when_the_callers_work_fails_the_child_is_reaped_and_the_error_raised(
     small_fleet: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import multiprocessing
+
     monkeypatch.setattr(evidence_module, "PARALLEL_MIN_NODES", 2)
     monkeypatch.setattr(evidence_module.parallel, "enabled", lambda: os.name == "posix")
-    joined: list[int] = []
-    real = evidence_module.parallel.Task
-
-    class Joined(real):  # type: ignore[misc, valid-type]
-        def result(self) -> object:
-            joined.append(1)
-            return super().result()
-
-    monkeypatch.setattr(evidence_module.parallel, "Task", Joined)
+    children = len(multiprocessing.active_children())
 
     def broken_policy_pack() -> None:
         raise ValueError("SO-X99.yaml:3: bad policy")
 
     with pytest.raises(ValueError, match="bad policy"):
         read_evidence(small_fleet, meanwhile=broken_policy_pack)
-    assert joined == ([1] if os.name == "posix" else [])
+    assert len(multiprocessing.active_children()) == children, "no child left behind"
 
 
-def _counting_task(calls: list[int]) -> type:
-    real = evidence_module.parallel.Task
+def _pid_recording(read: Callable[[Path], NodeSnapshot], log: Path) -> Callable[[Path], NodeSnapshot]:
+    """``read``, noting which process ran it (a forked child cannot append to this process's lists), and
+    slow enough that the child, started a few milliseconds later, still finds folders to take."""
 
-    class Counting(real):  # type: ignore[misc, valid-type]
-        def __init__(self, fn: object, **kwargs: object) -> None:
-            calls.append(1)
-            super().__init__(fn, **kwargs)
+    def recorded(folder: Path) -> NodeSnapshot:
+        with log.open("a") as out:
+            out.write(f"{os.getpid()}\n")
+        time.sleep(0.02)
+        return read(folder)
 
-    return Counting
+    return recorded
