@@ -107,7 +107,7 @@ class FindingsFile(BaseModel):
     findings: list[Finding]
 
     def write(self, path: Path) -> None:
-        path.write_text(self.model_dump_json(indent=1), encoding="utf-8")
+        path.write_bytes(self.__pydantic_serializer__.to_json(self, indent=1))  # UTF-8, no str in between
 
     @classmethod
     def read(cls, path: Path) -> FindingsFile:

@@ -292,10 +292,10 @@ class Snapshot(_Model):
     clusters: list[ClusterSnapshot]
 
     def write(self, path: Path) -> None:
-        path.write_text(self.to_json(), encoding="utf-8")
+        path.write_bytes(self.to_json())
 
-    def to_json(self) -> str:
-        """The ``snapshot.json`` text: each cluster's DER once, in its ``certificates`` table."""
+    def to_json(self) -> bytes:
+        """The ``snapshot.json`` document (UTF-8): each cluster's DER once, in its ``certificates`` table."""
         first: dict[str, str] = {}  # thumbprint → the DER it is written with (the first one met)
         clusters = []
         for cluster in self.clusters:
@@ -309,7 +309,7 @@ class Snapshot(_Model):
                 cluster.model_copy(update={"certificates": mine or None, "schema_version": SCHEMA_VERSION})
             )
         document = self.model_copy(update={"clusters": clusters, "schema_version": SCHEMA_VERSION})
-        return document.model_dump_json(indent=None, exclude_none=False, context={_DER_TABLE: first})
+        return document.__pydantic_serializer__.to_json(document, exclude_none=False, context={_DER_TABLE: first})
 
     @classmethod
     def read(cls, path: Path) -> Snapshot:

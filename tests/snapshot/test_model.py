@@ -82,6 +82,6 @@ def test_a_schema_1_0_file_reads_as_before(snapshot: Snapshot, tmp_path: Path) -
 
 def test_an_unknown_major_version_is_refused(snapshot: Snapshot, tmp_path: Path) -> None:
     path = tmp_path / "snapshot.json"
-    path.write_text(snapshot.to_json().replace('"schema_version":"1.1"', '"schema_version":"2.0"', 1))
+    path.write_bytes(snapshot.to_json().replace(b'"schema_version":"1.1"', b'"schema_version":"2.0"', 1))
     with pytest.raises(ValueError, match="snapshot schema 2.0 is not supported"):
         Snapshot.read(path)
