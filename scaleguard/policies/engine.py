@@ -40,7 +40,7 @@ from scaleguard.snapshot.model import ClusterSnapshot, CollectionState, NodeSnap
 _STORE_FACTS = re.compile(r"\.(?:root|my)\b")
 _SHARED = ("now", "thresholds", "cluster", "masters")
 """The variables every subject of a cluster shares (see :meth:`_Judge.use`)."""
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 PARALLEL_MIN_NODES = 64
 """Below this many nodes a fork costs more than judging half of them."""
 
@@ -228,7 +228,7 @@ class _Judge:
                 )
         except Exception as exc:  # noqa: BLE001 - any CEL failure is the policy's error finding
             return _error(plan, target, stage, exc)
-        evidence = {k: _jsonable(v) for k, v in lets.items()}
+        evidence = {k: v if type(v) in _PLAIN else _jsonable(v) for k, v in lets.items()}
         subject_text = None if subject is None else str(subject)
         if verdict is True:
             text = render(policy.pass_message, lets) if policy.pass_message else policy.title
@@ -375,7 +375,7 @@ def _mentions(policy: Policy, pattern: re.Pattern[str]) -> bool:
 
 def render(template: str, values: Mapping[str, Any]) -> str:
     """``template`` with ``{name}`` replaced by let values, written for people (null → "unknown")."""
-    return template.format_map({k: _text(v) for k, v in values.items()})
+    return template.format_map({k: v if type(v) is str else _text(v) for k, v in values.items()})
 
 
 def _text(value: Any) -> str:
