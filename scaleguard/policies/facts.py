@@ -781,18 +781,30 @@ def _aware(value: datetime) -> datetime:
 
 
 class _CertIndex:
-    """Certificates of the whole cluster by thumbprint: a copy anywhere tells what the certificate is."""
+    """Certificates of the whole cluster by thumbprint: a copy anywhere tells what the certificate is.
+
+    The cluster-wide map is built on the first lookup that needs it (a certificate missing from the
+    stores its node names), which a healthy cluster may never make; each process of a parallel
+    evaluation builds its own then."""
 
     def __init__(self, cluster: ClusterSnapshot, now: datetime) -> None:
         self.now = now
-        self.where: dict[str, list[tuple[str, str, Certificate]]] = {}
+        self.cluster = cluster
+        self._where: dict[str, list[tuple[str, str, Certificate]]] | None = None
         self._facts: dict[tuple[str, str, str], Facts] = {}
-        for node in cluster.nodes:
-            for store in (node.root, node.my):
-                if store is None:
-                    continue
-                for cert in store.certificates:
-                    self.where.setdefault(cert.thumbprint, []).append((node.name, store.name, cert))
+
+    @property
+    def where(self) -> dict[str, list[tuple[str, str, Certificate]]]:
+        if self._where is None:
+            where: dict[str, list[tuple[str, str, Certificate]]] = {}
+            for node in self.cluster.nodes:
+                for store in (node.root, node.my):
+                    if store is None:
+                        continue
+                    for cert in store.certificates:
+                        where.setdefault(cert.thumbprint, []).append((node.name, store.name, cert))
+            self._where = where
+        return self._where
 
     def resolve(
         self, thumb: str | None, node: NodeSnapshot, preferred: tuple[CertificateStore | None, ...]
