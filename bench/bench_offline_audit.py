@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_host_parallelism
 
 RATIO_GOAL = 3.0
 MEMORY_GOAL_MIB = 1024
@@ -102,6 +103,17 @@ def run_child(mode: str, cluster: Path, out: Path) -> dict[str, Any]:
     return result
 
 
+def _second_cpu_speedup() -> float:
+    """Two copies of a fixed loop at once against one alone (2.0 = a full second CPU); NaN without fork."""
+    from bench_host_parallelism import spin, two_at_once
+
+    if not hasattr(os, "fork"):
+        return float("nan")
+    alone = spin()
+    wall, _slower = two_at_once()
+    return 2 * alone / wall
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=999)
@@ -123,9 +135,11 @@ def main() -> int:
         scenario = fleet_scenario(args.workers)
         scenario.write(cluster)
         generated = time.perf_counter() - start
-        pairs = [
-            (run_child("bare", cluster, out), run_child("audit", cluster, out)) for _ in range(max(1, args.repeat))
-        ]
+        pairs = []
+        second_cpu = []  # what the host's second CPU was worth around each pair (bench_host_parallelism)
+        for _ in range(max(1, args.repeat)):
+            second_cpu.append(_second_cpu_speedup())
+            pairs.append((run_child("bare", cluster, out), run_child("audit", cluster, out)))
 
     nodes = len(scenario.nodes)
     bare, full = pairs[-1]
@@ -133,12 +147,12 @@ def main() -> int:
           f"certificate files, {bare['files']} files, {bare['bytes'] / 2**20:.1f} MiB; "
           f"generated in {generated:.1f} s; load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs")
     ratios = []
-    for number, (bare, full) in enumerate(pairs, start=1):
+    for number, ((bare, full), speedup) in enumerate(zip(pairs, second_cpu, strict=True), start=1):
         ratios.append(full["seconds"] / bare["seconds"])
         stages = ", ".join(f"{stage} {secs:.2f}" for stage, secs in full["stages"].items())
         print(f"pair {number}:       bare {bare['seconds']:.2f} s, audit {full['seconds']:.2f} s ({stages}) "
-              f"-> {ratios[-1]:.2f}x; peak RSS bare {bare['max_rss_mib']:.0f} MiB, audit "
-              f"{full['max_rss_mib']:.0f} MiB (largest forked helper {full['children_max_rss_mib']:.0f} MiB)")
+              f"-> {ratios[-1]:.2f}x; second CPU {speedup:.2f}x; peak RSS bare {bare['max_rss_mib']:.0f} MiB, "
+              f"audit {full['max_rss_mib']:.0f} MiB (largest forked helper {full['children_max_rss_mib']:.0f} MiB)")
     outputs = ", ".join(f"{name} {size / 2**20:.2f} MiB" for name, size in full["outputs"].items())
     print(f"findings:     {full['findings']} ({full['failing']} failing)")
     print(f"outputs:      {outputs}")
@@ -146,6 +160,8 @@ def main() -> int:
     audit_median = statistics.median(f["seconds"] for _, f in pairs)
     print(f"medians:      bare {bare_median:.2f} s, audit {audit_median:.2f} s "
           f"(ratio of medians {audit_median / bare_median:.2f}x)")
+    print(f"second CPU:   median speed-up {statistics.median(second_cpu):.2f}x around the pairs "
+          f"(min {min(second_cpu):.2f}x, max {max(second_cpu):.2f}x; 2.00x = a full second CPU)")
     ratio = statistics.median(ratios)
     memory = max(f["max_rss_mib"] for _, f in pairs)
     verdict_time = "ok" if ratio <= RATIO_GOAL else "OVER GOAL"
