@@ -4,7 +4,7 @@ The offline audit uses two processes where the bare pass it is compared with use
 (virtual) machine whose second CPU is not always there, the audit's ratio moves with the host rather than
 with the code. This prints, for ``--repeat`` rounds, the loop's time alone and each copy's time when two
 run together; a speed-up of 2.0 means two full CPUs, 1.0 means the two copies share one.
-Run with ``python bench/bench_host_parallelism.py`` (or ``make bench``, which runs it first).
+Run with ``python bench/bench_host_parallelism.py``; ``make bench`` measures one round of it around each pair.
 """
 
 from __future__ import annotations
