@@ -42,6 +42,20 @@ def two_at_once() -> tuple[float, float]:
     return time.perf_counter() - start, max(mine, theirs)
 
 
+def speedup() -> float:
+    """One round: the loop alone against two copies at once (2.0 = a full second CPU); NaN without fork."""
+    if not hasattr(os, "fork"):
+        return float("nan")
+    alone = spin()
+    wall, _slower = two_at_once()
+    return 2 * alone / wall
+
+
+def summary(speedups: list[float]) -> str:
+    return (f"second CPU:   median speed-up {statistics.median(speedups):.2f}x over {len(speedups)} rounds "
+            f"(min {min(speedups):.2f}x, max {max(speedups):.2f}x; 2.00x = a full second CPU)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -56,9 +70,7 @@ def main() -> int:
         speedups.append(2 * alone / wall)
         print(f"round {number}: alone {alone:.2f} s; two at once {wall:.2f} s (slower copy {slower:.2f} s) "
               f"-> speed-up {speedups[-1]:.2f}x")
-    print(f"second CPU:   median speed-up {statistics.median(speedups):.2f}x over {len(speedups)} rounds "
-          f"(min {min(speedups):.2f}x, max {max(speedups):.2f}x; 2.00x = two full CPUs); "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{summary(speedups)}; load average {os.getloadavg()[0]:.2f}")
     return 0
 
 

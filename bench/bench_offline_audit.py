@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_host_parallelism
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_host_parallelism as host  # noqa: E402 - found through the line above
 
 RATIO_GOAL = 3.0
 MEMORY_GOAL_MIB = 1024
@@ -103,17 +104,6 @@ def run_child(mode: str, cluster: Path, out: Path) -> dict[str, Any]:
     return result
 
 
-def _second_cpu_speedup() -> float:
-    """Two copies of a fixed loop at once against one alone (2.0 = a full second CPU); NaN without fork."""
-    from bench_host_parallelism import spin, two_at_once
-
-    if not hasattr(os, "fork"):
-        return float("nan")
-    alone = spin()
-    wall, _slower = two_at_once()
-    return 2 * alone / wall
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=999)
@@ -138,7 +128,7 @@ def main() -> int:
         pairs = []
         second_cpu = []  # what the host's second CPU was worth around each pair (bench_host_parallelism)
         for _ in range(max(1, args.repeat)):
-            second_cpu.append(_second_cpu_speedup())
+            second_cpu.append(host.speedup())
             pairs.append((run_child("bare", cluster, out), run_child("audit", cluster, out)))
 
     nodes = len(scenario.nodes)
@@ -160,8 +150,7 @@ def main() -> int:
     audit_median = statistics.median(f["seconds"] for _, f in pairs)
     print(f"medians:      bare {bare_median:.2f} s, audit {audit_median:.2f} s "
           f"(ratio of medians {audit_median / bare_median:.2f}x)")
-    print(f"second CPU:   median speed-up {statistics.median(second_cpu):.2f}x around the pairs "
-          f"(min {min(second_cpu):.2f}x, max {max(second_cpu):.2f}x; 2.00x = a full second CPU)")
+    print(host.summary(second_cpu) + ", one before each pair")
     ratio = statistics.median(ratios)
     memory = max(f["max_rss_mib"] for _, f in pairs)
     verdict_time = "ok" if ratio <= RATIO_GOAL else "OVER GOAL"
