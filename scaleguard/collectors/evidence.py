@@ -78,8 +78,8 @@ def read_evidence(path: Path, *, meanwhile: Callable[[], object] | None = None) 
 
     Raises :class:`NotADirectoryError` only when ``path`` itself is not a folder (a usage error);
     everything found inside becomes data or diagnostics. ``meanwhile`` is the caller's own work (the
-    audit loads its policies), run on this CPU while a forked child reads half of a large fleet — the
-    parent would otherwise wait for the child's answer — or before reading when there is no child.
+    audit loads its policies), run once: for a large fleet while a forked child already reads, else
+    before reading.
     """
     if not path.is_dir():
         raise NotADirectoryError(f"evidence folder {path} does not exist or is not a folder")
