@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 BUILTIN_FUNCTIONS = frozenset(
@@ -83,7 +84,10 @@ def join(values: Any, separator: Any) -> str:
 FUNCTIONS: dict[str, Callable[..., Any]] = {"covers": covers, "lower": lower, "join": join}
 
 
+@lru_cache(maxsize=4096)
 def _canonical(name: str) -> str:
+    """The form names are compared in; cached, because a fleet asks about the same few master names for
+    every worker and a failed ``ip_address`` parse (an exception) costs more than the comparison."""
     text = name.strip().lower().rstrip(".")
     bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
@@ -92,6 +96,7 @@ def _canonical(name: str) -> str:
         return text
 
 
+@lru_cache(maxsize=4096)
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
