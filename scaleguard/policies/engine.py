@@ -77,6 +77,7 @@ def _evaluate_cluster(
     judge = _Judge(cluster)
     compiled = [(p, _Plan(p, cluster.cluster)) for p in policies]
     specs: dict[tuple[str, ...], trim.AccessSpec] = {}
+    todos: dict[tuple[str, ...], list[tuple[Policy, _Plan]]] = {}  # per set of roles: a handful
 
     def judge_cluster() -> list[Finding]:
         found: list[Finding] = []
@@ -88,11 +89,12 @@ def _evaluate_cluster(
 
     def judge_node(node: NodeSnapshot) -> list[Finding]:
         roles = tuple(node.roles())
-        todo = [(p, plan) for p, plan in compiled if p.scope.value in roles]
+        todo = todos.get(roles)
+        if todo is None:
+            todo = todos[roles] = [(p, plan) for p, plan in compiled if p.scope.value in roles]
+            specs[roles] = _spec_of([p for p, _ in todo])
         if node.collection.state is not CollectionState.OK or not todo:
             return []
-        if roles not in specs:
-            specs[roles] = _spec_of([p for p, _ in todo])
         mine = facts.nodes[node.name]
         judge.use(
             {

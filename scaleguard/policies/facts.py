@@ -240,6 +240,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -566,8 +567,14 @@ def _stale(my: CertificateStore | None, cert: Facts | None) -> list[Facts] | Non
 
 
 def _endpoint(raw: str | None) -> Facts | None:
-    if raw is None:
-        return None
+    """MasterEndpoint taken apart; every worker of a fleet names the same one or two, so the parse is
+    cached and each caller gets its own copy of the map."""
+    parsed = _parse_endpoint(raw) if raw is not None else None
+    return dict(parsed) if parsed is not None else None
+
+
+@lru_cache(maxsize=1024)
+def _parse_endpoint(raw: str) -> Facts:
     text = raw.strip()
     parts = urlsplit(text)
     scheme = parts.scheme.lower() or None
