@@ -33,6 +33,7 @@ from scaleguard.remediators.inverse import inverse
 from scaleguard.remediators.journal import Journal
 from scaleguard.remediators.model import FileRef, Plan, SecretRef, Step, StepRef
 from scaleguard.remediators.transport import ActionFailed, OutcomeUnknown, Transport
+from scaleguard.remediators.undo import once_per_service, send_revert
 
 StepStatus = Literal["done", "failed", "unknown", "skipped", "rolled_back", "rollback_failed"]
 UnitStatus = Literal["pending", "done", "failed", "rolled_back", "rollback_failed", "skipped"]
@@ -288,12 +289,7 @@ class Executor:
             self._mark_rolled_back(entry, ok, plan.note)
             if not ok:
                 failed_units.add(entry.step.unit)
-        seen: set[tuple[str, str, str]] = set()
-        for entry, request in deferred:
-            key = (entry.step.cluster.lower(), entry.step.node.lower(), str(request.get("name")).lower())
-            if key in seen:
-                continue
-            seen.add(key)
+        for entry, request in once_per_service(deferred, lambda d: (d.step.cluster, d.step.node)):
             if not self._rollback_request(entry, request):
                 failed_units.add(entry.step.unit)
                 self._mark_rolled_back(entry, False, "")
@@ -302,25 +298,15 @@ class Executor:
     def _rollback_request(self, entry: _Done, request: dict[str, Any]) -> bool:
         run_id = self.report.run_id
         step = entry.step
-        seq = self.journal.begin(
-            run_id,
-            phase="rollback",
-            cluster=step.cluster,
-            node=step.node,
-            request=request,
-            step_id=step.id,
-            unit=step.unit,
-            inverts=(run_id, entry.seq),
+        error = send_revert(
+            self.journal, self.transport, run_id, phase="rollback", cluster=step.cluster, node=step.node,
+            request=request, step_id=step.id, unit=step.unit, inverts=(run_id, entry.seq),
         )
-        try:
-            result = self.transport.client(step.cluster, step.node).request(request)
-        except (ActionFailed, OutcomeUnknown) as exc:
-            self.journal.end(run_id, seq, "failed", error=str(exc))
-            message = f"rollback of {step.id} on {step.node} ({request.get('op')}) failed: {exc}"
+        if error is not None:
+            message = f"rollback of {step.id} on {step.node} ({request.get('op')}) failed: {error}"
             self.report.rollback_errors.append(message)
             self.emit("fail", message)
             return False
-        self.journal.end(run_id, seq, "done", result=result)
         self.emit("undo", f"{step.id} {step.node} {request.get('op')}")
         return True
 

@@ -10,11 +10,56 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from scaleguard.remediators.inverse import inverse
-from scaleguard.remediators.journal import Entry, Journal
+from scaleguard.remediators.journal import Entry, Journal, Phase
 from scaleguard.remediators.transport import ActionFailed, OutcomeUnknown, Transport
+
+_E = TypeVar("_E")
+
+
+def send_revert(
+    journal: Journal,
+    transport: Transport,
+    run_id: str,
+    *,
+    phase: Phase,
+    cluster: str,
+    node: str,
+    request: dict[str, Any],
+    step_id: str | None,
+    unit: str | None,
+    inverts: tuple[str, int],
+) -> str | None:
+    """Journal one inverse request, send it, journal the answer: what rollback and undo both do per
+    request. Returns why it failed, or None when the node did it."""
+    seq = journal.begin(
+        run_id, phase=phase, cluster=cluster, node=node, request=request, step_id=step_id, unit=unit,
+        inverts=inverts,
+    )
+    try:
+        result = transport.client(cluster, node).request(request)
+    except (ActionFailed, OutcomeUnknown) as exc:
+        journal.end(run_id, seq, "failed", error=str(exc))
+        return str(exc)
+    journal.end(run_id, seq, "done", result=result)
+    return None
+
+
+def once_per_service(
+    deferred: list[tuple[_E, dict[str, Any]]], where: Callable[[_E], tuple[str, str]]
+) -> list[tuple[_E, dict[str, Any]]]:
+    """The deferred restarts, each service (cluster, node, name) once: the first one asked for."""
+    seen: set[tuple[str, str, str]] = set()
+    kept = []
+    for entry, request in deferred:
+        cluster, node = where(entry)
+        key = (cluster.lower(), node.lower(), str(request.get("name")).lower())
+        if key not in seen:
+            seen.add(key)
+            kept.append((entry, request))
+    return kept
 
 
 class UndoError(Exception):
@@ -65,12 +110,8 @@ def undo_run(
         for request in plan.requests:
             _send(journal, transport, report, undo_id, entry, request, emit)
         deferred += [(entry, request) for request in plan.deferred]
-    seen: set[tuple[str, str, str]] = set()
-    for entry, request in deferred:
-        key = (entry.cluster.lower(), entry.node.lower(), str(request.get("name")).lower())
-        if key not in seen:
-            seen.add(key)
-            _send(journal, transport, report, undo_id, entry, request, emit)
+    for entry, request in once_per_service(deferred, lambda e: (e.cluster, e.node)):
+        _send(journal, transport, report, undo_id, entry, request, emit)
     journal.finish_run(undo_id, "done" if report.ok else "failed")
     return report
 
@@ -84,24 +125,14 @@ def _send(
     request: dict[str, Any],
     emit: Callable[[str, str], None],
 ) -> None:
-    seq = journal.begin(
-        undo_id,
-        phase="undo",
-        cluster=entry.cluster,
-        node=entry.node,
-        request=request,
-        step_id=entry.step_id,
-        unit=entry.unit,
-        inverts=(entry.run_id, entry.seq),
+    error = send_revert(
+        journal, transport, undo_id, phase="undo", cluster=entry.cluster, node=entry.node, request=request,
+        step_id=entry.step_id, unit=entry.unit, inverts=(entry.run_id, entry.seq),
     )
     label = f"{entry.step_id or entry.seq} {entry.node} {request.get('op')}"
-    try:
-        result = transport.client(entry.cluster, entry.node).request(request)
-    except (ActionFailed, OutcomeUnknown) as exc:
-        journal.end(undo_id, seq, "failed", error=str(exc))
-        report.errors.append(f"{label}: {exc}")
-        emit("fail", f"{label}: {exc}")
+    if error is not None:
+        report.errors.append(f"{label}: {error}")
+        emit("fail", f"{label}: {error}")
         return
-    journal.end(undo_id, seq, "done", result=result)
     report.reverted.append(label)
     emit("undo", label)
