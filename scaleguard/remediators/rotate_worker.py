@@ -16,13 +16,13 @@ from typing import ClassVar
 from scaleguard.findings.model import Finding
 from scaleguard.remediators import commands
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node, valid_host
-from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, Thumb, show, thumb_key
+from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, Thumb, thumb_key
 from scaleguard.remediators.model import Unit
 from scaleguard.remediators.steps import (
     ALWAYS_KEY_READERS,
     create_certificate,
-    drop_cert,
     import_cert,
+    remove_old_cert,
     service_account,
     write_setting,
 )
@@ -129,15 +129,7 @@ class RotateWorkerCertificate(Remediator):
         # restart first: the running service must never lose the certificate it still holds in memory
         draft.restart(worker, "worker")
         for stale in stale_certs:
-            draft.step(
-                worker,
-                "remove_certificate",
-                {"store": "My", "thumbprint": stale.thumbprint},
-                before=f"LocalMachine\\My holds old certificate {show(stale.thumbprint)} ({stale.subject})",
-                after="removed (key kept, backup on the node, restorable)",
-                command=commands.remove_certificate("My", show(stale.thumbprint)),
-            )
-            drop_cert(worker, "My", stale.thumbprint)
+            remove_old_cert(draft, worker, stale)
         return ctx.commit(draft, findings)
 
 

@@ -12,12 +12,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 from scaleguard.findings.model import Finding
-from scaleguard.remediators import commands
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
-from scaleguard.remediators.intent import show
 from scaleguard.remediators.model import StepRef, Unit
 from scaleguard.remediators.rotate_worker import referenced
-from scaleguard.remediators.steps import drop_cert
+from scaleguard.remediators.steps import remove_old_cert
 from scaleguard.remediators.trust import worker_cert
 
 
@@ -62,15 +60,7 @@ class RemoveStaleWorkerCertificates(Remediator):
                 self.phase,
             )
             for old in stale:
-                draft.step(
-                    worker,
-                    "remove_certificate",
-                    {"store": "My", "thumbprint": old.thumbprint},
-                    before=f"LocalMachine\\My holds old certificate {show(old.thumbprint)} ({old.subject})",
-                    after="removed (key kept, backup on the node, restorable)",
-                    command=commands.remove_certificate("My", show(old.thumbprint)),
-                )
-                drop_cert(worker, "My", old.thumbprint)
+                remove_old_cert(draft, worker, old)
             unit = ctx.commit(draft, group)
             if unit is not None:
                 units.append(unit)

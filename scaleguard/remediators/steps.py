@@ -164,6 +164,21 @@ def add_cert(node: NodeIntent, store: str, cert: CertFact) -> None:
         node.my = {thumb_key(cert.thumbprint): cert}
 
 
+def remove_old_cert(draft: UnitDraft, node: NodeIntent, old: CertFact) -> str:
+    """Delete an old certificate from ``node``'s My by thumbprint (Microsoft's ``certmgr /del /n <CN>``
+    would take the new one with the same CN too); the node keeps a backup and the key."""
+    step = draft.step(
+        node,
+        "remove_certificate",
+        {"store": "My", "thumbprint": old.thumbprint},
+        before=f"LocalMachine\\My holds old certificate {show(old.thumbprint)} ({old.subject})",
+        after="removed (key kept, backup on the node, restorable)",
+        command=commands.remove_certificate("My", show(old.thumbprint)),
+    )
+    drop_cert(node, "My", old.thumbprint)
+    return step
+
+
 def drop_cert(node: NodeIntent, store: str, thumb: Thumb) -> None:
     certs = node.store(store)
     if certs is not None:
