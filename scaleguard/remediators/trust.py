@@ -169,12 +169,7 @@ def _worker_trusts_master(cluster: ClusterIntent, worker: NodeIntent, draft: Uni
     cert = master_cert_for(cluster, worker)
     if isinstance(cert, str):
         return cert
-    present = worker.cert("Root", cert.thumbprint)
-    if present is not None:
-        return [], present.provided_by
-    draft.depend(cert.provided_by)
-    import_cert(draft, worker, "Root", cert, label="the master certificate", file_name="SSISScaleOutMaster.cer")
-    return [(worker, "worker")], None
+    return _into_worker_root(draft, worker, cert, "the master certificate", "SSISScaleOutMaster.cer")
 
 
 def worker_cert(worker: NodeIntent) -> CertFact | str:
@@ -192,11 +187,16 @@ def _worker_own_root(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDraf
     cert = worker_cert(worker)
     if isinstance(cert, str):
         return cert
+    return _into_worker_root(draft, worker, cert, "the worker certificate", "SSISScaleOutWorker.cer")
+
+
+def _into_worker_root(draft: UnitDraft, worker: NodeIntent, cert: CertFact, label: str, file_name: str) -> _Result:
+    """``cert`` into the worker's Root unless it is there already (then: who put it there, if this plan)."""
     present = worker.cert("Root", cert.thumbprint)
     if present is not None:
         return [], present.provided_by
     draft.depend(cert.provided_by)
-    import_cert(draft, worker, "Root", cert, label="the worker certificate", file_name="SSISScaleOutWorker.cer")
+    import_cert(draft, worker, "Root", cert, label=label, file_name=file_name)
     return [(worker, "worker")], None
 
 
