@@ -76,8 +76,8 @@ def _evaluate_cluster(
     }
     judge = _Judge(cluster)
     compiled = [(p, _Plan(p, cluster.cluster)) for p in policies]
-    specs: dict[tuple[str, ...], trim.AccessSpec] = {}
-    todos: dict[tuple[str, ...], list[tuple[Policy, _Plan]]] = {}  # per set of roles: a handful
+    # per set of roles (a handful per cluster): the policies that apply and what of the facts they read
+    by_roles: dict[tuple[str, ...], tuple[list[tuple[Policy, _Plan]], trim.AccessSpec]] = {}
 
     def judge_cluster() -> list[Finding]:
         found: list[Finding] = []
@@ -89,10 +89,10 @@ def _evaluate_cluster(
 
     def judge_node(node: NodeSnapshot) -> list[Finding]:
         roles = tuple(node.roles())
-        todo = todos.get(roles)
-        if todo is None:
-            todo = todos[roles] = [(p, plan) for p, plan in compiled if p.scope.value in roles]
-            specs[roles] = _spec_of([p for p, _ in todo])
+        if roles not in by_roles:
+            applying = [(p, plan) for p, plan in compiled if p.scope.value in roles]
+            by_roles[roles] = applying, _spec_of([p for p, _ in applying])
+        todo, spec = by_roles[roles]
         if node.collection.state is not CollectionState.OK or not todo:
             return []
         mine = facts.nodes[node.name]
@@ -105,7 +105,7 @@ def _evaluate_cluster(
                 "master_cert": mine.master_cert,
                 "worker_cert": mine.worker_cert,
             },
-            specs[roles],
+            spec,
         )
         return [judge.one(policy, plan, node.name) for policy, plan in todo]
 
