@@ -153,6 +153,7 @@ def shared_map(
     items: Sequence[_T],
     *,
     chunks: int = 48,
+    min_items: int = 2,
     meanwhile: Callable[[], object] | None = None,
 ) -> list[_R]:
     """``[fn(item) for item in items]``, computed by this process and one forked child together.
@@ -163,11 +164,11 @@ def shared_map(
     runs here once, while the child already takes slices. The child sends each slice's results as soon
     as it has them and this process takes them in between its own slices, so when the queue is empty
     nearly everything has arrived: no child pickling everything at the end while this one waits, then
-    unpickling it all. Without fork, or for fewer than two items, ``meanwhile`` then the items run here,
-    in order. A failure in ``fn`` (either process) or in ``meanwhile`` is raised here after the child
-    has been reaped.
+    unpickling it all. Without fork, or for fewer than ``min_items`` items (where a fork costs more than
+    it saves), ``meanwhile`` then the items run here, in order. A failure in ``fn`` (either process) or in
+    ``meanwhile`` is raised here after the child has been reaped.
     """
-    if len(items) < 2 or not enabled():
+    if len(items) < max(2, min_items) or not enabled():
         if meanwhile is not None:
             meanwhile()
         return [fn(item) for item in items]

@@ -143,6 +143,11 @@ def test_shared_map_without_fork_runs_meanwhile_then_the_items_here(monkeypatch:
     assert order == ["meanwhile", 1, 2, 3]
 
 
+def test_shared_map_keeps_fewer_than_min_items_here() -> None:
+    results = parallel.shared_map(_slow_pid, range(5), min_items=6)
+    assert results == [(i * i, os.getpid()) for i in range(5)]
+
+
 @needs_fork
 @pytest.mark.parametrize("failing", [0, 39], ids=["a slice this process may take", "the last slice"])
 def test_shared_map_raises_a_failure_from_either_process(failing: int) -> None:

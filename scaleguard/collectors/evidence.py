@@ -91,9 +91,11 @@ def read_evidence(path: Path, *, meanwhile: Callable[[], object] | None = None) 
             log.info("evidence %s: %r is not a node folder; ignored", path, entry.name)
             continue
         folders.append(Path(entry.path))
-    # a fleet's nodes are hundreds of thousands of small objects that all stay alive (see gc_paused)
+    # A large fleet is read by this process and a forked child together: reading is CPU-bound Python
+    # (parsing, model building), and sending a node back pickled costs about a tenth of reading it. Its
+    # nodes are hundreds of thousands of small objects that all stay alive (see gc_paused).
     with parallel.gc_paused():
-        nodes = _read_nodes(folders, meanwhile or (lambda: None))
+        nodes = parallel.shared_map(read_node, folders, min_items=PARALLEL_MIN_NODES, meanwhile=meanwhile)
     return ClusterSnapshot(
         cluster=path.name or path.resolve().name,
         collected_at=datetime.now(UTC),
@@ -101,17 +103,6 @@ def read_evidence(path: Path, *, meanwhile: Callable[[], object] | None = None) 
         mode="offline",
         nodes=nodes,
     )
-
-
-def _read_nodes(folders: list[Path], meanwhile: Callable[[], object]) -> list[NodeSnapshot]:
-    """Every folder's node, in order. A large fleet is read by this process and a forked child together
-    (:func:`scaleguard.parallel.shared_map`): reading is CPU-bound Python (parsing, model building), and
-    sending a node back pickled costs about a tenth of reading it. This process does ``meanwhile``
-    while the child starts reading. Small folders are not worth a fork."""
-    if len(folders) < PARALLEL_MIN_NODES:
-        meanwhile()
-        return [read_node(folder) for folder in folders]
-    return parallel.shared_map(read_node, folders, meanwhile=meanwhile)
 
 
 def read_node(node_dir: Path) -> NodeSnapshot:

@@ -123,11 +123,10 @@ def _judge_all(
     the cluster while the child starts on the nodes. Each verdict depends only on the shared facts, so
     the result is the sequential one. Sending 7,000 findings back costs well under a tenth of judging
     them; a small cluster is not worth the fork."""
-    if len(nodes) < PARALLEL_MIN_NODES:
-        first = judge_cluster()
-        return [*first, *(f for node in nodes for f in judge_node(node))]
     cluster_findings: list[list[Finding]] = []
-    per_node = parallel.shared_map(judge_node, nodes, meanwhile=lambda: cluster_findings.append(judge_cluster()))
+    per_node = parallel.shared_map(
+        judge_node, nodes, min_items=PARALLEL_MIN_NODES, meanwhile=lambda: cluster_findings.append(judge_cluster())
+    )
     return [*cluster_findings[0], *(f for found in per_node for f in found)]
 
 
