@@ -266,6 +266,11 @@ _FAST_FINDINGS = tuple(Finding.model_fields) == _FINDING_FIELDS and not Finding.
 per-field loop (alias lookups, defaults): it cost as much as judging them (≈11 µs × 14,000 findings).
 Checked against the model, so a new field falls back to ``model_construct`` instead of going missing."""
 _set = object.__setattr__
+_EVERY_FIELD = set(_FINDING_FIELDS)
+"""The fields-set every fast-built finding shares (every field is set). Sharing is safe because pydantic
+only ever adds a field name to it (an assignment), and each name is in it already; a copy
+(``model_copy``) gets its own. One set instead of one per finding: 10 MB less per 14,000 findings, and
+a forked helper's pickled findings carry it once per batch instead of once each."""
 
 
 class _Plan:
@@ -316,7 +321,7 @@ class _Plan:
             return Finding.model_construct(**values)
         finding = Finding.__new__(Finding)
         _set(finding, "__dict__", values)
-        _set(finding, "__pydantic_fields_set__", set(_FINDING_FIELDS))
+        _set(finding, "__pydantic_fields_set__", _EVERY_FIELD)
         _set(finding, "__pydantic_extra__", None)
         _set(finding, "__pydantic_private__", None)
         return finding

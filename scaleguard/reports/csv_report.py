@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
+from scaleguard.findings.model import Severity, Status
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.view import sorted_findings
 
@@ -52,13 +53,14 @@ class CsvReporter:
     filename = "findings.csv"
 
     def render(self, ctx: ReportContext) -> bytes:
+        # Cells that cannot start a formula are not neutralised: a policy id (it matches ``ID_PATTERN``,
+        # a capital letter first), a status or severity (enum words) and the evidence (a JSON object, "{").
+        # The rest come from nodes or from users' policy packs and always are.
         rows = [
             [
-                neutralise(cell)
-                for cell in (
-                    f.policy, f.node, f.cluster, str(f.status), str(f.severity), f.title, f.message,
-                    f.remediation or "", _evidence_json(f.evidence),
-                )
+                f.policy, neutralise(f.node), neutralise(f.cluster), _TEXT[f.status], _TEXT[f.severity],
+                neutralise(f.title), neutralise(f.message), neutralise(f.remediation or ""),
+                _evidence_json(f.evidence),
             ]
             for f in sorted_findings(ctx.findings.findings)
         ]
@@ -66,3 +68,6 @@ class CsvReporter:
         # exact, already-neutralised string (no numeric inference that could re-format "-12" or "1e5").
         frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
         return frame.to_csv(index=False, lineterminator="\r\n").encode("utf-8-sig")
+
+
+_TEXT: dict[Status | Severity, str] = {**{s: str(s) for s in Status}, **{s: str(s) for s in Severity}}

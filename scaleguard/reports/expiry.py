@@ -80,10 +80,12 @@ class ExpiryRow:
     """The node whose config names the certificate (the master, or the worker that uses it)."""
     cert: Certificate
     days_left: int
+    bucket: str = ""
+    """:func:`bucket_of` the days left; filled in when left empty."""
 
-    @property
-    def bucket(self) -> str:
-        return bucket_of(self.days_left)
+    def __post_init__(self) -> None:
+        if not self.bucket:
+            object.__setattr__(self, "bucket", bucket_of(self.days_left))
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,8 @@ def _cluster_rows(cluster: ClusterSnapshot, now: datetime) -> list[ExpiryRow]:
         if (t := normalize_thumbprint(setting(w.worker_config, "WorkerHttpsCertThumbprint")))
     }
     rows: list[ExpiryRow] = []
+    named = master_certs.keys() | worker_certs.keys()
+    days: dict[str, tuple[int, str]] = {}  # by thumbprint: a worker certificate has several copies
     for node in cluster.nodes:
         bound = (
             {normalize_thumbprint(b.cert_hash) for b in node.bindings or [] if b.cert_hash}
@@ -165,19 +169,18 @@ def _cluster_rows(cluster: ClusterSnapshot, now: datetime) -> list[ExpiryRow]:
             if store is None:
                 continue
             for cert in store.certificates:
-                role, owner = _role(cert.thumbprint, node, master_certs, worker_certs, bound, pinned)
-                if role:
-                    rows.append(
-                        ExpiryRow(
-                            cluster.cluster,
-                            node.name,
-                            store.name,
-                            role,
-                            owner,
-                            cert,
-                            days_left(cert.not_after, now),
-                        )
-                    )
+                thumbprint = cert.thumbprint
+                # most of a Root store is public CAs that no config names: skipped before any call
+                if thumbprint not in named and thumbprint not in bound and thumbprint != pinned:
+                    continue
+                role, owner = _role(thumbprint, node, master_certs, worker_certs, bound, pinned)
+                if not role:
+                    continue
+                left = days.get(thumbprint)
+                if left is None:
+                    n = days_left(cert.not_after, now)
+                    left = days[thumbprint] = (n, bucket_of(n))
+                rows.append(ExpiryRow(cluster.cluster, node.name, store.name, role, owner, cert, *left))
     return rows
 
 

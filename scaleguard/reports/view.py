@@ -6,7 +6,7 @@ Ordering is "problems first" everywhere: an auditor opens a report to see what i
 
 from __future__ import annotations
 
-from collections import Counter
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,7 +14,7 @@ from typing import Any
 
 from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
 from scaleguard.reports.fixsteps import fix_step
-from scaleguard.snapshot.model import Certificate, NodeSnapshot, Snapshot, days_left
+from scaleguard.snapshot.model import NodeSnapshot, Snapshot, days_left
 
 STATUS_ORDER: tuple[Status, ...] = (
     Status.ERROR, Status.FAIL, Status.NOT_ASSESSED, Status.WAIVED, Status.PASS,
@@ -28,8 +28,11 @@ EXPIRY_WARN_DAYS = 60
 EXPIRY_SOON_DAYS = 30
 
 
+_SEVERITY_DESCENDING = {s: -s.rank for s in Severity}  # ``rank`` is a property: looked up once, not per finding
+
+
 def finding_order(f: Finding) -> tuple[int, int, str, str, str]:
-    return (_STATUS_RANK[f.status], -f.severity.rank, f.policy, f.cluster, f.node)
+    return (_STATUS_RANK[f.status], _SEVERITY_DESCENDING[f.severity], f.policy, f.cluster, f.node)
 
 
 def sorted_findings(findings: Iterable[Finding]) -> list[Finding]:
@@ -37,13 +40,18 @@ def sorted_findings(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def status_counts(findings: Iterable[Finding]) -> dict[Status, int]:
-    counts = Counter(f.status for f in findings)
-    return {s: counts.get(s, 0) for s in STATUS_ORDER}
+    # a plain loop: Counter over a generator cost three times as much, once per node of a large audit
+    counts = dict.fromkeys(STATUS_ORDER, 0)
+    for f in findings:
+        counts[f.status] += 1
+    return counts
 
 
 def severity_status_matrix(findings: Iterable[Finding]) -> dict[Severity, dict[Status, int]]:
-    counts = Counter((f.severity, f.status) for f in findings)
-    return {sev: {st: counts.get((sev, st), 0) for st in STATUS_ORDER} for sev in SEVERITY_ORDER}
+    matrix = {sev: dict.fromkeys(STATUS_ORDER, 0) for sev in SEVERITY_ORDER}
+    for f in findings:
+        matrix[f.severity][f.status] += 1
+    return matrix
 
 
 
@@ -130,37 +138,9 @@ class NodeRow:
     soonest_days: int | None
 
 
-@dataclass
-class CertRow:
-    cluster: str
-    node: str
-    store: str
-    cert: Certificate
-    days_left: int
-
-
-def cert_rows(snapshot: Snapshot, now: datetime) -> list[CertRow]:
-    rows: list[CertRow] = []
-    days: dict[str, int] = {}  # the same public CAs sit on every node: compute each once (by thumbprint:
-    # hashing an aware datetime is slower than the subtraction it would save)
-    for cluster in snapshot.clusters:
-        for node in cluster.nodes:
-            for store in (node.root, node.my):
-                if store is None:
-                    continue
-                for c in store.certificates:
-                    left = days.get(c.thumbprint)
-                    if left is None:
-                        left = days[c.thumbprint] = days_left(c.not_after, now)
-                    rows.append(CertRow(cluster.cluster, node.name, store.name, c, left))
-    return rows
-
-
 def node_rows(snapshot: Snapshot, findings: Iterable[Finding], now: datetime) -> list[NodeRow]:
     """Every node of the snapshot, plus any subject a finding names that the snapshot lacks."""
-    per_node: dict[tuple[str, str], list[Finding]] = {}
-    for f in findings:
-        per_node.setdefault((f.cluster, f.node.lower()), []).append(f)
+    tallies = _node_tallies(findings)
     rows = []
     seen: set[tuple[str, str]] = set()
     for cluster in snapshot.clusters:
@@ -168,7 +148,7 @@ def node_rows(snapshot: Snapshot, findings: Iterable[Finding], now: datetime) ->
             key = (cluster.cluster, node.name.lower())
             seen.add(key)
             stores = [s for s in (node.root, node.my) if s is not None]
-            mine = per_node.get(key, [])
+            tally = tallies.get(key)
             rows.append(
                 NodeRow(
                     cluster=cluster.cluster,
@@ -177,29 +157,65 @@ def node_rows(snapshot: Snapshot, findings: Iterable[Finding], now: datetime) ->
                     state=node.collection.state.value,
                     reason=node.collection.reason or "",
                     fqdn=node.identity.fqdn or "",
-                    counts=status_counts(mine),
-                    worst=_worst_problem(mine),
+                    counts=tally.counts if tally else dict.fromkeys(STATUS_ORDER, 0),
+                    worst=tally.worst() if tally else "",
                     certificates=sum(len(s.certificates) for s in stores) if stores else None,
                     soonest_days=_soonest_own(node, now) if stores else None,
                 )
             )
-    for (cluster_name, node_key), mine in per_node.items():
+    for (cluster_name, node_key), tally in tallies.items():
         if (cluster_name, node_key) in seen:
             continue
         # cluster-scope policies report on the cluster itself; anything else names a node we never saw
         is_cluster = node_key == cluster_name.lower()
         rows.append(
-            NodeRow(cluster_name, mine[0].node, ["cluster"] if is_cluster else [],
-                    "cluster" if is_cluster else "not in snapshot", "", "", status_counts(mine),
-                    _worst_problem(mine), None, None)
+            NodeRow(cluster_name, tally.name, ["cluster"] if is_cluster else [],
+                    "cluster" if is_cluster else "not in snapshot", "", "", tally.counts,
+                    tally.worst(), None, None)
         )
     rows.sort(key=lambda r: (-(r.counts[Status.ERROR] + r.counts[Status.FAIL]), r.cluster, r.name.lower()))
     return rows
 
 
-def _worst_problem(findings: list[Finding]) -> str:
-    failing = [f.severity for f in findings if f.status in (Status.FAIL, Status.ERROR)]
-    return max(failing, key=lambda s: s.rank).value if failing else ""
+_PROBLEMS = frozenset({Status.ERROR, Status.FAIL})
+_SEVERITY_RANK = {s: s.rank for s in Severity}
+
+
+class _NodeTally:
+    """One node's findings counted: per status, and its worst problem's severity."""
+
+    __slots__ = ("name", "counts", "worst_severity")
+
+    def __init__(self, name: str) -> None:
+        self.name = name  # as the first finding spells it
+        self.counts = dict.fromkeys(STATUS_ORDER, 0)
+        self.worst_severity: Severity | None = None
+
+    def worst(self) -> str:
+        return self.worst_severity.value if self.worst_severity is not None else ""
+
+
+def _node_tallies(findings: Iterable[Finding]) -> dict[tuple[str, str], _NodeTally]:
+    """Per (cluster, lower-cased node): one pass over the findings (a 1,000-node audit has 14,000), where
+    grouping them first and then counting each group took three passes."""
+    tallies: dict[tuple[str, str], _NodeTally] = {}
+    lowered: dict[str, str] = {}
+    for f in findings:
+        name = f.node
+        low = lowered.get(name)
+        if low is None:
+            low = lowered[name] = name.lower()
+        key = (f.cluster, low)
+        tally = tallies.get(key)
+        if tally is None:
+            tally = tallies[key] = _NodeTally(name)
+        status = f.status
+        tally.counts[status] += 1
+        if status in _PROBLEMS:
+            worst = tally.worst_severity
+            if worst is None or _SEVERITY_RANK[f.severity] > _SEVERITY_RANK[worst]:
+                tally.worst_severity = f.severity
+    return tallies
 
 
 def _soonest_own(node: NodeSnapshot, now: datetime) -> int | None:
@@ -224,6 +240,9 @@ def _soonest_own(node: NodeSnapshot, now: datetime) -> int | None:
     return min(days) if days else None
 
 
+_NOT_HEX = re.compile(r"[^0-9a-fA-F]+")
+
+
 def _hex_only(value: str | None) -> str:
     """A config thumbprint as the store names it (spaces and U+200E dropped), only to find the cert."""
-    return "".join(ch for ch in (value or "") if ch in "0123456789abcdefABCDEF").upper()
+    return _NOT_HEX.sub("", value or "").upper()
