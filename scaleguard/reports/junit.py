@@ -38,6 +38,7 @@ class JunitReporter:
         stamp = _attr(ctx.findings.generated_at.isoformat(timespec="seconds"))
 
         suites: list[str] = []
+        names: dict[str, str] = {}  # testcase name → escaped; a node is named by every policy it ran
         totals: Counter[str] = Counter()
         for policy in sorted(per_policy):
             cases = sorted(per_policy[policy], key=lambda f: (f.cluster, f.node.casefold(), f.subject or ""))
@@ -50,8 +51,12 @@ class JunitReporter:
                 f'timestamp="{stamp}" tests="{len(cases)}" failures="{counts["failures"]}" '
                 f'errors="{counts["errors"]}" skipped="{counts["skipped"]}" time="0">\n'
             )
+            classname = _attr(xml_text(policy))
             suites.extend(
-                _testcase(f, multi_cluster=multi_cluster, repeated=repeated[(f.cluster, f.node.casefold())] > 1)
+                _testcase(
+                    f, classname, names, multi_cluster=multi_cluster,
+                    repeated=repeated[(f.cluster, f.node.casefold())] > 1,
+                )
                 for f in cases
             )
             suites.append("  </testsuite>\n")
@@ -102,20 +107,28 @@ def _counts(findings: list[Finding]) -> Counter[str]:
     return Counter(kinds[f.status] for f in findings if f.status in kinds)
 
 
-def _testcase(f: Finding, *, multi_cluster: bool, repeated: bool) -> str:
+_FAIL, _ERROR, _NOT_ASSESSED, _WAIVED = Status.FAIL, Status.ERROR, Status.NOT_ASSESSED, Status.WAIVED
+
+
+def _testcase(f: Finding, classname: str, names: dict[str, str], *, multi_cluster: bool, repeated: bool) -> str:
+    """One ``<testcase>``; ``classname`` is the policy id escaped, ``names`` remembers escaped names."""
     name = f"{f.cluster}/{f.node}" if multi_cluster and f.cluster else f.node
     if repeated and f.subject:
         name += f" [{f.subject}]"
-    case = f'    <testcase classname="{_attr(xml_text(f.policy))}" name="{_attr(xml_text(name))}" time="0"'
-    if f.status is Status.FAIL or f.status is Status.ERROR:
-        tag = "failure" if f.status is Status.FAIL else "error"
+    escaped = names.get(name)
+    if escaped is None:
+        escaped = names[name] = _attr(xml_text(name))
+    case = f'    <testcase classname="{classname}" name="{escaped}" time="0"'
+    status = f.status
+    if status is _FAIL or status is _ERROR:
+        tag = "failure" if status is _FAIL else "error"
         inner = f'<{tag} message="{_attr(xml_text(f.message))}" type="{_attr(f.severity.value)}"'
         details = xml_text(_details(f))
         inner += f">{_text(details)}</{tag}>" if details else " />"
-    elif f.status is Status.NOT_ASSESSED:
+    elif status is _NOT_ASSESSED:
         why = "does not apply in this mode" if not f.applicable else "evidence missing"
         inner = f'<skipped message="{_attr(xml_text(f"not assessed ({why}): {f.message}"))}" />'
-    elif f.status is Status.WAIVED:
+    elif status is _WAIVED:
         w = f.waiver or {}
         message = (
             f"waived until {w.get('expires', '?')} by {w.get('owner', '?')}: {w.get('reason', '')}"
