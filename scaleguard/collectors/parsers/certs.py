@@ -139,7 +139,7 @@ def _certificate(facts: _Facts, source: str) -> Certificate:
         clone = _new_model(Certificate)
         _set(clone, "__dict__", fields)
         _set(clone, "__pydantic_extra__", None)
-        _set(clone, "__pydantic_fields_set__", set(prototype.__pydantic_fields_set__))
+        _set(clone, "__pydantic_fields_set__", _EVERY_FIELD)
         _set(clone, "__pydantic_private__", None)
     fields["source"] = source
     fields["common_names"] = prototype.common_names.copy()
@@ -156,6 +156,12 @@ _FAST_COPY = (
 does not define its own copy."""
 _set = object.__setattr__
 _new_model = object.__new__
+_EVERY_FIELD = set(Certificate.model_fields)
+"""The fields-set every copy shares (every field counts as set: the copy sets ``source`` and the key
+facts anyway, and nothing here dumps with ``exclude_unset``). Sharing is safe because pydantic only ever
+adds a name to it, on assignment, and each name is in it already; ``model_copy`` gives a copy its own.
+One set instead of one per store entry: 16,001 fewer sets per 1,000-node fleet, and a forked reader's
+pickled nodes carry it once per batch instead of once per certificate."""
 
 
 def _is_exact_der_sequence(data: bytes) -> bool:
