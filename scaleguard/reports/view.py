@@ -95,13 +95,25 @@ def policy_rows(findings_file: FindingsFile) -> list[PolicyRow]:
         pid = str(summary.get("id", ""))
         if pid:
             declared[pid] = summary
-    by_policy: dict[str, list[Finding]] = {}
+    # per policy, in one pass: its first finding, its counts per status, its checks that cannot apply
+    first_of: dict[str, Finding] = {}
+    counts_of: dict[str, dict[Status, int]] = {}
+    not_applicable_of: dict[str, int] = {}
+    not_assessed = Status.NOT_ASSESSED
     for f in findings_file.findings:
-        by_policy.setdefault(f.policy, []).append(f)
+        pid = f.policy
+        counts = counts_of.get(pid)
+        if counts is None:
+            first_of[pid] = f
+            counts = counts_of[pid] = dict.fromkeys(STATUS_ORDER, 0)
+            not_applicable_of[pid] = 0
+        counts[f.status] += 1
+        if f.status is not_assessed and not f.applicable:
+            not_applicable_of[pid] += 1
     rows = []
-    for pid in sorted(set(declared) | set(by_policy)):
+    for pid in sorted(set(declared) | set(counts_of)):
         meta = declared.get(pid, {})
-        first = by_policy.get(pid, [None])[0]
+        first = first_of.get(pid)
         remediation = str(meta.get("remediation") or (first.remediation if first else "") or "")
         references = meta.get("references") or (first.references if first else [])
         rows.append(
@@ -114,10 +126,8 @@ def policy_rows(findings_file: FindingsFile) -> list[PolicyRow]:
                 references=[str(r) for r in references],
                 remediation=remediation,
                 fix_step=fix_step(remediation),
-                counts=status_counts(by_policy.get(pid, [])),
-                not_applicable=sum(
-                    1 for f in by_policy.get(pid, []) if f.status is Status.NOT_ASSESSED and not f.applicable
-                ),
+                counts=counts_of.get(pid) or dict.fromkeys(STATUS_ORDER, 0),
+                not_applicable=not_applicable_of.get(pid, 0),
             )
         )
     rows.sort(key=lambda r: (-r.counts[Status.ERROR] - r.counts[Status.FAIL], -r.problems, r.id))
