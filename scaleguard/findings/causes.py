@@ -123,23 +123,49 @@ def find_causes(findings: Iterable[Finding], snapshot: Snapshot | None = None) -
 
 
 class _Facts:
-    """Thumbprints per cluster and node, read once from the snapshot (empty without one)."""
+    """Thumbprints per cluster and node, read once from the snapshot (empty without one).
+
+    Every rule asks about every failing finding, and a rotated master leaves one failing pin per worker:
+    so nodes by name and the masters are indexed once per cluster, and the answers that depend only on
+    (cluster, thumbprints) are remembered. Without that, 2,000 failing
+    findings on a 1,000-node cluster took 0.65 s (every question rescanned the nodes)."""
 
     def __init__(self, snapshot: Snapshot | None) -> None:
         self.clusters: dict[str, ClusterSnapshot] = {
             c.cluster: c for c in (snapshot.clusters if snapshot else [])
         }
+        self._by_name: dict[str, dict[str, NodeSnapshot]] = {}
+        self._masters: dict[str, list[NodeSnapshot]] = {}
+        self._master_thumbprints: dict[str, list[str]] = {}
+        self._replaced: dict[tuple[str, str, str], bool] = {}
+        self._wrong_pins: set[tuple[str, str]] | None = None
 
     def node(self, cluster: str, name: str) -> NodeSnapshot | None:
         c = self.clusters.get(cluster)
-        return c.node(name) if c else None
+        if c is None:
+            return None
+        by_name = self._by_name.get(cluster)
+        if by_name is None:
+            by_name = self._by_name[cluster] = {}
+            for n in c.nodes:  # the first of two names differing in case wins, as ClusterSnapshot.node
+                by_name.setdefault(n.name.lower(), n)
+        return by_name.get(name.lower())
+
+    def masters(self, c: ClusterSnapshot) -> list[NodeSnapshot]:
+        found = self._masters.get(c.cluster)
+        if found is None:
+            found = self._masters[c.cluster] = c.masters
+        return found
 
     def master_thumbprints(self, cluster: str) -> list[str]:
         c = self.clusters.get(cluster)
         if c is None:
             return []
-        found = [normalize_thumbprint(setting(m.master_config, "SSLCertThumbprint")) for m in c.masters]
-        return sorted({t for t in found if t})
+        known = self._master_thumbprints.get(cluster)
+        if known is None:
+            found = [normalize_thumbprint(setting(m.master_config, "SSLCertThumbprint")) for m in self.masters(c)]
+            known = self._master_thumbprints[cluster] = sorted({t for t in found if t})
+        return list(known)
 
     def worker_pin(self, f: Finding) -> str:
         node = self.node(f.cluster, f.node)
@@ -158,14 +184,22 @@ class _Facts:
         c = self.clusters.get(cluster)
         if c is None or not pin:
             return False
-        if any(self._find(m, pin) for m in c.masters):
+        key = (cluster, pin, current)
+        known = self._replaced.get(key)
+        if known is None:
+            known = self._replaced[key] = self._replaced_master_cert(c, pin, current)
+        return known
+
+    def _replaced_master_cert(self, c: ClusterSnapshot, pin: str, current: str) -> bool:
+        masters = self.masters(c)
+        if any(self._find(m, pin) for m in masters):
             return True
         old = next((cert for n in c.nodes if (cert := self._find(n, pin))), None)
         if old is None:
             return False
-        new = next((cert for m in c.masters if (cert := self._find(m, current))), None)
+        new = next((cert for m in masters if (cert := self._find(m, current))), None)
         master_names = {name.casefold() for name in new.names()} if new else set()
-        for m in c.masters:
+        for m in masters:
             master_names |= {x.casefold() for x in (m.name, m.identity.computer_name, m.identity.fqdn) if x}
         return bool({name.casefold() for name in old.names()} & master_names)
 
@@ -177,11 +211,18 @@ class _Facts:
                 return found
         return None
 
+    def wrong_pins(self, all_open: list[Finding]) -> set[tuple[str, str]]:
+        """(cluster, case-folded node) of every open SO-W02 finding: built on the first question (one
+        ``find_causes`` call asks about one list of open findings), not rescanned per SO-W03 finding."""
+        if self._wrong_pins is None:
+            self._wrong_pins = {(o.cluster, o.node.casefold()) for o in all_open if o.policy == "SO-W02"}
+        return self._wrong_pins
+
     def masters_missing(self, cluster: str, thumbprint: str) -> list[str]:
         c = self.clusters.get(cluster)
         if c is None or not thumbprint:
             return []
-        return [m.name for m in c.masters if m.root is not None and m.root.find(thumbprint) is None]
+        return [m.name for m in self.masters(c) if m.root is not None and m.root.find(thumbprint) is None]
 
     def collection_state(self, f: Finding) -> str:
         node = self.node(f.cluster, f.node)
@@ -225,11 +266,7 @@ _Rule = Callable[[Finding, _Facts, list[Finding]], Cause | None]
 def _stale_master_pin(f: Finding, facts: _Facts, all_open: list[Finding]) -> Cause | None:
     if f.policy == "SO-W03":
         # Part of a stale pin only when the same worker also pins the wrong certificate.
-        pinned_wrong = any(
-            o.policy == "SO-W02" and o.cluster == f.cluster and o.node.casefold() == f.node.casefold()
-            for o in all_open
-        )
-        if not pinned_wrong:
+        if (f.cluster, f.node.casefold()) not in facts.wrong_pins(all_open):
             return None
     elif f.policy != "SO-W02":
         return None

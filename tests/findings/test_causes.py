@@ -200,3 +200,22 @@ def test_old_pin_still_in_worker_roots_with_the_master_subject_is_a_rotation() -
                     c.subject, c.common_names = "CN=master01", ["master01"]
     causes = find_causes(findings(), snap)
     assert causes[0].title.startswith("Master certificate replaced")
+
+
+def test_clusters_with_the_same_node_names_keep_their_own_pins() -> None:
+    """Node lookups, masters and the SO-W02 set are per cluster: WRK04 pins correctly in "prod" and a
+    twin cluster where every worker pins the old certificate must not change that."""
+    twin = snapshot().clusters[0].model_copy(update={"cluster": "twin"})
+    twin.nodes = [
+        n.model_copy(update={"worker_config": ConfigFile(
+            path="WorkerSettings.config", settings={"MasterHttpsCertThumbprint": OLD},
+        )}) if n.worker_config else n
+        for n in twin.nodes
+    ]
+    both = Snapshot(clusters=[snapshot().clusters[0], twin])
+    twin_findings = [f.model_copy(update={"cluster": "twin"}) for f in (f("SO-W02", "WRK04"), f("SO-W03", "WRK04"))]
+    causes = [c.as_json() for c in find_causes([*findings(), *twin_findings], both)]
+    stale = {(c["cluster"], tuple(c["nodes"])) for c in causes if c["kind"] == "stale-master-pin"}  # type: ignore[arg-type]
+    assert stale == {("prod", ("WRK01", "WRK02", "WRK03")), ("twin", ("WRK04",))}
+    untrusted = [c for c in causes if c["kind"] == "master-untrusted"]
+    assert [(c["cluster"], c["nodes"]) for c in untrusted] == [("prod", ["WRK04"])]
