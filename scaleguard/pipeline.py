@@ -72,15 +72,20 @@ def collect(options: AuditOptions, *, meanwhile: Callable[[], object] | None = N
 
 
 def evaluate(
-    snapshot: Snapshot, options: AuditOptions, now: datetime, *, policies: list[Policy] | None = None
+    snapshot: Snapshot,
+    options: AuditOptions,
+    now: datetime,
+    *,
+    policies: list[Policy] | None = None,
+    errand: parallel.Deferred[Any] | None = None,
 ) -> tuple[list[Finding], list[dict[str, Any]]]:
     """Stage 2 (pure): every policy (``policies``, else those ``options`` name) against every node it
-    applies to."""
+    applies to. ``errand``: independent work the engine's helper process may take on meanwhile."""
     from scaleguard.policies.engine import evaluate as evaluate_policies
 
     if policies is None:
         policies = load_policies(options)
-    findings = evaluate_policies(snapshot, policies, now=now, thresholds=options.thresholds)
+    findings = evaluate_policies(snapshot, policies, now=now, thresholds=options.thresholds, errand=errand)
     return findings, [p.summary() for p in policies]
 
 
@@ -129,8 +134,8 @@ def run_audit(options: AuditOptions, *, on_stage: Callable[[str], None] | None =
     """Every stage, in order. The cyclic garbage collector is paused throughout (the audit's objects live
     until it ends, see :func:`scaleguard.parallel.gc_paused`), and on a system with ``fork`` the stages'
     independent writes overlap: ``snapshot.json`` and the reports that need only the snapshot are written
-    by a child while the parent evaluates, and ``findings.json`` and the other reports are written by
-    children side by side (:mod:`scaleguard.parallel`)."""
+    by the child that helps evaluate, before it judges, and ``findings.json`` and the other reports are
+    written by this process and a child side by side (:mod:`scaleguard.parallel`)."""
     with parallel.gc_paused():
         return _run_audit(options, on_stage or (lambda _stage: None))
 
@@ -143,12 +148,13 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
     loaded: list[list[Policy]] = []
     snapshot = collect(options, meanwhile=lambda: loaded.append(load_policies(options)))
     snapshot_path = options.out_dir / "snapshot.json"
-    # What needs only the snapshot is written by a child while the parent evaluates (one-directional:
-    # it reads the snapshot, writes files, and hands nothing back but their names).
-    snapshot_written = parallel.Task(lambda: _write_snapshot_artefacts(snapshot, snapshot_path, options, now))
+    # What needs only the snapshot is written by the process that helps evaluate, before it judges
+    # (one-directional: it reads the snapshot, writes files, and hands nothing back but their names);
+    # with no helper, it is written here once the reports are.
+    snapshot_written = parallel.Deferred(lambda: _write_snapshot_artefacts(snapshot, snapshot_path, options, now))
 
     note("evaluate")
-    findings, policy_summaries = evaluate(snapshot, options, now, policies=loaded[0])
+    findings, policy_summaries = evaluate(snapshot, options, now, policies=loaded[0], errand=snapshot_written)
     source = str(options.evidence or options.inventory)
     live = any(c.mode == "live" for c in snapshot.clusters)
     insecure = any(n.collection.insecure for c in snapshot.clusters for n in c.nodes)

@@ -198,3 +198,43 @@ def test_gc_paused_leaves_no_young_collection_behind() -> None:
         assert gc.get_count()[0] > 10_000
     assert gc.get_count()[0] < 1_000
     assert len(kept) == 50_000
+
+
+@needs_fork
+def test_shared_maps_child_does_the_errand_first_and_its_answer_settles_it() -> None:
+    errand = parallel.Deferred(lambda: ("written by", os.getpid()))
+    results = parallel.shared_map(_slow_pid, range(40), chunks=10, errand=errand)
+    assert [square for square, _pid in results] == [i * i for i in range(40)]
+    helper = next(pid for _square, pid in results if pid != os.getpid())
+    assert errand.result() == ("written by", helper), "the helper that shared the slices did the errand"
+    assert errand.take() is None, "taken once"
+
+
+@needs_fork
+def test_an_errands_failure_is_its_own_result_not_the_maps() -> None:
+    errand: parallel.Deferred[None] = parallel.Deferred(lambda: _fail("snapshot.json not writable"))
+    results = parallel.shared_map(_slow_pid, range(20), chunks=10, errand=errand)
+    assert [square for square, _pid in results] == [i * i for i in range(20)]
+    with pytest.raises(ValueError, match="snapshot.json not writable") as caught:
+        errand.result()
+    assert any("forked audit worker" in note for note in caught.value.__notes__)
+
+
+def test_an_errand_no_helper_took_runs_here_once_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCALEGUARD_PARALLEL", "off")
+    calls: list[int] = []
+    errand = parallel.Deferred(lambda: calls.append(os.getpid()) or len(calls))
+    assert parallel.shared_map(lambda i: i + 1, [1, 2, 3], errand=errand) == [2, 3, 4]
+    assert calls == [], "not done before it is asked for"
+    assert errand.result() == 1
+    assert errand.result() == 1
+    assert calls == [os.getpid()]
+
+
+@needs_fork
+def test_an_errand_whose_helper_died_is_an_error() -> None:
+    errand: parallel.Deferred[None] = parallel.Deferred(lambda: os._exit(3))
+    with pytest.raises(parallel.ChildError, match="died"):
+        parallel.shared_map(_slow_pid, range(20), chunks=10, errand=errand)
+    with pytest.raises(parallel.ChildError, match="without its result"):
+        errand.result()

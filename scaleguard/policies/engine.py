@@ -46,20 +46,33 @@ PARALLEL_MIN_NODES = 64
 
 
 def evaluate(
-    snapshot: Snapshot, policies: list[Policy], *, now: datetime, thresholds: Thresholds | None = None
+    snapshot: Snapshot,
+    policies: list[Policy],
+    *,
+    now: datetime,
+    thresholds: Thresholds | None = None,
+    errand: parallel.Deferred[Any] | None = None,
 ) -> list[Finding]:
-    """Every policy against every subject it applies to, in snapshot order."""
+    """Every policy against every subject it applies to, in snapshot order.
+
+    ``errand`` is the caller's independent work for the process that helps judge a large cluster (see
+    :class:`scaleguard.parallel.Deferred`); the engine only hands it over, and does not wait for it."""
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     limits = thresholds or Thresholds()
     include_stores = any(_mentions(p, _STORE_FACTS) for p in policies)
     findings: list[Finding] = []
     for cluster in snapshot.clusters:
-        findings.extend(_evaluate_cluster(cluster, policies, now, limits, include_stores))
+        findings.extend(_evaluate_cluster(cluster, policies, now, limits, include_stores, errand))
     return findings
 
 
 def _evaluate_cluster(
-    cluster: ClusterSnapshot, policies: list[Policy], now: datetime, limits: Thresholds, include_stores: bool
+    cluster: ClusterSnapshot,
+    policies: list[Policy],
+    now: datetime,
+    limits: Thresholds,
+    include_stores: bool,
+    errand: parallel.Deferred[Any] | None,
 ) -> list[Finding]:
     facts = build_cluster_facts(cluster, now=now, include_stores=include_stores)
     variables: dict[str, Any] = {
@@ -109,13 +122,14 @@ def _evaluate_cluster(
         )
         return [judge.one(policy, plan, node.name) for policy, plan in todo]
 
-    return _judge_all(judge_cluster, judge_node, cluster.nodes)
+    return _judge_all(judge_cluster, judge_node, cluster.nodes, errand)
 
 
 def _judge_all(
     judge_cluster: Callable[[], list[Finding]],
     judge_node: Callable[[NodeSnapshot], list[Finding]],
     nodes: list[NodeSnapshot],
+    errand: parallel.Deferred[Any] | None = None,
 ) -> list[Finding]:
     """``judge_cluster()`` then every node's findings, in snapshot order. For a large cluster the nodes
     are judged by this process and a forked child together (:func:`scaleguard.parallel.shared_map`); the
@@ -125,7 +139,8 @@ def _judge_all(
     them; a small cluster is not worth the fork."""
     cluster_findings: list[list[Finding]] = []
     per_node = parallel.shared_map(
-        judge_node, nodes, min_items=PARALLEL_MIN_NODES, meanwhile=lambda: cluster_findings.append(judge_cluster())
+        judge_node, nodes, min_items=PARALLEL_MIN_NODES, meanwhile=lambda: cluster_findings.append(judge_cluster()),
+        errand=errand,
     )
     return [*cluster_findings[0], *(f for found in per_node for f in found)]
 
