@@ -19,9 +19,8 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from scaleguard.findings.model import Severity, Status
 from scaleguard.reports.base import ReportContext
-from scaleguard.reports.view import sorted_findings
+from scaleguard.reports.view import ENUM_TEXT, sorted_findings
 
 COLUMNS = ["policy", "node", "cluster", "status", "severity", "title", "message", "remediation", "evidence"]
 INJECTION_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -58,7 +57,7 @@ class CsvReporter:
         # The rest come from nodes or from users' policy packs and always are.
         rows = [
             [
-                f.policy, neutralise(f.node), neutralise(f.cluster), _TEXT[f.status], _TEXT[f.severity],
+                f.policy, neutralise(f.node), neutralise(f.cluster), ENUM_TEXT[f.status], ENUM_TEXT[f.severity],
                 neutralise(f.title), neutralise(f.message), neutralise(f.remediation or ""),
                 _evidence_json(f.evidence),
             ]
@@ -68,6 +67,3 @@ class CsvReporter:
         # exact, already-neutralised string (no numeric inference that could re-format "-12" or "1e5").
         frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
         return frame.to_csv(index=False, lineterminator="\r\n").encode("utf-8-sig")
-
-
-_TEXT: dict[Status | Severity, str] = {**{s: str(s) for s in Status}, **{s: str(s) for s in Severity}}
