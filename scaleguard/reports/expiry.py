@@ -20,6 +20,7 @@ import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from html import escape
 from typing import Any
 
@@ -80,12 +81,11 @@ class ExpiryRow:
     """The node whose config names the certificate (the master, or the worker that uses it)."""
     cert: Certificate
     days_left: int
-    bucket: str = ""
-    """:func:`bucket_of` the days left; filled in when left empty."""
 
-    def __post_init__(self) -> None:
-        if not self.bucket:
-            object.__setattr__(self, "bucket", bucket_of(self.days_left))
+    @cached_property
+    def bucket(self) -> str:
+        """:func:`bucket_of` the days left, worked out once: the counts and the timeline ask per row."""
+        return bucket_of(self.days_left)
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def _cluster_rows(cluster: ClusterSnapshot, now: datetime) -> list[ExpiryRow]:
     }
     rows: list[ExpiryRow] = []
     named = master_certs.keys() | worker_certs.keys()
-    days: dict[str, tuple[int, str]] = {}  # by thumbprint: a worker certificate has several copies
+    days: dict[str, int] = {}  # by thumbprint: a worker certificate has several copies
     for node in cluster.nodes:
         bound = (
             {normalize_thumbprint(b.cert_hash) for b in node.bindings or [] if b.cert_hash}
@@ -178,9 +178,8 @@ def _cluster_rows(cluster: ClusterSnapshot, now: datetime) -> list[ExpiryRow]:
                     continue
                 left = days.get(thumbprint)
                 if left is None:
-                    n = days_left(cert.not_after, now)
-                    left = days[thumbprint] = (n, bucket_of(n))
-                rows.append(ExpiryRow(cluster.cluster, node.name, store.name, role, owner, cert, *left))
+                    left = days[thumbprint] = days_left(cert.not_after, now)
+                rows.append(ExpiryRow(cluster.cluster, node.name, store.name, role, owner, cert, left))
     return rows
 
 
