@@ -29,7 +29,7 @@ from typing import Any
 
 import cel
 
-from scaleguard import parallel
+from scaleguard import assembled, parallel
 from scaleguard.findings.model import Finding, Severity, Status
 from scaleguard.policies import fact_schema, trim
 from scaleguard.policies.facts import build_cluster_facts
@@ -276,16 +276,10 @@ _FINDING_FIELDS = (
     "policy", "name", "title", "cluster", "node", "scope", "status", "severity", "message", "evidence",
     "remediation", "references", "subject", "waiver", "applicable",
 )
-_FAST_FINDINGS = tuple(Finding.model_fields) == _FINDING_FIELDS and not Finding.__pydantic_post_init__
-"""Whether :meth:`_Plan.finding` may build findings the way ``model_construct`` does, minus its generic
-per-field loop (alias lookups, defaults): it cost as much as judging them (≈11 µs × 14,000 findings).
+_FAST_FINDINGS = tuple(Finding.model_fields) == _FINDING_FIELDS and assembled.can_assemble(Finding)
+"""Whether :meth:`_Plan.finding` may build findings with :func:`scaleguard.assembled.assemble` instead of
+``model_construct``: its generic per-field loop cost as much as judging them (≈11 µs × 14,000 findings).
 Checked against the model, so a new field falls back to ``model_construct`` instead of going missing."""
-_set = object.__setattr__
-_EVERY_FIELD = set(_FINDING_FIELDS)
-"""The fields-set every fast-built finding shares (every field is set). Sharing is safe because pydantic
-only ever adds a field name to it (an assignment), and each name is in it already; a copy
-(``model_copy``) gets its own. One set instead of one per finding: 10 MB less per 14,000 findings, and
-a forked helper's pickled findings carry it once per batch instead of once each."""
 
 
 class _Plan:
@@ -334,12 +328,7 @@ class _Plan:
         }
         if not _FAST_FINDINGS:
             return Finding.model_construct(**values)
-        finding = Finding.__new__(Finding)
-        _set(finding, "__dict__", values)
-        _set(finding, "__pydantic_fields_set__", _EVERY_FIELD)
-        _set(finding, "__pydantic_extra__", None)
-        _set(finding, "__pydantic_private__", None)
-        return finding
+        return assembled.assemble(Finding, values)
 
 
 def _tri_state(value: Any, what: str) -> bool | None:
