@@ -151,7 +151,7 @@ def _payload(
     certs: list[list[Any]] = []
     holdings: list[list[Any]] = []
     now = ctx.now
-    for cluster in ctx.snapshot.clusters:  # what view.cert_rows lists, without a row object per entry
+    for cluster in ctx.snapshot.clusters:  # every store entry, each distinct certificate once
         for node in cluster.nodes:
             where = node_index[(cluster.cluster, node.name.lower())]
             for store in (node.root, node.my):
