@@ -158,9 +158,9 @@ def _usage_errors() -> tuple[type[Exception], ...]:
 
     Imported here, not at the top, so ``scaleguard --help`` does not pay for CEL and YAML.
     """
-    from scaleguard.collectors.inventory import InventoryError
     from scaleguard.findings.waivers import WaiverError
     from scaleguard.policies.loader import PolicyError
+    from scaleguard.remoting.inventory import InventoryError
 
     return (PolicyError, WaiverError, InventoryError)
 

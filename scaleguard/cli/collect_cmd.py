@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from scaleguard.collectors.inventory import InventoryError
 from scaleguard.collectors.live import collect_inventory, summarize
 from scaleguard.exitcodes import ExitCode
+from scaleguard.remoting.inventory import InventoryError
 
 from .groups import app
 

@@ -120,7 +120,7 @@ def fix(
 
 
 def _default_journal() -> Path:
-    from scaleguard.remediators.journal import default_journal_path
+    from scaleguard.apply.journal import default_journal_path
 
     return default_journal_path()
 
@@ -140,8 +140,8 @@ def _confirm(question: str, yes: bool) -> None:
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
-    from scaleguard.collectors.inventory import InventoryError
     from scaleguard.policies.loader import PolicyError
+    from scaleguard.remoting.inventory import InventoryError
 
     return (InventoryError, PolicyError)
 
@@ -224,7 +224,7 @@ def _fix(
     def secrets(ref: SecretRef) -> str:
         key = ref.secret_env or ref.secret_prompt or ""
         if key not in secret_cache:
-            from scaleguard.remediators.apply import resolve_secret
+            from scaleguard.apply.runner import resolve_secret
 
             secret_cache[key] = resolve_secret(ref)
         return secret_cache[key]
@@ -264,7 +264,7 @@ def _inputs(
             raise FixUsageError(f"cannot read the findings/snapshot: {exc}") from exc
     if inventory is None:
         raise FixUsageError("give --inventory FILE (live) or --findings FILE [--snapshot FILE]")
-    from scaleguard.remediators.verify import reaudit
+    from scaleguard.apply.verify import reaudit
 
     err.print("collecting and evaluating…")
     try:
@@ -308,11 +308,11 @@ def _apply(
     err: Console,
     out_console: Console,
 ) -> int:
-    from scaleguard.remediators.apply import Executor
-    from scaleguard.remediators.journal import Journal
+    from scaleguard.apply.journal import Journal
+    from scaleguard.apply.runner import Executor
+    from scaleguard.apply.transport import WinRMTransport
+    from scaleguard.apply.verify import compare, reaudit
     from scaleguard.remediators.render import apply_view, verification_view
-    from scaleguard.remediators.transport import WinRMTransport
-    from scaleguard.remediators.verify import compare, reaudit
 
     try:
         transport = WinRMTransport(inventory, insecure=insecure)
@@ -360,10 +360,10 @@ def _apply(
 
 
 def _undo(run_id: str, inventory: Path | None, journal_path: Path, yes: bool, insecure: bool, err: Console) -> int:
-    from scaleguard.remediators.journal import Journal
+    from scaleguard.apply.journal import Journal
+    from scaleguard.apply.transport import WinRMTransport
+    from scaleguard.apply.undo import UndoError, pending_entries, undo_run
     from scaleguard.remediators.render import undo_view
-    from scaleguard.remediators.transport import WinRMTransport
-    from scaleguard.remediators.undo import UndoError, pending_entries, undo_run
 
     if inventory is None:
         raise FixUsageError("--undo needs --inventory to reach the nodes")

@@ -28,9 +28,9 @@ from pydantic import ValidationError
 from scaleguard.collectors.agent import bootstrap_command, stdin_payload
 from scaleguard.collectors.agent.convert import node_from_agent
 from scaleguard.collectors.agent.schema import AGENT_SCHEMA, AgentDocument
-from scaleguard.collectors.inventory import Inventory, InventoryCluster, InventoryNode, load_inventory
-from scaleguard.collectors.winrm.channel import ChannelError, ChannelSettings, HostChannel, describe_stderr
-from scaleguard.collectors.winrm.credentials import CredentialResolver, Secret
+from scaleguard.remoting.channel import ChannelError, ChannelSettings, HostChannel, describe_stderr
+from scaleguard.remoting.credentials import CredentialResolver, Secret
+from scaleguard.remoting.inventory import Inventory, InventoryCluster, InventoryNode, load_inventory
 from scaleguard.snapshot.model import (
     ClusterSnapshot,
     Collection,

@@ -1,4 +1,4 @@
-"""The fix engine's actions on a simulated node: what ``remediators/agent/actions.ps1`` does on Windows.
+"""The fix engine's actions on a simulated node: what ``apply/agent/actions.ps1`` does on Windows.
 
 Each handler answers one request ``{"op": ..., ...}`` from :class:`LabNode` state and behaves as the
 Windows side does where it matters to a fix: a binding needs its certificate (with its key) in the named

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from scaleguard.collectors.inventory import InventoryWriter
 from scaleguard.lab.certs import CertSpec, IssuedCertificate, make_certificate
 from scaleguard.lab.state import LabFaults, LabNode, LabState, load_actions, load_state
 from scaleguard.lab.wsman.auth import Accounts
 from scaleguard.lab.wsman.host import SimulatedHost
 from scaleguard.lab.wsman.server import Acceptor, HostServer, reserve_closed_port
+from scaleguard.remoting.inventory import InventoryWriter
 
 PASSWORD_ENV = "SCALEGUARD_LAB_PASSWORD"
 LAB_USER = "scaleguard"

@@ -1,7 +1,7 @@
 """Remediation: failing findings → a reviewable plan → ordered, journaled, reversible changes on nodes.
 
-``plan`` is pure (findings + snapshot in, :class:`Plan` out); :mod:`scaleguard.remediators.apply` runs a
-plan through the node agent with per-unit rollback, and :mod:`scaleguard.remediators.journal` keeps every
+``plan`` is pure (findings + snapshot in, :class:`Plan` out); :mod:`scaleguard.apply.runner` runs a
+plan through the node agent with per-unit rollback, and :mod:`scaleguard.apply.journal` keeps every
 step so a run can be undone. DESIGN §6 fixes the ordering rules.
 """
 

@@ -13,10 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from scaleguard.remediators.apply import ApplyReport
+from scaleguard.apply.runner import ApplyReport
+from scaleguard.apply.undo import UndoReport
+from scaleguard.apply.verify import Verification
 from scaleguard.remediators.model import Plan
-from scaleguard.remediators.undo import UndoReport
-from scaleguard.remediators.verify import Verification
 
 
 def plan_view(plan: Plan) -> RenderableType:

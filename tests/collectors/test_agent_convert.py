@@ -18,11 +18,11 @@ import pytest
 from scaleguard.collectors.agent.convert import node_from_agent
 from scaleguard.collectors.agent.schema import AgentDocument
 from scaleguard.collectors.evidence import read_node
-from scaleguard.collectors.inventory import InventoryNode, Transport
 from scaleguard.collectors.live import parse_agent_output
-from scaleguard.collectors.winrm.channel import ChannelError
 from scaleguard.lab.evidence import Binding, NodeEvidence, encode_text, key_entries
 from scaleguard.lab.state import dispatch, load_actions, node_from_evidence
+from scaleguard.remoting.channel import ChannelError
+from scaleguard.remoting.inventory import InventoryNode, Transport
 from scaleguard.snapshot.model import CollectionState, DiagnosticLevel, NodeSnapshot, Schannel
 from tests.collectors.conftest import MASTER_SERVICE, WORKER_ACCOUNT, Pki
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaleguard.collectors.inventory import load_inventory
 from scaleguard.lab.process import LabProcess
 from scaleguard.lab.scenario import demo_scenario
 from scaleguard.lab.serve import PASSWORD_ENV
+from scaleguard.remoting.inventory import load_inventory
 
 pytestmark = pytest.mark.lab
 

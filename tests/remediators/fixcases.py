@@ -99,8 +99,8 @@ class LabTransport:
 
         class Client:
             def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+                from scaleguard.apply.transport import ActionFailed
                 from scaleguard.lab.state import ActionError, dispatch
-                from scaleguard.remediators.transport import ActionFailed
 
                 transport.requests.append((node, dict(payload)))
                 try:

@@ -13,12 +13,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from scaleguard.apply.journal import Journal
+from scaleguard.apply.runner import Executor
+from scaleguard.apply.transport import AgentClient, actions_script
 from scaleguard.collectors.agent import PAYLOAD_SEPARATOR, bootstrap_command, split_payload
-from scaleguard.collectors.winrm.channel import CommandResult
-from scaleguard.remediators.apply import Executor
-from scaleguard.remediators.journal import Journal
 from scaleguard.remediators.model import ACTION_NAMES, Plan, Step, Unit
-from scaleguard.remediators.transport import AgentClient, actions_script
+from scaleguard.remoting.channel import CommandResult
 from tests.powershell_grammar import grammar_problems
 
 HOSTILE_HOST = "m1\"; Remove-Item -Recurse C:\\ ; $(Stop-Computer) `whoami` '"

@@ -26,13 +26,13 @@ from fixcases import (
     verdicts,
 )
 
+from scaleguard.apply.journal import Journal
+from scaleguard.apply.runner import Executor
+from scaleguard.apply.transport import OutcomeUnknown
+from scaleguard.apply.undo import pending_entries, undo_run
 from scaleguard.findings.model import Finding, Status
 from scaleguard.remediators import plan
-from scaleguard.remediators.apply import Executor
-from scaleguard.remediators.journal import Journal
 from scaleguard.remediators.model import Plan
-from scaleguard.remediators.transport import OutcomeUnknown
-from scaleguard.remediators.undo import pending_entries, undo_run
 
 EXPIRING = {"cn": ["master01.contoso.test", "MASTER01", "10.0.1.1"], "days_from": -700, "days": 710}
 BACKUP_ROOT = "C:\\ProgramData\\scaleguard\\backup\\"

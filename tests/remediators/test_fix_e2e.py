@@ -19,12 +19,12 @@ import pytest
 from fixcases import CLUSTER, Cluster, verdicts
 from typer.testing import CliRunner
 
+from scaleguard.apply.journal import Journal
+from scaleguard.apply.verify import reaudit
 from scaleguard.cli.main import app
 from scaleguard.findings.model import Status
 from scaleguard.lab.process import LabProcess
 from scaleguard.lab.serve import PASSWORD_ENV, LabOptions, start_lab
-from scaleguard.remediators.journal import Journal
-from scaleguard.remediators.verify import reaudit
 
 PASSWORD = "Lab-" + secrets.token_urlsafe(12)
 EXPIRING_MASTER = {"cn": ["master01.contoso.test", "MASTER01", "10.0.1.1"], "days_from": -700, "days": 710}
@@ -323,9 +323,9 @@ def test_a_failed_step_over_winrm_leaves_the_cluster_as_it_was(
 def test_an_interrupted_run_over_winrm_is_undone_with_the_cli(tmp_path: Path) -> None:
     from fixcases import findings_file, options
 
+    from scaleguard.apply.runner import Executor
+    from scaleguard.apply.transport import WinRMTransport
     from scaleguard.remediators import plan
-    from scaleguard.remediators.apply import Executor
-    from scaleguard.remediators.transport import WinRMTransport
 
     cluster = Cluster(CASES["rotate-master-certificate"][0], tmp_path / "evidence")
     journal_path = tmp_path / "j.sqlite"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from scaleguard.remediators.inverse import inverse
-from scaleguard.remediators.journal import Journal, default_journal_path
-from scaleguard.remediators.undo import UndoError, pending_entries, undo_run
+from scaleguard.apply.inverse import inverse
+from scaleguard.apply.journal import Journal, default_journal_path
+from scaleguard.apply.undo import UndoError, pending_entries, undo_run
 
 TP = "A" * 40
 

@@ -6,8 +6,8 @@ import keyring
 import pytest
 from keyring.backend import KeyringBackend
 
-from scaleguard.collectors.inventory import CredentialRef
-from scaleguard.collectors.winrm.credentials import CredentialError, CredentialResolver, Secret
+from scaleguard.remoting.credentials import CredentialError, CredentialResolver, Secret
+from scaleguard.remoting.inventory import CredentialRef
 
 
 class MemoryKeyring(KeyringBackend):

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from scaleguard.collectors.inventory import CredentialRef, InventoryError
+from scaleguard.remoting.inventory import CredentialRef, InventoryError
 
 
 class Secret:

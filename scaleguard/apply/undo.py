@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from scaleguard.remediators.inverse import inverse
-from scaleguard.remediators.journal import Entry, Journal, Phase
-from scaleguard.remediators.transport import ActionFailed, OutcomeUnknown, Transport
+from scaleguard.apply.inverse import inverse
+from scaleguard.apply.journal import Entry, Journal, Phase
+from scaleguard.apply.transport import ActionFailed, OutcomeUnknown, Transport
 
 _E = TypeVar("_E")
 

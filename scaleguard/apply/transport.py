@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scaleguard.collectors.agent import bootstrap_command, stdin_payload
-from scaleguard.collectors.inventory import load_inventory
-from scaleguard.collectors.winrm.channel import ChannelError, HostChannel, describe_stderr
+from scaleguard.remoting.channel import ChannelError, HostChannel, describe_stderr
+from scaleguard.remoting.inventory import load_inventory
 
 
 class ActionFailed(Exception):
@@ -45,7 +45,7 @@ class Transport(Protocol):
 @lru_cache(maxsize=1)
 def actions_script() -> str:
     """``actions.ps1`` (ASCII only, so no console code page can alter it on its way)."""
-    return resources.files("scaleguard.remediators.agent").joinpath("actions.ps1").read_text(encoding="ascii")
+    return resources.files("scaleguard.apply.agent").joinpath("actions.ps1").read_text(encoding="ascii")
 
 
 def action_payload(request: dict[str, Any]) -> tuple[str, bytes]:
@@ -82,7 +82,7 @@ class WinRMTransport:
 
     def __init__(self, inventory: Path, *, insecure: bool = False, resolver: Any = None) -> None:
         from scaleguard.collectors.live import plan_jobs
-        from scaleguard.collectors.winrm.credentials import CredentialResolver
+        from scaleguard.remoting.credentials import CredentialResolver
 
         jobs = plan_jobs(load_inventory(inventory), insecure=insecure, resolver=resolver or CredentialResolver())
         self._jobs = {(job.cluster.name.lower(), job.node.name.lower()): job for job in jobs}

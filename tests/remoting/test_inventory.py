@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scaleguard.collectors.inventory import CredentialRef, InventoryError, load_inventory
+from scaleguard.remoting.inventory import CredentialRef, InventoryError, load_inventory
 
 GOOD = """\
 version: 1

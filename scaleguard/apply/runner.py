@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from scaleguard.apply.inverse import inverse
+from scaleguard.apply.journal import Journal
+from scaleguard.apply.transport import ActionFailed, OutcomeUnknown, Transport
+from scaleguard.apply.undo import once_per_service, send_revert
 from scaleguard.remediators.configedit import ConfigEditError, edit_setting
-from scaleguard.remediators.inverse import inverse
-from scaleguard.remediators.journal import Journal
 from scaleguard.remediators.model import FileRef, Plan, SecretRef, Step, StepRef
-from scaleguard.remediators.transport import ActionFailed, OutcomeUnknown, Transport
-from scaleguard.remediators.undo import once_per_service, send_revert
 
 StepStatus = Literal["done", "failed", "unknown", "skipped", "rolled_back", "rollback_failed"]
 UnitStatus = Literal["pending", "done", "failed", "rolled_back", "rollback_failed", "skipped"]

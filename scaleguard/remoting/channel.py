@@ -34,7 +34,7 @@ from winrm.exceptions import (
 )
 from winrm.protocol import Protocol
 
-from scaleguard.collectors.winrm.credentials import Secret
+from scaleguard.remoting.credentials import Secret
 from scaleguard.snapshot.model import CollectionState
 
 log = logging.getLogger(__name__)

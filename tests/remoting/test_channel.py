@@ -10,16 +10,16 @@ import requests
 from winrm.exceptions import InvalidCredentialsError, WinRMTransportError
 
 from scaleguard.collectors.agent import bootstrap_command, stdin_payload
-from scaleguard.collectors.winrm.channel import (
+from scaleguard.lab.evidence import NodeEvidence
+from scaleguard.lab.state import LabFaults
+from scaleguard.remoting.channel import (
     ChannelError,
     ChannelSettings,
     HostChannel,
     classify,
     describe_stderr,
 )
-from scaleguard.collectors.winrm.credentials import Secret
-from scaleguard.lab.evidence import NodeEvidence
-from scaleguard.lab.state import LabFaults
+from scaleguard.remoting.credentials import Secret
 from scaleguard.snapshot.model import CollectionState
 from tests.lab.test_lab_wsman import PASSWORD, serve
 
