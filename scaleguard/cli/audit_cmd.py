@@ -75,6 +75,9 @@ def audit(
     min_rsa_bits: Annotated[
         int, typer.Option("--min-rsa-bits", min=0, help="Smallest acceptable RSA key (SO-M10, SO-W12).")
     ] = 2048,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress on stderr (only shown on a terminal).")
+    ] = True,
 ) -> None:
     """Audit a Scale Out cluster's certificate setup and write the reports."""
     console = Console(stderr=True, highlight=False, soft_wrap=True)  # CI logs: never cut a path in two
@@ -84,7 +87,7 @@ def audit(
             allow_incomplete=allow_incomplete, policies=policies or [], concurrency=concurrency,
             insecure=insecure, waivers=waivers, waiver_max_days=waiver_max_days,
             history=history, warn_only=warn_only, notify_webhook=notify_webhook,
-            thresholds=_thresholds(expiry_high_days, expiry_medium_days, min_rsa_bits),
+            thresholds=_thresholds(expiry_high_days, expiry_medium_days, min_rsa_bits), progress=progress,
         )
         result = _run(options, console)
     except UsageError as exc:
@@ -96,7 +99,7 @@ def audit(
 def _options(
     *, out: Path, evidence: Path | None, inventory: Path | None, fail_on: Severity, allow_incomplete: bool,
     policies: list[Path], concurrency: int, insecure: bool, waivers: Path | None, waiver_max_days: int | None,
-    history: Path | None, warn_only: bool, notify_webhook: str | None, thresholds: Thresholds,
+    history: Path | None, warn_only: bool, notify_webhook: str | None, thresholds: Thresholds, progress: bool,
 ) -> AuditOptions:
     if (evidence is None) == (inventory is None):
         raise UsageError("give exactly one of --evidence DIR (offline) or --inventory FILE (live)")
@@ -120,7 +123,7 @@ def _options(
         out_dir=out, evidence=evidence, inventory=inventory, policy_dirs=tuple(policies), fail_on=fail_on,
         allow_incomplete=allow_incomplete, warn_only=warn_only, concurrency=concurrency, insecure=insecure,
         waivers=waivers, waiver_max_days=waiver_max_days, history=history, notify_webhook=notify_webhook,
-        thresholds=thresholds,
+        thresholds=thresholds, progress=progress,
     )
 
 
@@ -167,7 +170,7 @@ def _usage_errors() -> tuple[type[Exception], ...]:
 
 def _run(options: AuditOptions, console: Console) -> AuditResult:
     usage_errors = _usage_errors()
-    status = console.status("collecting…") if console.is_terminal else None
+    status = console.status("collecting…") if console.is_terminal and options.progress else None
     try:
         if status is not None:
             status.start()

@@ -8,10 +8,11 @@ Mapping:
   medium → warning, low/info → note) and ``properties.security-severity`` for GitHub's ranking.
 - ``results``: every ``fail`` and ``error`` finding (a pass is not a result, an unknown is not a
   defect), plus waived ones with a ``suppressions`` entry carrying the waiver, so dashboards show them
-  as accepted instead of losing them. There is no source file, so each result has a *logical* location:
-  ``cluster/node``. ``partialFingerprints`` carries the history fingerprint, so dashboards track one
-  problem across nightly runs the same way ``scaleguard history`` does, and ``baselineState`` says
-  new/unchanged when the run was compared with a previous one.
+  as accepted instead of losing them. Each result has a *physical* location, the evidence or
+  settings file it is about (:mod:`scaleguard.reports.sarif_locations`; GitHub code scanning rejects a
+  result without one), and a *logical* one, ``cluster/node``. ``partialFingerprints`` carries the
+  history fingerprint, so dashboards track one problem across nightly runs the same way
+  ``scaleguard history`` does, and ``baselineState`` says new/unchanged when the run was compared with a previous one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from scaleguard.findings.fingerprint import fingerprint
 from scaleguard.findings.model import Finding, Severity, Status
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.fixsteps import fix_step
+from scaleguard.reports.sarif_locations import LocationBase, artifact
 from scaleguard.reports.view import PolicyRow, policy_rows
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -59,11 +61,22 @@ def sarif_log(ctx: ReportContext) -> dict[str, Any]:
     names = _policy_names(ff.policies, ff.findings)
     index = {row.id: i for i, row in enumerate(rows)}
     baseline = _baseline_states(ff.model_extra or {})
-    results = [
-        _result(f, index[f.policy], baseline)
-        for f in ff.findings
-        if f.status in (Status.FAIL, Status.ERROR) or (f.status is Status.WAIVED and _was_open(f))
-    ]
+    clusters = {c.cluster: c for c in ctx.snapshot.clusters}
+    bases = {
+        name: LocationBase(cluster, ff.source, cluster.mode, ordinal=i)
+        for i, (name, cluster) in enumerate(clusters.items())
+    }
+    default_base = LocationBase(None, ff.source, ff.mode)
+    policies = {str(p.get("id")): p for p in ff.policies}
+    results = []
+    for f in ff.findings:
+        if f.status in (Status.FAIL, Status.ERROR) or (f.status is Status.WAIVED and _was_open(f)):
+            base = bases.get(f.cluster, default_base)
+            where = base.location(artifact(f, policies.get(f.policy, {}), clusters.get(f.cluster)))
+            results.append(_result(f, index[f.policy], baseline, where))
+    original: dict[str, Any] = {}
+    for base in list(bases.values()) or [default_base]:
+        original.update(base.original)
     run: dict[str, Any] = {
         "tool": {
             "driver": {
@@ -81,6 +94,7 @@ def sarif_log(ctx: ReportContext) -> dict[str, Any]:
             }
         ],
         "automationDetails": {"id": f"scaleguard/{ff.mode}/"},
+        **({"originalUriBaseIds": original} if original else {}),
         "results": results,
         "properties": {"source": ff.source, "mode": ff.mode, "insecure": ff.insecure},
     }
@@ -166,7 +180,7 @@ def _plain_json(value: Any) -> Any:
     return str(value)
 
 
-def _result(f: Finding, rule_index: int, baseline: dict[str, str]) -> dict[str, Any]:
+def _result(f: Finding, rule_index: int, baseline: dict[str, str], where: dict[str, Any]) -> dict[str, Any]:
     fp = fingerprint(f)
     severity_level = LEVELS[f.severity]
     result: dict[str, Any] = {
@@ -177,6 +191,7 @@ def _result(f: Finding, rule_index: int, baseline: dict[str, str]) -> dict[str, 
         "message": {"text": f.message or f.title or f.policy},
         "locations": [
             {
+                "physicalLocation": {"artifactLocation": where},
                 "logicalLocations": [
                     {
                         "name": f.node,

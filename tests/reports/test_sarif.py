@@ -1,16 +1,18 @@
-"""findings.sarif: SARIF 2.1.0 that code-scanning dashboards accept, checked against the schema's rules.
+"""findings.sarif: SARIF 2.1.0 that code-scanning dashboards accept.
 
-The structural check below encodes, for every SARIF object the file uses, the schema's required
-properties, the properties it allows (the 2.1.0 schema sets ``additionalProperties: false`` on them),
-and its enumerations — so a typo'd key or a level like ``"critical"`` fails here, not in GitHub.
+Validated against the official OASIS schema (``additionalProperties: false`` on every object, the
+enumerations) so a typo'd key or a level like ``"critical"`` fails here, not in GitHub; and every result
+carries the ``physicalLocation.artifactLocation.uri`` GitHub code scanning requires.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from scaleguard.findings.fingerprint import fingerprint
@@ -25,256 +27,19 @@ REF = (
     "https://learn.microsoft.com/sql/integration-services/scale-out/deal-with-certificates-in-ssis-scale-out"
 )
 
-# object → (required, allowed, {property: enum}, {property: child object or [child object]})
-SARIF_2_1_0: dict[str, tuple[set[str], set[str], dict[str, set[str]], dict[str, str]]] = {
-    "sarifLog": (
-        {"version", "runs"},
-        {"$schema", "version", "runs", "inlineExternalProperties", "properties"},
-        {"version": {"2.1.0"}},
-        {"runs": "[run]"},
-    ),
-    "run": (
-        {"tool"},
-        {
-            "tool",
-            "invocations",
-            "conversion",
-            "language",
-            "versionControlProvenance",
-            "originalUriBaseIds",
-            "artifacts",
-            "logicalLocations",
-            "graphs",
-            "results",
-            "automationDetails",
-            "runAggregates",
-            "baselineGuid",
-            "redactionTokens",
-            "defaultEncoding",
-            "defaultSourceLanguage",
-            "newlineSequences",
-            "columnKind",
-            "externalPropertyFileReferences",
-            "threadFlowLocations",
-            "taxonomies",
-            "addresses",
-            "translations",
-            "policies",
-            "webRequests",
-            "webResponses",
-            "specialLocations",
-            "properties",
-        },
-        {},
-        {
-            "tool": "tool",
-            "invocations": "[invocation]",
-            "results": "[result]",
-            "automationDetails": "runAutomationDetails",
-        },
-    ),
-    "tool": ({"driver"}, {"driver", "extensions", "properties"}, {}, {"driver": "toolComponent"}),
-    "toolComponent": (
-        {"name"},
-        {
-            "guid",
-            "name",
-            "organization",
-            "product",
-            "productSuite",
-            "shortDescription",
-            "fullDescription",
-            "fullName",
-            "version",
-            "semanticVersion",
-            "dottedQuadFileVersion",
-            "releaseDateUtc",
-            "downloadUri",
-            "informationUri",
-            "globalMessageStrings",
-            "notifications",
-            "rules",
-            "taxa",
-            "locations",
-            "language",
-            "contents",
-            "isComprehensive",
-            "localizedDataSemanticVersion",
-            "minimumRequiredLocalizedDataSemanticVersion",
-            "associatedComponent",
-            "translationMetadata",
-            "supportedTaxonomies",
-            "properties",
-        },
-        {},
-        {"rules": "[reportingDescriptor]"},
-    ),
-    "reportingDescriptor": (
-        {"id"},
-        {
-            "id",
-            "deprecatedIds",
-            "guid",
-            "deprecatedGuids",
-            "name",
-            "deprecatedNames",
-            "shortDescription",
-            "fullDescription",
-            "messageStrings",
-            "defaultConfiguration",
-            "helpUri",
-            "help",
-            "relationships",
-            "properties",
-        },
-        {},
-        {
-            "shortDescription": "multiformatMessageString",
-            "fullDescription": "multiformatMessageString",
-            "help": "multiformatMessageString",
-            "defaultConfiguration": "reportingConfiguration",
-        },
-    ),
-    "reportingConfiguration": (
-        set(),
-        {"enabled", "level", "rank", "parameters", "properties"},
-        {"level": {"none", "note", "warning", "error"}},
-        {},
-    ),
-    "multiformatMessageString": ({"text"}, {"text", "markdown", "properties"}, {}, {}),
-    "invocation": (
-        {"executionSuccessful"},
-        {
-            "commandLine",
-            "arguments",
-            "responseFiles",
-            "startTimeUtc",
-            "endTimeUtc",
-            "exitCode",
-            "ruleConfigurationOverrides",
-            "notificationConfigurationOverrides",
-            "toolExecutionNotifications",
-            "toolConfigurationNotifications",
-            "exitCodeDescription",
-            "exitSignalName",
-            "exitSignalNumber",
-            "processStartFailureMessage",
-            "executionSuccessful",
-            "machine",
-            "account",
-            "processId",
-            "executableLocation",
-            "workingDirectory",
-            "environmentVariables",
-            "stdin",
-            "stdout",
-            "stderr",
-            "stdoutStderr",
-            "properties",
-        },
-        {},
-        {},
-    ),
-    "runAutomationDetails": (set(), {"description", "id", "guid", "correlationGuid", "properties"}, {}, {}),
-    "result": (
-        {"message"},
-        {
-            "ruleId",
-            "ruleIndex",
-            "rule",
-            "kind",
-            "level",
-            "message",
-            "analysisTarget",
-            "locations",
-            "guid",
-            "correlationGuid",
-            "occurrenceCount",
-            "partialFingerprints",
-            "fingerprints",
-            "stacks",
-            "codeFlows",
-            "graphs",
-            "graphTraversals",
-            "relatedLocations",
-            "suppressions",
-            "baselineState",
-            "rank",
-            "attachments",
-            "hostedViewerUri",
-            "workItemUris",
-            "provenance",
-            "fixes",
-            "taxa",
-            "webRequest",
-            "webResponse",
-            "properties",
-        },
-        {
-            "kind": {"notApplicable", "pass", "fail", "review", "open", "informational"},
-            "level": {"none", "note", "warning", "error"},
-            "baselineState": {"new", "unchanged", "updated", "absent"},
-        },
-        {"message": "message", "locations": "[location]", "suppressions": "[suppression]"},
-    ),
-    "message": (set(), {"text", "markdown", "id", "arguments", "properties"}, {}, {}),
-    "location": (
-        set(),
-        {
-            "id",
-            "physicalLocation",
-            "logicalLocations",
-            "message",
-            "annotations",
-            "relationships",
-            "properties",
-        },
-        {},
-        {"logicalLocations": "[logicalLocation]"},
-    ),
-    "logicalLocation": (
-        set(),
-        {"name", "index", "fullyQualifiedName", "decoratedName", "parentIndex", "kind", "properties"},
-        {},
-        {},
-    ),
-    "suppression": (
-        {"kind"},
-        {"guid", "kind", "status", "justification", "location", "properties"},
-        {"kind": {"inSource", "external"}, "status": {"accepted", "underReview", "rejected"}},
-        {},
-    ),
-}
+SCHEMA_FILE = Path(__file__).parent / "schemas" / "sarif-schema-2.1.0.json"
+"""The OASIS SARIF 2.1.0 schema (errata 01), vendored from oasis-tcs/sarif-spec
+``sarif-2.1/schema/sarif-schema-2.1.0.json`` (commit a560296), so the test needs no network."""
+SCHEMA = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
 
 
-def check(obj: Any, kind: str, path: str = "$") -> list[str]:
-    """Every violation of the SARIF 2.1.0 object rules above, as 'path: problem'."""
-    if not isinstance(obj, dict):
-        return [f"{path}: {kind} must be an object"]
-    required, allowed, enums, children = SARIF_2_1_0[kind]
-    problems = [f"{path}: missing required '{key}'" for key in sorted(required - obj.keys())]
-    problems += [f"{path}: '{key}' is not a {kind} property" for key in sorted(obj.keys() - allowed)]
-    problems += [
-        f"{path}.{key}: {obj[key]!r} not in {sorted(values)}"
-        for key, values in enums.items()
-        if key in obj and obj[key] not in values
-    ]
-    if kind == "message" and "text" not in obj and "id" not in obj:
-        problems.append(f"{path}: a message needs 'text' or 'id'")
-    if "properties" in obj and not isinstance(obj["properties"], dict):
-        problems.append(f"{path}.properties: a property bag is an object")
-    for key, child in children.items():
-        if key not in obj:
-            continue
-        if child.startswith("["):
-            if not isinstance(obj[key], list):
-                problems.append(f"{path}.{key}: must be an array")
-                continue
-            for i, item in enumerate(obj[key]):
-                problems += check(item, child.strip("[]"), f"{path}.{key}[{i}]")
-        else:
-            problems += check(obj[key], child, f"{path}.{key}")
-    return problems
+def check(log: Any) -> list[str]:
+    """Every violation of the official SARIF 2.1.0 schema, as 'path: problem'."""
+    validator = jsonschema.Draft4Validator(SCHEMA, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER)
+    return sorted(
+        "$" + "".join(f"[{p!r}]" for p in error.absolute_path) + ": " + error.message
+        for error in validator.iter_errors(log)
+    )
 
 
 def f(
@@ -353,24 +118,22 @@ FINDINGS = [
 ]
 
 
-def test_log_satisfies_the_sarif_2_1_0_object_rules() -> None:
+def test_log_validates_against_the_sarif_2_1_0_schema() -> None:
     log = render(FINDINGS)
-    assert check(log, "sarifLog") == []
+    assert check(log) == []
     assert log["version"] == "2.1.0" and len(log["runs"]) == 1
 
 
-def test_the_checker_itself_catches_violations() -> None:
+def test_the_schema_check_itself_catches_violations() -> None:
     log = render(FINDINGS)
     log["runs"][0]["results"][0]["level"] = "critical"
     del log["runs"][0]["tool"]["driver"]["name"]
     log["runs"][0]["results"][0]["messages"] = {}
-    assert sorted(check(log, "sarifLog")) == sorted(
-        [
-            "$.runs[0].results[0]: 'messages' is not a result property",
-            "$.runs[0].results[0].level: 'critical' not in ['error', 'none', 'note', 'warning']",
-            "$.runs[0].tool.driver: missing required 'name'",
-        ]
-    )
+    problems = check(log)
+    assert len(problems) == 3
+    assert any("'critical' is not one of" in p and "['level']" in p for p in problems)
+    assert any("'name' is a required property" in p for p in problems)
+    assert any("'messages' was unexpected" in p for p in problems)
 
 
 def test_rules_carry_title_description_fix_and_references() -> None:
@@ -429,6 +192,81 @@ def test_baseline_state_follows_the_history_comparison() -> None:
 @pytest.mark.parametrize("value", [float("nan"), datetime(2026, 1, 1, tzinfo=UTC)])
 def test_unusual_evidence_values_still_serialise(value: object) -> None:
     log = render([f("SO-W02", "WRK01", Status.FAIL, evidence={"v": value, "nested": [value]})])
-    assert check(log, "sarifLog") == []
+    assert check(log) == []
     evidence = log["runs"][0]["results"][0]["properties"]["evidence"]
     assert isinstance(evidence["v"], str) and evidence["nested"] == [evidence["v"]]
+
+
+def _audit_demo(evidence: Path, out: Path, *extra: str) -> dict[str, Any]:
+    from typer.testing import CliRunner
+
+    from scaleguard.cli.main import app
+
+    result = CliRunner().invoke(app, ["audit", "--evidence", str(evidence), "--out", str(out), *extra])
+    assert result.exit_code in (1, 3), result.stderr
+    log: dict[str, Any] = json.loads((out / "findings.sarif").read_text(encoding="utf-8"))
+    return log
+
+
+def _demo_with_unusable_node(tmp_path: Path) -> Path:
+    from scaleguard.lab.evidence import NodeEvidence
+    from scaleguard.lab.scenario import demo_scenario
+
+    scenario = demo_scenario(defects=True)
+    scenario.nodes.append(NodeEvidence(name="WORKER09", services=[]))  # no settings file: SO-C01 error
+    return scenario.write(tmp_path / "CONTOSO-SSIS")
+
+
+def test_every_result_of_a_real_audit_names_an_existing_evidence_file(tmp_path: Path) -> None:
+    evidence = _demo_with_unusable_node(tmp_path)
+    log = _audit_demo(evidence, tmp_path / "out")
+    assert check(log) == []
+    run = log["runs"][0]
+    base = run["originalUriBaseIds"]["EVIDENCE"]["uri"]
+    assert base == evidence.resolve().as_uri() + "/"
+    where = {}
+    for result in run["results"]:
+        artifact = result["locations"][0]["physicalLocation"]["artifactLocation"]
+        assert artifact["uriBaseId"] == "EVIDENCE"
+        assert not artifact["uri"].startswith("/")
+        assert (evidence / artifact["uri"]).exists(), artifact["uri"]
+        where[(result["ruleId"], result["properties"]["node"])] = artifact["uri"]
+    assert where[("SO-W02", "WORKER02")] == "WORKER02/WorkerSettings.config"
+    assert where[("SO-M06", "MASTER01")] == "MASTER01/sslcert.txt"
+    assert where[("SO-W09", "WORKER03")] == "WORKER03/keys.json"
+    thumbprint = next(r for r in run["results"] if r["ruleId"] == "SO-W10")["properties"]["subject"]
+    assert where[("SO-W10", "WORKER03")] == f"WORKER03/certs/My/{thumbprint}.cer"
+    assert where[("SO-C01", "WORKER09")] == "WORKER09/"
+
+
+def test_a_relative_evidence_path_gives_repository_relative_uris(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CI job that audits a committed folder: URIs GitHub resolves against the checkout."""
+    _demo_with_unusable_node(tmp_path / "repo" / "evidence")
+    monkeypatch.chdir(tmp_path / "repo")
+    log = _audit_demo(Path("evidence/CONTOSO-SSIS"), tmp_path / "out")
+    assert check(log) == []
+    run = log["runs"][0]
+    assert "originalUriBaseIds" not in run
+    for result in run["results"]:
+        artifact = result["locations"][0]["physicalLocation"]["artifactLocation"]
+        assert artifact["uriBaseId"] == "%SRCROOT%"
+        assert artifact["uri"].startswith("evidence/CONTOSO-SSIS/")
+        assert (tmp_path / "repo" / artifact["uri"]).exists(), artifact["uri"]
+
+
+def test_uris_are_percent_encoded() -> None:
+    log = render([f("SO-W02", "WRK 01#a", Status.FAIL)])
+    assert check(log) == []
+    artifact = log["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert artifact["uri"] == "ev/prod/WRK%2001%23a/WorkerSettings.config"
+
+
+def test_live_results_point_at_the_node_layout_under_a_described_base() -> None:
+    log = render([f("SO-M06", "MST01", Status.FAIL, remediation="repair-master-binding")], mode="live")
+    assert check(log) == []
+    run = log["runs"][0]
+    artifact = run["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert artifact == {"uri": "MST01/sslcert.txt", "uriBaseId": "NODES"}
+    assert "WinRM" in run["originalUriBaseIds"]["NODES"]["description"]["text"]
