@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scaleguard.findings.fingerprint import normalize_thumbprint
 from scaleguard.findings.model import Finding, Severity, Status
+from scaleguard.rules.thumbprint import comparable
 from scaleguard.snapshot.model import Certificate, ClusterSnapshot, ConfigFile, NodeSnapshot, Snapshot
 
 FAILING = (Status.FAIL, Status.ERROR)
@@ -163,19 +163,19 @@ class _Facts:
             return []
         known = self._master_thumbprints.get(cluster)
         if known is None:
-            found = [normalize_thumbprint(setting(m.master_config, "SSLCertThumbprint")) for m in self.masters(c)]
+            found = [comparable(setting(m.master_config, "SSLCertThumbprint")) for m in self.masters(c)]
             known = self._master_thumbprints[cluster] = sorted({t for t in found if t})
         return list(known)
 
     def worker_pin(self, f: Finding) -> str:
         node = self.node(f.cluster, f.node)
-        pin = normalize_thumbprint(setting(node.worker_config, "MasterHttpsCertThumbprint")) if node else ""
-        return pin or normalize_thumbprint(_evidence_value(f, "MasterHttpsCertThumbprint", "pinned", "pin"))
+        pin = comparable(setting(node.worker_config, "MasterHttpsCertThumbprint")) if node else ""
+        return pin or comparable(_evidence_value(f, "MasterHttpsCertThumbprint", "pinned", "pin"))
 
     def worker_cert(self, f: Finding) -> str:
         node = self.node(f.cluster, f.node)
-        thumb = normalize_thumbprint(setting(node.worker_config, "WorkerHttpsCertThumbprint")) if node else ""
-        return thumb or normalize_thumbprint(f.subject)
+        thumb = comparable(setting(node.worker_config, "WorkerHttpsCertThumbprint")) if node else ""
+        return thumb or comparable(f.subject)
 
     def replaced_master_cert(self, cluster: str, pin: str, current: str) -> bool:
         """Whether ``pin`` names an earlier master certificate: the master still holds it, or a copy
@@ -299,7 +299,7 @@ def _master_untrusted(f: Finding, facts: _Facts, _all: list[Finding]) -> Cause |
     if f.policy != "SO-W03":
         return None
     masters = facts.master_thumbprints(f.cluster)
-    thumb = masters[0] if masters else normalize_thumbprint(f.subject)
+    thumb = masters[0] if masters else comparable(f.subject)
     return Cause(
         "master-untrusted",
         (thumb,),
@@ -325,8 +325,8 @@ def _master_certificate(f: Finding, facts: _Facts, _all: list[Finding]) -> Cause
     if f.remediation != "rotate-master-certificate":
         return None
     node = facts.node(f.cluster, f.node)
-    thumb = normalize_thumbprint(setting(node.master_config, "SSLCertThumbprint")) if node else ""
-    thumb = thumb or normalize_thumbprint(f.subject) or f.node.casefold()
+    thumb = comparable(setting(node.master_config, "SSLCertThumbprint")) if node else ""
+    thumb = thumb or comparable(f.subject) or f.node.casefold()
     return Cause(
         "master-certificate",
         (thumb,),

@@ -11,34 +11,9 @@ identity that is too loose; this one is also not too strict).
 from __future__ import annotations
 
 import hashlib
-import re
 
 from scaleguard.findings.model import Finding
-
-_SEPARATORS = re.compile("[\\s:\u200e\u200f\ufeff\u202a\u202c]+")
-_HEX_RUN = re.compile("[0-9A-Fa-f]+")
-
-
-def normalize_thumbprint(value: str | None) -> str:
-    """A thumbprint as Windows stores it: upper-case hex, separators and U+200E dropped.
-
-    Only for *comparing*; whether the config text itself is well-formed is a policy's business (SO-M01).
-    Text that is not hex once separators are gone is returned without them but otherwise untouched.
-    """
-    if not value:
-        return ""
-    cleaned = _SEPARATORS.sub("", value)
-    return cleaned.upper() if _HEX_RUN.fullmatch(cleaned) else cleaned
-
-
-def normalize_subject(subject: str | None) -> str:
-    """Thumbprint-looking subjects compare as hex; anything else keeps its case (it may be a path)."""
-    if not subject:
-        return ""
-    thumb = normalize_thumbprint(subject)
-    if len(thumb) == 40 and _HEX_RUN.fullmatch(thumb):
-        return thumb
-    return subject.strip()
+from scaleguard.rules.thumbprint import comparable
 
 
 def fingerprint_parts(policy: str, cluster: str, node: str, subject: str | None) -> str:
@@ -48,7 +23,7 @@ def fingerprint_parts(policy: str, cluster: str, node: str, subject: str | None)
             policy.strip().upper(),
             cluster.strip().casefold(),
             node.strip().casefold(),
-            normalize_subject(subject),
+            comparable(subject),
         )
     )
 

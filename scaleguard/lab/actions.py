@@ -35,11 +35,11 @@ from scaleguard.lab.state import (
     LabService,
     Role,
     action,
-    normalize_thumbprint,
 )
-from scaleguard.remediators.base import valid_host
 from scaleguard.remediators.configedit import ConfigEditError, edit_setting
-from scaleguard.remediators.steps import account_matches
+from scaleguard.rules.account import account_matches
+from scaleguard.rules.host import valid_host
+from scaleguard.rules.thumbprint import normalize_thumbprint
 
 BACKUP_ROOT = "C:\\ProgramData\\scaleguard\\backup"
 BACKUP_NAME = re.compile(r"[A-Za-z0-9._-]{1,80}\\[A-Za-z0-9._-]{1,120}")
@@ -385,6 +385,8 @@ def _binding_document(binding: LabBinding | None) -> dict[str, Any] | None:
 def set_binding(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     ip_port, app_id = _text(request, "ip_port"), _text(request, "app_id")
     cert_hash = normalize_thumbprint(_text(request, "cert_hash"))
+    if cert_hash is None:
+        raise ActionError(f"{_text(request, 'cert_hash')!r} is not a certificate thumbprint")
     store = request.get("cert_store")
     store_name = store if isinstance(store, str) and store else "My"
     cert = node.find_cert(store_name, cert_hash)

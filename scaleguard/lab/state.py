@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from scaleguard.rules.thumbprint import normalize_thumbprint
+
 DEFAULT_SQL_VERSION = "150"
 SQL_VERSIONS = ("140", "150", "160")
 DEFAULT_APP_ID = "{a1f96506-93e0-4c91-9171-05a2f6739e13}"
@@ -187,7 +189,7 @@ class LabNode:
 
     def find_cert(self, store: str, thumbprint: str) -> LabCert | None:
         wanted = normalize_thumbprint(thumbprint)
-        return next((c for c in self.store(store) if c.thumbprint == wanted), None)
+        return next((c for c in self.store(store) if c.thumbprint == wanted), None) if wanted else None
 
     def service(self, name: str) -> LabService | None:
         return next((s for s in self.services or [] if s.name.lower() == name.lower()), None)
@@ -266,10 +268,6 @@ def dispatch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
 # --- building the state from an evidence folder ---------------------------------------------------------
 
 _NODE_MARKERS = ("certs", "sslcert.txt", "MasterSettings.config", "WorkerSettings.config", "host.json")
-
-
-def normalize_thumbprint(value: str) -> str:
-    return "".join(ch for ch in value if ch in "0123456789abcdefABCDEF").upper()
 
 
 def is_node_folder(path: Path) -> bool:
@@ -391,7 +389,7 @@ def _apply_keys(node: LabNode, keys: list[dict[str, Any]] | None) -> None:
         for row in keys:
             parent = str(row.get("PSParentPath") or "")
             store = "root" if parent.lower().endswith("\\root") else "my"
-            by_store[(store, normalize_thumbprint(str(row.get("Thumbprint") or "")))] = row
+            by_store[(store, normalize_thumbprint(str(row.get("Thumbprint") or "")) or "")] = row
         for store_name, certs in (("root", node.root), ("my", node.my)):
             for cert in certs:
                 entry = by_store.get((store_name, cert.thumbprint))
@@ -425,10 +423,9 @@ def _master_thumbprint(config: bytes | None) -> str | None:
     if config is None:
         return None
     from scaleguard.collectors.parsers.config import parse_config
-    from scaleguard.collectors.parsers.thumbprint import normalize_thumbprint as parse_thumbprint
 
     parsed = parse_config(config, "MasterSettings.config", kind="master")
-    return parse_thumbprint(parsed.get("SSLCertThumbprint"))
+    return normalize_thumbprint(parsed.get("SSLCertThumbprint"))
 
 
 def _sql_version(services: list[dict[str, Any]] | None) -> str | None:

@@ -236,15 +236,14 @@ Reference (``path (type): meaning``; ``?`` = may be null; rendered from
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
 
-from scaleguard.collectors.parsers.thumbprint import is_clean, normalize_thumbprint, thumbprint_problems
+from scaleguard.rules.account import readers_for
+from scaleguard.rules.endpoint import parse_endpoint
+from scaleguard.rules.thumbprint import is_clean, normalize_thumbprint, thumbprint_problems
 from scaleguard.snapshot.model import (
     Certificate,
     CertificateStore,
@@ -258,18 +257,6 @@ from scaleguard.snapshot.model import (
 )
 
 Facts = dict[str, Any]
-
-_HOST_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
-_BROAD_READERS = (
-    "everyone",
-    "builtin\\users",
-    "users",
-    "nt authority\\authenticated users",
-    "authenticated users",
-    "nt service\\all services",
-)
-_SYSTEM_NAMES = ("localsystem", "nt authority\\system", "system", ".\\localsystem")
-
 
 @dataclass
 class NodeFacts:
@@ -546,14 +533,7 @@ def _key_readers(store: CertificateStore | None, thumb: str | None) -> list[str]
 
 
 def _account_aliases(account: str | None) -> list[str] | None:
-    """Names an ACL entry may use for the service account, so "NT Service\\X" matches a grant to "X"."""
-    if account is None or not account.strip():
-        return None
-    full = account.strip().lower()
-    names = [full, full.rsplit("\\", 1)[-1]]
-    if full in _SYSTEM_NAMES:
-        names += list(_SYSTEM_NAMES)
-    return _distinct([*names, *_BROAD_READERS])
+    return readers_for(account) if account is not None and account.strip() else None
 
 
 def _stale(my: CertificateStore | None, cert: Facts | None) -> list[Facts] | None:
@@ -567,60 +547,18 @@ def _stale(my: CertificateStore | None, cert: Facts | None) -> list[Facts] | Non
 
 
 def _endpoint(raw: str | None) -> Facts | None:
-    """MasterEndpoint taken apart; every worker of a fleet names the same one or two, so the parse is
-    cached and each caller gets its own copy of the map."""
-    parsed = _parse_endpoint(raw) if raw is not None else None
-    return dict(parsed) if parsed is not None else None
-
-
-@lru_cache(maxsize=1024)
-def _parse_endpoint(raw: str) -> Facts:
-    text = raw.strip()
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower() or None
-    host = parts.hostname
-    try:
-        port, port_invalid = parts.port, False
-    except ValueError:
-        port, port_invalid = None, True
-    issues: list[str] = []
-    if scheme != "https":
-        issues.append(f"scheme is {scheme!r}, not 'https'" if scheme else "is not a URL")
-    if not host:
-        issues.append("has no host")
-    elif not _valid_host(host):
-        issues.append(f"host {host!r} is not a valid host name or address")
-    if port is None:
-        issues.append("has an invalid port" if port_invalid else "has no port")
-    elif not 1 <= port <= 65535:
-        issues.append(f"port {port} is outside 1-65535")
-        port = None
-    if parts.path not in ("", "/"):
-        issues.append(f"has a path {parts.path!r}")
-    if parts.query or parts.fragment or parts.username is not None:
-        issues.append("has a query, fragment or user name")
-    if text != raw:
-        issues.append("has surrounding whitespace")
-    shown_host = f"[{host}]" if host and ":" in host else host
+    if raw is None:
+        return None
+    endpoint = parse_endpoint(raw)
     return {
-        "scheme": scheme,
-        "host": host or None,
-        "port": port,
-        "path": parts.path,
-        "valid": not issues,
-        "issue": "; ".join(issues) or None,
-        "normalized": f"{scheme or ''}://{shown_host}:{port}" if host and port else None,
+        "scheme": endpoint.scheme,
+        "host": endpoint.host,
+        "port": endpoint.port,
+        "path": endpoint.path,
+        "valid": endpoint.valid,
+        "issue": "; ".join(endpoint.issues) or None,
+        "normalized": endpoint.normalized,
     }
-
-
-def _valid_host(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        pass
-    labels = host.rstrip(".").split(".")
-    return bool(labels) and all(_HOST_LABEL.match(label) for label in labels)
 
 
 # ------------------------------------------------------------------------------------------ shared

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from scaleguard.rules.host import is_ip
+
 BUILTIN_FUNCTIONS = frozenset(
     {
         "size",
@@ -96,10 +98,4 @@ def _canonical(name: str) -> str:
         return text
 
 
-@lru_cache(maxsize=4096)
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+_is_ip = lru_cache(maxsize=4096)(is_ip)

@@ -8,8 +8,6 @@ remediators planned later see the effect of those planned earlier.
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -62,29 +60,6 @@ class PlanOptions:
 
 def finding_key(finding: Finding, cluster: str) -> str:
     return f"{finding.policy}@{cluster}/{finding.node}"
-
-
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-
-
-def valid_host(name: str) -> bool:
-    """A DNS/NetBIOS host name or an IP address; anything else never goes into a certificate or a URL."""
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        pass
-    if not name or len(name) > 253:
-        return False
-    return all(_LABEL.fullmatch(label) for label in name.rstrip(".").split("."))
-
-
-def is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
 
 
 class UnitDraft:

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-from scaleguard.collectors.parsers.thumbprint import normalize_thumbprint
 from scaleguard.remediators.model import StepRef
+from scaleguard.rules.endpoint import parse_endpoint
+from scaleguard.rules.thumbprint import normalize_thumbprint
 from scaleguard.snapshot.model import Certificate, ClusterSnapshot, NodeSnapshot
 
 Thumb = str | StepRef
@@ -283,34 +283,14 @@ class ClusterIntent:
         return _unique([*master.names(), *(cert.names if cert else [])])
 
 
-def endpoint_parts(value: str | None) -> tuple[str, int | None] | None:
-    """``https://host:port/...`` → (host, port); None when it is not an https URL with a host."""
-    if not value:
-        return None
-    try:
-        parts = urlsplit(value.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme.lower() != "https" or not parts.hostname:
-        return None
-    return parts.hostname, port
-
-
 def endpoint_well_formed(value: str | None) -> bool:
-    """``https://host:port`` with an optional trailing ``/`` and nothing else (what SO-W01 accepts)."""
-    parts = endpoint_parts(value)
-    if parts is None or parts[1] is None or value is None:
-        return False
-    split = urlsplit(value.strip())
-    return split.path in ("", "/") and not split.query and not split.fragment
+    return value is not None and parse_endpoint(value).valid
 
 
 def endpoint_host(worker: NodeIntent) -> str | None:
     setting = worker.setting("worker", "MasterEndpoint")
     value = setting.value if setting and isinstance(setting.value, str) else None
-    parts = endpoint_parts(value)
-    return parts[0] if parts else None
+    return parse_endpoint(value).https_host if value is not None else None
 
 
 def _unique(values: list[str]) -> list[str]:

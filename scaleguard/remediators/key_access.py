@@ -15,8 +15,9 @@ from scaleguard.remediators import commands
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.intent import show
 from scaleguard.remediators.model import StepRef, Unit
-from scaleguard.remediators.steps import account_matches, service_account
+from scaleguard.remediators.steps import service_account
 from scaleguard.remediators.trust import worker_cert
+from scaleguard.rules.account import account_matches
 
 
 class GrantWorkerKeyAccess(Remediator):

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from scaleguard.findings.model import Finding
 from scaleguard.remediators import commands
-from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, valid_host
+from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft
 from scaleguard.remediators.intent import (
     BindingFact,
     CertFact,
@@ -39,6 +39,7 @@ from scaleguard.remediators.steps import (
     rebind,
     write_setting,
 )
+from scaleguard.rules.host import valid_host
 
 
 class RotateMasterCertificate(Remediator):

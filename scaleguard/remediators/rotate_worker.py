@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from scaleguard.findings.model import Finding
 from scaleguard.remediators import commands
-from scaleguard.remediators.base import PlanContext, Remediator, group_by_node, valid_host
+from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, Thumb, thumb_key
 from scaleguard.remediators.model import Unit
 from scaleguard.remediators.steps import (
@@ -26,6 +26,7 @@ from scaleguard.remediators.steps import (
     service_account,
     write_setting,
 )
+from scaleguard.rules.host import valid_host
 
 
 class RotateWorkerCertificate(Remediator):

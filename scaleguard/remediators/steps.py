@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 from scaleguard.remediators import commands
-from scaleguard.remediators.base import UnitDraft, is_ip
+from scaleguard.remediators.base import UnitDraft
 from scaleguard.remediators.intent import (
     BindingFact,
     CertFact,
@@ -20,6 +20,7 @@ from scaleguard.remediators.intent import (
     thumb_key,
 )
 from scaleguard.remediators.model import StepRef
+from scaleguard.rules.host import is_ip
 
 ALWAYS_KEY_READERS = ("NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators")
 
@@ -196,15 +197,6 @@ def port_of(node: NodeIntent) -> int | None:
 def service_account(service: ServiceFact) -> str:
     """The service's logon account; a virtual account by the documented default when not collected."""
     return service.account or f"NT Service\\{service.name}"
-
-
-def account_matches(reader: str, account: str) -> bool:
-    """``NT Service\\SSISScaleOutWorker140`` and ``SSISScaleOutWorker140`` name the same identity."""
-
-    def short(name: str) -> str:
-        return name.rsplit("\\", 1)[-1].lower()
-
-    return reader.lower() == account.lower() or short(reader) == short(account)
 
 
 def rebind(

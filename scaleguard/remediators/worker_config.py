@@ -15,16 +15,17 @@ already reach the master by it (it resolves); without such a host the master cer
 from __future__ import annotations
 
 from typing import ClassVar
-from urllib.parse import urlsplit
 
-from scaleguard.collectors.parsers.thumbprint import is_clean
 from scaleguard.findings.model import Finding
-from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node, valid_host
-from scaleguard.remediators.intent import ClusterIntent, NodeIntent, endpoint_host, endpoint_parts, show
+from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
+from scaleguard.remediators.intent import ClusterIntent, NodeIntent, endpoint_host, show
 from scaleguard.remediators.model import StepRef, Unit
 from scaleguard.remediators.rotate_master import master_thumbs
 from scaleguard.remediators.steps import import_cert, port_of, write_setting
 from scaleguard.remediators.trust import master_cert_for
+from scaleguard.rules.endpoint import parse_endpoint
+from scaleguard.rules.host import valid_host
+from scaleguard.rules.thumbprint import is_clean
 
 
 class RepinWorkerMasterThumbprint(Remediator):
@@ -206,7 +207,8 @@ def choose_endpoint(cluster: ClusterIntent) -> tuple[str, int] | str:
 def endpoint_url(current: str, host: str, port: int) -> str:
     """``https://host:port``, keeping a trailing ``/`` the current value had (whether SSIS wants one is
     unconfirmed, so the operator's choice stands); any other path is dropped (SO-W01 refuses paths)."""
-    keep_slash = endpoint_parts(current) is not None and urlsplit(current.strip()).path == "/"
+    parsed = parse_endpoint(current)
+    keep_slash = parsed.https_host is not None and parsed.path == "/"
     return f"https://{_host(host)}:{port}{'/' if keep_slash else ''}"
 
 

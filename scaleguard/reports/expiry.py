@@ -27,9 +27,9 @@ from typing import Any
 from markupsafe import Markup
 
 from scaleguard.findings.causes import setting
-from scaleguard.findings.fingerprint import normalize_thumbprint
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.csv_report import neutralise
+from scaleguard.rules.thumbprint import comparable
 from scaleguard.snapshot.model import Certificate, ClusterSnapshot, NodeSnapshot, Snapshot, days_left
 
 BUCKETS: tuple[tuple[str, str], ...] = (
@@ -148,23 +148,23 @@ def _cluster_rows(cluster: ClusterSnapshot, now: datetime) -> list[ExpiryRow]:
     master_certs = {
         t: m.name
         for m in cluster.masters
-        if (t := normalize_thumbprint(setting(m.master_config, "SSLCertThumbprint")))
+        if (t := comparable(setting(m.master_config, "SSLCertThumbprint")))
     }
     worker_certs = {
         t: w.name
         for w in cluster.workers
-        if (t := normalize_thumbprint(setting(w.worker_config, "WorkerHttpsCertThumbprint")))
+        if (t := comparable(setting(w.worker_config, "WorkerHttpsCertThumbprint")))
     }
     rows: list[ExpiryRow] = []
     named = master_certs.keys() | worker_certs.keys()
     days: dict[str, int] = {}  # by thumbprint: a worker certificate has several copies
     for node in cluster.nodes:
         bound = (
-            {normalize_thumbprint(b.cert_hash) for b in node.bindings or [] if b.cert_hash}
+            {comparable(b.cert_hash) for b in node.bindings or [] if b.cert_hash}
             if node.is_master
             else set()
         )
-        pinned = normalize_thumbprint(setting(node.worker_config, "MasterHttpsCertThumbprint"))
+        pinned = comparable(setting(node.worker_config, "MasterHttpsCertThumbprint"))
         for store in (node.root, node.my):
             if store is None:
                 continue

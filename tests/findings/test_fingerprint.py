@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scaleguard.findings.fingerprint import fingerprint, normalize_thumbprint
+from scaleguard.findings.fingerprint import fingerprint
 from scaleguard.findings.model import Finding, Severity, Status
 
 TP = "3f1c9a0be2d4c6f8a0b1c2d3e4f5a6b7c8d9e0f1"
@@ -47,9 +47,3 @@ def test_what_the_finding_is_about_changes_the_identity() -> None:
 
 def test_parts_cannot_bleed_into_each_other() -> None:
     assert fingerprint(finding(node="a", subject="b c")) != fingerprint(finding(node="a b", subject="c"))
-
-
-def test_normalize_thumbprint_keeps_non_hex_text_visible() -> None:
-    assert normalize_thumbprint("ab cd\u200e") == "ABCD"
-    assert normalize_thumbprint("not-a-thumbprint") == "not-a-thumbprint"
-    assert normalize_thumbprint(None) == ""

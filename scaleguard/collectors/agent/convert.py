@@ -21,7 +21,7 @@ from scaleguard.collectors.parsers.config import ConfigKind, parse_config_with_n
 from scaleguard.collectors.parsers.host import host_from_json, schannel_from_json
 from scaleguard.collectors.parsers.netsh import NetshParseError, parse_sslcert_with_notes
 from scaleguard.collectors.parsers.services import services_from_json
-from scaleguard.collectors.parsers.thumbprint import normalize_thumbprint
+from scaleguard.rules.thumbprint import normalize_thumbprint
 from scaleguard.snapshot.model import (
     Certificate,
     CertificateStore,

@@ -21,7 +21,6 @@ from scaleguard.collectors.parsers.netsh import NetshParseError, parse_sslcert, 
 from scaleguard.collectors.parsers.psjson import PowerShellJsonError, as_rows, loads_powershell_json
 from scaleguard.collectors.parsers.services import services_from_json
 from scaleguard.collectors.parsers.text import DecodedText, decode_text, encode_text
-from scaleguard.collectors.parsers.thumbprint import is_clean, normalize_thumbprint, thumbprint_problems
 
 __all__ = [
     "MASTER_SETTINGS",
@@ -36,12 +35,10 @@ __all__ = [
     "decode_text",
     "encode_text",
     "host_from_json",
-    "is_clean",
     "key_facts_from_json",
     "load_certificates",
     "load_certificates_with_notes",
     "loads_powershell_json",
-    "normalize_thumbprint",
     "parse_certificate",
     "parse_config",
     "parse_config_with_notes",
@@ -49,5 +46,4 @@ __all__ = [
     "parse_sslcert_with_notes",
     "schannel_from_json",
     "services_from_json",
-    "thumbprint_problems",
 ]

@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from scaleguard.collectors.parsers.psjson import as_bool, as_rows, ci_get
-from scaleguard.collectors.parsers.thumbprint import normalize_thumbprint
+from scaleguard.rules.thumbprint import normalize_thumbprint
 from scaleguard.snapshot.model import CertificateStore
 
 _COLUMNS = frozenset({"Thumbprint", "HasPrivateKey", "PSParentPath", "PSPath", "KeyReaders"})

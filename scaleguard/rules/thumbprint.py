@@ -43,8 +43,9 @@ def thumbprint_problems(raw: str | None) -> list[str]:
         return ["empty"]
     if any(ch.isspace() for ch in raw):
         problems.append("contains whitespace")
-    invisible = sorted({f"U+{ord(ch):04X}" for ch in raw if unicodedata.category(ch) in ("Cf", "Cc")
-                        and not ch.isspace()})
+    invisible = sorted(
+        {f"U+{ord(ch):04X}" for ch in raw if unicodedata.category(ch) in ("Cf", "Cc") and not ch.isspace()}
+    )
     if invisible:
         problems.append("contains invisible characters " + ", ".join(invisible))
     if ":" in raw:
@@ -58,3 +59,12 @@ def thumbprint_problems(raw: str | None) -> list[str]:
 
 def _is_noise(ch: str) -> bool:
     return ch in _SEPARATORS or unicodedata.category(ch) in _CATEGORIES_TO_DROP
+
+
+def comparable(raw: str | None) -> str:
+    """What two values are compared by: the thumbprint a value names, else its own trimmed text.
+
+    Two malformed values therefore stay different unless they are the same text (turning both into ""
+    would make them equal), and ``None`` compares as "".
+    """
+    return normalize_thumbprint(raw) or (raw or "").strip()

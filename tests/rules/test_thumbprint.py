@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaleguard.collectors.parsers.thumbprint import is_clean, normalize_thumbprint, thumbprint_problems
+from scaleguard.rules.thumbprint import comparable, is_clean, normalize_thumbprint, thumbprint_problems
 
 THUMB = "01D207B300CA662F479BEB884EFE6CE328F77D53"
 SPACED = "01 d2 07 b3 00 ca 66 2f 47 9b eb 88 4e fe 6c e3 28 f7 7d 53"
@@ -30,9 +30,7 @@ def test_normalize_forgives_copy_and_paste(raw: str) -> None:
     assert normalize_thumbprint(raw) == THUMB
 
 
-@pytest.mark.parametrize(
-    "raw", [None, "", THUMB[:-1], THUMB + "0", "G" + THUMB[1:], "not a thumbprint", "０" * 40]
-)
+@pytest.mark.parametrize("raw", [None, "", THUMB[:-1], THUMB + "0", "G" + THUMB[1:], "not a thumbprint", "０" * 40])
 def test_normalize_rejects_what_is_not_a_thumbprint(raw: str | None) -> None:
     assert normalize_thumbprint(raw) is None
 
@@ -64,6 +62,11 @@ def test_problems_are_explained() -> None:
         "contains invisible characters U+200E",
     ]
     assert thumbprint_problems("ABC") == ["is not 40 hex digits (3 hex digits found)"]
-    assert thumbprint_problems(":".join(THUMB[i : i + 2] for i in range(0, 40, 2))) == [
-        "contains ':' separators"
-    ]
+    assert thumbprint_problems(":".join(THUMB[i : i + 2] for i in range(0, 40, 2))) == ["contains ':' separators"]
+
+
+def test_comparable_names_the_thumbprint_or_keeps_the_text() -> None:
+    assert comparable("\u200e" + SPACED) == THUMB
+    assert comparable(" not-a-thumbprint ") == "not-a-thumbprint"
+    assert comparable(None) == ""
+    assert comparable("12 34") != comparable("56 78")  # two malformed values do not both become ""
