@@ -21,7 +21,7 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -371,10 +371,15 @@ def _sans(cert: x509.Certificate, notes: list[str]) -> tuple[list[str], list[str
     )
 
 
-_PublicKey = (
-    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | dsa.DSAPublicKey | ed25519.Ed25519PublicKey
-    | ed448.Ed448PublicKey
+_PublicKey: TypeAlias = (
+    "rsa.RSAPublicKey | ec.EllipticCurvePublicKey | dsa.DSAPublicKey | ed25519.Ed25519PublicKey"
+    " | ed448.Ed448PublicKey"
 )
+
+with warnings.catch_warnings():
+    # old clusters still hold DSA certificates, and cryptography warns on every use of the class's name
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    _DSAPublicKey = dsa.DSAPublicKey
 
 
 def _public_key(cert: x509.Certificate, notes: list[str]) -> tuple[_PublicKey | None, str, int | None]:
@@ -391,7 +396,7 @@ def _public_key(cert: x509.Certificate, notes: list[str]) -> tuple[_PublicKey | 
         return key, "RSA", key.key_size
     if isinstance(key, ec.EllipticCurvePublicKey):
         return key, "EC", key.curve.key_size
-    if isinstance(key, dsa.DSAPublicKey):
+    if isinstance(key, _DSAPublicKey):
         return key, "DSA", key.key_size
     if isinstance(key, ed25519.Ed25519PublicKey):
         return key, "Ed25519", 256
@@ -427,7 +432,7 @@ def _self_signature_holds(cert: x509.Certificate, key: _PublicKey | None, notes:
             if algorithm is None:
                 raise UnsupportedAlgorithm("no ECDSA hash")
             key.verify(signature, data, ec.ECDSA(algorithm))
-        elif isinstance(key, dsa.DSAPublicKey):
+        elif isinstance(key, _DSAPublicKey):
             algorithm = cert.signature_hash_algorithm
             if algorithm is None:
                 raise UnsupportedAlgorithm("no DSA hash")
