@@ -7,7 +7,6 @@ import sys
 from importlib.metadata import version
 
 import pytest
-
 from typer.testing import CliRunner
 
 from scaleguard.cli.main import app
