@@ -7,9 +7,10 @@ flags into :class:`AuditOptions` and the result into an exit code.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -141,6 +142,7 @@ def run_audit(options: AuditOptions, *, on_stage: Callable[[str], None] | None =
 
 
 def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResult:
+    started = time.monotonic()
     now = options.now or datetime.now(UTC)
     options.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -180,7 +182,14 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
         )
     finally:
         early = snapshot_written.result()
-    outputs = {"snapshot.json": snapshot_path, "findings.json": findings_path, **outputs, **early}
+    from scaleguard.reports.metrics import FILENAME as METRICS
+    from scaleguard.reports.metrics import write_metrics
+
+    # Last, so its completion time and duration cover every other file (the audit's clock plus the
+    # time elapsed, so a run with a fixed ``now`` still reports a true duration).
+    finished = now + timedelta(seconds=time.monotonic() - started)
+    metrics = write_metrics(options.out_dir, snapshot, findings_file, now=now, finished=finished)
+    outputs = {"snapshot.json": snapshot_path, "findings.json": findings_path, **outputs, **early, METRICS: metrics}
     code = audit_exit_code(
         findings_file.findings, options.fail_on, allow_incomplete=options.allow_incomplete,
         warn_only=options.warn_only,

@@ -78,6 +78,10 @@ def audit(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress on stderr (only shown on a terminal).")
     ] = True,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print nothing when the exit code is 0 (cron mails only "
+                           "on trouble); otherwise the usual summary. Implies --no-progress.")
+    ] = False,
 ) -> None:
     """Audit a Scale Out cluster's certificate setup and write the reports."""
     console = Console(stderr=True, highlight=False, soft_wrap=True)  # CI logs: never cut a path in two
@@ -87,12 +91,14 @@ def audit(
             allow_incomplete=allow_incomplete, policies=policies or [], concurrency=concurrency,
             insecure=insecure, waivers=waivers, waiver_max_days=waiver_max_days,
             history=history, warn_only=warn_only, notify_webhook=notify_webhook,
-            thresholds=_thresholds(expiry_high_days, expiry_medium_days, min_rsa_bits), progress=progress,
+            thresholds=_thresholds(expiry_high_days, expiry_medium_days, min_rsa_bits),
+            progress=progress and not quiet,
         )
         result = _run(options, console)
     except UsageError as exc:
         _usage_exit(console, str(exc))
-    _print_summary(console, result, options)
+    if not (quiet and result.exit_code is ExitCode.OK):
+        _print_summary(console, result, options)
     raise typer.Exit(int(result.exit_code))
 
 

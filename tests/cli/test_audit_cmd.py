@@ -4,6 +4,8 @@ usage errors a person makes."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,3 +193,25 @@ def test_inverted_expiry_thresholds_are_a_usage_error(tmp_path: Path) -> None:
                          "--expiry-high-days", "40", "--expiry-medium-days", "30")
     assert code == 2
     assert "expiry thresholds need 0 <= high days <= medium days" in err
+
+
+def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The installed entry point's code in a real process: what cron would see on stdout and stderr."""
+    code = "import sys; from scaleguard.cli.main import app; sys.argv[0] = 'scaleguard'; app()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_quiet_prints_nothing_on_success(tmp_path: Path) -> None:
+    evidence = lab(tmp_path, defects=False)
+    done = _cli("audit", "--quiet", "--evidence", evidence, "--out", tmp_path / "out", "--fail-on", "info")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert (tmp_path / "out" / "report.html").is_file()
+
+
+def test_quiet_still_explains_a_failing_audit(tmp_path: Path) -> None:
+    evidence = lab(tmp_path, defects=True)
+    done = _cli("audit", "-q", "--evidence", evidence, "--out", tmp_path / "out")
+    assert done.returncode == 1 and done.stdout == ""
+    assert "Exit 1: failing findings at or above high." in done.stderr
