@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import typer
 from rich.console import Console
@@ -31,8 +31,20 @@ def serve(
         bool, typer.Option("--https", help="Serve HTTPS (the lab CA goes next to the inventory).")
     ] = False,
     auth: Annotated[
-        str, typer.Option("--auth", help="basic or ntlm (NTLM encrypts messages over HTTP).")
+        str,
+        typer.Option(
+            "--auth",
+            help="basic, ntlm or kerberos (NTLM and Kerberos encrypt messages over HTTP; Kerberos takes its "
+            "HTTP/<host> keys from the keytab $KRB5_KTNAME names).",
+        ),
     ] = "basic",
+    spn_domain: Annotated[
+        str,
+        typer.Option(
+            "--spn-domain",
+            help="Kerberos: the inventory names each host's SPN HTTP/<node>.<this domain> (spn_hostname).",
+        ),
+    ] = "lab.test",
     port_base: Annotated[
         int, typer.Option("--port-base", min=0, max=65000, help="First port (0: any free ports).")
     ] = 0,
@@ -49,12 +61,12 @@ def serve(
     """Serve every node of an evidence folder over WinRM on 127.0.0.1 (password: $SCALEGUARD_LAB_PASSWORD)."""
     console = Console(stderr=True, highlight=False)
     mode = auth.lower()
-    if mode not in ("basic", "ntlm"):
+    if mode not in ("basic", "ntlm", "kerberos"):
         console.print(
-            f"[bold red]scaleguard lab serve: error:[/] --auth must be basic or ntlm, not {escape(auth)}"
+            f"[bold red]scaleguard lab serve: error:[/] --auth must be basic, ntlm or kerberos, not {escape(auth)}"
         )
         raise typer.Exit(int(ExitCode.USAGE))
-    auth_mode: Literal["basic", "ntlm"] = "ntlm" if mode == "ntlm" else "basic"
+    auth_mode = cast(Literal["basic", "ntlm", "kerberos"], mode)
     options = LabOptions(
         evidence=evidence,
         inventory_out=inventory_out,
@@ -62,6 +74,7 @@ def serve(
         exec_ms=exec_ms,
         https=https,
         auth=auth_mode,
+        spn_domain=spn_domain.strip(".").lower(),
         port_base=port_base,
         faults=faults,
         timeout_s=host_timeout,

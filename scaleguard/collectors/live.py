@@ -30,7 +30,15 @@ from scaleguard.collectors.agent.convert import node_from_agent
 from scaleguard.collectors.agent.schema import AGENT_SCHEMA, AgentDocument
 from scaleguard.remoting.channel import ChannelError, ChannelSettings, HostChannel, describe_stderr
 from scaleguard.remoting.credentials import CredentialResolver, Secret
-from scaleguard.remoting.inventory import Inventory, InventoryCluster, InventoryNode, load_inventory
+from scaleguard.remoting.inventory import (
+    SPNEGO_AUTH,
+    Inventory,
+    InventoryCluster,
+    InventoryError,
+    InventoryNode,
+    load_inventory,
+)
+from scaleguard.remoting.negotiate import kerberos_unavailable_reason
 from scaleguard.snapshot.model import (
     ClusterSnapshot,
     Collection,
@@ -85,6 +93,7 @@ def collect_inventory(
 
 
 def plan_jobs(inventory: Inventory, *, insecure: bool, resolver: CredentialResolver) -> list[NodeJob]:
+    check_auth_libraries(inventory)
     jobs = []
     for cluster, node in inventory.nodes():
         t = node.transport
@@ -106,11 +115,29 @@ def plan_jobs(inventory: Inventory, *, insecure: bool, resolver: CredentialResol
                     client_cert=t.client_cert,
                     client_key=t.client_key,
                     operation_timeout_s=t.operation_timeout,
+                    spn_service=t.spn_service,
+                    spn_hostname=t.spn_hostname,
+                    delegate=t.delegate,
+                    message_encryption=t.message_encryption,
                 ),
                 timeout_s=t.timeout,
             )
         )
     return jobs
+
+
+def check_auth_libraries(inventory: Inventory) -> None:
+    """Kerberos needs GSSAPI; say so once, before any host is contacted, instead of once per node."""
+    spnego_nodes = [n.name for _c, n in inventory.nodes() if n.transport.auth in SPNEGO_AUTH]
+    if not spnego_nodes:
+        return
+    reason = kerberos_unavailable_reason()
+    if reason is not None:
+        more = f" and {len(spnego_nodes) - 3} more" if len(spnego_nodes) > 3 else ""
+        raise InventoryError(
+            f"{inventory.path}: auth kerberos/negotiate (nodes {', '.join(spnego_nodes[:3])}{more}) "
+            f"cannot work here: {reason}"
+        )
 
 
 def run_jobs(

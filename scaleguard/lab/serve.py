@@ -43,7 +43,8 @@ class LabOptions:
     latency_ms: int = 0
     exec_ms: int = 0
     https: bool = False
-    auth: Literal["basic", "ntlm"] = "basic"
+    auth: Literal["basic", "ntlm", "kerberos"] = "basic"
+    spn_domain: str = "lab.test"
     port_base: int = 0
     faults: Path | None = None
     timeout_s: float = 120.0
@@ -122,7 +123,10 @@ class Lab:
         temporary.replace(target)  # atomic: whoever waits for the file sees a complete inventory
 
     def _entry(self, node: LabNode) -> dict[str, Any]:
-        return {"name": node.name, "host": LISTEN_ADDRESS, "port": self.ports[node.name]}
+        entry: dict[str, Any] = {"name": node.name, "host": LISTEN_ADDRESS, "port": self.ports[node.name]}
+        if self.options.auth == "kerberos":  # every host listens on 127.0.0.1: the SPN names which one
+            entry["transport"] = {"spn_hostname": spn_hostname(node.name, self.options.spn_domain)}
+        return entry
 
     def close(self) -> None:
         self.stop_event.set()
@@ -177,6 +181,11 @@ class _TlsFactory:
         return context
 
 
+def spn_hostname(node: str, domain: str) -> str:
+    """The host part of a lab node's SPN (``HTTP/<this>``), which the KDC of a Kerberos lab must know."""
+    return f"{node.lower()}.{domain}"
+
+
 def load_faults(path: Path | None) -> dict[str, LabFaults]:
     """``{"NODE": {"hang": "receive"}, ...}`` (JSON) → per-node faults."""
     if path is None:
@@ -195,6 +204,8 @@ def load_faults(path: Path | None) -> dict[str, LabFaults]:
 
 def start_lab(options: LabOptions) -> Lab:
     """Build the state and listen on every port (the caller writes the inventory when it is ready)."""
+    if options.auth == "kerberos" and not os.environ.get("KRB5_KTNAME"):
+        raise LabError("--auth kerberos needs KRB5_KTNAME: the keytab with the hosts' HTTP/<host> keys")
     password = os.environ.get(PASSWORD_ENV)
     if not password:
         raise LabError(

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import requests
 from spnego.exceptions import SpnegoError
@@ -35,6 +36,7 @@ from winrm.exceptions import (
 from winrm.protocol import Protocol
 
 from scaleguard.remoting.credentials import Secret
+from scaleguard.remoting.negotiate import SpnegoSettings, SpnegoTransport
 from scaleguard.snapshot.model import CollectionState
 
 log = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ class ChannelError(Exception):
 @dataclass(frozen=True)
 class ChannelSettings:
     endpoint: str
-    auth: Literal["basic", "ntlm", "kerberos", "credssp", "certificate"]
+    auth: Literal["basic", "ntlm", "kerberos", "negotiate", "certificate"]
     username: str | None = None
     password: Secret | None = None
     ca_bundle: Path | None = None
@@ -71,6 +73,10 @@ class ChannelSettings:
     client_cert: Path | None = None
     client_key: Path | None = None
     operation_timeout_s: int = 20
+    spn_service: str = "HTTP"
+    spn_hostname: str | None = None
+    delegate: bool = False
+    message_encryption: Literal["auto", "never"] = "auto"
 
 
 @dataclass
@@ -206,9 +212,10 @@ class HostChannel:
         if self._protocol is None:
             s = self.settings
             cert = s.auth == "certificate"
+            spnego = s.auth in ("kerberos", "negotiate")
             self._protocol = Protocol(
                 endpoint=s.endpoint,
-                transport=s.auth,
+                transport="kerberos" if spnego else s.auth,  # type: ignore[arg-type]  # replaced below
                 username=None if cert else s.username,
                 password=None if cert or s.password is None else s.password.reveal(),
                 ca_trust_path=str(s.ca_bundle) if s.ca_bundle else None,  # type: ignore[arg-type]
@@ -217,8 +224,24 @@ class HostChannel:
                 cert_key_pem=str(s.client_key) if s.client_key else None,
                 read_timeout_sec=s.operation_timeout_s + 10,
                 operation_timeout_sec=s.operation_timeout_s,
+                message_encryption=s.message_encryption,
                 proxy=None,
             )
+            if spnego:
+                self._protocol.transport = SpnegoTransport(
+                    s.endpoint,
+                    settings=SpnegoSettings(
+                        protocol="kerberos" if s.auth == "kerberos" else "negotiate",
+                        username=s.username,
+                        password=None if s.password is None else s.password.reveal(),
+                        service=s.spn_service,
+                        hostname_override=s.spn_hostname,
+                        delegate=s.delegate,
+                    ),
+                    verify=(str(s.ca_bundle) if s.ca_bundle else True) if s.validate_tls else False,
+                    read_timeout_sec=s.operation_timeout_s + 10,
+                    message_encryption=s.message_encryption,
+                )
         return self._protocol
 
     def _ensure_shell(self, protocol: Protocol) -> str:
@@ -292,9 +315,9 @@ def classify(exc: BaseException, settings: ChannelSettings) -> ChannelError:
             CollectionState.AUTH_REFUSED,
             f"{where} refused the credentials of {user} ({settings.auth}, HTTP 401)",
         )
-    if isinstance(exc, AUTH_FAILURES):
+    if isinstance(exc, AUTH_FAILURES) or type(exc).__module__.split(".")[0] == "krb5":
         return ChannelError(
-            CollectionState.AUTH_REFUSED, f"{where}: {settings.auth} logon failed: {_short(exc)}"
+            CollectionState.AUTH_REFUSED, f"{where}: {settings.auth} logon failed: {_logon_reason(exc, settings)}"
         )
     if isinstance(exc, requests.exceptions.SSLError):
         hint = (
@@ -316,6 +339,37 @@ def classify(exc: BaseException, settings: ChannelSettings) -> ChannelError:
     if isinstance(exc, WinRMError):
         return ChannelError(CollectionState.FAILED, f"{where}: {_short(exc)}")
     return ChannelError(CollectionState.FAILED, f"{where}: unexpected {type(exc).__name__}: {_short(exc)}")
+
+
+# MIT krb5 error codes (krb5_err.h) a logon meets, in words an operator can act on.
+KRB5_REASONS = {
+    -1765328353: "the KDC refused the password (wrong password)",
+    -1765328360: "the KDC refused the pre-authentication (wrong password?)",
+    -1765328378: "the user is unknown to the KDC",
+    -1765328366: "the user's account is disabled or locked",
+    -1765328361: "the user's password has expired",
+    -1765328228: "no KDC of the realm could be reached",
+}
+
+
+def _logon_reason(exc: BaseException, settings: ChannelSettings) -> str:
+    """The part of a GSSAPI/krb5 error that says what went wrong, with the SPN when the KDC lacks it."""
+    code = getattr(exc, "err_code", None)  # krb5.Krb5Error (pykrb5) from the in-memory kinit
+    if isinstance(code, int) and code in KRB5_REASONS:
+        return f"{KRB5_REASONS[code]} for {settings.username or 'the ticket cache user'}"
+    text = " ".join(str(exc).split())
+    start = text.find("Minor (")
+    if start >= 0:
+        start = text.find("): ", start) + 3
+        end = text.find(", Context:", start)
+        text = text[start : end if end > start else len(text)]
+    if "not found in Kerberos database" in text:
+        host = settings.spn_hostname or (urlsplit(settings.endpoint).hostname or "")
+        text += (
+            f" (the KDC knows no SPN {settings.spn_service}/{host}: set spn_hostname to the name the host's "
+            "HTTP SPN is registered under)"
+        )
+    return text[:400] or type(exc).__name__
 
 
 def _short(exc: BaseException) -> str:

@@ -5,7 +5,7 @@ defaults:
   transport:                   # every key optional; clusters and nodes override key by key
     scheme: https              # http | https (default https)
     port: 5986                 # default 5985 for http, 5986 for https
-    auth: ntlm                 # basic | ntlm | kerberos | credssp | certificate (default ntlm)
+    auth: ntlm                 # basic | ntlm | kerberos | negotiate | certificate (default ntlm)
     ca_bundle: certs/ca.pem    # PEM bundle to validate the node certificates (relative to this file)
     username: CORP\\auditor
     credential: {env: SCALEGUARD_PASSWORD}   # or {keyring: service-name} or {prompt: true}
@@ -13,6 +13,11 @@ defaults:
     client_key: auditor.key
     timeout: 120               # hard per-host deadline in seconds
     operation_timeout: 20      # WS-Man OperationTimeout of one long poll
+    spn_service: HTTP          # kerberos/negotiate: the SPN is <spn_service>/<spn_hostname or host>
+    spn_hostname: ssis-m1.corp.example   # when the host is an IP or an alias the KDC does not know
+    delegate: false            # kerberos/negotiate: forward the ticket (second hop; trust the host first)
+    message_encryption: auto   # auto (WinRM encryption over http) | never
+    allow_unencrypted: false   # true: accept Basic (or message_encryption never) over http to a remote host
 clusters:
   - name: prod
     transport: {port: 5986}
@@ -29,6 +34,7 @@ fixing an inventory is one round trip.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,11 +43,14 @@ from typing import Any, Literal, cast
 import yaml
 
 Scheme = Literal["http", "https"]
-AuthMethod = Literal["basic", "ntlm", "kerberos", "credssp", "certificate"]
+AuthMethod = Literal["basic", "ntlm", "kerberos", "negotiate", "certificate"]
+MessageEncryption = Literal["auto", "never"]
 Role = Literal["master", "worker"]
 
 SCHEMES: tuple[Scheme, ...] = ("http", "https")
-AUTH_METHODS: tuple[AuthMethod, ...] = ("basic", "ntlm", "kerberos", "credssp", "certificate")
+AUTH_METHODS: tuple[AuthMethod, ...] = ("basic", "ntlm", "kerberos", "negotiate", "certificate")
+SPNEGO_AUTH = ("kerberos", "negotiate")
+MESSAGE_ENCRYPTION: tuple[MessageEncryption, ...] = ("auto", "never")
 DEFAULT_PORTS = {"http": 5985, "https": 5986}
 TRANSPORT_KEYS = (
     "scheme",
@@ -54,6 +63,11 @@ TRANSPORT_KEYS = (
     "client_key",
     "timeout",
     "operation_timeout",
+    "spn_service",
+    "spn_hostname",
+    "delegate",
+    "message_encryption",
+    "allow_unencrypted",
 )
 _SECRET_WORDS = ("password", "passwd", "pwd", "secret")
 
@@ -87,10 +101,24 @@ class Transport:
     client_key: Path | None = None
     timeout: float = 120.0
     operation_timeout: int = 20
+    spn_service: str = "HTTP"
+    spn_hostname: str | None = None
+    delegate: bool = False
+    message_encryption: MessageEncryption = "auto"
+    allow_unencrypted: bool = False
 
     @property
     def effective_port(self) -> int:
         return self.port or DEFAULT_PORTS[self.scheme]
+
+    @property
+    def unencrypted(self) -> bool:
+        """Whether WinRM messages travel readable: plain HTTP with Basic (always), or with NTLM/Kerberos/
+        Negotiate when message encryption is turned off. Over HTTPS, TLS covers every method; over HTTP,
+        NTLM/Kerberos/Negotiate seal each message with the session key (MS-WSMV §2.2.9.1)."""
+        if self.scheme == "https":
+            return False
+        return self.auth == "basic" or self.message_encryption == "never"
 
 
 @dataclass(frozen=True)
@@ -105,6 +133,22 @@ class InventoryNode:
     def endpoint(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport.scheme}://{host}:{self.transport.effective_port}/wsman"
+
+    @property
+    def loopback(self) -> bool:
+        """Traffic to this host never leaves the machine (127.0.0.0/8, ::1, localhost)."""
+        host = self.host.strip("[]").lower()
+        if host == "localhost" or host.endswith(".localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def travels_unencrypted(self) -> bool:
+        """Readable WinRM traffic crosses a network (only allowed by ``allow_unencrypted: true``)."""
+        return self.transport.unencrypted and not self.loopback
 
 
 @dataclass(frozen=True)
@@ -288,7 +332,13 @@ class _Reader:
         reported: set[str] = set()
         for entry in nodes:
             t = entry.transport
-            if t.auth not in ("basic", "ntlm", "credssp"):
+            if t.auth in SPNEGO_AUTH and t.credential is not None and not t.username:
+                message = f"{what}: auth {t.auth} with a credential needs the username it is the password of"
+                if t.auth not in reported:
+                    reported.add(t.auth)
+                    self.error(node, message)
+                continue
+            if t.auth not in ("basic", "ntlm"):
                 continue
             missing = [
                 key for key, value in (("username", t.username), ("credential", t.credential)) if not value
@@ -320,6 +370,20 @@ class _Reader:
         nodes[key] = replace(old, roles=(*old.roles, *new.roles))
 
     def node(self, entry: yaml.Node, role: Role, transport: Transport, what: str) -> InventoryNode | None:
+        parsed = self.node_entry(entry, role, transport, what)
+        if parsed is not None and parsed.travels_unencrypted and not parsed.transport.allow_unencrypted:
+            t = parsed.transport
+            how = "Basic" if t.auth == "basic" else f"{t.auth} with message_encryption: never"
+            self.error(
+                entry,
+                f"{what} {role} '{parsed.host}': {how} over plain http sends the password or every message "
+                "readable on the network; use https, or ntlm/kerberos/negotiate (encrypted over http), "
+                "or write allow_unencrypted: true for this host (the report then says it was not encrypted)",
+            )
+            return None
+        return parsed
+
+    def node_entry(self, entry: yaml.Node, role: Role, transport: Transport, what: str) -> InventoryNode | None:
         if isinstance(entry, yaml.ScalarNode):
             host = self.text(entry, f"{what} {role} host")
             if host is None:
@@ -370,7 +434,13 @@ class _Reader:
             values["port"] = self.port(section["port"], f"{what} port")
         if "auth" in section:
             auth = self.text(section["auth"], f"{what} auth")
-            if auth is not None and auth.lower() not in AUTH_METHODS:
+            if auth is not None and auth.lower() == "credssp":
+                self.error(
+                    section["auth"],
+                    f"{what}: auth credssp is not supported (it was never tested against a CredSSP server); "
+                    "for a second hop use auth kerberos with delegate: true",
+                )
+            elif auth is not None and auth.lower() not in AUTH_METHODS:
                 self.error(
                     section["auth"], f"{what}: auth must be one of {', '.join(AUTH_METHODS)}, not '{auth}'"
                 )
@@ -388,9 +458,38 @@ class _Reader:
         if "operation_timeout" in section:
             number = self.number(section["operation_timeout"], f"{what} operation_timeout", minimum=1.0)
             values["operation_timeout"] = int(number) if number is not None else None
+        for key in ("spn_service", "spn_hostname"):
+            if key in section:
+                values[key] = self.name_text(section[key], f"{what} {key}")
+        for key in ("delegate", "allow_unencrypted"):
+            if key in section:
+                values[key] = self.flag(section[key], f"{what} {key}")
+        if "message_encryption" in section:
+            mode = self.text(section["message_encryption"], f"{what} message_encryption")
+            if mode is not None and mode.lower() not in MESSAGE_ENCRYPTION:
+                self.error(
+                    section["message_encryption"], f"{what}: message_encryption must be auto or never, not '{mode}'"
+                )
+            elif mode is not None:
+                values["message_encryption"] = mode.lower()
         merged = replace(base, **{k: v for k, v in values.items() if v is not None})
         self.check_transport(merged, node, what)
         return merged
+
+    def flag(self, node: yaml.Node, what: str) -> bool | None:
+        value = self.scalar(node, what)
+        if not isinstance(value, bool):
+            self.error(node, f"{what} must be true or false, not {value!r}")
+            return None
+        return value
+
+    def name_text(self, node: yaml.Node, what: str) -> str | None:
+        """A host or service name for an SPN: no spaces, slashes or '@' (they would change the principal)."""
+        value = self.text(node, what)
+        if value is not None and any(c.isspace() or c in "/@\\" for c in value):
+            self.error(node, f"{what} must be a bare name (no spaces, '/', '@' or '\\'), not {value!r}")
+            return None
+        return value
 
     def check_transport(self, transport: Transport, node: yaml.Node, what: str) -> None:
         if transport.auth == "certificate":
@@ -398,8 +497,8 @@ class _Reader:
                 self.error(node, f"{what}: auth certificate needs client_cert and client_key")
             if transport.scheme != "https":
                 self.error(node, f"{what}: auth certificate only works over https")
-        if transport.auth == "credssp" and transport.scheme != "https":
-            self.error(node, f"{what}: auth credssp only works over https")
+        if transport.delegate and transport.auth not in SPNEGO_AUTH:
+            self.error(node, f"{what}: delegate only applies to auth kerberos or negotiate, not {transport.auth}")
         if transport.operation_timeout >= transport.timeout:
             self.error(
                 node,

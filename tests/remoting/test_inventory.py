@@ -143,8 +143,38 @@ def test_kerberos_needs_no_password_but_ntlm_does(tmp_path: Path) -> None:
             "auth certificate needs client_cert and client_key",
         ),
         (
-            "defaults:\n  transport: {auth: credssp, scheme: http}\nclusters:\n  - {name: c, masters: [m]}\n",
-            "auth credssp only works over https",
+            "defaults:\n  transport: {auth: credssp, scheme: https}\nclusters:\n  - {name: c, masters: [m]}\n",
+            ":2: defaults.transport: auth credssp is not supported",
+        ),
+        (
+            "clusters:\n  - name: c\n    transport: {scheme: http, auth: basic, username: u, credential: {env: P}}\n"
+            "    masters:\n      - srv1.corp.example\n",
+            ":5: cluster 'c' master 'srv1.corp.example': Basic over plain http",
+        ),
+        (
+            "clusters:\n  - name: c\n    transport: {scheme: http, auth: kerberos, message_encryption: never}\n"
+            "    masters:\n      - {host: 10.0.0.5}\n",
+            ":5: cluster 'c' master '10.0.0.5': kerberos with message_encryption: never over plain http",
+        ),
+        (
+            "defaults:\n  transport: {auth: ntlm, delegate: true, username: u, credential: {env: P}}\n" + ONE_CLUSTER,
+            ":2: defaults.transport: delegate only applies to auth kerberos or negotiate",
+        ),
+        (
+            "defaults:\n  transport: {auth: kerberos, spn_hostname: HTTP/m.corp}\n" + ONE_CLUSTER,
+            ":2: defaults.transport spn_hostname must be a bare name",
+        ),
+        (
+            "defaults:\n  transport: {auth: kerberos, credential: {env: P}}\n" + ONE_CLUSTER,
+            "auth kerberos with a credential needs the username",
+        ),
+        (
+            "defaults:\n  transport: {auth: kerberos, message_encryption: sometimes}\n" + ONE_CLUSTER,
+            ":2: defaults.transport: message_encryption must be auto or never",
+        ),
+        (
+            "defaults:\n  transport: {auth: kerberos, allow_unencrypted: yes please}\n" + ONE_CLUSTER,
+            ":2: defaults.transport allow_unencrypted must be true or false",
         ),
         (
             "defaults:\n  transport: {credential: {prompt: no}}\nclusters:\n  - {name: c, masters: [m]}\n",
@@ -185,3 +215,35 @@ def test_ssisdb_machine_names_match_nodes_by_name_host_or_first_label(tmp_path: 
     assert prod.knows("ssis-m2")  # by name
     assert prod.knows("w2.corp.example")
     assert not prod.knows("SSIS-W9")
+
+
+def test_kerberos_transport_settings_per_cluster_and_node(tmp_path: Path) -> None:
+    text = (
+        "defaults:\n  transport: {auth: kerberos, username: auditor@CORP.EXAMPLE, credential: {env: P}}\n"
+        "clusters:\n  - name: c\n    transport: {delegate: true, spn_service: WSMAN}\n"
+        "    masters:\n      - {host: 10.0.0.5, transport: {spn_hostname: ssis-m1.corp.example}}\n"
+        "    workers: [w1.corp.example]\n"
+    )
+    master, worker = load_inventory(write(tmp_path, text)).clusters[0].nodes
+    assert (master.transport.spn_hostname, master.transport.spn_service, master.transport.delegate) == (
+        "ssis-m1.corp.example",
+        "WSMAN",
+        True,
+    )
+    assert (worker.transport.spn_hostname, worker.transport.delegate) == (None, True)
+    assert master.transport.message_encryption == "auto" and not master.travels_unencrypted
+
+
+def test_unencrypted_http_is_refused_unless_allowed_per_host_and_loopback_is_exempt(tmp_path: Path) -> None:
+    basic = "{scheme: http, auth: basic, username: u, credential: {env: P}}"
+    text = (
+        f"defaults:\n  transport: {basic}\n"
+        "clusters:\n  - name: c\n    masters:\n      - 127.0.0.1\n      - localhost\n      - '::1'\n"
+        "    workers:\n      - {host: w1.corp.example, transport: {allow_unencrypted: true}}\n"
+        "      - {host: w2.corp.example, transport: {scheme: https}}\n"
+        "      - {host: w3.corp.example, transport: {auth: ntlm}}\n"
+    )
+    nodes = {n.host: n for n in load_inventory(write(tmp_path, text)).clusters[0].nodes}
+    assert [h for h, n in nodes.items() if n.travels_unencrypted] == ["w1.corp.example"]
+    assert nodes["127.0.0.1"].transport.unencrypted and nodes["127.0.0.1"].loopback  # on the machine itself
+    assert not nodes["w3.corp.example"].transport.unencrypted  # NTLM seals every message over http

@@ -1,4 +1,4 @@
-"""Server side of WinRM authentication: Basic, and NTLM with WinRM message encryption (pyspnego).
+"""Server side of WinRM authentication: Basic, and NTLM or Kerberos with WinRM message encryption (pyspnego).
 
 NTLM is connection-bound: the context lives with the TCP connection (one per handler), the handshake is
 three exchanges on that connection (anonymous → 401 ``Negotiate``; type 1 → 401 with the challenge;
@@ -83,14 +83,70 @@ def _bare(user: str) -> str:
     return user.rsplit("\\", 1)[-1].split("@", 1)[0]
 
 
-class NtlmConnection:
-    """The NTLM state of one TCP connection."""
+class SecurityConnection:
+    """The security context of one TCP connection (NTLM or Kerberos) and WinRM message encryption with it."""
 
-    def __init__(self, user_file: Path) -> None:
-        self.user_file = user_file
+    def __init__(self) -> None:
         self.context: Any = None
         self.authenticated = False
         self.user = ""
+        self.final_token: bytes | None = None  # Kerberos mutual auth: sent with the first answer
+
+    def _complete(self) -> None:
+        self.authenticated = True
+        self.user = _bare(str(self.context.client_principal or ""))
+
+    def decrypt(self, body: bytes) -> bytes:
+        """The SOAP message inside pywinrm's ``multipart/encrypted`` body."""
+        parts = [p for p in body.split(BOUNDARY + b"\r\n") if p]
+        message = b""
+        for header, payload in zip(parts[0::2], parts[1::2], strict=False):
+            try:
+                length = int(header.split(b"Length=")[1].strip())
+            except (IndexError, ValueError) as exc:
+                raise AuthError("malformed encrypted message") from exc
+            if payload.endswith(BOUNDARY + b"--\r\n"):
+                payload = payload[: -len(BOUNDARY + b"--\r\n")]
+            sealed = payload.replace(b"\tContent-Type: application/octet-stream\r\n", b"", 1)
+            if len(sealed) < 4:
+                raise AuthError("malformed encrypted message")
+            signature_length = struct.unpack("<i", sealed[:4])[0]
+            signature = sealed[4 : 4 + signature_length]
+            try:
+                plain = self.context.unwrap_winrm(signature, sealed[4 + signature_length :])
+            except Exception as exc:  # a tampered, replayed or foreign message
+                raise AuthError(f"the encrypted message does not verify: {type(exc).__name__}") from exc
+            if len(plain) != length:
+                raise AuthError("encrypted message length does not match its header")
+            message += plain
+        return bytes(message)
+
+    def encrypt(self, message: bytes) -> bytes:
+        wrapped = self.context.wrap_winrm(message)
+        signature, sealed = bytes(wrapped.header), bytes(wrapped.data)
+        return (
+            BOUNDARY + b"\r\n"
+            b"\tContent-Type: " + PROTOCOL.encode() + b"\r\n"
+            b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
+            + str(len(message)).encode()
+            + b"\r\n"
+            + BOUNDARY
+            + b"\r\n"
+            b"\tContent-Type: application/octet-stream\r\n"
+            + struct.pack("<i", len(signature))
+            + signature
+            + sealed
+            + BOUNDARY
+            + b"--\r\n"
+        )
+
+
+class NtlmConnection(SecurityConnection):
+    """The NTLM state of one TCP connection."""
+
+    def __init__(self, user_file: Path) -> None:
+        super().__init__()
+        self.user_file = user_file
 
     def step(self, token: bytes) -> bytes | None:
         """Feed a client token; returns the challenge to send back, or None when authenticated."""
@@ -111,43 +167,31 @@ class NtlmConnection:
                 else:
                     os.environ["NTLM_USER_FILE"] = previous
         if self.context.complete:
-            self.authenticated = True
-            self.user = _bare(str(self.context.client_principal or ""))
+            self._complete()
             return None
         return bytes(out or b"")
 
-    def decrypt(self, body: bytes) -> bytes:
-        """The SOAP message inside pywinrm's ``multipart/encrypted`` body."""
-        parts = [p for p in body.split(BOUNDARY + b"\r\n") if p]
-        message = b""
-        for header, payload in zip(parts[0::2], parts[1::2], strict=False):
-            length = int(header.split(b"Length=")[1].strip())
-            if payload.endswith(BOUNDARY + b"--\r\n"):
-                payload = payload[: -len(BOUNDARY + b"--\r\n")]
-            sealed = payload.replace(b"\tContent-Type: application/octet-stream\r\n", b"", 1)
-            signature_length = struct.unpack("<i", sealed[:4])[0]
-            signature = sealed[4 : 4 + signature_length]
-            plain = self.context.unwrap(signature + sealed[4 + signature_length :]).data
-            if len(plain) != length:
-                raise AuthError("encrypted message length does not match its header")
-            message += plain
-        return bytes(message)
 
-    def encrypt(self, message: bytes) -> bytes:
-        wrapped = bytes(self.context.wrap(message, encrypt=True).data)
-        signature, sealed = wrapped[:16], wrapped[16:]
-        return (
-            BOUNDARY + b"\r\n"
-            b"\tContent-Type: " + PROTOCOL.encode() + b"\r\n"
-            b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
-            + str(len(message)).encode()
-            + b"\r\n"
-            + BOUNDARY
-            + b"\r\n"
-            b"\tContent-Type: application/octet-stream\r\n"
-            + struct.pack("<i", len(signature))
-            + signature
-            + sealed
-            + BOUNDARY
-            + b"--\r\n"
-        )
+class KerberosConnection(SecurityConnection):
+    """Kerberos (raw or inside SPNEGO) through the system GSSAPI, as Windows' HTTP.sys Negotiate does.
+
+    The acceptor takes its keys from the keytab ``KRB5_KTNAME`` names (``HTTP/<host>`` principals) and
+    accepts a ticket for any of them; a ticket for another service, an expired or a forged one is refused
+    by GSSAPI itself. One round trip: the AP-REQ arrives, and the AP-REP (mutual authentication) goes back
+    with the answer to that very request.
+    """
+
+    def step(self, token: bytes) -> bytes | None:
+        self.context = spnego.server(protocol="negotiate")
+        self.authenticated = False
+        try:
+            out = self.context.step(token)
+        except Exception as exc:  # GSSError wrapped by pyspnego: bad ticket, unknown key, replay...
+            self.context = None
+            raise AuthError(f"Kerberos logon refused: {exc}") from exc
+        if not self.context.complete:
+            self.context = None
+            raise AuthError("Kerberos logon refused: the handshake needs more than one round trip (not Kerberos)")
+        self.final_token = bytes(out) if out else None
+        self._complete()
+        return None

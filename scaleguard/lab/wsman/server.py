@@ -20,10 +20,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
 from scaleguard.lab.wsman import soap
-from scaleguard.lab.wsman.auth import ENCRYPTED_CONTENT_TYPE, Accounts, AuthError, NtlmConnection
+from scaleguard.lab.wsman.auth import (
+    ENCRYPTED_CONTENT_TYPE,
+    Accounts,
+    AuthError,
+    KerberosConnection,
+    NtlmConnection,
+    SecurityConnection,
+)
 from scaleguard.lab.wsman.host import SimulatedHost
 
-AuthMode = Literal["basic", "ntlm"]
+AuthMode = Literal["basic", "ntlm", "kerberos"]
+# WinRM's MaxEnvelopeSizekb defaults to 500 (KiB): a larger envelope is refused. The lab refuses a larger HTTP
+# body outright, plus 4 KiB for the encryption framing, and never reads it.
+MAX_BODY = 500 * 1024 + 4096
+
+
+def _content_length(value: str | None) -> int | None:
+    if value is None:
+        return 0
+    text = value.strip()
+    return int(text) if text.isdigit() and len(text) <= 12 else None
 
 
 class HostServer(ThreadingHTTPServer):
@@ -74,27 +91,47 @@ class WsmanHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.ntlm: NtlmConnection | None = None
+        self.security: SecurityConnection | None = None
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
         """Quiet: a lab serving hundreds of hosts must not flood its terminal."""
 
     def do_POST(self) -> None:  # noqa: N802 - the stdlib's naming
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        """Authenticate from the headers first; only then read the body (at most ``MAX_BODY`` bytes).
+
+        An unauthenticated or oversized request is answered and the connection closed without reading what
+        the client sends, so an anonymous client cannot make the lab buffer anything.
+        """
         host = self.server.host
+        length = _content_length(self.headers.get("Content-Length"))
+        if length is None:
+            self._refuse(400, "a POST needs a valid Content-Length")
+            return
+        if self.path.rstrip("/").lower() != "/wsman":
+            self._refuse(404, "")
+            return
+        if length > MAX_BODY:
+            self._refuse(413, f"the request body exceeds {MAX_BODY} bytes")
+            return
+        try:
+            user, authenticated = self._authenticate_headers()
+        except AuthError:
+            self._unauthorized()
+            return
+        body = self.rfile.read(length) if length else b""
+        if not authenticated:  # a handshake leg: its body is the request it will be re-sent with
+            return
         if host.node.faults.hang == "http":
             host.stop.wait()  # read, never answered: the client's read timeout has to save it
             self.close_connection = True
             return
-        if self.path.rstrip("/").lower() != "/wsman":
-            self._reply(404, b"", "text/plain")
-            return
         try:
-            user, message = self._authenticate(body)
+            message = self._plain_body(body)
         except AuthError:
             self._unauthorized()
             return
-        if message is None:  # a handshake step already answered, or an empty authenticated POST
+        if message is None:  # an empty authenticated POST (pywinrm's encryption set-up)
+            self._reply(200, b"", "application/soap+xml;charset=UTF-8")
             return
         try:
             request = soap.parse_request(message)
@@ -106,47 +143,67 @@ class WsmanHandler(BaseHTTPRequestHandler):
 
     # --- authentication -------------------------------------------------------------------------------
 
-    def _authenticate(self, body: bytes) -> tuple[str, bytes | None]:
+    def _authenticate_headers(self) -> tuple[str, bool]:
+        """(user, authenticated) from the Authorization header alone; a handshake leg is answered here."""
         password = self.server.host.node.faults.password
         header = self.headers.get("Authorization", "")
         if self.server.auth == "basic":
             if not header.lower().startswith("basic "):
                 raise AuthError("no Basic credentials")
-            return self.server.accounts.check_basic(header, password), body
+            return self.server.accounts.check_basic(header, password), True
         scheme, _, token = header.partition(" ")
-        if scheme.lower() in ("negotiate", "ntlm") and token:
-            if self.ntlm is None:
-                self.ntlm = NtlmConnection(self.server.accounts.user_file(password))
-            challenge = self.ntlm.step(base64.b64decode(token))
+        if scheme.lower() in ("negotiate", "kerberos", "ntlm") and token:
+            try:
+                raw = base64.b64decode(token, validate=True)
+            except ValueError as exc:
+                raise AuthError("malformed token") from exc
+            if self.server.auth == "kerberos":
+                self.security = KerberosConnection()
+            elif not isinstance(self.security, NtlmConnection):
+                self.security = NtlmConnection(self.server.accounts.user_file(password))
+            challenge = self.security.step(raw)
             if challenge is not None:
+                self.close_connection = False
                 self._reply(
                     401,
                     b"",
                     "text/plain",
                     {"WWW-Authenticate": f"{scheme} {base64.b64encode(challenge).decode()}"},
                 )
-                return "", None
-        if self.ntlm is None or not self.ntlm.authenticated:
+                return "", False
+        if self.security is None or not self.security.authenticated:
             raise AuthError("not authenticated")
+        return self.security.user, True
+
+    def _plain_body(self, body: bytes) -> bytes | None:
         if not body:
-            self._reply(200, b"", "application/soap+xml;charset=UTF-8")
-            return self.ntlm.user, None
+            return None
+        if self.security is None:  # Basic: the body is the message (TLS, or AllowUnencrypted on HTTP)
+            return body
         if "multipart/encrypted" in self.headers.get("Content-Type", ""):
-            return self.ntlm.user, self.ntlm.decrypt(body)
+            return self.security.decrypt(body)
         if self.server.tls is None:
             raise AuthError("unencrypted message on an HTTP listener")  # AllowUnencrypted=false
-        return self.ntlm.user, body
+        return body
 
     def _unauthorized(self) -> None:
-        scheme = 'Basic realm="WSMAN"' if self.server.auth == "basic" else "Negotiate"
-        self.ntlm = None
-        self._reply(401, b"", "text/plain", {"WWW-Authenticate": scheme})
+        if self.server.auth == "basic":
+            scheme = 'Basic realm="WSMAN"'
+        else:
+            scheme = "Negotiate" if self.server.auth == "ntlm" else "Negotiate, Kerberos"
+        self.security = None
+        self._refuse(401, "", {"WWW-Authenticate": scheme})
+
+    def _refuse(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
+        """Answer and close without reading the body (the client may still be sending it)."""
+        self.close_connection = True
+        self._reply(status, text.encode(), "text/plain", {**(headers or {}), "Connection": "close"})
 
     # --- replies --------------------------------------------------------------------------------------
 
     def _reply_soap(self, status: int, message: bytes) -> None:
-        if self.ntlm is not None and self.ntlm.authenticated and self.server.tls is None:
-            self._reply(status, self.ntlm.encrypt(message), ENCRYPTED_CONTENT_TYPE)
+        if self.security is not None and self.security.authenticated and self.server.tls is None:
+            self._reply(status, self.security.encrypt(message), ENCRYPTED_CONTENT_TYPE)
         else:
             self._reply(status, message, "application/soap+xml;charset=UTF-8")
 
@@ -161,6 +218,11 @@ class WsmanHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
+        final = self.security.final_token if self.security is not None else None
+        if final is not None and status != 401:
+            assert self.security is not None
+            self.security.final_token = None  # mutual authentication: the AP-REP rides on the first answer
+            self.send_header("WWW-Authenticate", f"Negotiate {base64.b64encode(final).decode()}")
         self.end_headers()
         self.wfile.write(body)
 
