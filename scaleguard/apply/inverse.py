@@ -228,6 +228,12 @@ def inverse_unknown(request: dict[str, Any]) -> Inverse:
             [{"op": "restore_file", "path": request["path"], "backup_name": request["backup_name"]}],
             note="outcome unknown: restored from the backup if one was made",
         )
+    if op == "import_certificate" and request.get("absent_before"):
+        # the fresh read before the run saw it missing, so if it is there now this run put it there
+        return Inverse(
+            [{"op": "remove_certificate", "store": request["store"], "thumbprint": request["thumbprint"]}],
+            note="outcome unknown: removed if the import happened",
+        )
     if op == "restart_service":
         return Inverse(
             deferred=[{"op": "restart_service", "name": request["name"]}],

@@ -91,7 +91,12 @@ def pending_entries(journal: Journal, run_id: str) -> list[Entry]:
 
 
 def undo_run(
-    run_id: str, transport: Transport, journal: Journal, *, on_event: Callable[[str, str], None] | None = None
+    run_id: str,
+    transport: Transport,
+    journal: Journal,
+    *,
+    on_event: Callable[[str, str], None] | None = None,
+    undo_id: str | None = None,
 ) -> UndoReport:
     emit = on_event or (lambda _kind, _text: None)
     run = journal.run(run_id)
@@ -100,7 +105,9 @@ def undo_run(
     if run.kind != "apply":
         raise UndoError(f"{run_id} is an {run.kind} run; only apply runs can be undone")
     todo = pending_entries(journal, run_id)
-    undo_id = journal.start_run(kind="undo", source=f"undo of {run_id}", plan_json=None, undo_of=run_id)
+    undo_id = journal.start_run(
+        kind="undo", source=f"undo of {run_id}", plan_json=None, undo_of=run_id, run_id=undo_id
+    )
     report = UndoReport(run_id=undo_id, undo_of=run_id)
     deferred: list[tuple[Entry, dict[str, Any]]] = []
     for entry in todo:

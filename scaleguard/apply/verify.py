@@ -74,3 +74,59 @@ def compare(plan: Plan, before: list[Finding], after: list[Finding]) -> Verifica
         if finding.status in PROBLEM and key not in was_problem and key not in addressed:
             result.new_problems[key] = finding.status.value
     return result
+
+
+def recollect(
+    inventory: Path,
+    nodes: list[tuple[str, str]],
+    base: Snapshot,
+    *,
+    policy_dirs: tuple[Path, ...] = (),
+    insecure: bool = False,
+    concurrency: int = 8,
+    now: datetime | None = None,
+) -> tuple[Snapshot, list[Finding]]:
+    """Collect only ``nodes`` again and evaluate the whole snapshot with them replaced (the canary check:
+    policies judge a worker against its master, so the rest of the cluster stays as last read)."""
+    from scaleguard.collectors.live import plan_jobs, run_jobs
+    from scaleguard.pipeline import AuditOptions, evaluate
+    from scaleguard.remoting.credentials import CredentialResolver
+    from scaleguard.remoting.inventory import load_inventory
+
+    wanted = {(c.lower(), n.lower()) for c, n in nodes}
+    jobs = [
+        job
+        for job in plan_jobs(load_inventory(inventory), insecure=insecure, resolver=CredentialResolver())
+        if (job.cluster.name.lower(), job.node.name.lower()) in wanted
+    ]
+    fresh = run_jobs(jobs, concurrency=concurrency, insecure=insecure, progress=False)
+    by_key = {(c.lower(), n.lower()): node for (c, n), node in fresh.items()}
+    clusters = [
+        cluster.model_copy(
+            update={
+                "nodes": [
+                    by_key.get((cluster.cluster.lower(), node.name.lower()), node) for node in cluster.nodes
+                ]
+            }
+        )
+        for cluster in base.clusters
+    ]
+    snapshot = base.model_copy(update={"clusters": clusters})
+    options = AuditOptions(out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, progress=False)
+    findings, _ = evaluate(snapshot, options, now or datetime.now(UTC))
+    return snapshot, findings
+
+
+def canary_verdict(
+    plan: Plan, before: list[Finding], after: list[Finding], nodes: list[tuple[str, str]]
+) -> str | None:
+    """None when the canaries came out fixed: every finding the plan addresses on them passes, and none
+    that passed before fails now. Otherwise, what is wrong (the run stops and rolls them back)."""
+    names = {n.lower() for _c, n in nodes}
+    mine = [f for f in after if f.node.lower() in names]
+    verification = compare(plan, [f for f in before if f.node.lower() in names], mine)
+    still = {k: v for k, v in verification.still_failing.items() if k.rsplit("@", 1)[-1].lower() in names}
+    problems = {**still, **verification.new_problems}
+    if not problems:
+        return None
+    return "; ".join(f"{key} {status}" for key, status in sorted(problems.items()))

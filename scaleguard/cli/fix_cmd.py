@@ -4,9 +4,13 @@ Dry run is the default and changes nothing. ``--apply`` asks before touching a n
 with no terminal to ask on it refuses rather than assume. After applying, the nodes are audited again
 and the result says what is fixed and what is not. ``--undo RUN`` reverts a journaled run.
 
+``--apply`` first takes the cluster lease on the master node(s) (a second run refuses at once, naming the
+holder), then reads every node afresh — the read the drift checks use — and runs the units in parallel
+across nodes (``--concurrency``), with ``--canary``, ``--max-unavailable`` and ``--max-failures``.
+
 Exit codes: 0 — dry run shown, nothing to do, or applied and everything addressed is fixed; 1 — a step
-failed (rolled back) or a finding is still failing after the fix; 2 — usage error or the plan was refused
-(``--max-nodes``, no confirmation).
+failed (rolled back), a unit was stale, the lease is held by another run, or a finding is still failing
+after the fix; 2 — usage error or the plan was refused (``--max-nodes``, no confirmation).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
@@ -30,6 +34,8 @@ from scaleguard.exitcodes import ExitCode
 from .groups import app
 
 if TYPE_CHECKING:
+    from scaleguard.apply.lease import ClusterLease
+    from scaleguard.apply.runner import Controls
     from scaleguard.findings.model import Finding, FindingsFile
     from scaleguard.remediators.base import MasterPfx
     from scaleguard.remediators.model import Plan, SecretRef
@@ -83,8 +89,31 @@ def fix(
     policies: Annotated[
         list[Path] | None, typer.Option("--policies", help="Extra policy pack folder (repeatable).")
     ] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Live: nodes read at once.")] = 8,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, help="Live: nodes read, and changed, at once.")
+    ] = 8,
     insecure: Annotated[bool, typer.Option("--insecure", help="Live: skip WinRM TLS validation.")] = False,
+    canary: Annotated[
+        int,
+        typer.Option(
+            "--canary", min=0, help="Fix this many workers first; go on only if they come out fixed."
+        ),
+    ] = 0,
+    max_unavailable: Annotated[
+        str | None,
+        typer.Option("--max-unavailable", help="Worker services restarting at once: N or P% of the workers."),
+    ] = None,
+    max_failures: Annotated[
+        str | None,
+        typer.Option("--max-failures", help="Start no further unit once N (or P% of the) units failed."),
+    ] = None,
+    break_lease: Annotated[
+        bool, typer.Option("--break-lease", help="Break the cluster lease of another run if it has expired.")
+    ] = False,
+    lease_ttl: Annotated[
+        int,
+        typer.Option("--lease-ttl", min=1, max=86400, help="Seconds the lease lasts unless renewed."),
+    ] = 300,
 ) -> None:
     """Plan the fixes for failing findings; with --apply, carry them out in a safe order."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -93,8 +122,9 @@ def fix(
         if master_hash not in ("sha256", "sha1"):
             raise FixUsageError("--master-hash must be sha256 or sha1")
         journal_path = journal or _default_journal()
+        run = _run_options(concurrency, canary, max_unavailable, max_failures, break_lease, lease_ttl)
         if undo is not None:
-            raise typer.Exit(_undo(undo, inventory, journal_path, yes, insecure, err))
+            raise typer.Exit(_undo(undo, inventory, journal_path, yes, insecure, run, err))
         code = _fix(
             inventory=inventory,
             findings_path=findings,
@@ -111,12 +141,43 @@ def fix(
             policy_dirs=tuple(policies or []),
             concurrency=concurrency,
             insecure=insecure,
+            run=run,
             err=err,
             out_console=out_console,
         )
     except FixUsageError as exc:
         _usage_exit(err, str(exc))
     raise typer.Exit(code)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How an apply (or undo) run goes: its controls and its lease."""
+
+    controls: Controls
+    break_lease: bool
+    lease_ttl: int
+
+
+def _run_options(
+    concurrency: int,
+    canary: int,
+    max_unavailable: str | None,
+    max_failures: str | None,
+    break_lease: bool,
+    lease_ttl: int,
+) -> RunOptions:
+    from scaleguard.apply.runner import Controls, Limit
+
+    try:
+        unavailable = Limit.parse(max_unavailable) if max_unavailable is not None else None
+        failures = Limit.parse(max_failures) if max_failures is not None else None
+    except ValueError as exc:
+        raise FixUsageError(f"--max-unavailable/--max-failures: {exc}") from exc
+    controls = Controls(
+        concurrency=concurrency, canary=canary, max_unavailable=unavailable, max_failures=failures
+    )
+    return RunOptions(controls=controls, break_lease=break_lease, lease_ttl=lease_ttl)
 
 
 def _default_journal() -> Path:
@@ -163,84 +224,153 @@ def _fix(
     policy_dirs: tuple[Path, ...],
     concurrency: int,
     insecure: bool,
+    run: RunOptions,
     err: Console,
     out_console: Console,
 ) -> int:
-    from scaleguard.remediators import PlanOptions, PlanRefused
-    from scaleguard.remediators import plan as make_plan
-    from scaleguard.remediators.model import Plan
-    from scaleguard.remediators.render import plan_view
-
     if apply and inventory is None:
         raise FixUsageError("--apply needs --inventory to reach the nodes")
     secret_cache: dict[str, str] = {}
+    the_plan: Plan | None = None
     if plan_file is not None:
-        try:
-            the_plan = Plan.from_json(plan_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise FixUsageError(f"--plan {plan_file}: {exc}") from exc
-        if max_nodes is not None and len(the_plan.nodes()) > max_nodes:
-            raise FixUsageError(f"the plan touches {len(the_plan.nodes())} nodes, more than --max-nodes {max_nodes}")
-        before: list[Finding] | None = None
-        if apply and inventory is not None:
-            # a reviewed plan is applied as it is; the current findings are still needed to tell what the
-            # run fixed from what was already failing
-            before = _inputs(inventory, None, None, policy_dirs, concurrency, insecure, err)[0].findings
-    else:
+        the_plan = _read_plan(plan_file, max_nodes)
+    elif findings_path is not None or not apply:
         findings_file, snap = _inputs(inventory, findings_path, snapshot_path, policy_dirs, concurrency, insecure, err)
-        before = findings_file.findings
-        pfx = None
-        if master_pfx is not None:
-            pfx = _load_pfx(master_pfx, pfx_env, secret_cache)
-        options = PlanOptions(
-            master_hash=master_hash,
-            max_nodes=max_nodes,
-            master_pfx=pfx,
-            source=str(findings_path or inventory),
+        the_plan = _make_plan(
+            findings_file, snap, findings_path or inventory, max_nodes, master_hash, master_pfx, pfx_env,
+            secret_cache, out_console,
         )
-        try:
-            the_plan = make_plan(findings_file, snap, options)
-        except PlanRefused as exc:
-            out_console.print(plan_view(exc.plan))
-            raise FixUsageError(str(exc)) from exc
+    if not apply:
+        assert the_plan is not None
+        _show(the_plan, out, err, out_console)
+        if not the_plan.empty:
+            err.print("dry run: nothing was changed. Apply with --apply (and --inventory).")
+        return int(ExitCode.OK)
+    assert inventory is not None
+    from scaleguard.apply.journal import new_run_id
+    from scaleguard.apply.lease import LeaseHeld
+
+    run_id = new_run_id()
+    try:
+        lease = _lease(inventory, run_id, run, insecure, err)
+        lease.acquire(break_expired=run.break_lease)
+    except LeaseHeld as exc:
+        err.print(f"[bold red]scaleguard fix: refused:[/] {escape(str(exc))}. Nothing was changed.")
+        if not run.break_lease:
+            err.print("An expired lease (its run was killed) can be broken with --break-lease.")
+        return int(ExitCode.FAILING)
+    lease.keep_renewed()
+    try:
+        # the fresh read, taken under the lease: what the drift checks compare with, and the "before"
+        findings_file, snap = _inputs(inventory, None, None, policy_dirs, concurrency, insecure, err)
+        if the_plan is None:
+            the_plan = _make_plan(
+                findings_file, snap, inventory, max_nodes, master_hash, master_pfx, pfx_env, secret_cache,
+                out_console,
+            )
+        _show(the_plan, out, err, out_console)
+        if the_plan.empty:
+            if the_plan.manual:
+                err.print(
+                    f"nothing to do automatically; {len(the_plan.manual)} finding(s) need a human (listed above)."
+                )
+                return int(ExitCode.FAILING)
+            err.print("nothing to do: no failing finding needs a change.")
+            return int(ExitCode.OK)
+        _confirm(f"Apply {len(the_plan.steps)} step(s) to {len(the_plan.nodes())} node(s)?", yes)
+
+        def secrets(ref: SecretRef) -> str:
+            key = ref.secret_env or ref.secret_prompt or ""
+            if key not in secret_cache:
+                from scaleguard.apply.runner import resolve_secret
+
+                secret_cache[key] = resolve_secret(ref)
+            return secret_cache[key]
+
+        return _apply(
+            the_plan,
+            inventory,
+            journal_path,
+            findings_file.findings,
+            snap,
+            run_id,
+            policy_dirs,
+            concurrency,
+            insecure,
+            run,
+            out,
+            secrets,
+            err,
+            out_console,
+        )
+    finally:
+        lease.release()
+
+
+def _read_plan(plan_file: Path, max_nodes: int | None) -> Plan:
+    from scaleguard.remediators.model import Plan
+
+    try:
+        the_plan = Plan.from_json(plan_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FixUsageError(f"--plan {plan_file}: {exc}") from exc
+    if max_nodes is not None and len(the_plan.nodes()) > max_nodes:
+        raise FixUsageError(f"the plan touches {len(the_plan.nodes())} nodes, more than --max-nodes {max_nodes}")
+    return the_plan
+
+
+def _make_plan(
+    findings_file: FindingsFile,
+    snap: Snapshot,
+    source: Path | None,
+    max_nodes: int | None,
+    master_hash: Literal["sha256", "sha1"],
+    master_pfx: Path | None,
+    pfx_env: str | None,
+    secret_cache: dict[str, str],
+    out_console: Console,
+) -> Plan:
+    from scaleguard.remediators import PlanOptions, PlanRefused
+    from scaleguard.remediators import plan as make_plan
+    from scaleguard.remediators.render import plan_view
+
+    pfx = _load_pfx(master_pfx, pfx_env, secret_cache) if master_pfx is not None else None
+    options = PlanOptions(master_hash=master_hash, max_nodes=max_nodes, master_pfx=pfx, source=str(source))
+    try:
+        return make_plan(findings_file, snap, options)
+    except PlanRefused as exc:
+        out_console.print(plan_view(exc.plan))
+        raise FixUsageError(str(exc)) from exc
+
+
+def _show(the_plan: Plan, out: Path | None, err: Console, out_console: Console) -> None:
+    from scaleguard.remediators.render import plan_view
+
     out_console.print(plan_view(the_plan))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "plan.json").write_text(the_plan.to_json(), encoding="utf-8")
         err.print(f"plan written to {escape(str(out / 'plan.json'))}")
-    if not apply:
-        if not the_plan.empty:
-            err.print("dry run: nothing was changed. Apply with --apply (and --inventory).")
-        return int(ExitCode.OK)
-    if the_plan.empty:
-        if the_plan.manual:
-            err.print(f"nothing to do automatically; {len(the_plan.manual)} finding(s) need a human (listed above).")
-            return int(ExitCode.FAILING)
-        err.print("nothing to do: no failing finding needs a change.")
-        return int(ExitCode.OK)
-    assert inventory is not None
-    _confirm(f"Apply {len(the_plan.steps)} step(s) to {len(the_plan.nodes())} node(s)?", yes)
 
-    def secrets(ref: SecretRef) -> str:
-        key = ref.secret_env or ref.secret_prompt or ""
-        if key not in secret_cache:
-            from scaleguard.apply.runner import resolve_secret
 
-            secret_cache[key] = resolve_secret(ref)
-        return secret_cache[key]
+def _lease(inventory: Path, run_id: str, run: RunOptions, insecure: bool, err: Console) -> ClusterLease:
+    """The lease on every master of the inventory, through a transport of its own."""
+    from scaleguard.apply.lease import ClusterLease
+    from scaleguard.apply.transport import WinRMTransport
+    from scaleguard.remoting.inventory import load_inventory
 
-    return _apply(
-        the_plan,
-        inventory,
-        journal_path,
-        before,
-        policy_dirs,
-        concurrency,
-        insecure,
-        out,
-        secrets,
-        err,
-        out_console,
+    try:
+        parsed = load_inventory(inventory)
+        transport = WinRMTransport(inventory, insecure=insecure)
+    except _usage_errors() as exc:
+        raise FixUsageError(str(exc)) from exc
+    masters = [(c.name, n.name) for c in parsed.clusters for n in c.masters]
+    return ClusterLease(
+        transport,
+        masters,
+        run_id,
+        ttl_s=run.lease_ttl,
+        on_event=lambda kind, text: err.print(f"  {kind:>5} {escape(text)}"),
     )
 
 
@@ -299,10 +429,13 @@ def _apply(
     the_plan: Plan,
     inventory: Path,
     journal_path: Path,
-    before: list[Finding] | None,
+    before: list[Finding],
+    current: Snapshot,
+    run_id: str,
     policy_dirs: tuple[Path, ...],
     concurrency: int,
     insecure: bool,
+    run: RunOptions,
     out: Path | None,
     secrets: Callable[[SecretRef], str],
     err: Console,
@@ -311,13 +444,21 @@ def _apply(
     from scaleguard.apply.journal import Journal
     from scaleguard.apply.runner import Executor
     from scaleguard.apply.transport import WinRMTransport
-    from scaleguard.apply.verify import compare, reaudit
+    from scaleguard.apply.verify import canary_verdict, compare, reaudit, recollect
     from scaleguard.remediators.render import apply_view, verification_view
 
     try:
         transport = WinRMTransport(inventory, insecure=insecure)
     except _usage_errors() as exc:
         raise FixUsageError(str(exc)) from exc
+
+    def canary_check(nodes: list[tuple[str, str]]) -> str | None:
+        err.print(f"re-collecting and re-evaluating the canaries ({', '.join(n for _c, n in nodes)})…")
+        _snap, found = recollect(
+            inventory, nodes, current, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency
+        )
+        return canary_verdict(the_plan, before, found, nodes)
+
     with Journal(journal_path) as journal:
         executor = Executor(
             the_plan,
@@ -326,27 +467,35 @@ def _apply(
             source=str(inventory),
             secrets=secrets,
             on_event=lambda kind, text: err.print(f"  {kind:>5} {escape(text)}"),
+            current=current,
+            findings=before,
+            controls=run.controls,
+            canary_check=canary_check,
+            run_id=run_id,
         )
         try:
             report = executor.run()
         except KeyboardInterrupt:
             err.print(
-                f"[bold red]interrupted.[/] Undo what run {executor.report.run_id} changed with: "
-                f"scaleguard fix --undo {executor.report.run_id} --inventory {escape(str(inventory))}"
+                f"[bold red]interrupted.[/] Undo what run {run_id} changed with: "
+                f"scaleguard fix --undo {run_id} --inventory {escape(str(inventory))}"
             )
             raise typer.Exit(130) from None
         finally:
             transport.close()
     out_console.print(apply_view(report))
+    err.print(f"{report.changes} change(s) made on the nodes")
     err.print(f"journal: {escape(str(journal_path))}  (undo: scaleguard fix --undo {report.run_id} --inventory …)")
     err.print("re-collecting and re-evaluating…")
     _snapshot, after = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
-    verification = compare(the_plan, before or [], after)
+    verification = compare(the_plan, before, after)
     out_console.print(verification_view(verification))
     if out is not None:
         payload = {
             "run_id": report.run_id,
             "status": report.status,
+            "changes": report.changes,
+            "halted": report.halted,
             "units": report.units,
             "steps": {k: asdict(v) for k, v in report.steps.items()},
             "rollback_errors": report.rollback_errors,
@@ -355,12 +504,15 @@ def _apply(
             "new_problems": verification.new_problems,
         }
         (out / "apply.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
-    ok = report.status in ("done", "nothing") and verification.clean
+    ok = report.status in ("done", "nothing") and report.halted is None and verification.clean
     return int(ExitCode.OK if ok else ExitCode.FAILING)
 
 
-def _undo(run_id: str, inventory: Path | None, journal_path: Path, yes: bool, insecure: bool, err: Console) -> int:
-    from scaleguard.apply.journal import Journal
+def _undo(
+    run_id: str, inventory: Path | None, journal_path: Path, yes: bool, insecure: bool, run: RunOptions, err: Console
+) -> int:
+    from scaleguard.apply.journal import Journal, new_run_id
+    from scaleguard.apply.lease import LeaseHeld
     from scaleguard.apply.transport import WinRMTransport
     from scaleguard.apply.undo import UndoError, pending_entries, undo_run
     from scaleguard.remediators.render import undo_view
@@ -375,9 +527,18 @@ def _undo(run_id: str, inventory: Path | None, journal_path: Path, yes: bool, in
         todo = pending_entries(journal, run_id)
         if todo:
             _confirm(f"Revert {len(todo)} action(s) of run {run_id}?", yes)
+        undo_id = new_run_id()
+        try:
+            lease = _lease(inventory, undo_id, run, insecure, err)
+            lease.acquire(break_expired=run.break_lease, replaces=run_id)  # the run it undoes may still hold it
+        except LeaseHeld as exc:
+            err.print(f"[bold red]scaleguard fix: refused:[/] {escape(str(exc))}. Nothing was changed.")
+            return int(ExitCode.FAILING)
+        lease.keep_renewed()
         try:
             transport = WinRMTransport(inventory, insecure=insecure)
         except _usage_errors() as exc:
+            lease.release()
             raise FixUsageError(str(exc)) from exc
         try:
             report = undo_run(
@@ -385,10 +546,12 @@ def _undo(run_id: str, inventory: Path | None, journal_path: Path, yes: bool, in
                 transport,
                 journal,
                 on_event=lambda kind, text: err.print(f"  {kind:>5} {escape(text)}"),
+                undo_id=undo_id,
             )
         except UndoError as exc:
             raise FixUsageError(str(exc)) from exc
         finally:
             transport.close()
+            lease.release()
     Console(highlight=False).print(undo_view(report))
     return int(ExitCode.OK if report.ok else ExitCode.FAILING)

@@ -27,6 +27,9 @@ def serve(
     exec_ms: Annotated[
         int, typer.Option("--exec-ms", min=0, help="How long each command runs on a host.")
     ] = 0,
+    service_ms: Annotated[
+        int, typer.Option("--service-ms", min=0, help="How long a service restart keeps it down.")
+    ] = 0,
     https: Annotated[
         bool, typer.Option("--https", help="Serve HTTPS (the lab CA goes next to the inventory).")
     ] = False,
@@ -72,6 +75,7 @@ def serve(
         inventory_out=inventory_out,
         latency_ms=latency_ms,
         exec_ms=exec_ms,
+        service_ms=service_ms,
         https=https,
         auth=auth_mode,
         spn_domain=spn_domain.strip(".").lower(),

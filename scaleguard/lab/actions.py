@@ -18,13 +18,16 @@ import hashlib
 import json
 import re
 import secrets
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from scaleguard.lab.certs import CertSpec, make_certificate
 from scaleguard.lab.state import (
+    ACTIONS,
     ALWAYS_KEY_READERS,
     ActionError,
     ActionHandler,
@@ -48,8 +51,8 @@ DWORD_WRITABLE_MAX = 2**31 - 1  # what actions.ps1 writes and reads back unchang
 START_MODES = {"auto": "Auto", "automatic": "Auto", "manual": "Manual", "disabled": "Disabled"}
 
 
-def lab_action(op: str) -> Callable[[ActionHandler], ActionHandler]:
-    """Register ``op`` with the fault hook and a journal entry on success."""
+def lab_action(op: str, *, journaled: bool = True) -> Callable[[ActionHandler], ActionHandler]:
+    """Register ``op`` with the fault hook and (unless it only keeps the lease) a journal entry on success."""
 
     def register(handler: ActionHandler) -> ActionHandler:
         def run(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +61,8 @@ def lab_action(op: str) -> Callable[[ActionHandler], ActionHandler]:
                 node.faults.fail_ops[op] = pending - 1
                 raise ActionError(f"{op} failed on {node.name} (injected by the lab)")
             result = handler(node, request)
-            node.journal.append({"op": op, "request": _loggable(request), "result": result})
+            if journaled:
+                node.journal.append({"op": op, "request": _loggable(request), "result": result})
             return result
 
         return action(op)(run)
@@ -450,6 +454,7 @@ def start_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
         if service.start_mode.lower() == "disabled":
             raise ActionError(f"Service '{service.name}' cannot be started: it is disabled")
         service.state = "Running"
+        _record(node, service, "start")
     return {"name": service.name, "was_running": was_running}
 
 
@@ -458,19 +463,32 @@ def stop_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     service = _service(node, request)
     was_running = service.state.lower() == "running"
     service.state = "Stopped"
+    if was_running:
+        _record(node, service, "stop")
     return {"name": service.name, "was_running": was_running}
 
 
 @lab_action("restart_service")
 def restart_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    """Restart a running service; a stopped one stays stopped (an HA passive master stays passive)."""
+    """Restart a running service; a stopped one stays stopped (an HA passive master stays passive).
+
+    Like Restart-Service, the call returns only once the service runs again: ``node.service_s`` later."""
     service = _service(node, request)
     if service.state.lower() != "running":
         return {"name": service.name, "restarted": False, "state": service.state}
+    _record(node, service, "stop")
     if service.start_mode.lower() == "disabled":
         service.state = "Stopped"
         raise ActionError(f"Service '{service.name}' stopped and cannot be started again: it is disabled")
+    if node.service_s > 0:
+        time.sleep(node.service_s)
+    _record(node, service, "start")
     return {"name": service.name, "restarted": True, "state": "Running"}
+
+
+def _record(node: LabNode, service: LabService, event: str) -> None:
+    """The service timeline tests assert on (how many services were down at once)."""
+    node.timeline.append((time.monotonic(), service.name, event))
 
 
 # --- SCHANNEL registry values ---------------------------------------------------------------------------
@@ -503,3 +521,123 @@ def delete_schannel_value(node: LabNode, request: dict[str, Any]) -> dict[str, A
     previous: int | None = getattr(schannel, field_name)
     setattr(schannel, field_name, None)
     return {"name": name, "previous": previous, "existed": previous is not None}
+
+
+# --- several actions in one round --------------------------------------------------------------------------
+
+BATCH_MAX = 64
+NOT_BATCHED = ("batch", "collect", "lease_acquire", "lease_renew", "lease_release", "lease_break")
+
+
+@action("batch")
+def batch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    """Consecutive actions of one node in one agent round, in order, stopping at the first failure.
+
+    Every action is checked to be one the agent knows before any runs; each answer (or the error that
+    stopped the batch) is reported in order, so the caller journals each action as if sent alone."""
+    actions = request.get("actions")
+    if not isinstance(actions, list) or not actions or len(actions) > BATCH_MAX:
+        raise ActionError(f"'actions' must be a list of 1-{BATCH_MAX} requests")
+    for item in actions:
+        op = item.get("op") if isinstance(item, dict) else None
+        if not isinstance(op, str) or op in NOT_BATCHED or op not in ACTIONS:
+            raise ActionError(f"a batch cannot hold {op!r}")
+    results: list[dict[str, Any]] = []
+    for item in actions:
+        try:
+            results.append({"ok": True, "result": ACTIONS[item["op"]](node, item)})
+        except ActionError as exc:
+            results.append({"ok": False, "error": str(exc)})
+            break
+    return {"results": results}
+
+
+# --- the cluster lease (held on the masters) ------------------------------------------------------------
+
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}-[0-9a-f]{4,32}")
+LEASE_TEXT = re.compile(r"[A-Za-z0-9 ._@\\-]{1,128}")
+LEASE_TTL_MAX = 86400
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _lease_view(node: LabNode) -> dict[str, Any] | None:
+    if node.lease is None:
+        return None
+    expires = datetime.fromisoformat(node.lease["expires"])
+    return {**node.lease, "expired": _now() >= expires}
+
+
+def _run_id(request: dict[str, Any], key: str = "run_id") -> str:
+    value = _text(request, key)
+    if not RUN_ID.fullmatch(value):
+        raise ActionError(f"'{key}' is not a run id")
+    return value
+
+
+def _ttl(request: dict[str, Any]) -> int:
+    value = request.get("ttl_s")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= LEASE_TTL_MAX:
+        raise ActionError(f"'ttl_s' must be 1-{LEASE_TTL_MAX} seconds")
+    return value
+
+
+@lab_action("lease_acquire", journaled=False)
+def lease_acquire(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    """Take the lease unless another run holds it (expired or not: breaking is an explicit act).
+
+    ``replaces`` lets ``--undo`` of a run take over that very run's lease."""
+    run_id, ttl = _run_id(request), _ttl(request)
+    operator, host = _text(request, "operator"), _text(request, "host")
+    if not LEASE_TEXT.fullmatch(operator) or not LEASE_TEXT.fullmatch(host):
+        raise ActionError("'operator' and 'host' must be plain names")
+    replaces = _run_id(request, "replaces") if request.get("replaces") else None
+    current = _lease_view(node)
+    if current is not None and current["run_id"] not in (run_id, replaces):
+        return {"acquired": False, "holder": current}
+    now = _now()
+    node.lease = {
+        "run_id": run_id,
+        "operator": operator,
+        "host": host,
+        "started": now.isoformat(),
+        "expires": (now + timedelta(seconds=ttl)).isoformat(),
+    }
+    return {"acquired": True, "lease": _lease_view(node), "previous": current}
+
+
+@lab_action("lease_renew", journaled=False)
+def lease_renew(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    run_id, ttl = _run_id(request), _ttl(request)
+    if node.lease is None or node.lease["run_id"] != run_id:
+        holder = node.lease["run_id"] if node.lease else "nobody"
+        raise ActionError(f"the lease is not held by {run_id} (holder: {holder})")
+    node.lease = {**node.lease, "expires": (_now() + timedelta(seconds=ttl)).isoformat()}
+    return {"renewed": True, "lease": _lease_view(node)}
+
+
+@lab_action("lease_release", journaled=False)
+def lease_release(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    run_id = _run_id(request)
+    current = _lease_view(node)
+    if current is None or current["run_id"] != run_id:
+        return {"released": False, "holder": current}
+    node.lease = None
+    return {"released": True, "holder": current}
+
+
+@lab_action("lease_break", journaled=False)
+def lease_break(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    """Remove an *expired* lease (a live one is never broken: its run may still be changing nodes)."""
+    holder = _run_id(request, "holder")
+    current = _lease_view(node)
+    if current is None:
+        return {"broken": False, "holder": None}
+    if current["run_id"] != holder:
+        raise ActionError(f"the lease is now held by {current['run_id']}, not {holder}")
+    if not current["expired"]:
+        raise ActionError(f"the lease of {holder} has not expired (until {current['expires']})")
+    node.lease = None
+    return {"broken": True, "holder": current}

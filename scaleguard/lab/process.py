@@ -32,6 +32,7 @@ class LabProcess:
     password: str
     latency_ms: int = 0
     exec_ms: int = 0
+    service_ms: int = 0
     https: bool = False
     auth: str = "basic"
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -61,6 +62,8 @@ class LabProcess:
             str(self.latency_ms),
             "--exec-ms",
             str(self.exec_ms),
+            "--service-ms",
+            str(self.service_ms),
             "--auth",
             self.auth,
         ]

@@ -42,6 +42,7 @@ class LabOptions:
     inventory_out: Path
     latency_ms: int = 0
     exec_ms: int = 0
+    service_ms: int = 0
     https: bool = False
     auth: Literal["basic", "ntlm", "kerberos"] = "basic"
     spn_domain: str = "lab.test"
@@ -69,6 +70,7 @@ class Lab:
         if tls is not None:
             self.ca_bundle = tls.ca_bundle
         for index, node in enumerate(self.state.nodes()):
+            node.service_s = self.options.service_ms / 1000
             port = self.options.port_base + index if self.options.port_base else 0
             if node.faults.down:
                 sock = reserve_closed_port(LISTEN_ADDRESS, port)

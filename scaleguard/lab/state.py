@@ -164,6 +164,9 @@ class LabNode:
     ssisdb: LabSsisDb | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # other files on the node (backups, .cer files)
     journal: list[dict[str, Any]] = field(default_factory=list)  # what actions did, for tests and humans
+    lease: dict[str, Any] | None = None  # the cluster lease a fix run holds (masters only; see lab.actions)
+    service_s: float = 0.0  # how long a service takes to stop and start again (lab serve --service-ms)
+    timeline: list[tuple[float, str, str]] = field(default_factory=list)  # (monotonic, service, stop|start)
     faults: LabFaults = field(default_factory=LabFaults)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 

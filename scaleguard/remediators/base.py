@@ -20,6 +20,7 @@ from scaleguard.remediators.intent import ClusterIntent, NodeIntent, Thumb
 from scaleguard.remediators.model import (
     ActionName,
     Disposition,
+    Expected,
     ManualItem,
     Outcome,
     ParamValue,
@@ -87,6 +88,7 @@ class UnitDraft:
         after: str,
         command: str,
         depends_on: Iterable[str] = (),
+        expect: Expected | None = None,
     ) -> str:
         step_id = self.ctx.next_step_id()
         refs = [v.from_step for v in params.values() if isinstance(v, StepRef)]
@@ -104,6 +106,7 @@ class UnitDraft:
                 after=after,
                 command=command,
                 depends_on=[d for d in deps if d not in own_node],
+                expect=expect,
             )
         )
         return step_id

@@ -14,7 +14,7 @@ the unit is undone on every node, so a cross-node change is never left half done
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -74,6 +74,40 @@ class FileRef(_Model):
 ParamValue = StepRef | SecretRef | FileRef | str | int | bool | list[str] | None
 
 
+class SettingWas(_Model):
+    """A settings-file value as the plan saw it (None: absent)."""
+
+    kind: Literal["setting"] = "setting"
+    role: Literal["master", "worker"]
+    setting: str
+    value: str | StepRef | None
+
+
+class BindingWas(_Model):
+    """The certificate an HTTP.sys binding served as the plan saw it (None: no binding)."""
+
+    kind: Literal["binding"] = "binding"
+    ip_port: str
+    cert_hash: str | StepRef | None
+
+
+class SchannelWas(_Model):
+    kind: Literal["schannel"] = "schannel"
+    name: str
+    value: int | None
+
+
+class StartModeWas(_Model):
+    kind: Literal["start_mode"] = "start_mode"
+    name: str
+    mode: str | None
+
+
+Expected = Annotated[SettingWas | BindingWas | SchannelWas | StartModeWas, Field(discriminator="kind")]
+"""What a step expects to find before it runs: when the node holds neither this nor the step's target,
+someone changed it since the plan was made and the step's unit stops as stale (apply's drift check)."""
+
+
 class Step(_Model):
     id: str
     unit: str
@@ -85,6 +119,7 @@ class Step(_Model):
     after: str = ""
     command: str = Field(description="the documented command this step corresponds to")
     depends_on: list[str] = Field(default_factory=list, description="steps (other nodes) that must succeed first")
+    expect: Expected | None = Field(default=None, description="the state the step replaces, as planned")
 
 
 class Unit(_Model):

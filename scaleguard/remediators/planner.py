@@ -16,7 +16,7 @@ from scaleguard.remediators.binding import RepairMasterBinding
 from scaleguard.remediators.intent import ClusterIntent
 from scaleguard.remediators.key_access import GrantWorkerKeyAccess
 from scaleguard.remediators.manual import ManualRemediator
-from scaleguard.remediators.model import Plan, PlanOptionsRecord, Step, StepRef, Unit
+from scaleguard.remediators.model import Expected, Plan, PlanOptionsRecord, Step, StepRef, Unit
 from scaleguard.remediators.normalize import NormalizeConfigThumbprint
 from scaleguard.remediators.rotate_master import RotateMasterCertificate
 from scaleguard.remediators.rotate_worker import RotateWorkerCertificate
@@ -136,6 +136,7 @@ def _number(drafts: list[UnitDraft]) -> tuple[list[tuple[str, Unit]], list[Step]
                         "unit": unit_ids[draft.id],
                         "params": params,
                         "depends_on": [step_ids[d] for d in step.depends_on],
+                        "expect": _renumber_expect(step.expect, step_ids),
                         "before": _renumber_text(step.before, step_ids),
                         "after": _renumber_text(step.after, step_ids),
                         "command": _renumber_text(step.command, step_ids),
@@ -143,6 +144,18 @@ def _number(drafts: list[UnitDraft]) -> tuple[list[tuple[str, Unit]], list[Step]
                 )
             )
     return units, steps
+
+
+def _renumber_expect(expect: Expected | None, step_ids: dict[str, str]) -> Expected | None:
+    """A planned value that is another step's certificate follows the renumbering too."""
+    if expect is None:
+        return None
+    updates = {
+        key: StepRef(from_step=step_ids[value.from_step], field=value.field)
+        for key, value in ((k, getattr(expect, k)) for k in ("value", "cert_hash") if hasattr(expect, k))
+        if isinstance(value, StepRef)
+    }
+    return expect.model_copy(update=updates) if updates else expect
 
 
 def _renumber_text(text: str, step_ids: dict[str, str]) -> str:

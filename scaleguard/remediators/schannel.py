@@ -22,7 +22,7 @@ from scaleguard.findings.model import Finding
 from scaleguard.remediators import commands
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.intent import NodeIntent, SchannelFact
-from scaleguard.remediators.model import Unit
+from scaleguard.remediators.model import SchannelWas, Unit
 
 VALUE_NAME = "ClientAuthTrustMode"
 EXCLUSIVE_CA_TRUST = 2
@@ -76,6 +76,7 @@ class SetSchannelTrustMode(Remediator):
                 after=f"{VALUE_NAME} = {EXCLUSIVE_CA_TRUST} (REG_DWORD); LocalMachine\\Root is left as it is; "
                 "the master service must restart to pick it up",
                 command=commands.set_schannel_value(VALUE_NAME, EXCLUSIVE_CA_TRUST),
+                expect=SchannelWas(name=VALUE_NAME, value=current.client_auth_trust_mode),
             )
             master.schannel = SchannelFact(EXCLUSIVE_CA_TRUST, current.send_trusted_issuer_list, draft.id)
             self._restart(draft, master, ctx)

@@ -15,7 +15,7 @@ from typing import ClassVar
 from scaleguard.findings.model import Finding
 from scaleguard.remediators import commands
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
-from scaleguard.remediators.model import Unit
+from scaleguard.remediators.model import StartModeWas, Unit
 
 ROLES_BY_POLICY = {"SO-M09": ("master",), "SO-W11": ("worker",)}
 MODE_ONLY_PHASE = -10
@@ -50,6 +50,7 @@ class StartService(Remediator):
                         before=f"{service.name} start mode {service.start_mode or 'unknown'}",
                         after=f"{service.name} start mode Automatic",
                         command=commands.set_start_mode(service.name, "Automatic"),
+                        expect=StartModeWas(name=service.name, mode=service.start_mode),
                     )
                     service.start_mode = "Auto"
                 if service.running is not True:

@@ -19,7 +19,7 @@ from scaleguard.remediators.intent import (
     show,
     thumb_key,
 )
-from scaleguard.remediators.model import StepRef
+from scaleguard.remediators.model import BindingWas, SettingWas, StepRef
 from scaleguard.rules.host import is_ip
 
 ALWAYS_KEY_READERS = ("NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators")
@@ -57,6 +57,11 @@ def write_setting(
         after=f"{setting} = {display(value)}",
         command=commands.write_config(path, setting, show(value) if isinstance(value, StepRef) else value),
         depends_on=depends_on,
+        expect=SettingWas(
+            role="master" if role == "master" else "worker",
+            setting=setting,
+            value=current.value if current else None,
+        ),
     )
     node.set_setting(role, setting, value, draft.id)
     return step
@@ -224,6 +229,7 @@ def rebind(
         after=f"{binding.ip_port} → {show(thumb)} (store Root, appid {app_id})",
         command=commands.set_binding(binding.ip_port, show(thumb), "Root", app_id, existing=existing),
         depends_on=depends_on,
+        expect=BindingWas(ip_port=binding.ip_port, cert_hash=binding.cert_hash),
     )
     kept = [b for b in master.bindings or [] if b.ip_port.lower() != binding.ip_port.lower()]
     master.bindings = [*kept, BindingFact(binding.ip_port, thumb, app_id, "Root", "ipport", draft.id)]

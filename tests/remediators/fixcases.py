@@ -113,6 +113,14 @@ class LabTransport:
     def close(self) -> None:
         pass
 
+    def actions(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every action that travelled, in order, a batch's actions one by one."""
+        flat: list[tuple[str, dict[str, Any]]] = []
+        for node, payload in self.requests:
+            inner = payload.get("actions") if payload.get("op") == "batch" else [payload]
+            flat += [(node, dict(action)) for action in inner or []]
+        return flat
+
 
 def lab_state(folder: Path) -> Any:
     from scaleguard.lab.state import load_state

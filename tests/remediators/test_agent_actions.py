@@ -53,7 +53,7 @@ def test_actions_script_is_ascii_and_never_evaluates_strings() -> None:
 
 def test_every_action_has_a_handler_in_the_script() -> None:
     cases = set(re.findall(r"^\s+'([a-z_]+)' \{ \$result = Invoke-", actions_script(), flags=re.M))
-    assert cases == set(ACTION_NAMES) | {"read_file"}
+    assert cases == set(ACTION_NAMES) | {"read_file", "lease_acquire", "lease_renew", "lease_release", "lease_break"}
 
 
 def test_the_script_validates_what_it_passes_to_programs() -> None:
@@ -90,8 +90,13 @@ class RecordingChannel:
             },
             "create_certificate": {"thumbprint": "C" * 40, "der_b64": "AAAA"},
         }
-        answer = {**answers.get(request["op"], {}), "changed": True}
-        return CommandResult(json.dumps(answer).encode(), b"", 0)
+        def answer(op: str) -> dict[str, Any]:
+            return {**answers.get(op, {}), "changed": True}
+
+        if request["op"] == "batch":
+            results = [{"ok": True, "result": answer(a["op"])} for a in request["actions"]]
+            return CommandResult(json.dumps({"results": results}).encode(), b"", 0)
+        return CommandResult(json.dumps(answer(request["op"])).encode(), b"", 0)
 
 
 class RecordingTransport:
@@ -201,7 +206,8 @@ def test_no_step_value_is_ever_spliced_into_powershell(tmp_path: Path) -> None:
         ),
         tmp_path / "b.sqlite",
     )
-    assert len(hostile) == len(benign) == 7  # six steps, the config write reads the file first
+    # two rounds: the steps up to the config write with the file read riding along, then the rest
+    assert len(hostile) == len(benign) == 2
     script_bytes = actions_script().encode("ascii")
     for (h_command, h_stdin), (b_command, b_stdin) in zip(hostile, benign, strict=True):
         assert h_command == b_command == bootstrap_command()  # the command line never carries data
@@ -209,7 +215,13 @@ def test_no_step_value_is_ever_spliced_into_powershell(tmp_path: Path) -> None:
         b_script, _, b_request = b_stdin.partition(PAYLOAD_SEPARATOR)
         assert h_script == b_script == script_bytes  # the same program for every request
         assert h_request != b_request
-    requests = [split_payload(stdin)[1] for _, stdin in hostile]
+    rounds = [split_payload(stdin)[1] for _, stdin in hostile]
+    assert [r["op"] for r in rounds] == ["batch", "batch"]
+    requests = [action for r in rounds for action in r["actions"]]
+    assert [r["op"] for r in requests] == [
+        "create_certificate", "grant_key_read", "set_binding", "read_file", "write_config", "restart_service",
+        "set_schannel_value",
+    ]
     assert requests[0]["common_names"] == [HOSTILE_HOST]
     assert requests[1] == {
         "op": "grant_key_read",

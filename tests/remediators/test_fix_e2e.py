@@ -343,8 +343,8 @@ def test_an_interrupted_run_over_winrm_is_undone_with_the_cli(tmp_path: Path) ->
 
                 class Client:
                     def request(self, payload: dict[str, Any]) -> dict[str, Any]:
-                        if outer.sent == 7:
-                            raise KeyboardInterrupt  # Ctrl-C between two actions
+                        if outer.sent == 3:
+                            raise KeyboardInterrupt  # Ctrl-C between two rounds (create, two imports done)
                         outer.sent += 1
                         return inner.request(payload)
 

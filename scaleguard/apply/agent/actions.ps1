@@ -6,9 +6,12 @@
 # passed as a parameter value or a process argument - never spliced into PowerShell source. The script is
 # byte-identical for every request.
 #
-# One request = one action. An action either completes or leaves the node as it was, and reports what was
-# there before, so scaleguard can roll back and undo. Prints ONE JSON document (ASCII only) on stdout and
-# exits 0; on failure prints the reason on stderr and exits 1 (2 for an unknown op).
+# One request = one action, or a "batch" of consecutive actions of this node run in order and stopped at
+# the first failure (each answer, or the error that stopped it, is reported). An action either completes
+# or leaves the node as it was, and reports what was there before, so scaleguard can roll back and undo.
+# The lease_* ops keep the cluster lease of a fix run (on masters) in an administrators-only registry key.
+# Prints ONE JSON document (ASCII only) on stdout and exits 0; on failure prints the reason on stderr and
+# exits 1 (2 for an unknown op).
 # Needs Windows Server 2016 or later (New-SelfSignedCertificate -KeyLength/-TextExtension).
 param([string]$RequestJson)
 
@@ -27,6 +30,11 @@ $SchannelNamePattern = '^(ClientAuthTrustMode|SendTrustedIssuerList)$'
 $StoreNames = @('Root', 'My')
 $BindingRegistry = 'HKLM:\SYSTEM\CurrentControlSet\Services\HTTP\Parameters\SslBindingInfo'
 $SchannelRegistry = 'HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL'
+$ScaleguardRegistry = 'HKLM:\SOFTWARE\scaleguard'
+$LeaseRegistry = 'HKLM:\SOFTWARE\scaleguard\Lease'
+$RunIdPattern = '^[0-9]{8}T[0-9]{6}-[0-9a-f]{4,32}$'
+$LeaseTextPattern = '^[A-Za-z0-9 ._@\\-]{1,128}$'
+$BatchMax = 64
 $X509 = 'System.Security.Cryptography.X509Certificates'
 
 function Stop-Action([string]$Message) {
@@ -51,7 +59,7 @@ function Get-Text($Request, [string]$Name, [string]$Pattern) {
 }
 
 function ConvertTo-AsciiJson($Value) {
-    $json = ConvertTo-Json -InputObject $Value -Depth 6 -Compress
+    $json = ConvertTo-Json -InputObject $Value -Depth 10 -Compress
     return [regex]::Replace($json, '[^\x00-\x7F]', { param($m) '\u{0:x4}' -f [int][char]$m.Value })
 }
 
@@ -543,35 +551,190 @@ function Invoke-DeleteSchannelValue($Request) {
     return [ordered]@{ name = $name; previous = $previous; existed = ($null -ne $previous) }
 }
 
+# --- the cluster lease of a fix run (HKLM\SOFTWARE\scaleguard\Lease; values are data) ---------------------
+
+function Open-LeaseLock {
+    # One machine-wide mutex: two runs asking at the same moment are served one after the other.
+    $mutex = New-Object System.Threading.Mutex -ArgumentList $false, 'Global\scaleguard-fix-lease'
+    if (-not $mutex.WaitOne(15000)) { $mutex.Dispose(); Stop-Action 'the lease is busy (another request holds its lock)' }
+    return $mutex
+}
+
+function Close-LeaseLock($Mutex) {
+    $Mutex.ReleaseMutex()
+    $Mutex.Dispose()
+}
+
+function Initialize-LeaseKey {
+    # The parent key gets a protected DACL: SYSTEM and Administrators full control, nobody else may write.
+    if (-not (Test-Path -LiteralPath $ScaleguardRegistry)) { [void](New-Item -Path $ScaleguardRegistry) }
+    $acl = New-Object System.Security.AccessControl.RegistrySecurity
+    $acl.SetAccessRuleProtection($true, $false)
+    $inherit = [System.Security.AccessControl.InheritanceFlags]::ContainerInherit
+    $none = [System.Security.AccessControl.PropagationFlags]::None
+    foreach ($sid in @('S-1-5-18', 'S-1-5-32-544')) {
+        $identity = New-Object System.Security.Principal.SecurityIdentifier $sid
+        $rule = New-Object System.Security.AccessControl.RegistryAccessRule -ArgumentList $identity, 'FullControl', $inherit, $none, 'Allow'
+        $acl.AddAccessRule($rule)
+    }
+    Set-Acl -LiteralPath $ScaleguardRegistry -AclObject $acl
+    if (-not (Test-Path -LiteralPath $LeaseRegistry)) { [void](New-Item -Path $LeaseRegistry) }
+}
+
+function Read-Lease {
+    if (-not (Test-Path -LiteralPath $LeaseRegistry)) { return $null }
+    $values = Get-ItemProperty -LiteralPath $LeaseRegistry
+    if (-not $values.PSObject.Properties['RunId']) { return $null }
+    $expires = [DateTime]::Parse([string]$values.Expires, [Globalization.CultureInfo]::InvariantCulture,
+        [Globalization.DateTimeStyles]::RoundtripKind)
+    return [ordered]@{
+        run_id = [string]$values.RunId; operator = [string]$values.Operator; host = [string]$values.Host
+        started = [string]$values.Started; expires = [string]$values.Expires
+        expired = ([DateTime]::UtcNow -ge $expires.ToUniversalTime())
+    }
+}
+
+function Write-Lease([string]$RunId, [string]$Operator, [string]$HostName, [string]$Started, [int]$Ttl) {
+    Initialize-LeaseKey
+    $expires = [DateTime]::UtcNow.AddSeconds($Ttl).ToString('o')
+    foreach ($pair in @(@('RunId', $RunId), @('Operator', $Operator), @('Host', $HostName), @('Started', $Started), @('Expires', $expires))) {
+        Set-ItemProperty -LiteralPath $LeaseRegistry -Name $pair[0] -Value $pair[1] -Type String
+    }
+}
+
+function Get-Ttl($Request) {
+    $value = Get-Field $Request 'ttl_s'
+    if (-not (($value -is [int]) -or ($value -is [long]))) { Stop-Action "'ttl_s' must be an integer" }
+    if (($value -lt 1) -or ($value -gt 86400)) { Stop-Action "'ttl_s' must be 1-86400 seconds" }
+    return [int]$value
+}
+
+function Invoke-LeaseAcquire($Request) {
+    $runId = Get-Text $Request 'run_id' $RunIdPattern
+    $operator = Get-Text $Request 'operator' $LeaseTextPattern
+    $hostName = Get-Text $Request 'host' $LeaseTextPattern
+    $ttl = Get-Ttl $Request
+    $replaces = $null
+    if ($null -ne (Get-Field $Request 'replaces' -Optional)) { $replaces = Get-Text $Request 'replaces' $RunIdPattern }
+    $mutex = Open-LeaseLock
+    try {
+        $current = Read-Lease
+        if (($null -ne $current) -and ($current.run_id -ne $runId) -and ($current.run_id -ne $replaces)) {
+            return [ordered]@{ acquired = $false; holder = $current }
+        }
+        Write-Lease $runId $operator $hostName ([DateTime]::UtcNow.ToString('o')) $ttl
+        return [ordered]@{ acquired = $true; lease = (Read-Lease); previous = $current }
+    } finally { Close-LeaseLock $mutex }
+}
+
+function Invoke-LeaseRenew($Request) {
+    $runId = Get-Text $Request 'run_id' $RunIdPattern
+    $ttl = Get-Ttl $Request
+    $mutex = Open-LeaseLock
+    try {
+        $current = Read-Lease
+        if (($null -eq $current) -or ($current.run_id -ne $runId)) { Stop-Action 'the lease is not held by this run' }
+        Write-Lease $runId $current.operator $current.host $current.started $ttl
+        return [ordered]@{ renewed = $true; lease = (Read-Lease) }
+    } finally { Close-LeaseLock $mutex }
+}
+
+function Invoke-LeaseRelease($Request) {
+    $runId = Get-Text $Request 'run_id' $RunIdPattern
+    $mutex = Open-LeaseLock
+    try {
+        $current = Read-Lease
+        if (($null -eq $current) -or ($current.run_id -ne $runId)) { return [ordered]@{ released = $false; holder = $current } }
+        Remove-Item -LiteralPath $LeaseRegistry
+        return [ordered]@{ released = $true; holder = $current }
+    } finally { Close-LeaseLock $mutex }
+}
+
+function Invoke-LeaseBreak($Request) {
+    # Only an expired lease is broken: a live one belongs to a run that may still be changing nodes.
+    $holder = Get-Text $Request 'holder' $RunIdPattern
+    $mutex = Open-LeaseLock
+    try {
+        $current = Read-Lease
+        if ($null -eq $current) { return [ordered]@{ broken = $false; holder = $null } }
+        if ($current.run_id -ne $holder) { Stop-Action 'the lease is now held by another run' }
+        if (-not $current.expired) { Stop-Action 'the lease has not expired' }
+        Remove-Item -LiteralPath $LeaseRegistry
+        return [ordered]@{ broken = $true; holder = $current }
+    } finally { Close-LeaseLock $mutex }
+}
+
 # --- dispatch ----------------------------------------------------------------------------------------------
+
+$BatchOps = @(
+    'read_file', 'write_config', 'restore_file', 'create_certificate', 'import_certificate', 'import_pfx',
+    'copy_certificate', 'remove_certificate', 'restore_certificate', 'grant_key_read', 'revoke_key_read',
+    'set_binding', 'delete_binding', 'set_service_start_mode', 'start_service', 'stop_service', 'restart_service',
+    'set_schannel_value', 'delete_schannel_value'
+)
+$LeaseOps = @('lease_acquire', 'lease_renew', 'lease_release', 'lease_break')
+
+function Invoke-Action($Request) {
+    $op = [string](Get-Field $Request 'op' -Optional)
+    $result = $null
+    switch ($op) {
+        'read_file' { $result = Invoke-ReadFile $Request }
+        'write_config' { $result = Invoke-WriteConfig $Request }
+        'restore_file' { $result = Invoke-RestoreFile $Request }
+        'create_certificate' { $result = Invoke-CreateCertificate $Request }
+        'import_certificate' { $result = Invoke-ImportCertificate $Request }
+        'import_pfx' { $result = Invoke-ImportPfx $Request }
+        'copy_certificate' { $result = Invoke-CopyCertificate $Request }
+        'remove_certificate' { $result = Invoke-RemoveCertificate $Request }
+        'restore_certificate' { $result = Invoke-RestoreCertificate $Request }
+        'grant_key_read' { $result = Invoke-GrantKeyRead $Request }
+        'revoke_key_read' { $result = Invoke-RevokeKeyRead $Request }
+        'set_binding' { $result = Invoke-SetBinding $Request }
+        'delete_binding' { $result = Invoke-DeleteBinding $Request }
+        'set_service_start_mode' { $result = Invoke-SetStartMode $Request }
+        'start_service' { $result = Invoke-StartService $Request }
+        'stop_service' { $result = Invoke-StopService $Request }
+        'restart_service' { $result = Invoke-RestartService $Request }
+        'set_schannel_value' { $result = Invoke-SetSchannelValue $Request }
+        'delete_schannel_value' { $result = Invoke-DeleteSchannelValue $Request }
+        'lease_acquire' { $result = Invoke-LeaseAcquire $Request }
+        'lease_renew' { $result = Invoke-LeaseRenew $Request }
+        'lease_release' { $result = Invoke-LeaseRelease $Request }
+        'lease_break' { $result = Invoke-LeaseBreak $Request }
+        default { Stop-Action 'unsupported op' }
+    }
+    return $result
+}
+
+function Invoke-Batch($Request) {
+    # Every op is checked before any runs; the first failure stops the batch and is reported in its place.
+    $actions = @(Get-Field $Request 'actions')
+    if (($actions.Count -lt 1) -or ($actions.Count -gt $BatchMax)) { Stop-Action "'actions' must hold 1-$BatchMax requests" }
+    foreach ($action in $actions) {
+        $op = [string](Get-Field $action 'op' -Optional)
+        if ($op -notin $BatchOps) { Stop-Action 'a batch holds an op that cannot be batched' }
+    }
+    $results = New-Object System.Collections.Generic.List[object]
+    foreach ($action in $actions) {
+        $failed = $false
+        try { $results.Add([ordered]@{ ok = $true; result = (Invoke-Action $action) }) }
+        catch {
+            $results.Add([ordered]@{ ok = $false; error = [string]$_.Exception.Message })
+            $failed = $true
+        }
+        if ($failed) { break }
+    }
+    return [ordered]@{ results = $results.ToArray() }
+}
 
 try {
     $request = $RequestJson | ConvertFrom-Json
     $op = [string](Get-Field $request 'op' -Optional)
-    switch ($op) {
-        'read_file' { $result = Invoke-ReadFile $request }
-        'write_config' { $result = Invoke-WriteConfig $request }
-        'restore_file' { $result = Invoke-RestoreFile $request }
-        'create_certificate' { $result = Invoke-CreateCertificate $request }
-        'import_certificate' { $result = Invoke-ImportCertificate $request }
-        'import_pfx' { $result = Invoke-ImportPfx $request }
-        'copy_certificate' { $result = Invoke-CopyCertificate $request }
-        'remove_certificate' { $result = Invoke-RemoveCertificate $request }
-        'restore_certificate' { $result = Invoke-RestoreCertificate $request }
-        'grant_key_read' { $result = Invoke-GrantKeyRead $request }
-        'revoke_key_read' { $result = Invoke-RevokeKeyRead $request }
-        'set_binding' { $result = Invoke-SetBinding $request }
-        'delete_binding' { $result = Invoke-DeleteBinding $request }
-        'set_service_start_mode' { $result = Invoke-SetStartMode $request }
-        'start_service' { $result = Invoke-StartService $request }
-        'stop_service' { $result = Invoke-StopService $request }
-        'restart_service' { $result = Invoke-RestartService $request }
-        'set_schannel_value' { $result = Invoke-SetSchannelValue $request }
-        'delete_schannel_value' { $result = Invoke-DeleteSchannelValue $request }
-        default {
-            [Console]::Error.WriteLine('scaleguard fix agent: unsupported op')
-            exit 2
-        }
+    if ($op -eq 'batch') { $result = Invoke-Batch $request }
+    elseif (($op -in $BatchOps) -or ($op -in $LeaseOps)) { $result = Invoke-Action $request }
+    else {
+        [Console]::Error.WriteLine('scaleguard fix agent: unsupported op')
+        exit 2
     }
 } catch {
     [Console]::Error.WriteLine("scaleguard fix agent: $($_.Exception.Message)")
