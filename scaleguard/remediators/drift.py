@@ -50,10 +50,11 @@ _MODES = {"auto": "auto", "automatic": "auto", "manual": "manual", "disabled": "
 
 
 def unit_holds(unit: Unit, findings: list[Finding]) -> bool:
-    """Every finding ``unit`` was planned to fix passes in ``findings`` (a fresh evaluation)."""
+    """Every finding ``unit`` was planned to fix (``POLICY@cluster/node``) passes in ``findings`` (a fresh
+    evaluation)."""
     if not unit.findings:
         return False
-    status = {f"{f.policy}@{f.node}".lower(): f.status for f in findings if f.cluster.lower() == unit.cluster.lower()}
+    status = {f"{f.policy}@{f.cluster}/{f.node}".lower(): f.status for f in findings}
     return all(status.get(key.lower()) is Status.PASS for key in unit.findings)
 
 

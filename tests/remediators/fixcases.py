@@ -180,3 +180,40 @@ def node_state(node: Any) -> tuple[Any, ...]:
 
 def cluster_state(state: Any) -> dict[str, tuple[Any, ...]]:
     return {n.name: node_state(n) for n in state.nodes()}
+
+
+# --- a cluster served by the WinRM lab in this process, fixed through the CLI ---------------------------
+
+
+class ServedCluster:
+    def __init__(self, spec: dict[str, Any], tmp_path: Path, **lab_options: Any) -> None:
+        from scaleguard.lab.serve import LabOptions, start_lab
+
+        self.cluster = Cluster(spec, tmp_path / "evidence")
+        self.inventory = tmp_path / "inventory.yaml"
+        self.journal = tmp_path / "journal.sqlite"
+        self.lab = start_lab(LabOptions(evidence=self.cluster.evidence, inventory_out=self.inventory, **lab_options))
+        self.lab.write_inventory()
+
+    def fix(self, *args: str) -> Any:
+        from typer.testing import CliRunner
+
+        from scaleguard.cli.main import app
+
+        return CliRunner().invoke(
+            app,
+            ["fix", "--inventory", str(self.inventory), "--journal", str(self.journal), *args],
+            catch_exceptions=False,
+        )
+
+    def failing(self) -> set[tuple[str, str]]:
+        from scaleguard.apply.verify import reaudit
+
+        _snapshot, found = reaudit(self.inventory)
+        return {(f.policy, f.node) for f in found if f.status in (Status.FAIL, Status.ERROR)}
+
+    def runs(self) -> int:
+        from scaleguard.apply.journal import Journal
+
+        with Journal(self.journal) as journal:
+            return len(journal.runs())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from scaleguard.apply.verify import reaudit
 from scaleguard.cli.main import app
 from scaleguard.findings.model import Status
 from scaleguard.lab.process import LabProcess
-from scaleguard.lab.serve import PASSWORD_ENV, LabOptions, start_lab
+from scaleguard.lab.serve import PASSWORD_ENV
 
 PASSWORD = "Lab-" + secrets.token_urlsafe(12)
 EXPIRING_MASTER = {"cn": ["master01.contoso.test", "MASTER01", "10.0.1.1"], "days_from": -700, "days": 710}
@@ -115,43 +114,6 @@ CASES: dict[str, tuple[dict[str, Any], set[str]]] = {
 @pytest.fixture(autouse=True)
 def _lab_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
-
-
-class ServedCluster:
-    def __init__(self, spec: dict[str, Any], tmp_path: Path) -> None:
-        self.cluster = Cluster(spec, tmp_path / "evidence")
-        self.inventory = tmp_path / "inventory.yaml"
-        self.journal = tmp_path / "journal.sqlite"
-        self.lab = start_lab(LabOptions(evidence=self.cluster.evidence, inventory_out=self.inventory))
-        self.lab.write_inventory()
-
-    def fix(self, *args: str) -> Any:
-        return CliRunner().invoke(
-            app,
-            ["fix", "--inventory", str(self.inventory), "--journal", str(self.journal), *args],
-            catch_exceptions=False,
-        )
-
-    def failing(self) -> set[tuple[str, str]]:
-        _snapshot, found = reaudit(self.inventory)
-        return {(f.policy, f.node) for f in found if f.status in (Status.FAIL, Status.ERROR)}
-
-    def runs(self) -> int:
-        with Journal(self.journal) as journal:
-            return len(journal.runs())
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Any]:
-    started: list[ServedCluster] = []
-
-    def serve(spec: dict[str, Any]) -> ServedCluster:
-        started.append(ServedCluster(spec, tmp_path / f"lab{len(started)}"))
-        return started[-1]
-
-    yield serve
-    for item in started:
-        item.lab.close()
 
 
 MANUAL_ONLY = {"SO-C03", "SO-C01"}
