@@ -7,7 +7,13 @@ LAB_PASSWORD ?= scaleguard-demo-lab
 
 .PHONY: venv demo test lint typecheck check bench clean
 
+# python-gssapi and pykrb5 (Kerberos over WinRM, through pyspnego) compile against MIT krb5's headers;
+# as root with apt they are installed here, otherwise the message says what to install.
 $(BIN)/scaleguard: pyproject.toml
+	@command -v krb5-config >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libkrb5-dev >/dev/null; \
+	  else echo "scaleguard builds python-gssapi: install MIT Kerberos headers first (Debian/Ubuntu: libkrb5-dev, RHEL: krb5-devel)" >&2; exit 2; fi; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
