@@ -160,11 +160,13 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
     source = str(options.evidence or options.inventory)
     live = any(c.mode == "live" for c in snapshot.clusters)
     insecure = any(n.collection.insecure for c in snapshot.clusters for n in c.nodes)
+    unencrypted = [n.name for c in snapshot.clusters for n in c.nodes if n.collection.unencrypted]
     findings_file = FindingsFile(
         generated_at=now,
         source=source,
         mode="live" if live else "offline",
         insecure=insecure,
+        unencrypted_nodes=unencrypted,
         policies=policy_summaries,
         findings=findings,
     )

@@ -222,6 +222,9 @@ def _print_summary(console: Console, result: AuditResult, options: AuditOptions)
         f"[{_SEVERITY_STYLE[s]}]{s.value} {n}[/]" for s, n in by_severity.items()))
     if result.findings.insecure:
         console.print("  [bold red]TLS certificates of the nodes were NOT validated (--insecure)[/]")
+    if result.findings.unencrypted_nodes:
+        names = escape(", ".join(result.findings.unencrypted_nodes))
+        console.print(f"  [bold red]WinRM traffic was NOT encrypted on the network (allow_unencrypted): {names}[/]")
     problems = [f for f in sorted_findings(findings) if f.status in (Status.ERROR, Status.FAIL)]
     if problems:
         console.print("Top problems:")

@@ -177,6 +177,7 @@ def collect_node(job: NodeJob, *, insecure: bool) -> NodeSnapshot:
             )
         document = parse_agent_output(result.stdout, job.node)
         snapshot = node_from_agent(job.node.name, document, insecure=insecure, duration_ms=elapsed)
+        snapshot.collection.unencrypted = job.node.travels_unencrypted
         for recovery in result.recoveries:
             snapshot.diagnostics.append(
                 Diagnostic(level=DiagnosticLevel.INFO, source="winrm", message=recovery)
@@ -243,6 +244,7 @@ def failed_node(
             reason=reason,
             transport="winrm",
             insecure=insecure,
+            unencrypted=node.travels_unencrypted,
             duration_ms=round(duration_ms, 3),
         ),
         diagnostics=[Diagnostic(level=DiagnosticLevel.ERROR, source="winrm", message=reason)],
@@ -276,12 +278,15 @@ class CollectionSummary:
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (node, state, reason)
     unlisted_workers: list[str] = field(default_factory=list)
     insecure: bool = False
+    unencrypted: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         counts = ", ".join(f"{count} {state}" for state, count in sorted(self.states.items()))
         out = [f"collected {self.nodes} node(s): {counts}"]
         if self.insecure:
             out.append("TLS validation was OFF (--insecure): the nodes' identities were not verified")
+        if self.unencrypted:
+            out.append(f"NOT encrypted on the network (allow_unencrypted): {', '.join(self.unencrypted)}")
         out += [f"  {node}: {state}: {reason}" for node, state, reason in self.failures]
         out += [f"  not in the inventory: {message}" for message in self.unlisted_workers]
         return out
@@ -294,6 +299,8 @@ def summarize(snapshot: Snapshot) -> CollectionSummary:
             summary.nodes += 1
             summary.states[node.collection.state.value] += 1
             summary.insecure |= node.collection.insecure
+            if node.collection.unencrypted:
+                summary.unencrypted.append(node.name)
             if node.collection.state is not CollectionState.OK:
                 summary.failures.append(
                     (node.name, node.collection.state.value, node.collection.reason or "")

@@ -104,6 +104,9 @@ class FindingsFile(BaseModel):
     source: str
     mode: str = "offline"
     insecure: bool = False
+    unencrypted_nodes: list[str] = Field(
+        default_factory=list, description="nodes whose WinRM traffic crossed a network unencrypted"
+    )
     policies: list[dict[str, Any]] = Field(default_factory=list)
     findings: list[Finding]
 

@@ -93,6 +93,10 @@ class LabProcess:
             time.sleep(0.05)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def log(self) -> str:
         path = self.workdir / "lab.log"
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""

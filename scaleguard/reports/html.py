@@ -98,6 +98,7 @@ class HtmlReporter:
         html = self._template.render(
             meta=_metadata(ctx, len(policies)),
             insecure=ctx.findings.insecure,
+            unencrypted=ctx.findings.unencrypted_nodes,
             statuses=STATUS_ORDER,
             severities=SEVERITY_ORDER,
             counts=status_counts(findings),

@@ -65,6 +65,11 @@ class Collection(_Model):
     reason: str | None = None
     transport: Literal["evidence", "winrm"] = "evidence"
     insecure: bool = False
+    unencrypted: bool = Field(
+        default=False,
+        description="WinRM traffic crossed a network readable (Basic or unsealed messages over plain http, "
+        "allowed by the inventory's allow_unencrypted)",
+    )
     duration_ms: float | None = None
 
 

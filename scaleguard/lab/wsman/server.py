@@ -110,13 +110,17 @@ class WsmanHandler(BaseHTTPRequestHandler):
         if self.path.rstrip("/").lower() != "/wsman":
             self._refuse(404, "")
             return
-        if length > MAX_BODY:
-            self._refuse(413, f"the request body exceeds {MAX_BODY} bytes")
-            return
         try:
             user, authenticated = self._authenticate_headers()
         except AuthError:
             self._unauthorized()
+            return
+        if length > MAX_BODY:
+            self.security = None
+            if authenticated:
+                self._refuse(413, f"the request body exceeds {MAX_BODY} bytes")
+            else:  # the handshake leg was answered already; its oversized body is not read
+                self.close_connection = True
             return
         body = self.rfile.read(length) if length else b""
         if not authenticated:  # a handshake leg: its body is the request it will be re-sent with
