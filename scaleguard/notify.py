@@ -51,7 +51,8 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def summary_payload(result: AuditResult) -> dict[str, Any]:
+def summary_payload(result: AuditResult, *, report_url: str | None = None) -> dict[str, Any]:
+    """The JSON body; ``report`` is the local path, ``report_url`` where people open it (``--report-url``)."""
     ff = result.findings
     extras = ff.model_extra or {}
     counts = Counter(f.status.value for f in ff.findings)
@@ -78,6 +79,7 @@ def summary_payload(result: AuditResult) -> dict[str, Any]:
         "waivers_expired": len(waivers.get("expired", [])) if isinstance(waivers, dict) else 0,
         "waivers_stale": len(waivers.get("stale", [])) if isinstance(waivers, dict) else 0,
         "report": str(report.resolve()) if report else None,
+        "report_url": report_url,
     }
 
 

@@ -38,6 +38,10 @@ class AuditOptions:
     thresholds: Thresholds = field(default_factory=Thresholds)
     history: Path | None = None
     notify_webhook: str | None = None
+    notify: tuple[str, ...] = ()
+    """Apprise URLs (:mod:`scaleguard.alerts`)."""
+    report_url: str | None = None
+    """Where people open the report (a share or a web server); linked from notifications."""
     now: datetime | None = None
 
 
@@ -197,8 +201,24 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
         warn_only=options.warn_only,
     )
     result = AuditResult(snapshot=snapshot, findings=findings_file, exit_code=code, outputs=outputs)
-    if options.notify_webhook:  # after the reports exist, so the summary can point at them
-        from scaleguard.notify import notify_audit
-
-        notify_audit(options.notify_webhook, result)
+    if options.notify_webhook or options.notify:  # after the reports exist, so the summary can point at them
+        result.extras["notify_failures"] = _notify(options, result)
     return result
+
+
+def _notify(options: AuditOptions, result: AuditResult) -> list[str]:
+    """Send every notification; returns one line per failure, for the exit summary (never the exit code)."""
+    failures: list[str] = []
+    if options.notify_webhook:
+        from scaleguard.notify import WebhookError, post_json, summary_payload
+
+        try:
+            post_json(options.notify_webhook, summary_payload(result, report_url=options.report_url))
+        except WebhookError as exc:
+            failures.append(str(exc))
+    if options.notify:
+        from scaleguard.alerts import send, summary_message
+
+        message = summary_message(result, report_url=options.report_url)
+        failures += [failure.line() for failure in send(list(options.notify), message)]
+    return failures

@@ -64,7 +64,17 @@ def audit(
         bool, typer.Option("--warn-only", help="Always exit 0 (report only); usage errors still exit 2.")
     ] = False,
     notify_webhook: Annotated[
-        str | None, typer.Option("--notify-webhook", help="POST a summary to this http(s) URL.")
+        str | None, typer.Option("--notify-webhook", help="POST a JSON summary to this http(s) URL (for programs).")
+    ] = None,
+    notify: Annotated[
+        list[str] | None,
+        typer.Option("--notify", metavar="URL", help="Send a short summary through Apprise (repeatable): "
+                     "workflows:// (Teams), slack://, mailto://, json://... A failure is reported, the exit "
+                     "code stays the audit's."),
+    ] = None,
+    report_url: Annotated[
+        str | None, typer.Option("--report-url", metavar="URL", help="Where people open report.html; "
+                                 "linked from notifications.")
     ] = None,
     expiry_high_days: Annotated[
         int, typer.Option("--expiry-high-days", min=0, help="A certificate this close to expiry is high.")
@@ -90,7 +100,8 @@ def audit(
             out=out, evidence=evidence, inventory=inventory, fail_on=fail_on,
             allow_incomplete=allow_incomplete, policies=policies or [], concurrency=concurrency,
             insecure=insecure, waivers=waivers, waiver_max_days=waiver_max_days,
-            history=history, warn_only=warn_only, notify_webhook=notify_webhook,
+            history=history, warn_only=warn_only, notify_webhook=notify_webhook, notify=notify or [],
+            report_url=report_url,
             thresholds=_thresholds(expiry_high_days, expiry_medium_days, min_rsa_bits),
             progress=progress and not quiet,
         )
@@ -99,13 +110,16 @@ def audit(
         _usage_exit(console, str(exc))
     if not (quiet and result.exit_code is ExitCode.OK):
         _print_summary(console, result, options)
+    else:
+        _print_notify_failures(console, result)  # trouble even on a clean run: the alert did not go out
     raise typer.Exit(int(result.exit_code))
 
 
 def _options(
     *, out: Path, evidence: Path | None, inventory: Path | None, fail_on: Severity, allow_incomplete: bool,
     policies: list[Path], concurrency: int, insecure: bool, waivers: Path | None, waiver_max_days: int | None,
-    history: Path | None, warn_only: bool, notify_webhook: str | None, thresholds: Thresholds, progress: bool,
+    history: Path | None, warn_only: bool, notify_webhook: str | None, notify: list[str], report_url: str | None,
+    thresholds: Thresholds, progress: bool,
 ) -> AuditOptions:
     if (evidence is None) == (inventory is None):
         raise UsageError("give exactly one of --evidence DIR (offline) or --inventory FILE (live)")
@@ -125,11 +139,17 @@ def _options(
         from scaleguard.notify import redact_url  # a webhook URL may carry a token: never echo it
 
         raise UsageError(f"--notify-webhook {redact_url(notify_webhook)}: expected an http(s):// URL")
+    if notify:
+        from scaleguard.alerts import check_urls  # refused before a long audit, naming only the scheme
+
+        problems = check_urls(notify)
+        if problems:
+            raise UsageError("; ".join(problems))
     return AuditOptions(
         out_dir=out, evidence=evidence, inventory=inventory, policy_dirs=tuple(policies), fail_on=fail_on,
         allow_incomplete=allow_incomplete, warn_only=warn_only, concurrency=concurrency, insecure=insecure,
         waivers=waivers, waiver_max_days=waiver_max_days, history=history, notify_webhook=notify_webhook,
-        thresholds=thresholds, progress=progress,
+        thresholds=thresholds, progress=progress, notify=tuple(notify), report_url=report_url,
     )
 
 
@@ -238,7 +258,13 @@ def _print_summary(console: Console, result: AuditResult, options: AuditOptions)
     report = result.outputs.get("report.html")
     if report is not None:
         console.print(f"Report: {escape(str(report.resolve()))}")
+    _print_notify_failures(console, result)
     console.print(_verdict(result.exit_code, options, by_status), highlight=False)
+
+
+def _print_notify_failures(console: Console, result: AuditResult) -> None:
+    for line in result.extras.get("notify_failures", []):
+        console.print(f"[yellow]Notify:[/] {escape(line)} (the exit code is unchanged)")
 
 
 def _verdict(code: ExitCode, options: AuditOptions, by_status: dict[Status, int]) -> str:
