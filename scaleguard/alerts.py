@@ -20,14 +20,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from scaleguard.exitcodes import ExitCode
 from scaleguard.findings.model import Finding, FindingsFile, Status
 from scaleguard.reports.view import sorted_findings
-
-if TYPE_CHECKING:
-    from scaleguard.pipeline import AuditResult
+from scaleguard.snapshot.model import Snapshot
 
 WORST = 3
 MESSAGE_CHARS = 200
@@ -48,14 +46,15 @@ class Message:
     """Apprise's ``success`` / ``warning`` / ``failure``: the colour or icon a service shows."""
 
 
-def summary_message(result: AuditResult, *, report_url: str | None = None) -> Message:
-    ff = result.findings
-    clusters = ", ".join(c.cluster for c in result.snapshot.clusters) or ff.source
-    verdict = VERDICTS.get(result.exit_code, str(int(result.exit_code)))
+def summary_message(
+    ff: FindingsFile, snapshot: Snapshot, exit_code: ExitCode, *, report_url: str | None = None
+) -> Message:
+    clusters = ", ".join(c.cluster for c in snapshot.clusters) or ff.source
+    verdict = VERDICTS.get(exit_code, str(int(exit_code)))
     counts = Counter(f.status for f in ff.findings)
     lines = [
-        f"Verdict: {verdict} (exit {int(result.exit_code)}), {ff.mode} audit of "
-        f"{sum(len(c.nodes) for c in result.snapshot.clusters)} nodes",
+        f"Verdict: {verdict} (exit {int(exit_code)}), {ff.mode} audit of "
+        f"{sum(len(c.nodes) for c in snapshot.clusters)} nodes",
         "Findings: " + ", ".join(
             f"{counts.get(s, 0)} {s.value.replace('_', ' ')}"
             for s in (Status.FAIL, Status.ERROR, Status.NOT_ASSESSED, Status.WAIVED, Status.PASS)
@@ -68,17 +67,16 @@ def summary_message(result: AuditResult, *, report_url: str | None = None) -> Me
         lines += [_finding_line(f) for f in worst]
     if report_url:
         lines.append(f"Report: {report_url}")
-    kind = {ExitCode.OK: "success", ExitCode.FAILING: "failure"}.get(result.exit_code, "warning")
+    kind = {ExitCode.OK: "success", ExitCode.FAILING: "failure"}.get(exit_code, "warning")
     return Message(title=f"scaleguard {clusters}: {verdict}", body="\n".join(lines), notify_type=kind)
 
 
 def _since_previous(ff: FindingsFile) -> str:
-    since = (ff.model_extra or {}).get("since_previous")
-    if not isinstance(since, dict) or since.get("previous_run") is None:
+    since = ff.since_previous
+    if since is None or since.previous_run is None:
         return "Since the previous run: nothing to compare (first run, or no history)"
-    new = [e for e in since.get("new", []) if isinstance(e, dict)]
-    resolved = since.get("resolved", [])
-    when = str(since.get("previous_at") or "")[:16].replace("T", " ")
+    new, resolved = since.new, since.resolved
+    when = (since.previous_at or "")[:16].replace("T", " ")
     text = f"Since the previous run ({when} UTC): {len(new)} new, {len(resolved)} resolved"
     if new:
         text += " (new: " + ", ".join(f"{e.get('policy')} {e.get('node')}" for e in new[:5])

@@ -21,13 +21,12 @@ import sys
 import urllib.error
 import urllib.request
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from scaleguard.exitcodes import ExitCode
-
-if TYPE_CHECKING:
-    from scaleguard.pipeline import AuditResult
+from scaleguard.findings.model import FindingsFile
 
 DEFAULT_TIMEOUT = 10.0
 _MEANING = {
@@ -51,33 +50,30 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def summary_payload(result: AuditResult, *, report_url: str | None = None) -> dict[str, Any]:
+def summary_payload(
+    ff: FindingsFile, exit_code: ExitCode, report: Path | None, *, report_url: str | None = None
+) -> dict[str, Any]:
     """The JSON body; ``report`` is the local path, ``report_url`` where people open it (``--report-url``)."""
-    ff = result.findings
-    extras = ff.model_extra or {}
     counts = Counter(f.status.value for f in ff.findings)
-    since = extras.get("since_previous") or {}
-    compared = isinstance(since, dict) and since.get("previous_run") is not None
-    waivers = extras.get("waivers") or {}
-    causes = extras.get("causes") or []
-    report = result.outputs.get("report.html")
+    since = ff.since_previous if ff.since_previous is not None and ff.since_previous.previous_run is not None else None
+    causes = ff.causes or []
     return {
         "tool": "scaleguard",
         "event": "audit.finished",
         "generated_at": ff.generated_at.isoformat(),
         "source": ff.source,
         "mode": ff.mode,
-        "exit_code": int(result.exit_code),
-        "exit_meaning": _MEANING.get(result.exit_code, ""),
+        "exit_code": int(exit_code),
+        "exit_meaning": _MEANING.get(exit_code, ""),
         "counts": {s: counts.get(s, 0) for s in ("fail", "error", "not_assessed", "waived", "pass")},
         "failing": counts.get("fail", 0) + counts.get("error", 0),
-        "new": len(since.get("new", [])) if compared else None,
-        "resolved": len(since.get("resolved", [])) if compared else None,
-        "persisting": since.get("persisting") if compared else None,
+        "new": len(since.new) if since else None,
+        "resolved": len(since.resolved) if since else None,
+        "persisting": since.persisting if since else None,
         "causes": len(causes),
-        "top_causes": [str(c.get("title", "")) for c in causes[:3] if isinstance(c, dict)],
-        "waivers_expired": len(waivers.get("expired", [])) if isinstance(waivers, dict) else 0,
-        "waivers_stale": len(waivers.get("stale", [])) if isinstance(waivers, dict) else 0,
+        "top_causes": [c.title for c in causes[:3]],
+        "waivers_expired": len(ff.waivers.expired) if ff.waivers else 0,
+        "waivers_stale": len(ff.waivers.stale) if ff.waivers else 0,
         "report": str(report.resolve()) if report else None,
         "report_url": report_url,
     }
@@ -108,10 +104,12 @@ def post_json(url: str, payload: dict[str, Any], *, timeout: float = DEFAULT_TIM
         raise WebhookError(f"webhook {redact_url(url)} unreachable: {reason}") from None
 
 
-def notify_audit(url: str, result: AuditResult, *, timeout: float = DEFAULT_TIMEOUT) -> bool:
+def notify_audit(
+    url: str, ff: FindingsFile, exit_code: ExitCode, report: Path | None, *, timeout: float = DEFAULT_TIMEOUT
+) -> bool:
     """Send the summary; on failure warn on stderr and return False (the exit code stays the audit's)."""
     try:
-        post_json(url, summary_payload(result), timeout=timeout)
+        post_json(url, summary_payload(ff, exit_code, report), timeout=timeout)
     except WebhookError as exc:
         print(f"scaleguard: warning: {exc}", file=sys.stderr)
         return False

@@ -7,16 +7,20 @@ flags into :class:`AuditOptions` and the result into an exit code.
 
 from __future__ import annotations
 
+import gc
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from scaleguard import parallel
 from scaleguard.exitcodes import ExitCode, audit_exit_code
 from scaleguard.findings.model import Finding, FindingsFile, Severity
+from scaleguard.findings.postprocess import apply_waiver_file, group_causes, record_history
+from scaleguard.history.store import default_history_path
 from scaleguard.policies.model import Policy, Thresholds
 from scaleguard.snapshot.model import Snapshot
 
@@ -51,19 +55,16 @@ class AuditResult:
     findings: FindingsFile
     exit_code: ExitCode
     outputs: dict[str, Path] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    notify_failures: list[str] = field(default_factory=list)
+    """One line per notification that did not go out (reported in the exit summary, never the exit code)."""
 
 
-def collect(options: AuditOptions, *, meanwhile: Callable[[], object] | None = None) -> Snapshot:
-    """Stage 1: evidence folder or live WinRM, both giving the same snapshot model.
-
-    ``meanwhile`` is run once, before or during collection, on a CPU collection leaves idle."""
+def collect(options: AuditOptions) -> Snapshot:
+    """Stage 1: evidence folder or live WinRM, both giving the same snapshot model."""
     if options.evidence is not None:
         from scaleguard.collectors.evidence import read_evidence
 
-        return Snapshot(clusters=[read_evidence(options.evidence, meanwhile=meanwhile)])
-    if meanwhile is not None:
-        meanwhile()
+        return Snapshot(clusters=[read_evidence(options.evidence)])
     if options.inventory is not None:
         from scaleguard.collectors.live import collect_inventory
 
@@ -82,15 +83,14 @@ def evaluate(
     now: datetime,
     *,
     policies: list[Policy] | None = None,
-    errand: parallel.Deferred[Any] | None = None,
 ) -> tuple[list[Finding], list[dict[str, Any]]]:
     """Stage 2 (pure): every policy (``policies``, else those ``options`` name) against every node it
-    applies to. ``errand``: independent work the engine's helper process may take on meanwhile."""
+    applies to."""
     from scaleguard.policies.engine import evaluate as evaluate_policies
 
     if policies is None:
         policies = load_policies(options)
-    findings = evaluate_policies(snapshot, policies, now=now, thresholds=options.thresholds, errand=errand)
+    findings = evaluate_policies(snapshot, policies, now=now, thresholds=options.thresholds)
     return findings, [p.summary() for p in policies]
 
 
@@ -101,48 +101,60 @@ def load_policies(options: AuditOptions) -> list[Policy]:
     return load(list(options.policy_dirs))
 
 
-class PostProcessor(Protocol):
-    """A later stage that enriches the findings file in place (waivers, history, root causes)."""
-
-    def __call__(
-        self,
-        findings: list[Finding],
-        findings_file: FindingsFile,
-        options: AuditOptions,
-        now: datetime,
-        *,
-        snapshot: Snapshot | None = None,
-    ) -> None: ...
-
-
-def _post_processors() -> list[PostProcessor]:
-    hooks: list[PostProcessor] = []
-    try:
-        from scaleguard.findings.postprocess import POST_PROCESSORS
-    except ImportError:  # the nightly-operations stages are optional building blocks
-        return hooks
-    hooks.extend(POST_PROCESSORS)
-    return hooks
-
-
-def _write_snapshot_artefacts(
-    snapshot: Snapshot, snapshot_path: Path, options: AuditOptions, now: datetime
-) -> dict[str, Path]:
-    """``snapshot.json`` and the reports that read nothing else (``registry.SNAPSHOT_ONLY``)."""
-    from scaleguard.reports.registry import write_snapshot_reports
-
-    snapshot.write(snapshot_path)
-    return write_snapshot_reports(options.out_dir, snapshot, now=now)
-
-
 def run_audit(options: AuditOptions, *, on_stage: Callable[[str], None] | None = None) -> AuditResult:
-    """Every stage, in order. The cyclic garbage collector is paused throughout (the audit's objects live
-    until it ends, see :func:`scaleguard.parallel.gc_paused`), and on a system with ``fork`` the stages'
-    independent writes overlap: ``snapshot.json`` and the reports that need only the snapshot are written
-    by the child that helps evaluate, before it judges, and ``findings.json`` and the other reports are
-    written by this process and a child side by side (:mod:`scaleguard.parallel`)."""
-    with parallel.gc_paused():
+    """Every stage, in order, with the cyclic garbage collector paused (see :func:`gc_paused`)."""
+    with gc_paused():
         return _run_audit(options, on_stage or (lambda _stage: None))
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The audit builds hundreds of thousands of small objects that all stay alive until it ends; the
+    cyclic collector would rescan that growing heap again and again for garbage it does not produce.
+    Reference counting still frees what is dropped.
+
+    On the way out everything allocated meanwhile goes straight to the oldest generation (``freeze`` +
+    ``unfreeze``: two list splices): otherwise the first allocation after ``gc.enable()`` triggers a
+    young collection that walks all of it only to promote it. Later full collections still see it, so
+    garbage cycles are not leaked."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.freeze()
+            gc.unfreeze()
+            gc.enable()
+
+
+def _post_audit(findings_file: FindingsFile, snapshot: Snapshot, options: AuditOptions, now: datetime) -> ExitCode:
+    """Waivers, root causes and history (see :mod:`scaleguard.findings.postprocess`) into
+    ``findings_file``; returns the exit code, decided once the waivers have been applied."""
+    findings = findings_file.findings
+    if options.waivers is not None:
+        findings_file.waivers, warnings = apply_waiver_file(
+            findings, options.waivers, max_days=options.waiver_max_days, today=now.date()
+        )
+        _warn(findings_file, warnings)
+    findings_file.causes = group_causes(findings, snapshot)
+    code = audit_exit_code(
+        findings, options.fail_on, allow_incomplete=options.allow_incomplete, warn_only=options.warn_only
+    )
+    history = options.history or default_history_path()
+    if history is not None:
+        findings_file.since_previous, warnings = record_history(
+            findings, history, source=findings_file.source, mode=findings_file.mode, exit_code=code, now=now
+        )
+        _warn(findings_file, warnings)
+    return code
+
+
+def _warn(findings_file: FindingsFile, warnings: list[str]) -> None:
+    """For the operator now (stderr) and for the reader later (findings.json ``warnings``)."""
+    for message in warnings:
+        print(f"scaleguard: warning: {message}", file=sys.stderr)
+        findings_file.warnings.append(message)
 
 
 def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResult:
@@ -150,17 +162,11 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
     now = options.now or datetime.now(UTC)
     options.out_dir.mkdir(parents=True, exist_ok=True)
 
+    policies = load_policies(options)  # a broken policy file is a usage error: before any collection
     note("collect")
-    loaded: list[list[Policy]] = []
-    snapshot = collect(options, meanwhile=lambda: loaded.append(load_policies(options)))
-    snapshot_path = options.out_dir / "snapshot.json"
-    # What needs only the snapshot is written by the process that helps evaluate, before it judges
-    # (one-directional: it reads the snapshot, writes files, and hands nothing back but their names);
-    # with no helper, it is written here once the reports are.
-    snapshot_written = parallel.Deferred(lambda: _write_snapshot_artefacts(snapshot, snapshot_path, options, now))
-
+    snapshot = collect(options)
     note("evaluate")
-    findings, policy_summaries = evaluate(snapshot, options, now, policies=loaded[0], errand=snapshot_written)
+    findings, policy_summaries = evaluate(snapshot, options, now, policies=policies)
     source = str(options.evidence or options.inventory)
     live = any(c.mode == "live" for c in snapshot.clusters)
     insecure = any(n.collection.insecure for c in snapshot.clusters for n in c.nodes)
@@ -174,20 +180,16 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
         policies=policy_summaries,
         findings=findings,
     )
-    for hook in _post_processors():
-        hook(findings_file.findings, findings_file, options, now, snapshot=snapshot)
-    findings_path = options.out_dir / "findings.json"
+    code = _post_audit(findings_file, snapshot, options, now)
 
     note("report")
-    from scaleguard.reports.registry import SNAPSHOT_ONLY, write_reports
+    from scaleguard.reports.registry import write_reports
 
-    try:
-        outputs = write_reports(
-            options.out_dir, snapshot, findings_file, now=now, also=[lambda: findings_file.write(findings_path)],
-            skip=SNAPSHOT_ONLY,
-        )
-    finally:
-        early = snapshot_written.result()
+    snapshot_path = options.out_dir / "snapshot.json"
+    findings_path = options.out_dir / "findings.json"
+    snapshot.write(snapshot_path)
+    findings_file.write(findings_path)
+    outputs = write_reports(options.out_dir, snapshot, findings_file, now=now)
     from scaleguard.reports.metrics import FILENAME as METRICS
     from scaleguard.reports.metrics import write_metrics
 
@@ -195,14 +197,10 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
     # time elapsed, so a run with a fixed ``now`` still reports a true duration).
     finished = now + timedelta(seconds=time.monotonic() - started)
     metrics = write_metrics(options.out_dir, snapshot, findings_file, now=now, finished=finished)
-    outputs = {"snapshot.json": snapshot_path, "findings.json": findings_path, **outputs, **early, METRICS: metrics}
-    code = audit_exit_code(
-        findings_file.findings, options.fail_on, allow_incomplete=options.allow_incomplete,
-        warn_only=options.warn_only,
-    )
+    outputs = {"snapshot.json": snapshot_path, "findings.json": findings_path, **outputs, METRICS: metrics}
     result = AuditResult(snapshot=snapshot, findings=findings_file, exit_code=code, outputs=outputs)
     if options.notify_webhook or options.notify:  # after the reports exist, so the summary can point at them
-        result.extras["notify_failures"] = _notify(options, result)
+        result.notify_failures = _notify(options, result)
     return result
 
 
@@ -213,12 +211,15 @@ def _notify(options: AuditOptions, result: AuditResult) -> list[str]:
         from scaleguard.notify import WebhookError, post_json, summary_payload
 
         try:
-            post_json(options.notify_webhook, summary_payload(result, report_url=options.report_url))
+            payload = summary_payload(
+                result.findings, result.exit_code, result.outputs.get("report.html"), report_url=options.report_url
+            )
+            post_json(options.notify_webhook, payload)
         except WebhookError as exc:
             failures.append(str(exc))
     if options.notify:
         from scaleguard.alerts import send, summary_message
 
-        message = summary_message(result, report_url=options.report_url)
+        message = summary_message(result.findings, result.snapshot, result.exit_code, report_url=options.report_url)
         failures += [failure.line() for failure in send(list(options.notify), message)]
     return failures

@@ -14,10 +14,16 @@ from typing import Any
 import pytest
 
 from scaleguard.exitcodes import ExitCode
-from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
+from scaleguard.findings.model import (
+    CauseSummary,
+    Finding,
+    FindingsFile,
+    Severity,
+    SincePrevious,
+    Status,
+    WaiverSummary,
+)
 from scaleguard.notify import WebhookError, notify_audit, post_json, redact_url, summary_payload
-from scaleguard.pipeline import AuditResult
-from scaleguard.snapshot.model import Snapshot
 
 NOW = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
 
@@ -56,7 +62,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
         server.server_close()
 
 
-def result(tmp_path: Path) -> AuditResult:
+def result(tmp_path: Path) -> tuple[FindingsFile, ExitCode, Path]:
     findings = [
         Finding(
             policy="SO-W02",
@@ -88,28 +94,32 @@ def result(tmp_path: Path) -> AuditResult:
         generated_at=NOW,
         source="ev/prod",
         findings=findings,
-        since_previous={
-            "previous_run": 3,
-            "new": [{"policy": "SO-W02"}],
-            "resolved": [{}, {}],
-            "persisting": 1,
-        },
-        causes=[{"title": "Master certificate replaced"}],
-        waivers={"expired": [{}], "stale": []},
+        since_previous=SincePrevious(
+            previous_run=3,
+            previous_at=None,
+            new=[{"policy": "SO-W02"}],
+            resolved=[{}, {}],
+            persisting=1,
+            run=4,
+            scope="prod",
+            history_file="h.sqlite",
+        ),
+        causes=[
+            CauseSummary(
+                id="c-1", kind="master-certificate", title="Master certificate replaced", fix="repin",
+                cluster="prod", severity="critical", nodes=["WRK01"], symptoms=[], count=1,
+            )
+        ],
+        waivers=WaiverSummary(file="w.yaml", max_days=90, applied=0, active=0, expired=[{}], stale=[]),
     )
     report = tmp_path / "report.html"
     report.write_text("<html></html>")
-    return AuditResult(
-        snapshot=Snapshot(clusters=[]),
-        findings=ff,
-        exit_code=ExitCode.INCOMPLETE,
-        outputs={"report.html": report},
-    )
+    return ff, ExitCode.INCOMPLETE, report
 
 
 def test_summary_is_posted_as_json(receiver: tuple[Receiver, str], tmp_path: Path) -> None:
     state, url = receiver
-    assert notify_audit(f"{url}/hooks/nightly?channel=ops", result(tmp_path)) is True
+    assert notify_audit(f"{url}/hooks/nightly?channel=ops", *result(tmp_path)) is True
     (request,) = state.requests
     assert request["path"] == "/hooks/nightly?channel=ops"
     assert request["headers"]["Content-Type"] == "application/json"
@@ -134,7 +144,7 @@ def test_url_credentials_become_a_header_and_never_appear_in_messages(
         == "Basic " + base64.b64encode(b"hook@user:s3cr:t").decode()
     )
     state.status = 500
-    assert notify_audit(with_creds, result(tmp_path)) is False
+    assert notify_audit(with_creds, *result(tmp_path)) is False
     err = capsys.readouterr().err
     assert "answered HTTP 500" in err
     assert "s3cr" not in err and "hook@user" not in err and "hook%40user" not in err and "token" not in err
@@ -148,7 +158,7 @@ def test_timeout_and_unreachable_are_warnings_not_crashes(
     state.delay = 0.4
     with pytest.raises(WebhookError, match="unreachable"):
         post_json(url, {"a": 1}, timeout=0.1)
-    assert notify_audit("http://127.0.0.1:9/nothing-listens", result(tmp_path), timeout=1) is False
+    assert notify_audit("http://127.0.0.1:9/nothing-listens", *result(tmp_path), timeout=1) is False
     assert "unreachable" in capsys.readouterr().err
 
 
@@ -159,7 +169,7 @@ def test_only_http_urls_are_accepted(bad: str) -> None:
 
 
 def test_payload_without_history_says_unknown_not_zero(tmp_path: Path) -> None:
-    res = result(tmp_path)
-    res.findings.__pydantic_extra__ = {}
-    payload = summary_payload(res)
+    ff, code, report = result(tmp_path)
+    ff.since_previous = ff.causes = None
+    payload = summary_payload(ff, code, report)
     assert payload["new"] is None and payload["resolved"] is None and payload["causes"] == 0

@@ -263,7 +263,7 @@ def _print_summary(console: Console, result: AuditResult, options: AuditOptions)
 
 
 def _print_notify_failures(console: Console, result: AuditResult) -> None:
-    for line in result.extras.get("notify_failures", []):
+    for line in result.notify_failures:
         console.print(f"[yellow]Notify:[/] {escape(line)} (the exit code is unchanged)")
 
 

@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from scaleguard import parallel
 from scaleguard.collectors.parsers.certs import CertificateParseError, load_certificates_with_notes
 from scaleguard.collectors.parsers.config import ConfigKind, parse_config_with_notes
 from scaleguard.collectors.parsers.host import host_from_json, schannel_from_json
@@ -62,8 +61,6 @@ CERT_SUFFIXES = frozenset({".cer", ".crt", ".pem", ".der", ".p7b", ".p7c", ""})
 SKIPPED_FOLDERS = frozenset({"__macosx"})
 MASTER_FILE = "MasterSettings.config"
 WORKER_FILE = "WorkerSettings.config"
-PARALLEL_MIN_NODES = 64
-"""Below this many node folders a fork costs more than the second CPU saves."""
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
@@ -71,13 +68,11 @@ class _Unreadable(Exception):
     """A file that exists but cannot be used; the message completes "<file> ..."."""
 
 
-def read_evidence(path: Path, *, meanwhile: Callable[[], object] | None = None) -> ClusterSnapshot:
+def read_evidence(path: Path) -> ClusterSnapshot:
     """The cluster in ``path``: one node per sub-folder, named by the folder (the computer name).
 
     Raises :class:`NotADirectoryError` only when ``path`` itself is not a folder (a usage error);
-    everything found inside becomes data or diagnostics. ``meanwhile`` is the caller's own work (the
-    audit loads its policies), run once: for a large fleet while a forked child already reads, else
-    before reading.
+    everything found inside becomes data or diagnostics.
     """
     if not path.is_dir():
         raise NotADirectoryError(f"evidence folder {path} does not exist or is not a folder")
@@ -91,11 +86,7 @@ def read_evidence(path: Path, *, meanwhile: Callable[[], object] | None = None) 
             log.info("evidence %s: %r is not a node folder; ignored", path, entry.name)
             continue
         folders.append(Path(entry.path))
-    # A large fleet is read by this process and a forked child together: reading is CPU-bound Python
-    # (parsing, model building), and sending a node back pickled costs about a tenth of reading it. Its
-    # nodes are hundreds of thousands of small objects that all stay alive (see gc_paused).
-    with parallel.gc_paused():
-        nodes = parallel.shared_map(read_node, folders, min_items=PARALLEL_MIN_NODES, meanwhile=meanwhile)
+    nodes = [read_node(folder) for folder in folders]
     return ClusterSnapshot(
         cluster=path.name or path.resolve().name,
         collected_at=datetime.now(UTC),

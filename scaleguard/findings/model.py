@@ -94,10 +94,55 @@ class Finding(BaseModel):
         return self.status in (Status.FAIL, Status.ERROR, Status.NOT_ASSESSED)
 
 
-class FindingsFile(BaseModel):
-    """The whole ``findings.json``."""
+class WaiverSummary(BaseModel):
+    """What ``--waivers`` did; ``expired`` and ``stale`` describe waivers that need the owner's attention."""
 
-    model_config = ConfigDict(extra="allow")
+    file: str
+    max_days: int
+    applied: int
+    active: int
+    expired: list[dict[str, Any]] = Field(default_factory=list)
+    stale: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class CauseSymptom(BaseModel):
+    policy: str
+    node: str
+    status: str
+    severity: str
+
+
+class CauseSummary(BaseModel):
+    """One root cause: the failing findings (symptoms) that one fix clears."""
+
+    id: str
+    kind: str
+    title: str
+    fix: str
+    cluster: str
+    severity: str
+    nodes: list[str]
+    symptoms: list[CauseSymptom]
+    count: int
+
+
+class SincePrevious(BaseModel):
+    """This run compared with the previous run of the same clusters in the history file."""
+
+    previous_run: int | None
+    previous_at: str | None
+    new: list[dict[str, Any]] = Field(default_factory=list)
+    resolved: list[dict[str, Any]] = Field(default_factory=list)
+    persisting: int = 0
+    run: int
+    scope: str
+    history_file: str
+
+
+class FindingsFile(BaseModel):
+    """The whole ``findings.json``. The post-audit stages fill the optional parts: ``waivers``,
+    ``causes`` (most impactful first) and ``since_previous`` (None when no history was recorded, and
+    ``warnings`` then says why when it was a failure)."""
 
     schema_version: str = "1.0"
     generated_at: datetime
@@ -109,6 +154,10 @@ class FindingsFile(BaseModel):
     )
     policies: list[dict[str, Any]] = Field(default_factory=list)
     findings: list[Finding]
+    warnings: list[str] = Field(default_factory=list)
+    waivers: WaiverSummary | None = None
+    causes: list[CauseSummary] | None = None
+    since_previous: SincePrevious | None = None
 
     def write(self, path: Path) -> None:
         path.write_bytes(self.to_json())

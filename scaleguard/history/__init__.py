@@ -1,12 +1,11 @@
 """Audit history: every run and its open findings in one SQLite file, for "what changed since last night"."""
 
-from scaleguard.history.compare import SincePrevious, compare_runs, scope_of
+from scaleguard.history.compare import compare_runs, scope_of
 from scaleguard.history.store import HistoryStore, RunRecord, StoredFinding, default_history_path
 
 __all__ = [
     "HistoryStore",
     "RunRecord",
-    "SincePrevious",
     "StoredFinding",
     "compare_runs",
     "default_history_path",

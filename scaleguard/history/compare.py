@@ -12,7 +12,7 @@ while an ad-hoc audit of ``staging`` from the same machine never becomes "everyt
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from scaleguard.findings.fingerprint import fingerprint
@@ -62,24 +62,6 @@ def _worse(a: StoredFinding, b: StoredFinding) -> bool:
         _STATUS_WEIGHT.get(b.status, 0),
         Severity(b.severity).rank,
     )
-
-
-@dataclass
-class SincePrevious:
-    previous_run: int | None
-    previous_at: str | None
-    new: list[dict[str, Any]] = field(default_factory=list)
-    resolved: list[dict[str, Any]] = field(default_factory=list)
-    persisting: int = 0
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "previous_run": self.previous_run,
-            "previous_at": self.previous_at,
-            "new": self.new,
-            "resolved": self.resolved,
-            "persisting": self.persisting,
-        }
 
 
 @dataclass(frozen=True)

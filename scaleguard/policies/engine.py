@@ -23,13 +23,12 @@ policy; a node without any settings file has no role, so no role policy runs on 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import cel
 
-from scaleguard import assembled, parallel
 from scaleguard.findings.model import Finding, Severity, Status
 from scaleguard.policies import fact_schema, trim
 from scaleguard.policies.facts import build_cluster_facts
@@ -41,8 +40,6 @@ _STORE_FACTS = re.compile(r"\.(?:root|my)\b")
 _SHARED = ("now", "thresholds", "cluster", "masters")
 """The variables every subject of a cluster shares (see :meth:`_Judge.use`)."""
 _PLAIN = frozenset({str, int, float, bool, type(None)})
-PARALLEL_MIN_NODES = 64
-"""Below this many nodes a fork costs more than judging half of them."""
 
 
 def evaluate(
@@ -51,18 +48,14 @@ def evaluate(
     *,
     now: datetime,
     thresholds: Thresholds | None = None,
-    errand: parallel.Deferred[Any] | None = None,
 ) -> list[Finding]:
-    """Every policy against every subject it applies to, in snapshot order.
-
-    ``errand`` is the caller's independent work for the process that helps judge a large cluster (see
-    :class:`scaleguard.parallel.Deferred`); the engine only hands it over, and does not wait for it."""
+    """Every policy against every subject it applies to, in snapshot order."""
     now = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
     limits = thresholds or Thresholds()
     include_stores = any(_mentions(p, _STORE_FACTS) for p in policies)
     findings: list[Finding] = []
     for cluster in snapshot.clusters:
-        findings.extend(_evaluate_cluster(cluster, policies, now, limits, include_stores, errand))
+        findings.extend(_evaluate_cluster(cluster, policies, now, limits, include_stores))
     return findings
 
 
@@ -72,7 +65,6 @@ def _evaluate_cluster(
     now: datetime,
     limits: Thresholds,
     include_stores: bool,
-    errand: parallel.Deferred[Any] | None,
 ) -> list[Finding]:
     facts = build_cluster_facts(cluster, now=now, include_stores=include_stores)
     variables: dict[str, Any] = {
@@ -122,27 +114,7 @@ def _evaluate_cluster(
         )
         return [judge.one(policy, plan, node.name) for policy, plan in todo]
 
-    return _judge_all(judge_cluster, judge_node, cluster.nodes, errand)
-
-
-def _judge_all(
-    judge_cluster: Callable[[], list[Finding]],
-    judge_node: Callable[[NodeSnapshot], list[Finding]],
-    nodes: list[NodeSnapshot],
-    errand: parallel.Deferred[Any] | None = None,
-) -> list[Finding]:
-    """``judge_cluster()`` then every node's findings, in snapshot order. For a large cluster the nodes
-    are judged by this process and a forked child together (:func:`scaleguard.parallel.shared_map`); the
-    child inherits the facts and compiled programs instead of receiving them, and this process judges
-    the cluster while the child starts on the nodes. Each verdict depends only on the shared facts, so
-    the result is the sequential one. Sending 7,000 findings back costs well under a tenth of judging
-    them; a small cluster is not worth the fork."""
-    cluster_findings: list[list[Finding]] = []
-    per_node = parallel.shared_map(
-        judge_node, nodes, min_items=PARALLEL_MIN_NODES, meanwhile=lambda: cluster_findings.append(judge_cluster()),
-        errand=errand,
-    )
-    return [*cluster_findings[0], *(f for found in per_node for f in found)]
+    return [*judge_cluster(), *(f for node in cluster.nodes for f in judge_node(node))]
 
 
 def _spec_of(policies: list[Policy]) -> trim.AccessSpec:
@@ -272,23 +244,8 @@ def _error(plan: _Plan, target: str, stage: str, exc: Exception) -> Finding:
     )
 
 
-_FINDING_FIELDS = (
-    "policy", "name", "title", "cluster", "node", "scope", "status", "severity", "message", "evidence",
-    "remediation", "references", "subject", "waiver", "applicable",
-)
-_FAST_FINDINGS = tuple(Finding.model_fields) == _FINDING_FIELDS and assembled.can_assemble(Finding)
-"""Whether :meth:`_Plan.finding` may build findings with :func:`scaleguard.assembled.assemble` instead of
-``model_construct``: its generic per-field loop cost as much as judging them (≈11 µs × 14,000 findings).
-Checked against the model, so a new field falls back to ``model_construct`` instead of going missing."""
-
-
 class _Plan:
-    """One policy made ready for many subjects: what every finding of it shares.
-
-    (Measured and dropped: compiling ``check``, ``subject`` and the ``let`` map into one CEL program to
-    replace ~97 executions per node by ~14. It was 10-20 % *slower*: an execution's fixed cost is small,
-    and the `cel` package converts the combined result list back to Python as a whole.)
-    """
+    """One policy made ready for many subjects: what every finding of it shares."""
 
     def __init__(self, policy: Policy, cluster: str) -> None:
         self.policy = policy
@@ -306,8 +263,7 @@ class _Plan:
         subject: str | None = None,
         applicable: bool = True,
     ) -> Finding:
-        # model_construct semantics: every value here is already of its field's type, and validating 14,000
-        # findings per 1,000-node audit costs more than evaluating them.
+        # every value is already of its field's type: validating them again would cost as much as judging
         policy = self.policy
         values: dict[str, Any] = {
             "policy": policy.id,
@@ -326,9 +282,7 @@ class _Plan:
             "waiver": None,
             "applicable": applicable,
         }
-        if not _FAST_FINDINGS:
-            return Finding.model_construct(**values)
-        return assembled.assemble(Finding, values)
+        return Finding.model_construct(**values)
 
 
 def _tri_state(value: Any, what: str) -> bool | None:

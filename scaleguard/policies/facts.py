@@ -236,7 +236,7 @@ Reference (``path (type): meaning``; ``?`` = may be null; rendered from
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -278,29 +278,6 @@ class ClusterFacts:
     nodes: Mapping[str, NodeFacts]
 
 
-class _NodeFactsByName(Mapping[str, NodeFacts]):
-    """Every node's variables, each built the first time it is asked for: when two processes judge a
-    fleet (:func:`scaleguard.parallel.shared_map`), each builds only the nodes it judges, instead of
-    one building all of them before the other can start. Building is pure, so when does not matter."""
-
-    def __init__(self, nodes: list[NodeSnapshot], build: Callable[[NodeSnapshot], NodeFacts]) -> None:
-        self._nodes = {n.name: n for n in nodes}
-        self._build = build
-        self._built: dict[str, NodeFacts] = {}
-
-    def __getitem__(self, name: str) -> NodeFacts:
-        built = self._built.get(name)
-        if built is None:
-            built = self._built[name] = self._build(self._nodes[name])
-        return built
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._nodes)
-
-    def __len__(self) -> int:
-        return len(self._nodes)
-
-
 def build_cluster_facts(
     cluster: ClusterSnapshot, *, now: datetime, include_stores: bool = False
 ) -> ClusterFacts:
@@ -311,7 +288,7 @@ def build_cluster_facts(
         m.name: {c.thumbprint for c in m.root.certificates} if m.root is not None else None
         for m in cluster.masters
     }
-    nodes = _NodeFactsByName(cluster.nodes, lambda n: _variables(n, index, include_stores, master_roots))
+    nodes = {n.name: _variables(n, index, include_stores, master_roots) for n in cluster.nodes}
     masters = [nodes[n.name].master for n in cluster.nodes if n.is_master]
     workers = [n for n in cluster.nodes if n.worker_config is not None]
     ssisdb_node, ssisdb_thumbprint = _ssisdb_thumbprint(cluster)
@@ -729,8 +706,7 @@ class _CertIndex:
     """Certificates of the whole cluster by thumbprint: a copy anywhere tells what the certificate is.
 
     The cluster-wide map is built on the first lookup that needs it (a certificate missing from the
-    stores its node names), which a healthy cluster may never make; each process of a parallel
-    evaluation builds its own then."""
+    stores its node names), which a healthy cluster may never make."""
 
     def __init__(self, cluster: ClusterSnapshot, now: datetime) -> None:
         self.now = now

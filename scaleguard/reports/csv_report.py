@@ -13,11 +13,12 @@ and CRLF line ends (RFC 4180).
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from typing import Any
 
 import orjson
-import pandas as pd
 
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.view import ENUM_TEXT, sorted_findings
@@ -63,7 +64,8 @@ class CsvReporter:
             ]
             for f in sorted_findings(ctx.findings.findings)
         ]
-        # pandas owns the CSV dialect (RFC 4180 quoting, header, CRLF); dtype=object keeps every cell the
-        # exact, already-neutralised string (no numeric inference that could re-format "-12" or "1e5").
-        frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object)
-        return frame.to_csv(index=False, lineterminator="\r\n").encode("utf-8-sig")
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180: quoted only where needed, CRLF
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+        return out.getvalue().encode("utf-8-sig")

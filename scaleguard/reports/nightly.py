@@ -1,10 +1,9 @@
 """What report.html shows about nightly operations: root causes, changes since last run, waivers, expiry.
 
 The HTML reporter passes ``nightly=nightly_view(ctx)`` to its template, which includes the
-``_nightly.html.j2`` partial. The data comes from findings.json's extra keys when the pipeline added
-them; causes and the expiry forecast are recomputed from the artefacts when they are missing, so a
-report rebuilt from an older findings.json still shows them (history cannot be rebuilt: the partial
-then says the run was not compared).
+``_nightly.html.j2`` partial. Causes come from findings.json when the pipeline grouped them, else they
+are grouped here, so a report rebuilt from an older findings.json still shows them (history cannot be
+rebuilt: the partial then says the run was not compared); the expiry forecast comes from the snapshot.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from scaleguard.findings.causes import find_causes
+from scaleguard.findings.model import CauseSummary, SincePrevious
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.expiry import expiry_section
 from scaleguard.reports.fixsteps import fix_step
@@ -21,34 +21,30 @@ SHOWN_CHANGES = 50
 
 
 def nightly_view(ctx: ReportContext) -> dict[str, Any]:
-    extras = ctx.findings.model_extra or {}
-    causes = extras.get("causes")
-    if not isinstance(causes, list):
-        causes = [c.as_json() for c in find_causes(ctx.findings.findings, ctx.snapshot)]
-    since = extras.get("since_previous")
-    waivers = extras.get("waivers")
+    ff = ctx.findings
+    causes = ff.causes
+    if causes is None:
+        causes = [CauseSummary.model_validate(c.as_json()) for c in find_causes(ff.findings, ctx.snapshot)]
     return {
-        "causes": [{**c, "fix_step": fix_step(str(c.get("fix") or ""))} for c in causes[:SHOWN_CAUSES]],
+        "causes": [{**c.model_dump(), "fix_step": fix_step(c.fix)} for c in causes[:SHOWN_CAUSES]],
         "more_causes": max(0, len(causes) - SHOWN_CAUSES),
         "cause_total": len(causes),
-        "failing_total": sum(int(c.get("count", 0)) for c in causes),
-        "since": _since(since) if isinstance(since, dict) else None,
-        "waivers": waivers if isinstance(waivers, dict) else None,
-        "warnings": [str(w) for w in extras.get("warnings", []) if w],
+        "failing_total": sum(c.count for c in causes),
+        "since": _since(ff.since_previous) if ff.since_previous is not None else None,
+        "waivers": ff.waivers,
+        "warnings": [w for w in ff.warnings if w],
         "expiry": expiry_section(ctx.snapshot, ctx.now),
     }
 
 
-def _since(since: dict[str, Any]) -> dict[str, Any]:
-    new = list(since.get("new") or [])
-    resolved = list(since.get("resolved") or [])
+def _since(since: SincePrevious) -> dict[str, Any]:
     return {
-        "compared": since.get("previous_run") is not None,
-        "previous_at": since.get("previous_at"),
-        "previous_run": since.get("previous_run"),
-        "new": new[:SHOWN_CHANGES],
-        "resolved": resolved[:SHOWN_CHANGES],
-        "new_total": len(new),
-        "resolved_total": len(resolved),
-        "persisting": int(since.get("persisting") or 0),
+        "compared": since.previous_run is not None,
+        "previous_at": since.previous_at,
+        "previous_run": since.previous_run,
+        "new": since.new[:SHOWN_CHANGES],
+        "resolved": since.resolved[:SHOWN_CHANGES],
+        "new_total": len(since.new),
+        "resolved_total": len(since.resolved),
+        "persisting": since.persisting,
     }

@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from scaleguard.findings.fingerprint import fingerprint
-from scaleguard.findings.model import Finding, Severity, Status
+from scaleguard.findings.model import Finding, Severity, SincePrevious, Status
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.fixsteps import fix_step
 from scaleguard.reports.sarif_locations import LocationBase, artifact
@@ -60,7 +60,7 @@ def sarif_log(ctx: ReportContext) -> dict[str, Any]:
     rows = policy_rows(ff)
     names = _policy_names(ff.policies, ff.findings)
     index = {row.id: i for i, row in enumerate(rows)}
-    baseline = _baseline_states(ff.model_extra or {})
+    baseline = _baseline_states(ff.since_previous)
     clusters = {c.cluster: c for c in ctx.snapshot.clusters}
     bases = {
         name: LocationBase(cluster, ff.source, cluster.mode, ordinal=i)
@@ -159,12 +159,11 @@ def _was_open(f: Finding) -> bool:
     return (f.waiver or {}).get("original_status") in (Status.FAIL.value, Status.ERROR.value)
 
 
-def _baseline_states(extras: dict[str, Any]) -> dict[str, str]:
+def _baseline_states(since: SincePrevious | None) -> dict[str, str]:
     """fingerprint → new/unchanged, when this run was compared with a previous one."""
-    since = extras.get("since_previous")
-    if not isinstance(since, dict) or since.get("previous_run") is None:
+    if since is None or since.previous_run is None:
         return {}
-    return {str(e.get("fingerprint")): "new" for e in since.get("new", []) if isinstance(e, dict)}
+    return {str(e.get("fingerprint")): "new" for e in since.new}
 
 
 def _plain_json(value: Any) -> Any:

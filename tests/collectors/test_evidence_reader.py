@@ -6,8 +6,6 @@ import base64
 import json
 import logging
 import os
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -736,78 +734,3 @@ def test_collected_at_is_now(tmp_path: Path, pki: Pki) -> None:
     snapshot = read_evidence(tmp_path)
     assert abs(datetime.now(UTC) - snapshot.collected_at) < timedelta(seconds=30)
     assert json.loads(snapshot.model_dump_json())["mode"] == "offline"
-
-
-@pytest.fixture(scope="module")
-def small_fleet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from scaleguard.lab.scenario import fleet_scenario
-
-    folder = tmp_path_factory.mktemp("fleet") / "FLEET"
-    fleet_scenario(6, defect_every=2).write(folder)
-    (folder / "README.txt").write_text("not a node")
-    return folder
-
-
-def test_reading_in_two_forked_halves_gives_the_sequential_snapshot(
-    small_fleet: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("SCALEGUARD_PARALLEL", "off")
-    sequential = read_evidence(small_fleet)
-    monkeypatch.delenv("SCALEGUARD_PARALLEL")
-    monkeypatch.setattr(evidence_module, "PARALLEL_MIN_NODES", 2)
-    can_fork = os.name == "posix"
-    monkeypatch.setattr(evidence_module.parallel, "enabled", lambda: can_fork)  # even if a test left a thread
-    readers = tmp_path / "readers"
-    monkeypatch.setattr(evidence_module, "read_node", _pid_recording(evidence_module.read_node, readers))
-    halves = read_evidence(small_fleet)
-    pids = set(readers.read_text().split())
-    assert len(pids) == (2 if can_fork else 1), "this process and a forked child read the fleet together"
-    assert [n.name for n in halves.nodes] == [n.name for n in sequential.nodes] == [
-        "MASTER01", *(f"WORKER{i:02d}" for i in range(1, 7))
-    ]
-    for node in (*halves.nodes, *sequential.nodes):
-        node.collection.duration_ms = None  # the one field that is a measurement, not a fact
-    assert halves.model_dump(exclude={"collected_at"}) == sequential.model_dump(exclude={"collected_at"})
-
-
-@pytest.mark.parametrize("fork", [True, False], ids=["forked halves", "in order"])
-def test_the_callers_work_runs_once_while_the_fleet_is_read(
-    small_fleet: Path, monkeypatch: pytest.MonkeyPatch, fork: bool
-) -> None:
-    monkeypatch.setattr(evidence_module, "PARALLEL_MIN_NODES", 2)
-    monkeypatch.setattr(evidence_module.parallel, "enabled", lambda: fork and os.name == "posix")
-    pid = os.getpid()
-    ran: list[int] = []
-    snapshot = read_evidence(small_fleet, meanwhile=lambda: ran.append(os.getpid()))
-    assert ran == [pid], "run once, in this process (a forked child's copy of the list would stay empty)"
-    assert len(snapshot.nodes) == 7
-
-
-def test_when_the_callers_work_fails_the_child_is_reaped_and_the_error_raised(
-    small_fleet: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import multiprocessing
-
-    monkeypatch.setattr(evidence_module, "PARALLEL_MIN_NODES", 2)
-    monkeypatch.setattr(evidence_module.parallel, "enabled", lambda: os.name == "posix")
-    children = len(multiprocessing.active_children())
-
-    def broken_policy_pack() -> None:
-        raise ValueError("SO-X99.yaml:3: bad policy")
-
-    with pytest.raises(ValueError, match="bad policy"):
-        read_evidence(small_fleet, meanwhile=broken_policy_pack)
-    assert len(multiprocessing.active_children()) == children, "no child left behind"
-
-
-def _pid_recording(read: Callable[[Path], NodeSnapshot], log: Path) -> Callable[[Path], NodeSnapshot]:
-    """``read``, noting which process ran it (a forked child cannot append to this process's lists), and
-    slow enough that the child, started a few milliseconds later, still finds folders to take."""
-
-    def recorded(folder: Path) -> NodeSnapshot:
-        with log.open("a") as out:
-            out.write(f"{os.getpid()}\n")
-        time.sleep(0.02)
-        return read(folder)
-
-    return recorded

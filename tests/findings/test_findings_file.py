@@ -6,7 +6,7 @@ import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
+from scaleguard.findings.model import CauseSummary, CauseSymptom, Finding, FindingsFile, Severity, Status
 
 
 def _file() -> FindingsFile:
@@ -24,7 +24,14 @@ def _file() -> FindingsFile:
         generated_at=datetime(2026, 11, 29, 3, 4, 5, tzinfo=UTC), source="evidence/", policies=[{"id": "SO-M01"}],
         findings=[waived, passing],
     )
-    ff.__pydantic_extra__ = {"causes": [{"fix": "repin", "count": 2}], "at": datetime(2026, 1, 2, tzinfo=UTC)}
+    ff.causes = [
+        CauseSummary(
+            id="c-1", kind="stale-master-pin", title="t", fix="repin", cluster="c", severity="high",
+            nodes=["WORKER01"], count=1,
+            symptoms=[CauseSymptom(policy="SO-W02", node="WORKER01", status="fail", severity="high")],
+        )
+    ]
+    ff.warnings = ["history not recorded in h.sqlite: locked"]
     return ff
 
 
@@ -44,4 +51,5 @@ def test_written_file_reads_back(tmp_path: Path) -> None:
     # as pydantic reads back its own output: a date comes back as text
     assert again.findings == FindingsFile.model_validate_json(ff.model_dump_json()).findings
     assert again.generated_at == ff.generated_at
-    assert again.model_extra == {"causes": [{"fix": "repin", "count": 2}], "at": "2026-01-02T00:00:00Z"}
+    assert again.causes == ff.causes and again.warnings == ff.warnings
+    assert again.waivers is None and again.since_previous is None

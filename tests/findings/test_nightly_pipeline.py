@@ -240,3 +240,15 @@ def test_webhook_is_posted_after_the_reports_exist(
         (tmp_path / "n2" / "report.html").resolve()
     )
     assert second["failing"] == sum(1 for f in data["findings"] if f["status"] in ("fail", "error"))
+
+
+def test_an_unusable_history_file_is_a_warning_on_stderr_and_in_findings_json(
+    evidence: Path, tmp_path: Path
+) -> None:
+    bogus = tmp_path / "h.sqlite"
+    bogus.write_bytes(b"definitely not SQLite " * 100)
+    code, data, stderr = audit(evidence, tmp_path / "out", bogus)
+    assert code == 1, "the verdict does not depend on the history"
+    assert data["since_previous"] is None
+    assert len(data["warnings"]) == 1 and "history not recorded" in data["warnings"][0]
+    assert "history not recorded" in stderr

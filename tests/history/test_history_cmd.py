@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from scaleguard.cli import history_cmd
 from scaleguard.cli.groups import app
-from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
+from scaleguard.exitcodes import audit_exit_code
+from scaleguard.findings.model import Finding, Severity, Status
 from scaleguard.findings.postprocess import record_history
-from scaleguard.pipeline import AuditOptions
 
 T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
 runner = CliRunner()
@@ -41,8 +41,8 @@ def record(history: Path, failing: int, passing: int, at: datetime, cluster: str
         )
         for i in range(passing)
     ]
-    ff = FindingsFile(generated_at=at, source=f"ev/{cluster}", findings=findings)
-    record_history(ff.findings, ff, AuditOptions(out_dir=history.parent, history=history), at)
+    code = audit_exit_code(findings, Severity.HIGH)
+    record_history(findings, history, source=f"ev/{cluster}", mode="offline", exit_code=code, now=at)
 
 
 def test_lists_runs_with_delta_and_trend(tmp_path: Path) -> None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from scaleguard.exitcodes import ExitCode, audit_exit_code
 from scaleguard.findings.fingerprint import fingerprint
-from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
+from scaleguard.findings.model import Finding, Severity, Status
 from scaleguard.findings.postprocess import record_history
 from scaleguard.history.compare import scope_of
 from scaleguard.history.store import HistoryStore, default_history_path
-from scaleguard.pipeline import AuditOptions
 
 T0 = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
 
@@ -32,13 +33,11 @@ def f(
     )
 
 
-def run(history: Path, findings: list[Finding], at: datetime, source: str = "ev/prod") -> dict[str, object]:
-    ff = FindingsFile(generated_at=at, source=source, findings=findings)
-    options = AuditOptions(out_dir=history.parent, history=history)
-    record_history(ff.findings, ff, options, at)
-    since = (ff.model_extra or {})["since_previous"]
-    assert isinstance(since, dict)
-    return since
+def run(history: Path, findings: list[Finding], at: datetime, source: str = "ev/prod") -> dict[str, Any]:
+    code = audit_exit_code(findings, Severity.HIGH)
+    since, warnings = record_history(findings, history, source=source, mode="offline", exit_code=code, now=at)
+    assert since is not None and warnings == []
+    return since.model_dump()
 
 
 def keys(entries: object) -> set[tuple[str, str]]:
@@ -142,9 +141,6 @@ def test_history_env_override_and_off_switch(monkeypatch: pytest.MonkeyPatch, tm
     assert default_history_path() == tmp_path / "x.sqlite"
     monkeypatch.setenv("SCALEGUARD_HISTORY", "off")
     assert default_history_path() is None
-    ff = FindingsFile(generated_at=T0, source="s", findings=[f("SO-W02", "WRK01")])
-    record_history(ff.findings, ff, AuditOptions(out_dir=tmp_path), T0)
-    assert (ff.model_extra or {})["since_previous"] is None
     monkeypatch.delenv("SCALEGUARD_HISTORY")
     default = default_history_path()
     assert default is not None and default.name == "history.sqlite" and "scaleguard" in str(default)
@@ -176,14 +172,11 @@ def test_a_fix_that_changes_the_subject_is_resolved_as_pass(tmp_path: Path) -> N
     assert keys(since["new"]) == {("SO-W02", "WRK08")}  # …which is then a new problem
 
 
-def test_an_unusable_history_file_costs_the_comparison_not_the_audit(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_unusable_history_file_costs_the_comparison_not_the_audit(tmp_path: Path) -> None:
     bogus = tmp_path / "h.sqlite"
     bogus.write_bytes(b"definitely not SQLite " * 100)
-    ff = FindingsFile(generated_at=T0, source="s", findings=[f("SO-W02", "WRK01")])
-    record_history(ff.findings, ff, AuditOptions(out_dir=tmp_path, history=bogus), T0)
-    extras = ff.model_extra or {}
-    assert extras["since_previous"] is None
-    assert extras["warnings"] and "history not recorded" in extras["warnings"][0]
-    assert "history not recorded" in capsys.readouterr().err
+    since, warnings = record_history(
+        [f("SO-W02", "WRK01")], bogus, source="s", mode="offline", exit_code=ExitCode.FAILING, now=T0
+    )
+    assert since is None
+    assert len(warnings) == 1 and "history not recorded" in warnings[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,31 +196,6 @@ def test_thresholds_must_be_ordered() -> None:
     with pytest.raises(ValueError, match="high days <= medium days"):
         Thresholds(expiry_high_days=90, expiry_medium_days=60)
     assert Thresholds().facts() == {"expiry_high_days": 30, "expiry_medium_days": 60, "min_rsa_bits": 2048}
-
-
-def test_judging_nodes_in_two_forked_halves_gives_the_sequential_findings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from scaleguard.policies import engine
-
-    snapshot = cluster(
-        tmp_path,
-        masters=["MASTER01"],
-        workers=[f"WORKER{i:02d}" for i in range(1, 6)],
-        nodes={
-            "WORKER02": {"worker_service": {"State": "Stopped"}},
-            "WORKER04": {"collection": {"state": "timed_out", "reason": "deadline of 60 s"}},
-        },
-    )
-    policies = load_policies([])
-    monkeypatch.setenv("SCALEGUARD_PARALLEL", "off")
-    sequential = evaluate(snapshot, policies, now=NOW)
-    monkeypatch.delenv("SCALEGUARD_PARALLEL")
-    monkeypatch.setattr(engine, "PARALLEL_MIN_NODES", 2)
-    monkeypatch.setattr(engine.parallel, "enabled", lambda: os.name == "posix")  # even if a test left a thread
-    halves = evaluate(snapshot, policies, now=NOW)
-    assert [f.model_dump() for f in halves] == [f.model_dump() for f in sequential]
-    assert {f.node for f in halves if f.status is Status.FAIL} >= {"WORKER02"}, "the second half was judged"
 
 
 def test_a_required_whole_value_is_checked_in_python_not_converted_for_cel(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
-"""The nightly sections of report.html: rebuilt from artefacts when extras are missing, always escaped."""
+"""The nightly sections of report.html: rebuilt from artefacts when the stages' results are missing, always
+escaped."""
 
 from __future__ import annotations
 
-from scaleguard.findings.postprocess import set_extra
+from scaleguard.findings.model import CauseSummary, SincePrevious, WaiverSummary
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.html import HtmlReporter
 from scaleguard.reports.nightly import nightly_view
@@ -15,7 +16,7 @@ def section(html: str, element_id: str) -> str:
     return html[start : html.index("</section>", start)]
 
 
-def test_without_pipeline_extras_causes_are_recomputed_and_history_is_said_missing(
+def test_without_the_post_audit_stages_causes_are_recomputed_and_history_is_said_missing(
     context: ReportContext,
 ) -> None:
     view = nightly_view(context)
@@ -27,39 +28,25 @@ def test_without_pipeline_extras_causes_are_recomputed_and_history_is_said_missi
     assert html.index('id="causes"') < html.index("Worst problems")  # causes first
 
 
-def test_extras_are_rendered_escaped(context: ReportContext) -> None:
-    set_extra(
-        context.findings,
-        "since_previous",
-        {
-            "previous_run": 4,
-            "previous_at": "2025-02-28T12:00:00+00:00",
-            "persisting": 2,
-            "new": [{"policy": "SO-W13", "node": HOSTILE, "severity": "low", "message": HOSTILE}],
-            "resolved": [{"policy": "SO-W02", "node": "WORKER09", "severity": "high", "now": "not_assessed"}],
-        },
+def test_the_post_audit_stages_results_are_rendered_escaped(context: ReportContext) -> None:
+    context.findings.since_previous = SincePrevious(
+        previous_run=4,
+        previous_at="2025-02-28T12:00:00+00:00",
+        persisting=2,
+        new=[{"policy": "SO-W13", "node": HOSTILE, "severity": "low", "message": HOSTILE}],
+        resolved=[{"policy": "SO-W02", "node": "WORKER09", "severity": "high", "now": "not_assessed"}],
+        run=5,
+        scope="c",
+        history_file="h.sqlite",
     )
-    set_extra(
-        context.findings,
-        "waivers",
-        {"file": "w.yaml", "max_days": 90, "applied": 1, "active": 1, "expired": [], "stale": []},
-    )
-    set_extra(context.findings, "warnings", [f"waiver w.yaml:3 ({HOSTILE}) expired on 2025-02-01"])
-    set_extra(
-        context.findings,
-        "causes",
-        [
-            {
-                "id": "policy-1",
-                "title": HOSTILE,
-                "fix": "manual",
-                "severity": "high",
-                "nodes": [HOSTILE],
-                "symptoms": [],
-                "count": 1,
-            }
-        ],
-    )
+    context.findings.waivers = WaiverSummary(file="w.yaml", max_days=90, applied=1, active=1)
+    context.findings.warnings = [f"waiver w.yaml:3 ({HOSTILE}) expired on 2025-02-01"]
+    context.findings.causes = [
+        CauseSummary(
+            id="policy-1", kind="policy", title=HOSTILE, fix="manual", cluster="c", severity="high",
+            nodes=[HOSTILE], symptoms=[], count=1,
+        )
+    ]
     html = HtmlReporter().render(context).decode("utf-8")
     nightly = html[html.index('<div class="nightly">') : html.index('id="expiry"')]
     assert HOSTILE not in nightly and "&lt;script&gt;alert(1)&lt;/script&gt;" in nightly

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -45,23 +44,9 @@ def test_a_reporter_is_one_line_to_add(
     assert outputs["count.txt"].read_text() == str(len(context.findings.findings))
 
 
-def test_forked_reports_are_the_same_bytes_and_failures_surface(
+def test_a_failing_report_does_not_cost_the_others(
     context: ReportContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SCALEGUARD_PARALLEL", "off")
-    inline = registry.write_reports(tmp_path / "inline", context.snapshot, context.findings, now=context.now)
-    monkeypatch.delenv("SCALEGUARD_PARALLEL")
-    monkeypatch.setattr(registry, "PARALLEL_MIN_FINDINGS", 0)
-    monkeypatch.setattr(registry.parallel, "enabled", lambda: os.name == "posix")  # even if a test left a thread
-    extra = tmp_path / "forked" / "extra.txt"
-    forked = registry.write_reports(
-        tmp_path / "forked", context.snapshot, context.findings, now=context.now,
-        also=[lambda: extra.write_text("also written")],
-    )
-    assert extra.read_text() == "also written"
-    for name, path in inline.items():
-        assert forked[name].read_bytes() == path.read_bytes(), name
-
     class Broken:
         filename = "broken.txt"
 
@@ -73,17 +58,3 @@ def test_forked_reports_are_the_same_bytes_and_failures_surface(
         registry.write_reports(tmp_path / "broken", context.snapshot, context.findings, now=context.now)
     assert (tmp_path / "broken" / "report.html").stat().st_size > 0, "the other reports were still written"
     assert not (tmp_path / "broken" / "broken.txt").exists()
-
-
-def test_snapshot_only_reports_written_early_are_the_same_file(context: ReportContext, tmp_path: Path) -> None:
-    """The pipeline writes SNAPSHOT_ONLY reports before the findings exist; the bytes must not depend on it."""
-    assert registry.SNAPSHOT_ONLY, "expiry.csv needs only the snapshot"
-    late = registry.write_reports(tmp_path / "late", context.snapshot, context.findings, now=context.now)
-    early = registry.write_snapshot_reports(tmp_path / "early", context.snapshot, now=context.now)
-    assert set(early) == set(registry.SNAPSHOT_ONLY)
-    for name, path in early.items():
-        assert path.read_bytes() == late[name].read_bytes()
-    skipped = registry.write_reports(
-        tmp_path / "early", context.snapshot, context.findings, now=context.now, skip=registry.SNAPSHOT_ONLY
-    )
-    assert set(skipped) == set(late)

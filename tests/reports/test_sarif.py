@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 
 from scaleguard.findings.fingerprint import fingerprint
-from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
+from scaleguard.findings.model import Finding, FindingsFile, Severity, SincePrevious, Status
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.fixsteps import fix_step
 from scaleguard.reports.sarif import SarifReporter
@@ -179,12 +179,15 @@ def test_results_are_fail_and_error_plus_waived_as_suppressed() -> None:
 
 
 def test_baseline_state_follows_the_history_comparison() -> None:
-    since = {
-        "previous_run": 7,
-        "new": [{"fingerprint": fingerprint(FINDINGS[0]), "policy": "SO-W02"}],
-        "resolved": [],
-        "persisting": 1,
-    }
+    since = SincePrevious(
+        previous_run=7,
+        previous_at=None,
+        new=[{"fingerprint": fingerprint(FINDINGS[0]), "policy": "SO-W02"}],
+        persisting=1,
+        run=8,
+        scope="prod",
+        history_file="h.sqlite",
+    )
     results = render(FINDINGS, since_previous=since)["runs"][0]["results"]
     assert [r["baselineState"] for r in results] == ["new", "unchanged", "unchanged"]
 
