@@ -17,6 +17,7 @@ from typing import ClassVar, Literal
 
 from scaleguard.findings.model import Finding
 from scaleguard.remediators.intent import ClusterIntent, NodeIntent, Thumb
+from scaleguard.remediators.manual_steps import documented_steps
 from scaleguard.remediators.model import (
     ActionName,
     Disposition,
@@ -220,8 +221,6 @@ class PlanContext:
             self.manual(finding, cluster, reason)
 
     def manual(self, finding: Finding, cluster: str, reason: str, steps: list[str] | None = None) -> None:
-        from scaleguard.remediators.manual import documented_steps
-
         key = finding_key(finding, cluster)
         if any(d.finding == key for d in self.dispositions):
             return
