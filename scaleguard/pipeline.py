@@ -183,13 +183,14 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
     code = _post_audit(findings_file, snapshot, options, now)
 
     note("report")
+    from scaleguard.reports.base import ReportContext
     from scaleguard.reports.registry import write_reports
 
     snapshot_path = options.out_dir / "snapshot.json"
     findings_path = options.out_dir / "findings.json"
     snapshot.write(snapshot_path)
     findings_file.write(findings_path)
-    outputs = write_reports(options.out_dir, snapshot, findings_file, now=now)
+    outputs = write_reports(options.out_dir, ReportContext(snapshot, findings_file, now, options.thresholds))
     from scaleguard.reports.metrics import FILENAME as METRICS
     from scaleguard.reports.metrics import write_metrics
 

@@ -6,11 +6,12 @@ report can be rebuilt later from ``snapshot.json`` + ``findings.json`` without t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from scaleguard.findings.model import FindingsFile
+from scaleguard.policies.model import Thresholds
 from scaleguard.snapshot.model import Snapshot
 
 
@@ -20,6 +21,8 @@ class ReportContext:
     findings: FindingsFile
     now: datetime
     """The audit's clock: days-left figures must agree with the verdicts, not with the render time."""
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    """The limits the policies judged with (``--expiry-high-days`` ...): expiry bands use the same."""
 
 
 class Reporter(Protocol):

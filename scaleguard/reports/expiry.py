@@ -20,25 +20,18 @@ import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cached_property
 from html import escape
 from typing import Any
 
 from markupsafe import Markup
 
 from scaleguard.findings.causes import setting
+from scaleguard.policies.model import Thresholds
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.csv_report import neutralise
 from scaleguard.rules.thumbprint import comparable
 from scaleguard.snapshot.model import Certificate, ClusterSnapshot, NodeSnapshot, Snapshot, days_left
 
-BUCKETS: tuple[tuple[str, str], ...] = (
-    ("expired", "expired"),
-    ("30", "≤ 30 days"),
-    ("60", "≤ 60 days"),
-    ("90", "≤ 90 days"),
-    ("later", "> 90 days"),
-)
 ROLES: dict[str, str] = {
     "master": "master certificate",
     "master-trust": "master certificate, trusted copy",
@@ -62,12 +55,23 @@ CSV_COLUMNS = [
 ]
 
 
-def bucket_of(days: int) -> str:
+def buckets(limits: Thresholds) -> tuple[tuple[str, str], ...]:
+    """(key, label) of each band, soonest first: the policies' own expiry limits (high, then medium)."""
+    return (
+        ("expired", "expired"),
+        ("high", f"≤ {limits.expiry_high_days} days"),
+        ("medium", f"≤ {limits.expiry_medium_days} days"),
+        ("later", f"> {limits.expiry_medium_days} days"),
+    )
+
+
+def bucket_of(days: int, limits: Thresholds) -> str:
     if days < 0:
         return "expired"
-    for limit in (30, 60, 90):
-        if days <= limit:
-            return str(limit)
+    if days <= limits.expiry_high_days:
+        return "high"
+    if days <= limits.expiry_medium_days:
+        return "medium"
     return "later"
 
 
@@ -82,26 +86,26 @@ class ExpiryRow:
     cert: Certificate
     days_left: int
 
-    @cached_property
-    def bucket(self) -> str:
-        """:func:`bucket_of` the days left, worked out once: the counts and the timeline ask per row."""
-        return bucket_of(self.days_left)
-
 
 @dataclass(frozen=True)
 class ExpiryForecast:
     now: datetime
     rows: tuple[ExpiryRow, ...]
+    limits: Thresholds
+
+    def bucket(self, row: ExpiryRow) -> str:
+        return bucket_of(row.days_left, self.limits)
 
     def bucket_counts(self) -> dict[str, dict[str, int]]:
         """Per bucket: distinct certificates and the copies of them across nodes."""
-        out = {key: {"certificates": 0, "copies": 0} for key, _ in BUCKETS}
+        out = {key: {"certificates": 0, "copies": 0} for key, _ in buckets(self.limits)}
         seen: set[str] = set()
         for row in self.rows:
-            out[row.bucket]["copies"] += 1
+            bucket = self.bucket(row)
+            out[bucket]["copies"] += 1
             if row.cert.thumbprint not in seen:
                 seen.add(row.cert.thumbprint)
-                out[row.bucket]["certificates"] += 1
+                out[bucket]["certificates"] += 1
         return out
 
     def as_json(self, *, limit: int = 50) -> dict[str, Any]:
@@ -122,14 +126,14 @@ class ExpiryForecast:
                     "owner": row.owner,
                     "cluster": row.cluster,
                     "days_left": row.days_left,
-                    "bucket": row.bucket,
+                    "bucket": self.bucket(row),
                     "not_after": row.cert.not_after.isoformat(timespec="seconds"),
                     "copies": copies[row.cert.thumbprint],
                 }
             )
         counts = self.bucket_counts()
         return {
-            "buckets": [{"bucket": key, "label": label, **counts[key]} for key, label in BUCKETS],
+            "buckets": [{"bucket": key, "label": label, **counts[key]} for key, label in buckets(self.limits)],
             "soonest": soonest,
         }
 
@@ -138,10 +142,15 @@ def _own_role(row: ExpiryRow) -> str:
     return {"master-trust": "master", "worker-trust": "worker"}.get(row.role, row.role)
 
 
-def expiry_forecast(snapshot: Snapshot, now: datetime) -> ExpiryForecast:
+def expiry_rows(snapshot: Snapshot, now: datetime) -> tuple[ExpiryRow, ...]:
+    """Every copy of every certificate Scale Out depends on, soonest first."""
     rows = [row for cluster in snapshot.clusters for row in _cluster_rows(cluster, now)]
     rows.sort(key=lambda r: (r.days_left, r.cert.thumbprint, r.cluster, r.node.casefold(), r.store))
-    return ExpiryForecast(now=now, rows=tuple(rows))
+    return tuple(rows)
+
+
+def expiry_forecast(snapshot: Snapshot, now: datetime, limits: Thresholds) -> ExpiryForecast:
+    return ExpiryForecast(now=now, rows=expiry_rows(snapshot, now), limits=limits)
 
 
 def _cluster_rows(cluster: ClusterSnapshot, now: datetime) -> list[ExpiryRow]:
@@ -210,13 +219,13 @@ class ExpiryCsvReporter:
     filename = "expiry.csv"
 
     def render(self, ctx: ReportContext) -> bytes:
-        forecast = expiry_forecast(ctx.snapshot, ctx.now)
+        forecast = expiry_forecast(ctx.snapshot, ctx.now, ctx.thresholds)
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(CSV_COLUMNS)
         for row in forecast.rows:
             cells = [
-                row.bucket,
+                forecast.bucket(row),
                 str(row.days_left),
                 row.cert.not_after.isoformat(timespec="seconds"),
                 row.cert.thumbprint,
@@ -238,8 +247,8 @@ _WIDTH, _LEFT, _RIGHT = 900, 70, 40
 _LANES = (("master", "Master"), ("worker", "Workers"), ("other", "Other"))
 _LANE_Y = {"master": 52, "worker": 92, "other": 132}
 _HEIGHT = 176
-_BAND_COLOURS = {"expired": "#f3c5c5", "30": "#f8dcc0", "60": "#faeec0", "90": "#eef3c8", "later": "#dcefdc"}
-_DOT_COLOURS = {"expired": "#b3261e", "30": "#c25e00", "60": "#9a7b00", "90": "#5b7f00", "later": "#2e7d32"}
+_BAND_COLOURS = {"expired": "#f3c5c5", "high": "#f8dcc0", "medium": "#faeec0", "later": "#dcefdc"}
+_DOT_COLOURS = {"expired": "#b3261e", "high": "#c25e00", "medium": "#9a7b00", "later": "#2e7d32"}
 _LANE_OF = {
     "master": "master",
     "master-trust": "master",
@@ -268,7 +277,8 @@ def timeline_svg(forecast: ExpiryForecast, *, past_days: int = 30, ahead_days: i
         f'aria-label="{escape(_aria(forecast))}" font-family="system-ui, sans-serif" font-size="11">',
         f"<title>{escape(_aria(forecast))}</title>",
     ]
-    edges = [(lo, 0, "expired"), (0, 30, "30"), (30, 60, "60"), (60, 90, "90"), (90, hi, "later")]
+    high, medium = forecast.limits.expiry_high_days, forecast.limits.expiry_medium_days
+    edges = [(lo, 0, "expired"), (0, high, "high"), (high, medium, "medium"), (medium, hi, "later")]
     for start, end, key in edges:
         if end <= lo or start >= hi:
             continue
@@ -294,7 +304,7 @@ def timeline_svg(forecast: ExpiryForecast, *, past_days: int = 30, ahead_days: i
         f'<line x1="{x(0)}" y1="24" x2="{x(0)}" y2="{_HEIGHT - 24}" stroke="#b3261e" stroke-width="2"/>'
     )
     for (lane, day), group in sorted(_groups(forecast).items()):
-        parts.append(_marker(lane, day, group, x(day), lo, hi))
+        parts.append(_marker(lane, day, group, x(day), lo, hi, bucket_of(day, forecast.limits)))
     if not forecast.rows:
         parts.append(
             f'<text x="{_WIDTH / 2}" y="{_HEIGHT / 2}" text-anchor="middle" fill="#333">'
@@ -312,7 +322,7 @@ def _groups(forecast: ExpiryForecast) -> dict[tuple[str, int], dict[str, ExpiryR
     return groups
 
 
-def _marker(lane: str, day: int, group: dict[str, ExpiryRow], cx: float, lo: int, hi: int) -> str:
+def _marker(lane: str, day: int, group: dict[str, ExpiryRow], cx: float, lo: int, hi: int, bucket: str) -> str:
     n = len(group)
     first = next(iter(group.values()))
     radius = min(4 + 2 * (n**0.5), 14)
@@ -325,10 +335,10 @@ def _marker(lane: str, day: int, group: dict[str, ExpiryRow], cx: float, lo: int
         else f"{n} certificate{'s' if n != 1 else ''} (bound or pinned)"
     )
     tip = f"{what} {when} ({first.cert.not_after.date().isoformat()}): {shown}"
-    colour = _DOT_COLOURS[bucket_of(day)]
+    colour = _DOT_COLOURS[bucket]
     y = _LANE_Y[lane]
     out = [
-        f'<g class="expiry-marker" data-days="{day}" data-count="{n}" data-bucket="{bucket_of(day)}">',
+        f'<g class="expiry-marker" data-days="{day}" data-count="{n}" data-bucket="{bucket}">',
         f"<title>{escape(tip)}</title>",
         f'<circle cx="{cx}" cy="{y}" r="{radius:.1f}" fill="{colour}" fill-opacity="0.85" stroke="#fff"/>',
     ]
@@ -346,12 +356,14 @@ def _marker(lane: str, day: int, group: dict[str, ExpiryRow], cx: float, lo: int
 def _aria(forecast: ExpiryForecast) -> str:
     counts = forecast.bucket_counts()
     parts = [
-        f"{counts[key]['certificates']} {label}" for key, label in BUCKETS if counts[key]["certificates"]
+        f"{counts[key]['certificates']} {label}"
+        for key, label in buckets(forecast.limits)
+        if counts[key]["certificates"]
     ]
     return "Certificate expiry timeline: " + (", ".join(parts) if parts else "no certificates")
 
 
-def expiry_section(snapshot: Snapshot, now: datetime) -> dict[str, Any]:
+def expiry_section(snapshot: Snapshot, now: datetime, limits: Thresholds) -> dict[str, Any]:
     """Everything report.html needs for the expiry section, in one call: counts, soonest rows, the SVG."""
-    forecast = expiry_forecast(snapshot, now)
+    forecast = expiry_forecast(snapshot, now, limits)
     return {**forecast.as_json(limit=20), "svg": timeline_svg(forecast), "total": len(forecast.rows)}

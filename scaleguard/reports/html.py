@@ -111,6 +111,7 @@ class HtmlReporter:
             node_total=len(nodes),
             data=script_json(_payload(ctx, findings, policies, nodes)),
             nightly=nightly_view(ctx),
+            limits=ctx.thresholds,
         )
         return html.encode("utf-8")
 
@@ -166,7 +167,7 @@ def _payload(
                         key = f"{c.key_algorithm} {c.key_bits}" if c.key_bits else c.key_algorithm
                         certs.append([
                             c.subject, c.issuer, c.thumbprint, c.not_after.isoformat(timespec="seconds"), left,
-                            expiry_class(left), key, c.signature_hash or "", c.self_signed,
+                            expiry_class(left, ctx.thresholds), key, c.signature_hash or "", c.self_signed,
                         ])
                     holdings.append([where, store.name, idx, c.has_private_key])
     return {
@@ -185,7 +186,7 @@ def _payload(
                 "cluster": n.cluster, "name": n.name, "roles": ", ".join(n.roles), "state": n.state,
                 "reason": n.reason, "fqdn": n.fqdn, "counts": [n.counts[s] for s in STATUS_ORDER],
                 "worst": n.worst, "certs": n.certificates, "soonest": n.soonest_days,
-                "soonestClass": expiry_class(n.soonest_days) if n.soonest_days is not None else "",
+                "soonestClass": expiry_class(n.soonest_days, ctx.thresholds) if n.soonest_days is not None else "",
                 "diagnostics": diagnostics.get((n.cluster, n.name.lower()), []),
             }
             for n in nodes

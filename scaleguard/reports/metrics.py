@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import generate_latest
 
 from scaleguard.findings.model import FindingsFile, Severity, Status
-from scaleguard.reports.expiry import expiry_forecast
+from scaleguard.reports.expiry import expiry_rows
 from scaleguard.snapshot.model import Snapshot
 
 FILENAME = "metrics.prom"
@@ -75,7 +75,7 @@ class _AuditCollector:
             labels=CERT_LABELS,
         )
         seen: set[tuple[str, ...]] = set()  # one series per label set: node_exporter rejects duplicates
-        for row in expiry_forecast(self.snapshot, self.now).rows:
+        for row in expiry_rows(self.snapshot, self.now):
             labels = (row.cluster, row.node, row.role, row.store, row.cert.thumbprint)
             if labels in seen:
                 continue

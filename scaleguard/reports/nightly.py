@@ -33,7 +33,7 @@ def nightly_view(ctx: ReportContext) -> dict[str, Any]:
         "since": _since(ff.since_previous) if ff.since_previous is not None else None,
         "waivers": ff.waivers,
         "warnings": [w for w in ff.warnings if w],
-        "expiry": expiry_section(ctx.snapshot, ctx.now),
+        "expiry": expiry_section(ctx.snapshot, ctx.now, ctx.thresholds),
     }
 
 

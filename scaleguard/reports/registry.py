@@ -8,17 +8,14 @@ purpose — no import-time self-registration — so what an audit writes can be 
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
-from scaleguard.findings.model import FindingsFile
 from scaleguard.reports.base import ReportContext, Reporter
 from scaleguard.reports.csv_report import CsvReporter
 from scaleguard.reports.expiry import ExpiryCsvReporter
 from scaleguard.reports.html import HtmlReporter
 from scaleguard.reports.junit import JunitReporter
 from scaleguard.reports.sarif import SarifReporter
-from scaleguard.snapshot.model import Snapshot
 
 REPORTERS: list[Reporter] = [
     HtmlReporter(),
@@ -29,13 +26,7 @@ REPORTERS: list[Reporter] = [
 ]
 
 
-def write_reports(
-    out_dir: Path,
-    snapshot: Snapshot,
-    findings: FindingsFile,
-    *,
-    now: datetime,
-) -> dict[str, Path]:
+def write_reports(out_dir: Path, ctx: ReportContext) -> dict[str, Path]:
     """Render every registered report into ``out_dir``; returns file name → path.
 
     Each file is written next to its final name and renamed into place, so a reader never sees half a
@@ -46,7 +37,6 @@ def write_reports(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"two reporters write the same file: {', '.join(duplicates)}")
-    ctx = ReportContext(snapshot=snapshot, findings=findings, now=now)
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = {reporter.filename: out_dir / reporter.filename for reporter in REPORTERS}
     failure: Exception | None = None

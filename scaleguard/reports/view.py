@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
+from scaleguard.policies.model import Thresholds
 from scaleguard.reports.fixsteps import fix_step
 from scaleguard.snapshot.model import NodeSnapshot, Snapshot, days_left
 
@@ -24,8 +25,6 @@ SEVERITY_ORDER: tuple[Severity, ...] = (
 )
 _STATUS_RANK = {s: i for i, s in enumerate(STATUS_ORDER)}
 
-EXPIRY_WARN_DAYS = 60
-EXPIRY_SOON_DAYS = 30
 
 
 _SEVERITY_RANK = {s: s.rank for s in Severity}  # ``rank`` is a property: looked up once, not per finding
@@ -59,14 +58,14 @@ def severity_status_matrix(findings: Iterable[Finding]) -> dict[Severity, dict[S
 
 
 
-def expiry_class(days: int | None) -> str:
+def expiry_class(days: int | None, limits: Thresholds) -> str:
     if days is None:
         return "unknown"
     if days < 0:
         return "expired"
-    if days <= EXPIRY_SOON_DAYS:
+    if days <= limits.expiry_high_days:
         return "soon"
-    if days <= EXPIRY_WARN_DAYS:
+    if days <= limits.expiry_medium_days:
         return "warn"
     return "ok"
 

@@ -3,6 +3,8 @@ usage errors a person makes."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -182,6 +184,11 @@ def test_expiry_thresholds_are_configurable(tmp_path: Path) -> None:
     _, err, data = audit("--evidence", evidence, "--out", tmp_path / "medium",
                          "--expiry-high-days", "10", "--expiry-medium-days", "25")
     assert _verdict(data, "SO-W10", "WORKER03") == ("fail", "medium"), err
+    # the report's expiry bands are the same limits: WORKER03's certificate is in the medium band
+    html = (tmp_path / "medium" / "report.html").read_text(encoding="utf-8")
+    assert "≤ 10 days" in html and "≤ 25 days" in html and "≤ 30 days" not in html
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "medium" / "expiry.csv").read_text(encoding="utf-8-sig"))))
+    assert {r["bucket"] for r in rows if r["certificate_owner"] == "WORKER03"} == {"medium"}
     _, err, data = audit("--evidence", evidence, "--out", tmp_path / "relaxed",
                          "--expiry-high-days", "5", "--expiry-medium-days", "10")
     assert _verdict(data, "SO-W10", "WORKER03")[0] == "pass", err

@@ -9,22 +9,11 @@ from typing import Any
 import pytest
 from policy_cases import Materialiser
 
-from scaleguard.policies import facts as facts_module
-from scaleguard.policies.fact_schema import ROOT, Branch, Fact, Tree, lookup, render, source_of
+from scaleguard.policies.fact_schema import ROOT, Branch, Fact, Tree, lookup, source_of
 from scaleguard.policies.facts import build_cluster_facts
 from scaleguard.policies.functions import covers, join, lower
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def _words(text: str) -> str:
-    return " ".join(text.split())
-
-
-def test_the_module_docstring_is_the_rendered_reference() -> None:
-    doc = _words(facts_module.__doc__ or "")
-    missing = [line for line in render() if _words(line) not in doc]
-    assert not missing, "facts.py docstring is out of date; re-render it from fact_schema:\n" + "\n".join(missing)
 
 
 def _assert_shape(value: Any, tree: Tree, path: str) -> None:

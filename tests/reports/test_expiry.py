@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import defusedxml.ElementTree as SafeET
 
 from scaleguard.findings.model import FindingsFile
+from scaleguard.policies.model import Thresholds
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.expiry import (
     ExpiryCsvReporter,
@@ -91,40 +92,41 @@ def snapshot() -> Snapshot:
 
 
 def test_every_relevant_copy_is_listed_with_its_role_and_days_left() -> None:
-    rows = expiry_forecast(snapshot(), NOW).rows
-    got = [(r.node, r.store, r.role, r.cert.thumbprint[:4], r.days_left, r.bucket) for r in rows]
+    forecast = expiry_forecast(snapshot(), NOW, Thresholds())
+    got = [(r.node, r.store, r.role, r.cert.thumbprint[:4], r.days_left, forecast.bucket(r)) for r in forecast.rows]
     assert got == [
         ("MASTER01", "My", "bound", "B0B0", -5, "expired"),
         ("MASTER01", "Root", "worker-trust", "C1C1", -3, "expired"),
         ("WRK01", "My", "worker", "C1C1", -3, "expired"),
         ("WRK01", "Root", "worker", "C1C1", -3, "expired"),
-        ("MASTER01", "Root", "master", "A1A1", 20, "30"),
-        ("WRK01", "Root", "master-trust", "A1A1", 20, "30"),
-        ("MASTER01", "Root", "worker-trust", "C2C2", 75, "90"),
-        ("WRK02", "My", "worker", "C2C2", 75, "90"),
+        ("MASTER01", "Root", "master", "A1A1", 20, "high"),
+        ("WRK01", "Root", "master-trust", "A1A1", 20, "high"),
+        ("MASTER01", "Root", "worker-trust", "C2C2", 75, "later"),
+        ("WRK02", "My", "worker", "C2C2", 75, "later"),
         ("WRK02", "Root", "pinned", "D0D0", 200, "later"),
     ]  # the public root CA is not a Scale Out certificate and is left out
 
 
 def test_bucket_counts_distinct_certificates_and_copies() -> None:
-    section = expiry_section(snapshot(), NOW)
+    section = expiry_section(snapshot(), NOW, Thresholds())
     buckets = {b["bucket"]: (b["certificates"], b["copies"]) for b in section["buckets"]}
-    assert buckets == {"expired": (2, 4), "30": (1, 2), "60": (0, 0), "90": (1, 2), "later": (1, 1)}
+    assert buckets == {"expired": (2, 4), "high": (1, 2), "medium": (0, 0), "later": (2, 3)}
+    assert [b["label"] for b in section["buckets"]] == ["expired", "≤ 30 days", "≤ 60 days", "> 60 days"]
     assert [s["thumbprint"][:4] for s in section["soonest"]] == ["B0B0", "C1C1", "A1A1", "C2C2", "D0D0"]
     assert section["soonest"][1]["copies"] == 3 and section["soonest"][1]["role"] == "worker certificate"
 
 
-def test_bucket_edges() -> None:
-    assert [bucket_of(d) for d in (-1, 0, 30, 31, 60, 61, 90, 91)] == [
-        "expired",
-        "30",
-        "30",
-        "60",
-        "60",
-        "90",
-        "90",
-        "later",
+def test_bucket_edges_are_the_policies_thresholds() -> None:
+    default = Thresholds()
+    assert [bucket_of(d, default) for d in (-1, 0, 30, 31, 60, 61)] == [
+        "expired", "high", "high", "medium", "medium", "later",
     ]
+    tight = Thresholds(expiry_high_days=7, expiry_medium_days=14)
+    assert [bucket_of(d, tight) for d in (-1, 0, 7, 8, 14, 15)] == [
+        "expired", "high", "high", "medium", "medium", "later",
+    ]
+    section = expiry_section(snapshot(), NOW, tight)
+    assert [b["label"] for b in section["buckets"]] == ["expired", "≤ 7 days", "≤ 14 days", "> 14 days"]
 
 
 def test_csv_rows_are_sorted_and_injection_safe() -> None:
@@ -141,7 +143,7 @@ def test_csv_rows_are_sorted_and_injection_safe() -> None:
 
 
 def test_svg_is_self_contained_escaped_and_aggregated() -> None:
-    svg = str(timeline_svg(expiry_forecast(snapshot(), NOW)))
+    svg = str(timeline_svg(expiry_forecast(snapshot(), NOW, Thresholds())))
     root = SafeET.fromstring(svg)  # well-formed XML, hostile subjects included
     assert root.tag == f"{SVG_NS}svg" and root.get("id") == "expiry-timeline"
     assert "href" not in svg and "<script" not in svg and "url(" not in svg
@@ -153,8 +155,8 @@ def test_svg_is_self_contained_escaped_and_aggregated() -> None:
         [
             ("-5", "1", "expired"),
             ("-3", "1", "expired"),
-            ("20", "1", "30"),
-            ("75", "1", "90"),
+            ("20", "1", "high"),
+            ("75", "1", "later"),
             ("200", "1", "later"),
         ]
     )
@@ -178,12 +180,12 @@ def test_a_fleet_expiring_the_same_day_is_one_marker() -> None:
                 my=CertificateStore(name="My", certificates=[cert(tp, 45)]),
             )
         )
-    root = SafeET.fromstring(str(timeline_svg(expiry_forecast(snap, NOW))))
+    root = SafeET.fromstring(str(timeline_svg(expiry_forecast(snap, NOW, Thresholds()))))
     batch = [m for m in root.iter(f"{SVG_NS}g") if m.get("data-days") == "45"]
     assert len(batch) == 1 and batch[0].get("data-count") == "300"
     assert "(+292 more)" in (batch[0].findtext(f"{SVG_NS}title") or "")
 
 
 def test_empty_snapshot_says_so() -> None:
-    svg = str(timeline_svg(expiry_forecast(Snapshot(clusters=[]), NOW)))
+    svg = str(timeline_svg(expiry_forecast(Snapshot(clusters=[]), NOW, Thresholds())))
     assert "No certificate named by a Scale Out config was found." in svg

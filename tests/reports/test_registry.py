@@ -12,7 +12,7 @@ from scaleguard.reports.csv_report import CsvReporter
 
 
 def test_every_registered_reporter_writes_its_file(context: ReportContext, tmp_path: Path) -> None:
-    outputs = registry.write_reports(tmp_path / "out", context.snapshot, context.findings, now=context.now)
+    outputs = registry.write_reports(tmp_path / "out", context)
     assert {"report.html", "findings.csv"} <= set(outputs)
     assert set(outputs) == {r.filename for r in registry.REPORTERS}
     for name, path in outputs.items():
@@ -26,7 +26,7 @@ def test_two_reporters_for_one_file_is_refused(
 ) -> None:
     monkeypatch.setattr(registry, "REPORTERS", [CsvReporter(), CsvReporter()])
     with pytest.raises(ValueError, match=r"findings\.csv"):
-        registry.write_reports(tmp_path, context.snapshot, context.findings, now=context.now)
+        registry.write_reports(tmp_path, context)
     assert not (tmp_path / "findings.csv").exists()
 
 
@@ -40,7 +40,7 @@ def test_a_reporter_is_one_line_to_add(
             return str(len(ctx.findings.findings)).encode()
 
     monkeypatch.setattr(registry, "REPORTERS", [*registry.REPORTERS, CountReporter()])
-    outputs = registry.write_reports(tmp_path, context.snapshot, context.findings, now=context.now)
+    outputs = registry.write_reports(tmp_path, context)
     assert outputs["count.txt"].read_text() == str(len(context.findings.findings))
 
 
@@ -55,6 +55,6 @@ def test_a_failing_report_does_not_cost_the_others(
 
     monkeypatch.setattr(registry, "REPORTERS", [Broken(), *registry.REPORTERS])
     with pytest.raises(RuntimeError, match="renderer bug"):
-        registry.write_reports(tmp_path / "broken", context.snapshot, context.findings, now=context.now)
+        registry.write_reports(tmp_path / "broken", context)
     assert (tmp_path / "broken" / "report.html").stat().st_size > 0, "the other reports were still written"
     assert not (tmp_path / "broken" / "broken.txt").exists()
