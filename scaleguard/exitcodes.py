@@ -1,4 +1,5 @@
-"""Exit codes are a contract with pipelines (DESIGN §4); this is the only place that decides them."""
+"""Exit codes are a contract with pipelines (docs/architecture.md, "Outputs and exit codes"); this is the only
+place that decides them."""
 
 from __future__ import annotations
 

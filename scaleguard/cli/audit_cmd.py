@@ -1,9 +1,10 @@
 """``scaleguard audit``: flags in, :func:`scaleguard.pipeline.run_audit`, exit code out.
 
-Exit codes are the pipeline's contract (DESIGN §4): 0 clean at ``--fail-on``, 1 failing, 2 usage error,
-3 incomplete. Everything a person should read goes to stderr (the summary), so stdout stays free for
-whatever a CI job pipes. An unexpected crash is reported as 3 ("the audit did not complete") rather than
-Python's default 1, which a pipeline would read as "findings failed" — or worse, not at all.
+Exit codes are the pipeline's contract (docs/architecture.md, "Outputs and exit codes"): 0 clean at
+``--fail-on``, 1 failing, 2 usage error, 3 incomplete. Everything a person should read goes to stderr (the
+summary), so stdout stays free for whatever a CI job pipes. An unexpected crash is reported as 3 ("the
+audit did not complete") rather than Python's default 1, which a pipeline would read as "findings failed"
+— or worse, not at all.
 """
 
 from __future__ import annotations

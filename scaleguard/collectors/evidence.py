@@ -1,4 +1,4 @@
-"""Read an offline evidence folder (DESIGN §2) into a :class:`ClusterSnapshot`.
+"""Read an offline evidence folder (docs/architecture.md, "Evidence folder") into a ClusterSnapshot.
 
 The folder is assembled by hand on Windows, so anything can be in it. The reader's promises:
 

@@ -1,8 +1,8 @@
 """Findings: the verdict of one policy on one subject, and the file that carries them.
 
 ``findings.json`` is read by reports, the fix planner, history and CI gates, so its field names are a
-public contract (DESIGN §4). Every evaluated (policy, node) pair is a finding, passes included, so a
-report can prove what was checked and not only what failed.
+public contract (docs/architecture.md, "Outputs and exit codes"). Every evaluated (policy, node) pair is
+a finding, passes included, so a report can prove what was checked and not only what failed.
 """
 
 from __future__ import annotations

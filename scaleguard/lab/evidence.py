@@ -1,4 +1,5 @@
-"""Write evidence folders (DESIGN §2) the way Windows and PowerShell really write them.
+"""Write evidence folders the way Windows and PowerShell really write them (docs/architecture.md, "Evidence
+folder").
 
 Used by ``scaleguard lab create``, by the tests (every policy case is a folder written here and read back
 through the real reader) and by the benchmarks. Defaults mimic what an operator gets on a real node:

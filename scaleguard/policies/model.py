@@ -60,7 +60,8 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Tunable limits that policies read as the ``thresholds`` fact (defaults follow DESIGN §3)."""
+    """Tunable limits that policies read as the ``thresholds`` fact; report expiry bands use them too
+    (docs/architecture.md, "Policies and thresholds")."""
 
     expiry_high_days: int = 30
     expiry_medium_days: int = 60

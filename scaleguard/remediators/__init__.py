@@ -2,7 +2,7 @@
 
 ``plan`` is pure (findings + snapshot in, :class:`Plan` out); :mod:`scaleguard.apply.runner` runs a
 plan through the node agent with per-unit rollback, and :mod:`scaleguard.apply.journal` keeps every
-step so a run can be undone. DESIGN §6 fixes the ordering rules.
+step so a run can be undone. The ordering rules are in docs/architecture.md ("Remediation: plan, then apply").
 """
 
 from scaleguard.remediators.base import MasterPfx, PlanOptions

@@ -1,4 +1,4 @@
-"""Pure planning: a finding and a snapshot in, the exact ordered steps out (DESIGN §6 ordering rules)."""
+"""Pure planning: a finding and a snapshot in, the exact ordered steps out (ordering rules: docs/architecture.md)."""
 
 from __future__ import annotations
 
