@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS runs (
     source TEXT,
     operator TEXT,
     host TEXT,
-    plan_json TEXT
+    plan_json TEXT,
+    plan_sha256 TEXT
 );
 CREATE TABLE IF NOT EXISTS entries (
     run_id TEXT NOT NULL REFERENCES runs(run_id),
@@ -62,14 +63,14 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 """
 
-_RUN_COLUMNS = "run_id, kind, undo_of, started_at, finished_at, status, source"
+_RUN_COLUMNS = "run_id, kind, undo_of, started_at, finished_at, status, source, plan_sha256"
 _ENTRY_COLUMNS = (
     "run_id, seq, phase, step_id, unit, cluster, node, action, request_json, result_json, status, "
     "error, inverts_run, inverts_seq, started_at, finished_at"
 )
 _INSERT_RUN = (
-    "INSERT INTO runs (run_id, kind, undo_of, started_at, status, source, operator, host, plan_json) "
-    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)"
+    "INSERT INTO runs (run_id, kind, undo_of, started_at, status, source, operator, host, plan_json, plan_sha256) "
+    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)"
 )
 _INSERT_ENTRY = (
     "INSERT INTO entries (run_id, seq, phase, step_id, unit, cluster, node, action, request_json, "
@@ -121,6 +122,7 @@ class Run:
     finished_at: str | None
     status: str
     source: str | None
+    plan_sha256: str | None = None
 
 
 class Journal:
@@ -133,6 +135,9 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()  # one connection, used by the executor's threads one at a time
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "plan_sha256" not in columns:  # a journal written before plans were identified by their hash
+            self._db.execute("ALTER TABLE runs ADD COLUMN plan_sha256 TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -164,7 +169,9 @@ class Journal:
         plan_json: str | None,
         undo_of: str | None = None,
         run_id: str | None = None,
+        plan_sha256: str | None = None,
     ) -> str:
+        """Record a run; ``plan_sha256`` is the SHA-256 of the plan.json bytes the operator reviewed."""
         run_id = run_id or new_run_id()
         try:
             operator = getpass.getuser()
@@ -173,7 +180,7 @@ class Journal:
         with self._tx() as db:
             db.execute(
                 _INSERT_RUN,
-                (run_id, kind, undo_of, _now(), source, operator, socket.gethostname(), plan_json),
+                (run_id, kind, undo_of, _now(), source, operator, socket.gethostname(), plan_json, plan_sha256),
             )
         return run_id
 
@@ -191,6 +198,10 @@ class Journal:
     def runs(self) -> list[Run]:
         rows = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at").fetchall()
         return [Run(*row) for row in rows]
+
+    def plan_sha256(self, run_id: str) -> str | None:
+        row = self._db.execute("SELECT plan_sha256 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
 
     def plan_json(self, run_id: str) -> str | None:
         row = self._db.execute("SELECT plan_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()

@@ -49,8 +49,10 @@ from scaleguard.apply.transport import ActionFailed, OutcomeUnknown, Transport
 from scaleguard.apply.undo import once_per_service, send_revert
 from scaleguard.findings.model import Finding
 from scaleguard.remediators import drift
+from scaleguard.remediators.actions import AGENT_OP, FileRef, RestartService, SecretRef, StepRef
 from scaleguard.remediators.configedit import ConfigEditError, edit_setting
-from scaleguard.remediators.model import FileRef, Plan, SecretRef, Step, StepRef
+from scaleguard.remediators.model import Plan, Step
+from scaleguard.remediators.resolve import ResolveError, resolve
 from scaleguard.snapshot.model import NodeSnapshot, Snapshot
 
 StepStatus = Literal[
@@ -194,8 +196,12 @@ def _key(cluster: str, node: str) -> tuple[str, str]:
 
 
 def _outage(step: Step) -> bool:
-    """Does the step take a worker service down (what ``max_unavailable`` counts)?"""
-    return step.action in ("restart_service", "stop_service") and "worker" in str(step.params.get("name")).lower()
+    return isinstance(step.params, RestartService) and step.params.role == "worker"
+
+
+def _op(step: Step) -> str:
+    """The agent operation carrying out ``step`` (a ``MasterEndpoint`` change is a settings-file edit)."""
+    return AGENT_OP[step.action]
 
 
 def _changed(result: dict[str, Any] | None) -> bool:
@@ -217,6 +223,7 @@ class Executor:
         controls: Controls | None = None,
         canary_check: CanaryCheck | None = None,
         run_id: str | None = None,
+        plan_sha256: str | None = None,
     ) -> None:
         self.plan = plan
         self.transport = transport
@@ -229,6 +236,9 @@ class Executor:
         self.current = current
         self.findings = findings
         self.run_id = run_id
+        self.plan_sha256 = plan_sha256
+        self.fields: dict[str, dict[str, Any]] = {}
+        self.unresolved: dict[str, str] = {}
         self.results: dict[str, dict[str, Any]] = {}
         self.done: list[_Done] = []
         self.stopped: set[tuple[str, str]] = set()
@@ -253,7 +263,11 @@ class Executor:
 
     def run(self) -> ApplyReport:
         run_id = self.journal.start_run(
-            kind="apply", source=self.source, plan_json=self.plan.to_json(), run_id=self.run_id
+            kind="apply",
+            source=self.source,
+            plan_json=self.plan.to_json(),
+            run_id=self.run_id,
+            plan_sha256=self.plan_sha256,
         )
         self.report = ApplyReport(run_id=run_id, units={u.id: "pending" for u in self.plan.units})
         self._prepare()
@@ -285,12 +299,21 @@ class Executor:
             for cluster in self.current.clusters:
                 for node in cluster.nodes:
                     self._snap[_key(cluster.cluster, node.name)] = node
+        for step in self.plan.steps:
+            # values only the live node knows (settings-file path, versioned service name) come from the
+            # fresh read; a step they cannot be found for fails before anything is sent for it
+            try:
+                resolved = resolve(step, self._snap.get(_key(step.cluster, step.node)))
+            except ResolveError as exc:
+                self.unresolved[step.id] = str(exc)
+                resolved = step
+            self.fields[step.id] = resolved.params.agent_fields()
         for key, steps in self._nodes.items():
             snap = self._snap.get(key)
             is_worker = (
                 snap.worker_config is not None and snap.master_config is None
                 if snap is not None
-                else not any("master" in str(s.params.get("name", s.params.get("role", ""))).lower() for s in steps)
+                else not any(getattr(s.params, "role", "") == "master" for s in steps)
             )
             if is_worker:
                 self._workers.add(key)
@@ -374,6 +397,10 @@ class Executor:
                 break
             if waiting or self._refers_to(step, batch):
                 break
+            if step.id in self.unresolved:
+                if not batch:
+                    self._failures.append(_Failure(step, f"cannot prepare the request: {self.unresolved[step.id]}", []))
+                break
             verdict = self._drift(step, batch)
             if verdict.verdict == "done":
                 self._unchanged(step, verdict.reason)
@@ -387,20 +414,20 @@ class Executor:
                 if self._outage_limit() is not None and self._outages >= (self._outage_limit() or 0):
                     break
                 outage = True
-            if step.action == "write_config" and (key, str(step.params.get("path"))) not in self.files:
+            if _op(step) == "write_config" and (key, str(self.fields[step.id].get("path"))) not in self.files:
                 if not batch:
-                    reads.append(str(step.params.get("path")))
+                    reads.append(str(self.fields[step.id].get("path")))
                 break
             try:
                 request, logged = self._request(step)
-                edit = self._edit(key, step, request, logged) if step.action == "write_config" else (request, logged)
+                edit = self._edit(key, step, request, logged) if _op(step) == "write_config" else (request, logged)
             except (KeyError, SecretUnavailable, OSError, ActionFailed) as exc:
                 if not batch:
                     self._failures.append(_Failure(step, f"cannot prepare the request: {exc}", []))
                 break
             self._pos[key] += 1
             if edit is None:
-                self._unchanged(step, f"{step.params.get('setting')} already has that value")
+                self._unchanged(step, f"{self.fields[step.id].get('setting')} already has that value")
                 continue
             batch.append((step, *edit))
             self._started_units.add(step.unit)
@@ -449,7 +476,7 @@ class Executor:
     def _refers_to(self, step: Step, batch: list[tuple[Step, Any, Any]]) -> bool:
         """A step needing a value that a step of this very round will return waits for the next round."""
         pending = {s.id for s, _r, _l in batch}
-        return any(isinstance(v, StepRef) and v.from_step in pending for v in step.params.values())
+        return any(isinstance(v, StepRef) and v.from_step in pending for v in self.fields[step.id].values())
 
     def _resolve(self, ref: StepRef) -> str | None:
         result = self.results.get(ref.from_step)
@@ -467,7 +494,7 @@ class Executor:
         if self.current is None:
             return drift.TODO
         params: dict[str, Any] = {}
-        for name, value in step.params.items():
+        for name, value in self.fields[step.id].items():
             if isinstance(value, StepRef):
                 resolved = self._resolve(value)
                 if resolved is None:
@@ -481,14 +508,14 @@ class Executor:
         """Config files later steps of this node will edit, read in this round so they need no round of
         their own (the write still carries the SHA-256 of these bytes: a change in between is refused)."""
         later = self._nodes[key][self._pos[key] :]
-        paths = [str(s.params.get("path")) for s in later if s.action == "write_config"]
+        paths = [str(self.fields[s.id].get("path")) for s in later if _op(s) == "write_config"]
         return [p for p in dict.fromkeys(paths) if (key, p) not in self.files][:4]
 
     def _request(self, step: Step) -> tuple[dict[str, Any], dict[str, Any]]:
         """(request sent to the node, request written to the journal: secrets replaced by references)."""
-        request: dict[str, Any] = {"op": step.action}
-        logged: dict[str, Any] = {"op": step.action}
-        for key, value in step.params.items():
+        request: dict[str, Any] = {"op": _op(step)}
+        logged: dict[str, Any] = {"op": _op(step)}
+        for key, value in self.fields[step.id].items():
             if isinstance(value, StepRef):
                 request[key] = logged[key] = self.results[value.from_step][value.field]
             elif isinstance(value, SecretRef):
@@ -499,7 +526,7 @@ class Executor:
                 logged[f"{key}_b64"] = {"file": value.local_file}
             else:
                 request[key] = logged[key] = value
-        if step.action == "write_config":
+        if _op(step) == "write_config":
             name = backup_name(self.report.run_id, step, str(request["path"]).replace("/", "\\").rsplit("\\", 1)[-1])
             request["backup_name"] = logged["backup_name"] = name
         if step.action == "remove_certificate":
@@ -596,7 +623,7 @@ class Executor:
                 continue
             result = outcome.get("result")
             result = dict(result) if isinstance(result, dict) else {}
-            if step.action == "write_config":
+            if _op(step) == "write_config":
                 result["old_values"] = logged.get("old_values", [])
                 self.files[(item.node, str(request["path"]))] = base64.b64decode(str(request["content_b64"]))
             self.journal.end(run_id, seq, "done", result=result)
@@ -618,7 +645,7 @@ class Executor:
         self._settle_units()
 
     def _next_write(self, key: tuple[str, str]) -> Step:
-        return next(s for s in self._nodes[key][self._pos[key] :] if s.action == "write_config")
+        return next(s for s in self._nodes[key][self._pos[key] :] if _op(s) == "write_config")
 
     def _settle_units(self) -> None:
         for unit in self.plan.units:

@@ -18,8 +18,25 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scaleguard.collectors.agent import bootstrap_command, stdin_payload
+from scaleguard.remediators.actions import AGENT_OP
 from scaleguard.remoting.channel import ChannelError, HostChannel, describe_stderr
 from scaleguard.remoting.inventory import load_inventory
+
+AGENT_OPS = (
+    *dict.fromkeys(AGENT_OP.values()),
+    "read_file",
+    "restore_file",
+    "restore_certificate",
+    "delete_binding",
+    "revoke_key_read",
+    "stop_service",
+    "delete_schannel_value",
+    "lease_acquire",
+    "lease_renew",
+    "lease_release",
+    "lease_break",
+)
+"""Every operation ``actions.ps1`` answers: those plan actions run as, and those reads and inverses need."""
 
 
 class ActionFailed(Exception):

@@ -8,9 +8,15 @@ and the result says what is fixed and what is not. ``--undo RUN`` reverts a jour
 holder), then reads every node afresh — the read the drift checks use — and runs the units in parallel
 across nodes (``--concurrency``), with ``--canary``, ``--max-unavailable`` and ``--max-failures``.
 
+A reviewed ``--plan`` is validated completely before any node is contacted (its schema, that it holds
+together, that it has not expired), then against the fresh read before the first change; either refusal
+lists ``step <id>: <reason>`` lines and changes nothing. The plan's SHA-256 is shown at review and
+recorded with the run in the journal.
+
 Exit codes: 0 — dry run shown, nothing to do, or applied and everything addressed is fixed; 1 — a step
 failed (rolled back), a unit was stale, the lease is held by another run, or a finding is still failing
-after the fix; 2 — usage error or the plan was refused (``--max-nodes``, no confirmation).
+after the fix; 2 — usage error or the plan was refused (invalid, expired, not fitting the live cluster,
+``--max-nodes``, no confirmation).
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
@@ -89,6 +96,10 @@ def fix(
     policies: Annotated[
         list[Path] | None, typer.Option("--policies", help="Extra policy pack folder (repeatable).")
     ] = None,
+    plan_valid_for: Annotated[
+        str,
+        typer.Option("--plan-valid-for", help="How long a new plan may be applied: e.g. 7d, 12h, 90m."),
+    ] = "7d",
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, help="Live: nodes read, and changed, at once.")
     ] = 8,
@@ -123,6 +134,7 @@ def fix(
             raise FixUsageError("--master-hash must be sha256 or sha1")
         journal_path = journal or _default_journal()
         run = _run_options(concurrency, canary, max_unavailable, max_failures, break_lease, lease_ttl)
+        valid_for = _duration(plan_valid_for)
         if undo is not None:
             raise typer.Exit(_undo(undo, inventory, journal_path, yes, insecure, run, err))
         code = _fix(
@@ -144,6 +156,7 @@ def fix(
             run=run,
             err=err,
             out_console=out_console,
+            valid_for=valid_for,
         )
     except FixUsageError as exc:
         _usage_exit(err, str(exc))
@@ -178,6 +191,22 @@ def _run_options(
         concurrency=concurrency, canary=canary, max_unavailable=unavailable, max_failures=failures
     )
     return RunOptions(controls=controls, break_lease=break_lease, lease_ttl=lease_ttl)
+
+
+_DURATION = re.compile(r"([1-9][0-9]{0,4})([dhm])")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def _duration(text: str) -> timedelta:
+    """``7d``, ``12h`` or ``90m`` as a time span (``--plan-valid-for``)."""
+    found = _DURATION.fullmatch(text.strip())
+    if found is None:
+        raise FixUsageError(f"--plan-valid-for {text!r}: give a number and d, h or m (e.g. 7d, 12h)")
+    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+
+
+def _refused(headline: str, reasons: list[str]) -> str:
+    return headline + ":\n" + "\n".join(f"  {reason}" for reason in reasons)
 
 
 def _default_journal() -> Path:
@@ -227,22 +256,25 @@ def _fix(
     run: RunOptions,
     err: Console,
     out_console: Console,
+    valid_for: timedelta = timedelta(days=7),
 ) -> int:
     if apply and inventory is None:
         raise FixUsageError("--apply needs --inventory to reach the nodes")
     secret_cache: dict[str, str] = {}
     the_plan: Plan | None = None
+    reviewed: str | None = None  # the SHA-256 of the plan.json the operator gave
+    written = out if plan_file is None else None  # a reviewed plan.json is never rewritten
     if plan_file is not None:
-        the_plan = _read_plan(plan_file, max_nodes)
+        the_plan, reviewed = _read_plan(plan_file, max_nodes)
     elif findings_path is not None or not apply:
         findings_file, snap = _inputs(inventory, findings_path, snapshot_path, policy_dirs, concurrency, insecure, err)
         the_plan = _make_plan(
             findings_file, snap, findings_path or inventory, max_nodes, master_hash, master_pfx, pfx_env,
-            secret_cache, out_console,
+            secret_cache, out_console, valid_for,
         )
     if not apply:
         assert the_plan is not None
-        _show(the_plan, out, err, out_console)
+        _show(the_plan, reviewed, written, err, out_console)
         if not the_plan.empty:
             err.print("dry run: nothing was changed. Apply with --apply (and --inventory).")
         return int(ExitCode.OK)
@@ -266,9 +298,9 @@ def _fix(
         if the_plan is None:
             the_plan = _make_plan(
                 findings_file, snap, inventory, max_nodes, master_hash, master_pfx, pfx_env, secret_cache,
-                out_console,
+                out_console, valid_for,
             )
-        _show(the_plan, out, err, out_console)
+        sha256 = _show(the_plan, reviewed, written, err, out_console)
         if the_plan.empty:
             if the_plan.manual:
                 err.print(
@@ -277,7 +309,16 @@ def _fix(
                 return int(ExitCode.FAILING)
             err.print("nothing to do: no failing finding needs a change.")
             return int(ExitCode.OK)
-        _confirm(f"Apply {len(the_plan.steps)} step(s) to {len(the_plan.nodes())} node(s)?", yes)
+        from scaleguard.remediators.livecheck import live_problems
+
+        misfits = live_problems(the_plan, snap)
+        if misfits:
+            raise FixUsageError(
+                _refused("the plan does not fit the cluster as it is now; nothing was changed", misfits)
+            )
+        _confirm(
+            f"Apply plan {sha256[:12]}: {len(the_plan.steps)} step(s) to {len(the_plan.nodes())} node(s)?", yes
+        )
 
         def secrets(ref: SecretRef) -> str:
             key = ref.secret_env or ref.secret_prompt or ""
@@ -289,6 +330,7 @@ def _fix(
 
         return _apply(
             the_plan,
+            sha256,
             inventory,
             journal_path,
             findings_file.findings,
@@ -307,16 +349,20 @@ def _fix(
         lease.release()
 
 
-def _read_plan(plan_file: Path, max_nodes: int | None) -> Plan:
-    from scaleguard.remediators.model import Plan
+def _read_plan(plan_file: Path, max_nodes: int | None) -> tuple[Plan, str]:
+    """The validated plan and the SHA-256 of its bytes; an invalid one ends the run before any contact."""
+    from scaleguard.remediators.validate import PlanInvalid, load_plan
 
     try:
-        the_plan = Plan.from_json(plan_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        loaded = load_plan(plan_file.read_bytes())
+    except OSError as exc:
         raise FixUsageError(f"--plan {plan_file}: {exc}") from exc
+    except PlanInvalid as exc:
+        raise FixUsageError(_refused(f"--plan {plan_file} is refused; nothing was contacted", exc.errors)) from exc
+    the_plan = loaded.plan
     if max_nodes is not None and len(the_plan.nodes()) > max_nodes:
         raise FixUsageError(f"the plan touches {len(the_plan.nodes())} nodes, more than --max-nodes {max_nodes}")
-    return the_plan
+    return the_plan, loaded.sha256
 
 
 def _make_plan(
@@ -329,13 +375,16 @@ def _make_plan(
     pfx_env: str | None,
     secret_cache: dict[str, str],
     out_console: Console,
+    valid_for: timedelta,
 ) -> Plan:
     from scaleguard.remediators import PlanOptions, PlanRefused
     from scaleguard.remediators import plan as make_plan
     from scaleguard.remediators.render import plan_view
 
     pfx = _load_pfx(master_pfx, pfx_env, secret_cache) if master_pfx is not None else None
-    options = PlanOptions(master_hash=master_hash, max_nodes=max_nodes, master_pfx=pfx, source=str(source))
+    options = PlanOptions(
+        master_hash=master_hash, max_nodes=max_nodes, master_pfx=pfx, source=str(source), valid_for=valid_for
+    )
     try:
         return make_plan(findings_file, snap, options)
     except PlanRefused as exc:
@@ -343,14 +392,21 @@ def _make_plan(
         raise FixUsageError(str(exc)) from exc
 
 
-def _show(the_plan: Plan, out: Path | None, err: Console, out_console: Console) -> None:
-    from scaleguard.remediators.render import plan_view
+def _show(the_plan: Plan, reviewed: str | None, out: Path | None, err: Console, out_console: Console) -> str:
+    """Show the plan headed by its SHA-256 (of the reviewed file, else of the plan.json written for it),
+    write plan.json and plan.txt into ``out``; returns the SHA-256."""
+    from scaleguard.remediators.render import plan_text, plan_view
+    from scaleguard.remediators.validate import plan_sha256
 
-    out_console.print(plan_view(the_plan))
+    data = the_plan.to_json().encode("utf-8")
+    sha256 = reviewed or plan_sha256(data)
+    out_console.print(plan_view(the_plan, sha256))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "plan.json").write_text(the_plan.to_json(), encoding="utf-8")
-        err.print(f"plan written to {escape(str(out / 'plan.json'))}")
+        (out / "plan.json").write_bytes(data)
+        (out / "plan.txt").write_text(plan_text(the_plan, sha256), encoding="utf-8")
+        err.print(f"plan written to {escape(str(out / 'plan.json'))} (readable: plan.txt), SHA-256 {sha256}")
+    return sha256
 
 
 def _lease(inventory: Path, run_id: str, run: RunOptions, insecure: bool, err: Console) -> ClusterLease:
@@ -427,6 +483,7 @@ def _load_pfx(path: Path, env: str | None, cache: dict[str, str]) -> MasterPfx:
 
 def _apply(
     the_plan: Plan,
+    sha256: str,
     inventory: Path,
     journal_path: Path,
     before: list[Finding],
@@ -472,6 +529,7 @@ def _apply(
             controls=run.controls,
             canary_check=canary_check,
             run_id=run_id,
+            plan_sha256=sha256,
         )
         try:
             report = executor.run()
@@ -493,6 +551,7 @@ def _apply(
     if out is not None:
         payload = {
             "run_id": report.run_id,
+            "plan_sha256": sha256,
             "status": report.status,
             "changes": report.changes,
             "halted": report.halted,
@@ -503,6 +562,7 @@ def _apply(
             "still_failing": verification.still_failing,
             "new_problems": verification.new_problems,
         }
+        out.mkdir(parents=True, exist_ok=True)
         (out / "apply.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     ok = report.status in ("done", "nothing") and report.halted is None and verification.clean
     return int(ExitCode.OK if ok else ExitCode.FAILING)

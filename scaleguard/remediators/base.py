@@ -12,24 +12,20 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
 from scaleguard.findings.model import Finding
+from scaleguard.remediators.actions import PARAMS, ActionParams, RestartService, Role, SecretRef, step_refs
 from scaleguard.remediators.intent import ClusterIntent, NodeIntent, Thumb
 from scaleguard.remediators.manual_steps import documented_steps
-from scaleguard.remediators.model import (
-    ActionName,
-    Disposition,
-    Expected,
-    ManualItem,
-    Outcome,
-    ParamValue,
-    SecretRef,
-    Step,
-    StepRef,
-    Unit,
-)
+from scaleguard.remediators.model import ActionName, Disposition, Expected, ManualItem, Outcome, Step, Unit
+
+ACTION_OF: dict[type, ActionName] = {model: action for action, model in PARAMS.items()}  # type: ignore[misc]
+
+
+def role_of(role: str) -> Role:
+    return "master" if role == "master" else "worker"
 
 
 @dataclass(frozen=True)
@@ -58,6 +54,7 @@ class PlanOptions:
     new_guid: Callable[[], str] = field(default=lambda: "{" + str(uuid.uuid4()) + "}")
     now: datetime | None = None
     source: str = ""
+    valid_for: timedelta = timedelta(days=7)
 
 
 def finding_key(finding: Finding, cluster: str) -> str:
@@ -82,17 +79,13 @@ class UnitDraft:
     def step(
         self,
         node: NodeIntent,
-        action: ActionName,
-        params: dict[str, ParamValue],
+        params: ActionParams,
         *,
-        before: str,
-        after: str,
-        command: str,
         depends_on: Iterable[str] = (),
         expect: Expected | None = None,
     ) -> str:
         step_id = self.ctx.next_step_id()
-        refs = [v.from_step for v in params.values() if isinstance(v, StepRef)]
+        refs = [ref.from_step for ref in step_refs(params)]
         deps = [d for d in dict.fromkeys([*depends_on, *refs]) if d != step_id]
         own_node = {s.id for s in self.steps if s.node.lower() == node.name.lower()}
         self.steps.append(
@@ -101,11 +94,8 @@ class UnitDraft:
                 unit=self.id,
                 cluster=self.cluster,
                 node=node.name,
-                action=action,
+                action=ACTION_OF[type(params)],
                 params=params,
-                before=before,
-                after=after,
-                command=command,
                 depends_on=[d for d in deps if d not in own_node],
                 expect=expect,
             )
@@ -118,19 +108,13 @@ class UnitDraft:
 
     def restart(self, node: NodeIntent, role: str, *, depends_on: Iterable[str] = ()) -> str | None:
         """Restart ``role``'s service on ``node`` (documented after every config/trust/key change)."""
-        from scaleguard.remediators import commands
-
         service = node.service(role)
         if service is None:
             return None
         node.restarts.setdefault(service.name, []).append(self.id)
         return self.step(
             node,
-            "restart_service",
-            {"name": service.name},
-            before=f"{service.name} {service.state or 'state unknown'}",
-            after=f"{service.name} restarted if running (picks up the change)",
-            command=commands.restart_service(service.name),
+            RestartService(role=role_of(role), name=node.service_name(role)),
             depends_on=depends_on,
         )
 

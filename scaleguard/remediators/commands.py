@@ -57,12 +57,8 @@ def restore_file(path: str) -> str:
     return f"copy the backup back over {path}"
 
 
-def grant_key_read(common_name: str, account: str) -> str:
-    return f"winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s {common_name} -a {account}"
-
-
-def revoke_key_read(common_name: str, account: str) -> str:
-    return f"winhttpcertcfg.exe -r -c LOCAL_MACHINE\\My -s {common_name} -a {account}"
+def grant_key_read(subject: str, account: str) -> str:
+    return f"winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s {subject} -a {account}"
 
 
 def set_start_mode(service: str, mode: str) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from scaleguard.findings.model import Finding, Status
+from scaleguard.remediators.actions import AGENT_OP
 from scaleguard.remediators.model import (
     BindingWas,
     SchannelWas,
@@ -64,7 +65,7 @@ def check(step: Step, params: Mapping[str, Any], node: NodeSnapshot | None, reso
         return Drift("stale", f"{step.node} was not in the fresh collection, so its state is unknown")
     if node.collection.state is not CollectionState.OK:
         return Drift("stale", f"{step.node} could not be read ({node.collection.reason or node.collection.state})")
-    handler = _CHECKS.get(step.action)
+    handler = _CHECKS.get(AGENT_OP.get(step.action, step.action))
     if handler is None:
         return TODO
     return handler(step, params, node, resolve)

@@ -224,6 +224,14 @@ class NodeIntent:
         name = f"SSISScaleOut{'Master' if role == 'master' else 'Worker'}{version}"
         return ServiceFact(name, None, None, None)
 
+    def service_name(self, role: str) -> str | None:
+        """The service of ``role`` by the name the collection reported; None when only its documented
+        name could be guessed (the step then takes the live node's name at apply time)."""
+        service = self.service(role)
+        if service is None or self.services is None or service.name.lower() not in self.services:
+            return None
+        return service.name
+
     def names(self) -> list[str]:
         """The node's own names: computer name, FQDN and addresses (what "names the node" means)."""
         identity = self.snap.identity

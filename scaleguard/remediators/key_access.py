@@ -11,13 +11,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from scaleguard.findings.model import Finding
-from scaleguard.remediators import commands
+from scaleguard.remediators.actions import GrantKeyRead
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
-from scaleguard.remediators.intent import show
 from scaleguard.remediators.model import StepRef, Unit
 from scaleguard.remediators.steps import service_account
 from scaleguard.remediators.trust import worker_cert
-from scaleguard.rules.account import account_matches
+from scaleguard.rules.account import account_matches, worker_account_problem
 
 
 class GrantWorkerKeyAccess(Remediator):
@@ -52,7 +51,6 @@ class GrantWorkerKeyAccess(Remediator):
                         else f"{account} can already read the key",
                     )
                 continue
-            common_name = cert.common_names[0] if cert.common_names else show(cert.thumbprint)
             draft = ctx.draft(
                 self.name,
                 cluster,
@@ -61,14 +59,13 @@ class GrantWorkerKeyAccess(Remediator):
                 self.phase,
             )
             draft.depend(cert.provided_by)
+            problem = worker_account_problem(account)
+            if problem is not None:
+                ctx.manual_all(group, cluster.name, f"the worker service account {account!r} {problem}")
+                continue
             draft.step(
                 worker,
-                "grant_key_read",
-                {"store": "My", "thumbprint": cert.thumbprint, "account": account},
-                before=f"{account} cannot read the key of {show(cert.thumbprint)}"
-                + ("" if cert.readers is None else f" (readers: {', '.join(cert.readers)})"),
-                after=f"{account} can read the key",
-                command=commands.grant_key_read(common_name, account),
+                GrantKeyRead(store="My", thumbprint=cert.thumbprint, account=account),
             )
             if not isinstance(cert.thumbprint, StepRef):
                 cert.readers = [*(cert.readers or []), account]

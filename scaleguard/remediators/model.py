@@ -14,11 +14,27 @@ the unit is undone on every node, so a cross-node change is never left half done
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-PLAN_SCHEMA = "scaleguard-plan/1"
+from scaleguard.remediators.actions import (
+    PARAMS,
+    ActionParams,
+    BindingWas,
+    Expected,
+    FileRef,
+    SchannelWas,
+    SecretRef,
+    SettingWas,
+    StartModeWas,
+    StepRef,
+    expect_fits,
+)
+
+__all__ = ["BindingWas", "Expected", "FileRef", "SchannelWas", "SecretRef", "SettingWas", "StartModeWas", "StepRef"]
+
+PLAN_SCHEMA = "scaleguard-plan/2"
 
 ActionName = Literal[
     "create_certificate",
@@ -26,100 +42,51 @@ ActionName = Literal[
     "import_pfx",
     "copy_certificate",
     "remove_certificate",
-    "restore_certificate",
     "set_binding",
-    "delete_binding",
     "write_config",
-    "restore_file",
+    "set_master_endpoint",
     "grant_key_read",
-    "revoke_key_read",
     "set_service_start_mode",
     "start_service",
-    "stop_service",
     "restart_service",
     "set_schannel_value",
-    "delete_schannel_value",
 ]
 ACTION_NAMES: tuple[str, ...] = ActionName.__args__  # type: ignore[attr-defined]
-
+StepId = Annotated[str, StringConstraints(pattern=r"^s\d{3,6}$")]
+UnitId = Annotated[str, StringConstraints(pattern=r"^u\d{2,6}$")]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[^\x00-\x1f\\/]+$")]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class StepRef(_Model):
-    """A value an earlier step returns (``thumbprint`` or ``der_b64`` of a certificate it created)."""
-
-    from_step: str
-    field: Literal["thumbprint", "der_b64"]
-
-    def key(self) -> str:
-        return f"<{self.field} of {self.from_step}>"
-
-
-class SecretRef(_Model):
-    """A secret resolved only when the step runs: an environment variable, or a prompt."""
-
-    secret_env: str | None = None
-    secret_prompt: str | None = None
-
-
-class FileRef(_Model):
-    """A local file sent (base64) only when the step runs, so plan.json stays small and reviewable."""
-
-    local_file: str
-
-
-ParamValue = StepRef | SecretRef | FileRef | str | int | bool | list[str] | None
-
-
-class SettingWas(_Model):
-    """A settings-file value as the plan saw it (None: absent)."""
-
-    kind: Literal["setting"] = "setting"
-    role: Literal["master", "worker"]
-    setting: str
-    value: str | StepRef | None
-
-
-class BindingWas(_Model):
-    """The certificate an HTTP.sys binding served as the plan saw it (None: no binding)."""
-
-    kind: Literal["binding"] = "binding"
-    ip_port: str
-    cert_hash: str | StepRef | None
-
-
-class SchannelWas(_Model):
-    kind: Literal["schannel"] = "schannel"
-    name: str
-    value: int | None
-
-
-class StartModeWas(_Model):
-    kind: Literal["start_mode"] = "start_mode"
-    name: str
-    mode: str | None
-
-
-Expected = Annotated[SettingWas | BindingWas | SchannelWas | StartModeWas, Field(discriminator="kind")]
-"""What a step expects to find before it runs: when the node holds neither this nor the step's target,
-someone changed it since the plan was made and the step's unit stops as stale (apply's drift check)."""
-
-
 class Step(_Model):
-    id: str
-    unit: str
-    cluster: str
-    node: str
+    """One action on one node; ``params`` is validated as the parameter model of ``action``."""
+
+    id: StepId
+    unit: UnitId
+    cluster: Name
+    node: Name
     action: ActionName
-    params: dict[str, ParamValue] = Field(default_factory=dict)
-    before: str = ""
-    after: str = ""
-    command: str = Field(description="the documented command this step corresponds to")
-    depends_on: list[str] = Field(default_factory=list, description="steps (other nodes) that must succeed first")
+    params: ActionParams
+    depends_on: list[StepId] = Field(default_factory=list, description="steps (other nodes) that must succeed first")
     expect: Expected | None = Field(default=None, description="the state the step replaces, as planned")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _params_of_action(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("params"), dict) and data.get("action") in PARAMS:
+            return {**data, "params": PARAMS[data["action"]].model_validate(data["params"])}
+        return data
+
+    @model_validator(mode="after")
+    def _params_match(self) -> Step:
+        if type(self.params) is not PARAMS[self.action]:
+            raise ValueError(f"params are not the parameters of {self.action}")
+        if self.expect is not None and not expect_fits(self.expect, self.params):
+            raise ValueError(f"expect ({self.expect.kind}) is not about what {self.action} changes")
+        return self
 
 
 class Unit(_Model):
@@ -172,6 +139,7 @@ class PlanOptionsRecord(_Model):
 class Plan(_Model):
     schema_: str = Field(default=PLAN_SCHEMA, alias="schema")
     generated_at: datetime
+    expires_at: datetime = Field(description="the plan is refused after this (fix --plan-valid-for)")
     source: str = ""
     options: PlanOptionsRecord = PlanOptionsRecord()
     units: list[Unit] = Field(default_factory=list)
@@ -204,7 +172,8 @@ class Plan(_Model):
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
+        """The plan, schema-validated (see :mod:`scaleguard.remediators.validate` for the whole check)."""
         plan = cls.model_validate_json(text)
-        if plan.schema_.split("/")[0] != PLAN_SCHEMA.split("/")[0]:
-            raise ValueError(f"not a scaleguard plan (schema {plan.schema_!r})")
+        if plan.schema_ != PLAN_SCHEMA:
+            raise ValueError(f"not a {PLAN_SCHEMA} plan (schema {plan.schema_!r})")
         return plan

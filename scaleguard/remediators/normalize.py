@@ -13,9 +13,10 @@ from typing import ClassVar
 
 from scaleguard.findings.model import Finding
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
+from scaleguard.remediators.describe import display
 from scaleguard.remediators.intent import ClusterIntent, NodeIntent, endpoint_well_formed
 from scaleguard.remediators.model import StepRef, Unit
-from scaleguard.remediators.steps import display, port_of, write_setting
+from scaleguard.remediators.steps import port_of, write_setting
 from scaleguard.remediators.worker_config import plan_endpoints
 from scaleguard.rules.thumbprint import is_clean, normalize_thumbprint
 

@@ -73,8 +73,10 @@ def plan(findings: FindingsFile, snapshot: Snapshot, options: PlanOptions | None
             ctx.manual(finding, cluster.name if cluster else finding.cluster, "no remediator answered this finding")
     units, steps = _number([draft for _, draft in sorted(ctx.units, key=lambda pair: pair[0])])
     unit_ids = {old: new.id for old, new in units}
+    generated_at = options.now or datetime.now(UTC)
     result = Plan(
-        generated_at=options.now or datetime.now(UTC),
+        generated_at=generated_at,
+        expires_at=generated_at + options.valid_for,
         source=options.source or findings.source,
         options=PlanOptionsRecord(
             master_hash=options.master_hash,
@@ -125,10 +127,13 @@ def _number(drafts: list[UnitDraft]) -> tuple[list[tuple[str, Unit]], list[Step]
             )
         )
         for step in draft.steps:
-            params = {
-                k: StepRef(from_step=step_ids[v.from_step], field=v.field) if isinstance(v, StepRef) else v
-                for k, v in step.params.items()
-            }
+            params = step.params.model_copy(
+                update={
+                    name: StepRef(from_step=step_ids[value.from_step], field=value.field)
+                    for name in type(step.params).model_fields
+                    if isinstance(value := getattr(step.params, name), StepRef)
+                }
+            )
             steps.append(
                 step.model_copy(
                     update={
@@ -137,13 +142,11 @@ def _number(drafts: list[UnitDraft]) -> tuple[list[tuple[str, Unit]], list[Step]
                         "params": params,
                         "depends_on": [step_ids[d] for d in step.depends_on],
                         "expect": _renumber_expect(step.expect, step_ids),
-                        "before": _renumber_text(step.before, step_ids),
-                        "after": _renumber_text(step.after, step_ids),
-                        "command": _renumber_text(step.command, step_ids),
                     }
                 )
             )
     return units, steps
+
 
 
 def _renumber_expect(expect: Expected | None, step_ids: dict[str, str]) -> Expected | None:
@@ -156,12 +159,3 @@ def _renumber_expect(expect: Expected | None, step_ids: dict[str, str]) -> Expec
         if isinstance(value, StepRef)
     }
     return expect.model_copy(update=updates) if updates else expect
-
-
-def _renumber_text(text: str, step_ids: dict[str, str]) -> str:
-    """Placeholders like ``<thumbprint of s003>`` follow the renumbering."""
-    if "<" not in text:
-        return text
-    for old, new in sorted(step_ids.items(), key=lambda kv: -len(kv[0])):
-        text = text.replace(f" of {old}>", f" of \0{new}>")
-    return text.replace("\0", "")

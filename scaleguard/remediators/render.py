@@ -1,12 +1,14 @@
 """The plan as a person reviews it: one row per step, before → after, and the documented command.
 
-The table is what a change-advisory board signs off, so it shows everything the JSON does that matters
-(node, action, the state before and after, Microsoft's equivalent command), then the findings left for a
-human with the reason and the documented steps. Values from nodes are escaped: a host name or setting
-can never be read as rich markup.
+The table is what a change-advisory board signs off, so every cell of a step row is computed from the
+parameters that will run (:func:`~scaleguard.remediators.describe.describe`), never from stored text, and
+the plan's SHA-256 and expiry head it. Then the findings left for a human with the reason and the
+documented steps. Values from nodes are escaped: a host name or setting can never be read as rich markup.
 """
 
 from __future__ import annotations
+
+import io
 
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
@@ -16,11 +18,15 @@ from rich.text import Text
 from scaleguard.apply.runner import ApplyReport
 from scaleguard.apply.undo import UndoReport
 from scaleguard.apply.verify import Verification
+from scaleguard.remediators.describe import describe
 from scaleguard.remediators.model import Plan
 
 
-def plan_view(plan: Plan) -> RenderableType:
+def plan_view(plan: Plan, sha256: str | None = None) -> RenderableType:
     parts: list[RenderableType] = []
+    if sha256 is not None:
+        parts.append(Text(f"plan SHA-256 {sha256}", style="bold"))
+    parts.append(Text(f"valid until {plan.expires_at.isoformat(timespec='minutes')}", style="dim"))
     if plan.empty:
         if plan.manual:
             parts.append(
@@ -47,13 +53,14 @@ def plan_view(plan: Plan) -> RenderableType:
         table.add_column("before → after")
         table.add_column("documented command", style="cyan")
         for step in plan.steps:
+            text = describe(step)
             table.add_row(
                 step.id,
                 step.unit,
                 escape(step.node),
                 step.action,
-                Text(f"{step.before}\n→ {step.after}"),
-                Text(step.command),
+                Text(f"{text.before}\n→ {text.after}"),
+                Text(text.command),
             )
         parts.append(table)
         units = Table(title="units (each is rolled back as a whole if any of its steps fails)", title_justify="left")
@@ -138,6 +145,13 @@ def undo_view(report: UndoReport) -> RenderableType:
     if not report.reverted and not report.errors:
         lines.append(Text("  nothing left to undo", style="green"))
     return Group(*lines)
+
+
+def plan_text(plan: Plan, sha256: str | None = None) -> str:
+    """The readable plan (``plan.txt`` next to ``plan.json``): the review table as plain text."""
+    console = Console(width=200, record=True, file=io.StringIO(), color_system=None, highlight=False)
+    console.print(plan_view(plan, sha256), soft_wrap=False)
+    return console.export_text()
 
 
 def print_to(console: Console, renderable: RenderableType) -> None:

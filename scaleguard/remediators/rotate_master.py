@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from scaleguard.findings.model import Finding
-from scaleguard.remediators import commands
+from scaleguard.remediators.actions import FileRef, ImportPfx
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft
 from scaleguard.remediators.intent import (
     BindingFact,
@@ -27,9 +27,8 @@ from scaleguard.remediators.intent import (
     NodeIntent,
     Thumb,
     endpoint_host,
-    show,
 )
-from scaleguard.remediators.model import FileRef, StepRef, Unit
+from scaleguard.remediators.model import StepRef, Unit
 from scaleguard.remediators.steps import (
     ALWAYS_KEY_READERS,
     add_cert,
@@ -154,17 +153,12 @@ class RotateMasterCertificate(Remediator):
                 steps.append(
                     draft.step(
                         master,
-                        "import_pfx",
-                        {
-                            "store": "Root",
-                            "thumbprint": pfx.thumbprint,
-                            "pfx": FileRef(local_file=pfx.path),
-                            "password": pfx.password,
-                        },
-                        before=f"master certificate {show(old)}",
-                        after=f"enterprise certificate {pfx.thumbprint} ({pfx.subject}) in "
-                        "LocalMachine\\Root with its key",
-                        command=commands.import_pfx("Root", pfx.path),
+                        ImportPfx(
+                            store="Root",
+                            thumbprint=pfx.thumbprint,
+                            pfx=FileRef(local_file=pfx.path),
+                            password=pfx.password,
+                        ),
                     )
                 )
                 add_cert(
@@ -201,10 +195,7 @@ class RotateMasterCertificate(Remediator):
             key_bits=options.key_bits,
             valid_days=options.valid_days,
             friendly_name="SSIS Scale Out Master",
-            file_name="SSISScaleOutMaster.cer",
             old=old,
-            label="master certificate",
-            key_note="created on the master",
         )
         return cert, [step]
 
@@ -227,8 +218,6 @@ class RotateMasterCertificate(Remediator):
                     worker,
                     "Root",
                     cert,
-                    label="the new master certificate",
-                    file_name="SSISScaleOutMaster.cer",
                     depends_on=tuple(create_steps),
                 )
             )

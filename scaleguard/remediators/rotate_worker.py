@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from scaleguard.findings.model import Finding
-from scaleguard.remediators import commands
+from scaleguard.remediators.actions import GrantKeyRead
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, Thumb, thumb_key
 from scaleguard.remediators.model import Unit
@@ -26,6 +26,7 @@ from scaleguard.remediators.steps import (
     service_account,
     write_setting,
 )
+from scaleguard.rules.account import worker_account_problem
 from scaleguard.rules.host import valid_host
 
 
@@ -59,8 +60,12 @@ class RotateWorkerCertificate(Remediator):
             return f"the worker certificate lives in {location.value!r}, not LocalMachine; rotate it by hand"
         if store and isinstance(store.value, str) and store.value.strip().lower() not in ("", "my"):
             return f"the worker certificate lives in store {store.value!r}, not My; rotate it by hand"
-        if worker.service("worker") is None:
+        service = worker.service("worker")
+        if service is None:
             return "the worker service name is unknown"
+        problem = worker_account_problem(service_account(service))
+        if problem is not None:
+            return f"the worker service account {service_account(service)!r} {problem}"
         if not worker_cert_names(worker):
             return "the worker's computer name is not a valid host name"
         return None
@@ -87,10 +92,7 @@ class RotateWorkerCertificate(Remediator):
             key_bits=options.key_bits,
             valid_days=options.valid_days,
             friendly_name="SSIS Scale Out Worker",
-            file_name="SSISScaleOutWorker.cer",
             old=old,
-            label="worker certificate",
-            key_note="SYSTEM and Administrators only",
         )
         trust = [
             import_cert(
@@ -98,8 +100,6 @@ class RotateWorkerCertificate(Remediator):
                 worker,
                 "Root",
                 cert,
-                label="the new worker certificate",
-                file_name="SSISScaleOutWorker.cer",
             )
         ]
         for master in cluster.masters:
@@ -111,18 +111,12 @@ class RotateWorkerCertificate(Remediator):
                     master,
                     "Root",
                     cert,
-                    label=f"the new certificate of worker {worker.name}",
-                    file_name="SSISScaleOutWorker.cer",
                     depends_on=(create,),
                 )
             )
         grant = draft.step(
             worker,
-            "grant_key_read",
-            {"store": "My", "thumbprint": cert.thumbprint, "account": account},
-            before="key readable by SYSTEM and Administrators only",
-            after=f"{account} can read the key",
-            command=commands.grant_key_read(names[0], account),
+            GrantKeyRead(store="My", thumbprint=cert.thumbprint, account=account),
         )
         cert.readers = [*ALWAYS_KEY_READERS, account]
         write_setting(draft, worker, "worker", "WorkerHttpsCertThumbprint", cert.thumbprint, depends_on=(*trust, grant))

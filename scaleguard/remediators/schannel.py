@@ -16,16 +16,16 @@ master itself.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from scaleguard.findings.model import Finding
-from scaleguard.remediators import commands
+from scaleguard.remediators.actions import SetSchannelValue
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.intent import NodeIntent, SchannelFact
 from scaleguard.remediators.model import SchannelWas, Unit
 
-VALUE_NAME = "ClientAuthTrustMode"
-EXCLUSIVE_CA_TRUST = 2
+VALUE_NAME: Final = "ClientAuthTrustMode"
+EXCLUSIVE_CA_TRUST: Final = 2
 
 
 def _shown(value: int | None) -> str:
@@ -69,13 +69,7 @@ class SetSchannelTrustMode(Remediator):
             )
             draft.step(
                 master,
-                "set_schannel_value",
-                {"name": VALUE_NAME, "value": EXCLUSIVE_CA_TRUST},
-                before=f"{VALUE_NAME} = {_shown(current.client_auth_trust_mode)}, SendTrustedIssuerList = "
-                f"{_shown(current.send_trusted_issuer_list)}",
-                after=f"{VALUE_NAME} = {EXCLUSIVE_CA_TRUST} (REG_DWORD); LocalMachine\\Root is left as it is; "
-                "the master service must restart to pick it up",
-                command=commands.set_schannel_value(VALUE_NAME, EXCLUSIVE_CA_TRUST),
+                SetSchannelValue(name=VALUE_NAME, value=EXCLUSIVE_CA_TRUST),
                 expect=SchannelWas(name=VALUE_NAME, value=current.client_auth_trust_mode),
             )
             master.schannel = SchannelFact(EXCLUSIVE_CA_TRUST, current.send_trusted_issuer_list, draft.id)

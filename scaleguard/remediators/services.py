@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import ClassVar
 
 from scaleguard.findings.model import Finding
-from scaleguard.remediators import commands
-from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
+from scaleguard.remediators.actions import SetServiceStartMode
+from scaleguard.remediators.actions import StartService as StartServiceStep
+from scaleguard.remediators.base import PlanContext, Remediator, group_by_node, role_of
 from scaleguard.remediators.model import StartModeWas, Unit
 
 ROLES_BY_POLICY = {"SO-M09": ("master",), "SO-W11": ("worker",)}
@@ -40,28 +41,19 @@ class StartService(Remediator):
                 continue
             draft = ctx.draft(self.name, cluster, node.name, f"start the Scale Out service on {node.name}", self.phase)
             starts = False
-            for service in services:
+            for role_name, service in zip(roles, services, strict=True):
                 assert service is not None
+                role = role_of(role_name)
+                name = node.service_name(role)
                 if service.automatic is not True:
                     draft.step(
                         node,
-                        "set_service_start_mode",
-                        {"name": service.name, "mode": "Automatic"},
-                        before=f"{service.name} start mode {service.start_mode or 'unknown'}",
-                        after=f"{service.name} start mode Automatic",
-                        command=commands.set_start_mode(service.name, "Automatic"),
+                        SetServiceStartMode(role=role, name=name, mode="Automatic"),
                         expect=StartModeWas(name=service.name, mode=service.start_mode),
                     )
                     service.start_mode = "Auto"
                 if service.running is not True:
-                    draft.step(
-                        node,
-                        "start_service",
-                        {"name": service.name},
-                        before=f"{service.name} {service.state or 'state unknown'}",
-                        after=f"{service.name} Running",
-                        command=commands.start_service(service.name),
-                    )
+                    draft.step(node, StartServiceStep(role=role, name=name))
                     service.state = "Running"
                     starts = True
             if not starts:

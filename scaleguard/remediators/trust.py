@@ -15,10 +15,11 @@ Only public parts travel (DER from the snapshot); the affected service restarts 
 
 from __future__ import annotations
 
+import base64
 from typing import ClassVar
 
 from scaleguard.findings.model import Finding
-from scaleguard.remediators import commands
+from scaleguard.remediators.actions import CopyCertificate, ca_reason
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, show
 from scaleguard.remediators.model import Unit
@@ -123,14 +124,12 @@ def _master_own(cluster: ClusterIntent, master: NodeIntent, draft: UnitDraft) ->
     in_my = master.cert("My", thumb)
     if in_my is None or in_my.has_key is not True or not isinstance(thumb, str):
         return "the master certificate is not on the master with its private key; rotate the master certificate instead"
-    draft.step(
-        master,
-        "copy_certificate",
-        {"from_store": "My", "to_store": "Root", "thumbprint": thumb},
-        before=f"master certificate {thumb} only in LocalMachine\\My",
-        after=f"master certificate {thumb} in LocalMachine\\Root (key association kept)",
-        command=commands.copy_certificate("My", "Root", thumb),
-    )
+    if not isinstance(in_my.der_b64, str):
+        return "the master certificate's content was not collected; import it into Root by hand"
+    refusal = ca_refusal(in_my.der_b64, thumb, "the master's LocalMachine\\Root")
+    if refusal is not None:
+        return refusal
+    draft.step(master, CopyCertificate(from_store="My", to_store="Root", thumbprint=thumb, der_b64=in_my.der_b64))
     add_cert(
         master,
         "Root",
@@ -169,7 +168,7 @@ def _worker_trusts_master(cluster: ClusterIntent, worker: NodeIntent, draft: Uni
     cert = master_cert_for(cluster, worker)
     if isinstance(cert, str):
         return cert
-    return _into_worker_root(draft, worker, cert, "the master certificate", "SSISScaleOutMaster.cer")
+    return _into_worker_root(draft, worker, cert)
 
 
 def worker_cert(worker: NodeIntent) -> CertFact | str:
@@ -187,17 +186,36 @@ def _worker_own_root(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDraf
     cert = worker_cert(worker)
     if isinstance(cert, str):
         return cert
-    return _into_worker_root(draft, worker, cert, "the worker certificate", "SSISScaleOutWorker.cer")
+    return _into_worker_root(draft, worker, cert)
 
 
-def _into_worker_root(draft: UnitDraft, worker: NodeIntent, cert: CertFact, label: str, file_name: str) -> _Result:
+def _into_worker_root(draft: UnitDraft, worker: NodeIntent, cert: CertFact) -> _Result:
     """``cert`` into the worker's Root unless it is there already (then: who put it there, if this plan)."""
     present = worker.cert("Root", cert.thumbprint)
     if present is not None:
         return [], present.provided_by
+    refusal = ca_refusal(cert.der_b64, cert.thumbprint, f"{worker.name}'s LocalMachine\\Root")
+    if refusal is not None:
+        return refusal
     draft.depend(cert.provided_by)
-    import_cert(draft, worker, "Root", cert, label=label, file_name=file_name)
+    import_cert(draft, worker, "Root", cert)
     return [(worker, "worker")], None
+
+
+def ca_refusal(der_b64: object, thumb: object, where: str) -> str | None:
+    """Why ``der_b64`` must not go into ``where`` (it is a CA), or None; a created certificate is never one."""
+    if not isinstance(der_b64, str) or not isinstance(thumb, str):
+        return None
+    try:
+        reason = ca_reason(base64.b64decode(der_b64))
+    except ValueError:
+        return f"the certificate {thumb} as collected does not parse; check it and import it by hand"
+    if reason is None:
+        return None
+    return (
+        f"the certificate {thumb} is a CA ({reason}); scaleguard never puts a CA into {where} — "
+        "issue the node an end-entity certificate (rotate it), or import this one by hand if it is meant to be trusted"
+    )
 
 
 def _worker_in_masters(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDraft) -> _Result:
@@ -213,14 +231,15 @@ def _worker_in_masters(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDr
         if present is not None:
             provider = provider or present.provided_by
             continue
+        refusal = ca_refusal(cert.der_b64, cert.thumbprint, f"{master.name}'s LocalMachine\\Root")
+        if refusal is not None:
+            return refusal
         draft.depend(cert.provided_by)
         import_cert(
             draft,
             master,
             "Root",
             cert,
-            label=f"the certificate of worker {worker.name}",
-            file_name="SSISScaleOutWorker.cer",
         )
         changed = True
     return ([(worker, "worker")] if changed else []), provider

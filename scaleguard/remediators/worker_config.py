@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from scaleguard.findings.model import Finding
+from scaleguard.remediators.actions import SetMasterEndpoint, SettingWas
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.intent import ClusterIntent, NodeIntent, endpoint_host, show
 from scaleguard.remediators.model import StepRef, Unit
@@ -82,8 +83,6 @@ class RepinWorkerMasterThumbprint(Remediator):
                 worker,
                 "Root",
                 cert,
-                label="the master certificate",
-                file_name="SSISScaleOutMaster.cer",
             )
         else:
             draft.depend(trusted.provided_by)
@@ -152,7 +151,12 @@ def plan_endpoints(
         new_value = endpoint_url(value, host, port)
         if value == new_value:
             continue
-        write_setting(draft, worker, "worker", "MasterEndpoint", new_value)
+        draft.step(
+            worker,
+            SetMasterEndpoint(host=host, port=port, trailing_slash=new_value.endswith("/")),
+            expect=SettingWas(role="worker", setting="MasterEndpoint", value=current.value if current else None),
+        )
+        worker.set_setting("worker", "MasterEndpoint", new_value, draft.id)
         if restart:
             draft.restart(worker, "worker")
         changed.append(worker)

@@ -11,12 +11,12 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from scaleguard.apply.transport import AGENT_OPS
 from scaleguard.lab import actions  # noqa: F401 - registers the ops
 from scaleguard.lab.certs import CertSpec, make_certificate
 from scaleguard.lab.evidence import encode_text, settings_xml
 from scaleguard.lab.state import ACTIONS, ActionError, LabBinding, LabCert, LabNode, LabService, dispatch
 from scaleguard.remediators.configedit import edit_setting
-from scaleguard.remediators.model import ACTION_NAMES
 
 MASTER_CERT = make_certificate(CertSpec(("MASTER01",), key_seed=41))
 OTHER_CERT = make_certificate(CertSpec(("OTHER",), key_seed=42))
@@ -69,7 +69,7 @@ def write_request(target: LabNode, value: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_every_plan_action_has_a_lab_handler() -> None:
-    assert set(ACTION_NAMES) | {"read_file"} <= set(ACTIONS)
+    assert set(AGENT_OPS) <= set(ACTIONS)
 
 
 def test_config_is_written_only_after_a_backup_and_only_as_read() -> None:

@@ -1,9 +1,11 @@
 """actions.ps1: valid PowerShell, one handler per action, and no plan value ever spliced into its source.
 
-The injection test runs the real executor with a hostile plan (thumbprints, host names, accounts, paths
-full of quotes, ``$()``, backticks and ``;``) and with a benign one, through the real WinRM client class
-with only the channel recorded: the command line and the script part of stdin must be byte-identical
-for every request of both runs, and the hostile values must arrive intact inside the JSON request.
+Two layers keep hostile values (thumbprints, host names, accounts, paths full of quotes, ``$()``,
+backticks and ``;``) away from PowerShell. A plan carrying them is refused by its schema before anything
+is sent. And should a value ever get through, the transport still carries it only as JSON data: hostile
+and benign requests go through the real WinRM client class with only the channel recorded, and the
+command line and the script part of stdin must be byte-identical for every request, the hostile values
+arriving intact inside the JSON request.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 
 from scaleguard.apply.journal import Journal
 from scaleguard.apply.runner import Executor
-from scaleguard.apply.transport import AgentClient, actions_script
+from scaleguard.apply.transport import AGENT_OPS, AgentClient, actions_script
 from scaleguard.collectors.agent import PAYLOAD_SEPARATOR, bootstrap_command, split_payload
-from scaleguard.remediators.model import ACTION_NAMES, Plan, Step, Unit
+from scaleguard.remediators.model import Plan, Step, Unit
+from scaleguard.remediators.validate import PlanInvalid, load_plan
 from scaleguard.remoting.channel import CommandResult
 from tests.powershell_grammar import grammar_problems
 
@@ -53,7 +56,7 @@ def test_actions_script_is_ascii_and_never_evaluates_strings() -> None:
 
 def test_every_action_has_a_handler_in_the_script() -> None:
     cases = set(re.findall(r"^\s+'([a-z_]+)' \{ \$result = Invoke-", actions_script(), flags=re.M))
-    assert cases == set(ACTION_NAMES) | {"read_file", "lease_acquire", "lease_renew", "lease_release", "lease_break"}
+    assert cases == set(AGENT_OPS)
 
 
 def test_the_script_validates_what_it_passes_to_programs() -> None:
@@ -110,104 +113,40 @@ class RecordingTransport:
         pass
 
 
-def the_plan(host: str, account: str, thumb: str, path: str) -> Plan:
-    steps = [
-        Step(
-            id="s001",
-            unit="u01",
-            cluster="C",
-            node="W1",
-            action="create_certificate",
-            params={
-                "store": "My",
-                "common_names": [host],
-                "san_dns": [host],
-                "san_ip": [],
-                "key_bits": 2048,
-                "hash": "sha256",
-                "valid_days": 730,
-                "friendly_name": "SSIS Scale Out Worker",
-            },
-            command="-",
-        ),
-        Step(
-            id="s002",
-            unit="u01",
-            cluster="C",
-            node="W1",
-            action="grant_key_read",
-            params={"store": "My", "thumbprint": thumb, "account": account},
-            command="-",
-        ),
-        Step(
-            id="s003",
-            unit="u01",
-            cluster="C",
-            node="W1",
-            action="set_binding",
-            params={"ip_port": f"{host}:8391", "cert_hash": thumb, "cert_store": "Root", "app_id": host},
-            command="-",
-        ),
-        Step(
-            id="s004",
-            unit="u01",
-            cluster="C",
-            node="W1",
-            action="write_config",
-            params={
-                "path": path,
-                "role": "worker",
-                "setting": "MasterEndpoint",
-                "value": f"https://{host}:8391",
-            },
-            command="-",
-        ),
-        Step(
-            id="s005",
-            unit="u01",
-            cluster="C",
-            node="W1",
-            action="restart_service",
-            params={"name": account},
-            command="-",
-        ),
-        Step(
-            id="s006",
-            unit="u01",
-            cluster="C",
-            node="W1",
-            action="set_schannel_value",
-            params={"name": host, "value": 2},
-            command="-",
-        ),
+def requests_for(host: str, account: str, thumb: str, path: str) -> list[dict[str, Any]]:
+    return [
+        {"op": "create_certificate", "store": "My", "common_names": [host], "san_dns": [host], "san_ip": [],
+         "key_bits": 2048, "hash": "sha256", "valid_days": 730, "friendly_name": "SSIS Scale Out Worker"},
+        {"op": "grant_key_read", "store": "My", "thumbprint": thumb, "account": account},
+        {"op": "set_binding", "ip_port": f"{host}:8391", "cert_hash": thumb, "cert_store": "Root", "app_id": host},
+        {"op": "read_file", "path": path},
+        {"op": "write_config", "path": path, "role": "worker", "setting": "MasterEndpoint",
+         "value": f"https://{host}:8391", "content_b64": "AAAA", "expected_sha256": "0" * 64},
+        {"op": "restart_service", "name": account},
+        {"op": "set_schannel_value", "name": host, "value": 2},
     ]
-    unit = Unit(id="u01", remediation="manual", cluster="C", target="W1", summary="-", steps=[s.id for s in steps])
-    from datetime import UTC, datetime
-
-    return Plan(generated_at=datetime.now(UTC), units=[unit], steps=steps)
 
 
-def run_plan(the_plan: Plan, journal: Path) -> list[tuple[str, bytes]]:
+def send(requests: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
     transport = RecordingTransport()
-    with Journal(journal) as j:
-        report = Executor(the_plan, transport, j).run()
-    assert report.status == "done"
+    client = transport.client("C", "W1")
+    for request in requests:
+        client.request(request)
     return transport.channel.sent
 
 
-def test_no_step_value_is_ever_spliced_into_powershell(tmp_path: Path) -> None:
-    hostile = run_plan(the_plan(HOSTILE_HOST, HOSTILE_ACCOUNT, HOSTILE_THUMB, HOSTILE_PATH), tmp_path / "h.sqlite")
-    benign = run_plan(
-        the_plan(
+def test_no_request_value_is_ever_spliced_into_powershell() -> None:
+    hostile_requests = requests_for(HOSTILE_HOST, HOSTILE_ACCOUNT, HOSTILE_THUMB, HOSTILE_PATH)
+    hostile = send(hostile_requests)
+    benign = send(
+        requests_for(
             "master01.contoso.test",
             "NT Service\\SSISScaleOutWorker150",
             "A" * 40,
             "C:\\Program Files\\Microsoft SQL Server\\150\\DTS\\Binn\\WorkerSettings.config",
-        ),
-        tmp_path / "b.sqlite",
+        )
     )
-    # two rounds: the steps up to the config write with the file read riding along, then the rest
-    assert len(hostile) == len(benign) == 2
+    assert len(hostile) == len(benign) == 7
     script_bytes = actions_script().encode("ascii")
     for (h_command, h_stdin), (b_command, b_stdin) in zip(hostile, benign, strict=True):
         assert h_command == b_command == bootstrap_command()  # the command line never carries data
@@ -215,24 +154,95 @@ def test_no_step_value_is_ever_spliced_into_powershell(tmp_path: Path) -> None:
         b_script, _, b_request = b_stdin.partition(PAYLOAD_SEPARATOR)
         assert h_script == b_script == script_bytes  # the same program for every request
         assert h_request != b_request
-    rounds = [split_payload(stdin)[1] for _, stdin in hostile]
-    assert [r["op"] for r in rounds] == ["batch", "batch"]
-    requests = [action for r in rounds for action in r["actions"]]
-    assert [r["op"] for r in requests] == [
-        "create_certificate", "grant_key_read", "set_binding", "read_file", "write_config", "restart_service",
-        "set_schannel_value",
-    ]
-    assert requests[0]["common_names"] == [HOSTILE_HOST]
-    assert requests[1] == {
-        "op": "grant_key_read",
-        "store": "My",
-        "thumbprint": HOSTILE_THUMB,
-        "account": HOSTILE_ACCOUNT,
-    }
-    assert requests[2]["ip_port"] == f"{HOSTILE_HOST}:8391" and requests[2]["app_id"] == HOSTILE_HOST
-    assert requests[3] == {"op": "read_file", "path": HOSTILE_PATH}
-    assert requests[4]["value"] == f"https://{HOSTILE_HOST}:8391" and requests[4]["path"] == HOSTILE_PATH
-    assert requests[5] == {"op": "restart_service", "name": HOSTILE_ACCOUNT}
-    assert requests[6] == {"op": "set_schannel_value", "name": HOSTILE_HOST, "value": 2}
+    requests = [split_payload(stdin)[1] for _, stdin in hostile]
+    assert requests == hostile_requests  # every hostile value arrives intact, as JSON data
     for _, stdin in hostile:
         stdin.decode("ascii")  # non-ASCII is JSON-escaped: no code page can turn data into something else
+
+
+def benign_plan() -> Plan:
+    steps = [
+        Step(
+            id="s001", unit="u01", cluster="C", node="W1", action="create_certificate",
+            params={"store": "My", "common_names": ["W1"], "san_dns": ["W1"], "san_ip": ["10.0.2.1"],
+                    "key_bits": 2048, "hash": "sha256", "valid_days": 730, "friendly_name": "SSIS Scale Out Worker"},
+        ),
+        Step(
+            id="s002", unit="u01", cluster="C", node="W1", action="grant_key_read",
+            params={"store": "My", "thumbprint": {"from_step": "s001", "field": "thumbprint"},
+                    "account": "NT Service\\SSISScaleOutWorker150"},
+        ),
+        Step(
+            id="s003", unit="u01", cluster="C", node="W1", action="set_master_endpoint",
+            params={"host": "master01.contoso.test", "port": 8391},
+        ),
+        Step(
+            id="s004", unit="u01", cluster="C", node="W1", action="restart_service",
+            params={"role": "worker", "name": "SSISScaleOutWorker150"},
+        ),
+    ]
+    unit = Unit(id="u01", remediation="manual", cluster="C", target="W1", summary="-", steps=[s.id for s in steps])
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    return Plan(generated_at=now, expires_at=now + timedelta(days=1), units=[unit], steps=steps)
+
+
+def test_the_executor_sends_exactly_the_typed_parameters(tmp_path: Path) -> None:
+    from fixcases import NOW
+
+    from scaleguard.snapshot.model import (
+        ClusterSnapshot,
+        ConfigFile,
+        HostIdentity,
+        NodeSnapshot,
+        Service,
+        Snapshot,
+    )
+
+    path = "C:\\Program Files\\Microsoft SQL Server\\150\\DTS\\Binn\\WorkerSettings.config"
+    node = NodeSnapshot(
+        name="W1",
+        identity=HostIdentity(computer_name="W1"),
+        worker_config=ConfigFile(path=path, settings={"MasterEndpoint": "a"}),
+        services=[Service(name="SSISScaleOutWorker150", state="Running")],
+    )
+    live = Snapshot(clusters=[ClusterSnapshot(cluster="C", collected_at=NOW, source="t", mode="live", nodes=[node])])
+    transport = RecordingTransport()
+    with Journal(tmp_path / "j.sqlite") as journal:
+        report = Executor(benign_plan(), transport, journal, current=live).run()
+    assert report.status == "done", report
+    rounds = [split_payload(stdin)[1] for _, stdin in transport.channel.sent]
+    requests = [action for r in rounds for action in (r["actions"] if r["op"] == "batch" else [r])]
+    by_op = {r["op"]: r for r in requests}
+    assert sorted(by_op) == ["create_certificate", "grant_key_read", "read_file", "restart_service", "write_config"]
+    assert len(requests) == 5
+    assert by_op["grant_key_read"] == {
+        "op": "grant_key_read", "store": "My", "thumbprint": "C" * 40, "account": "NT Service\\SSISScaleOutWorker150",
+    }
+    assert by_op["read_file"] == {"op": "read_file", "path": path}  # the path the live node reported
+    write = by_op["write_config"]
+    assert write["path"] == path and write["setting"] == "MasterEndpoint"
+    assert write["value"] == "https://master01.contoso.test:8391"
+    assert by_op["restart_service"] == {"op": "restart_service", "name": "SSISScaleOutWorker150"}
+
+
+def test_a_plan_with_hostile_values_is_refused_by_its_schema() -> None:
+    import json
+
+    raw = json.loads(benign_plan().to_json())
+    raw["steps"][0]["params"]["common_names"] = [HOSTILE_HOST]
+    raw["steps"][1]["params"]["account"] = HOSTILE_ACCOUNT
+    raw["steps"][2]["params"]["host"] = HOSTILE_HOST
+    raw["steps"][3]["params"]["name"] = HOSTILE_ACCOUNT
+    raw["steps"].append({**raw["steps"][3], "id": "s005", "action": "write_config",
+                         "params": {"config": "worker", "setting": "WorkerHttpsCertThumbprint",
+                                    "value": HOSTILE_THUMB, "path": HOSTILE_PATH}})
+    raw["units"][0]["steps"].append("s005")
+    try:
+        load_plan(json.dumps(raw).encode())
+    except PlanInvalid as exc:
+        refused = {line.split(":")[0] for line in exc.errors}
+    else:
+        raise AssertionError("a hostile plan was accepted")
+    assert refused == {"step s001", "step s002", "step s003", "step s004", "step s005"}

@@ -54,7 +54,8 @@ class Setup:
         return plan(findings_file(*items), lab_snapshot(self.state), options())
 
     def apply(self, the_plan: Plan, transport: Any = None) -> Any:
-        return Executor(the_plan, transport or self.transport, self.journal, source="test").run()
+        live = lab_snapshot(self.state)
+        return Executor(the_plan, transport or self.transport, self.journal, source="test", current=live).run()
 
     def after(self) -> dict[tuple[str, str], str]:
         return verdicts(lab_findings(self.state, self.folder))

@@ -314,7 +314,7 @@ def test_an_interrupted_run_over_winrm_is_undone_with_the_cli(tmp_path: Path) ->
 
         transport = Interrupted(running.inventory)
         with Journal(journal_path) as journal, pytest.raises(KeyboardInterrupt):
-            Executor(the_plan, transport, journal).run()
+            Executor(the_plan, transport, journal, current=snapshot).run()
         transport.close()
         with Journal(journal_path) as journal:
             run_id = journal.runs()[-1].run_id

@@ -13,7 +13,8 @@ from fixcases import FIXED_GUID, finding, findings_file, options
 from scaleguard.findings.model import Status
 from scaleguard.lab.certs import CertSpec, make_certificate
 from scaleguard.remediators import MasterPfx, PlanRefused, plan
-from scaleguard.remediators.model import Plan, SecretRef, StepRef
+from scaleguard.remediators.describe import describe
+from scaleguard.remediators.model import Plan, SecretRef, Step, StepRef
 from scaleguard.remediators.pfx import load_master_pfx
 
 APP_ID = "{a1f96506-93e0-4c91-9171-05a2f6739e13}"  # what the evidence writer puts on the master binding
@@ -27,8 +28,17 @@ def ref(step: str, field: str = "thumbprint") -> StepRef:
     return StepRef(from_step=step, field=field)  # type: ignore[arg-type]
 
 
+def params(step: Step) -> dict[str, Any]:
+    """The parameters that run (``expect`` is what the planner saw, checked separately)."""
+    return {
+        name: value
+        for name in type(step.params).model_fields
+        if name != "expect" and (value := getattr(step.params, name)) is not None
+    }
+
+
 def rows(the_plan: Plan) -> list[tuple[str, str, str, str, dict[str, Any]]]:
-    return [(s.id, s.unit, s.node, s.action, dict(s.params)) for s in the_plan.steps]
+    return [(s.id, s.unit, s.node, s.action, params(s)) for s in the_plan.steps]
 
 
 def outcome(the_plan: Plan, key: str) -> tuple[str, str | None]:
@@ -51,13 +61,13 @@ def test_binding_from_my_is_rebound_from_root_keeping_the_appid(cluster: Any) ->
             "set_binding",
             {"ip_port": "0.0.0.0:8391", "cert_hash": master, "cert_store": "Root", "app_id": APP_ID},
         ),
-        ("s002", "u01", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+        ("s002", "u01", "MASTER01", "restart_service", {"role": "master", "name": MASTER_SERVICE}),
     ]
-    assert result.steps[0].command == (
+    assert describe(result.steps[0]).command == (
         "netsh http delete sslcert ipport=0.0.0.0:8391 ; netsh http add sslcert ipport=0.0.0.0:8391 "
         f"certhash={master} certstorename=Root appid={APP_ID}"
     )
-    assert "(null) = MY" in result.steps[0].before and "store Root" in result.steps[0].after
+    assert "(null) = MY" in describe(result.steps[0]).before and "store Root" in describe(result.steps[0]).after
     assert outcome(result, "SO-M06@CLUSTER/MASTER01") == ("planned", "u01")
 
 
@@ -73,7 +83,7 @@ def test_missing_binding_gets_a_new_appid_only_then(cluster: Any) -> None:
             "app_id": FIXED_GUID,
         },
     )
-    assert result.steps[0].command.startswith("netsh http add sslcert ipport=0.0.0.0:8391")
+    assert describe(result.steps[0]).command.startswith("netsh http add sslcert ipport=0.0.0.0:8391")
 
 
 def test_binding_is_not_pointed_at_a_certificate_missing_from_root(cluster: Any) -> None:
@@ -135,50 +145,47 @@ def test_master_rotation_trusts_everywhere_before_switching(cluster: Any) -> Non
             "MASTER01",
             "write_config",
             {
-                "path": "MasterSettings.config",
-                "role": "master",
+                "config": "master",
                 "setting": "SSLCertThumbprint",
                 "value": ref("s001"),
             },
         ),
-        ("s006", "u01", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+        ("s006", "u01", "MASTER01", "restart_service", {"role": "master", "name": MASTER_SERVICE}),
         (
             "s007",
             "u01",
             "WORKER01",
             "write_config",
             {
-                "path": "WorkerSettings.config",
-                "role": "worker",
+                "config": "worker",
                 "setting": "MasterHttpsCertThumbprint",
                 "value": ref("s001"),
             },
         ),
-        ("s008", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+        ("s008", "u01", "WORKER01", "restart_service", {"role": "worker", "name": WORKER_SERVICE}),
         (
             "s009",
             "u01",
             "WORKER02",
             "write_config",
             {
-                "path": "WorkerSettings.config",
-                "role": "worker",
+                "config": "worker",
                 "setting": "MasterHttpsCertThumbprint",
                 "value": ref("s001"),
             },
         ),
-        ("s010", "u01", "WORKER02", "restart_service", {"name": WORKER_SERVICE}),
+        ("s010", "u01", "WORKER02", "restart_service", {"role": "worker", "name": WORKER_SERVICE}),
     ]
     by_id = {s.id: s for s in result.steps}
     assert by_id["s004"].depends_on == ["s002", "s003"]  # bound only once every worker trusts it
     assert by_id["s007"].depends_on == ["s006", "s001"]  # re-pinned only after the master restarted
-    assert by_id["s001"].command == (
+    assert describe(by_id["s001"]).command == (
         'MakeCert.exe -n "CN=master01.contoso.test;CN=MASTER01;CN=10.0.1.1" '
         "SSISScaleOutMaster.cer -r -ss Root -sr LocalMachine -a sha256 -len 2048 "
         "-sky exchange"
     )
-    assert by_id["s005"].before == f"SSLCertThumbprint = '{c.thumb('master')}'"
-    assert by_id["s005"].after == "SSLCertThumbprint = <thumbprint of s001>"
+    assert describe(by_id["s005"]).before == f"SSLCertThumbprint = '{c.thumb('master')}'"
+    assert describe(by_id["s005"]).after == "SSLCertThumbprint = <thumbprint of s001>"
 
 
 def test_rotation_carries_every_endpoint_host_and_honours_master_hash(cluster: Any) -> None:
@@ -194,9 +201,9 @@ def test_rotation_carries_every_endpoint_host_and_honours_master_hash(cluster: A
         c.snapshot,
         options(master_hash="sha1"),
     )
-    create = result.steps[0].params
+    create = params(result.steps[0])
     assert create["common_names"] == ["master01.contoso.test", "ssis.contoso.test", "MASTER01", "10.0.1.1"]
-    assert create["hash"] == "sha1" and "-a sha1" in result.steps[0].command
+    assert create["hash"] == "sha1" and "-a sha1" in describe(result.steps[0]).command
 
 
 def test_rotation_subsumes_the_fixes_it_implies(cluster: Any) -> None:
@@ -277,11 +284,11 @@ def test_ha_pair_rotation_with_a_pfx_imports_it_on_every_master(cluster: Any, tm
         ("WORKER01", "write_config"),
         ("WORKER01", "restart_service"),
     ]
-    first = result.steps[0].params
+    first = params(result.steps[0])
     assert first["password"] == SecretRef(secret_env="PFX_PASSWORD")  # a reference, never the password
     assert first["thumbprint"] == pfx.thumbprint
     assert "s3cret" not in result.to_json()
-    assert result.steps[2].params["der_b64"] == pfx.der_b64  # only the public part goes to workers
+    assert params(result.steps[2])["der_b64"] == pfx.der_b64  # only the public part goes to workers
     assert any("not self-signed" in w for w in result.warnings) is False
 
 
@@ -368,22 +375,23 @@ def test_worker_rotation_is_trusted_by_every_master_before_the_switch(cluster: A
             "WORKER01",
             "write_config",
             {
-                "path": "WorkerSettings.config",
-                "role": "worker",
+                "config": "worker",
                 "setting": "WorkerHttpsCertThumbprint",
                 "value": ref("s001"),
             },
         ),
-        ("s007", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+        ("s007", "u01", "WORKER01", "restart_service", {"role": "worker", "name": WORKER_SERVICE}),
         ("s008", "u01", "WORKER01", "remove_certificate", {"store": "My", "thumbprint": min(old, stale)}),
         ("s009", "u01", "WORKER01", "remove_certificate", {"store": "My", "thumbprint": max(old, stale)}),
     ]
     assert result.steps[5].depends_on == ["s003", "s004"]
-    assert result.steps[0].command.startswith(
+    assert describe(result.steps[0]).command.startswith(
         'MakeCert.exe -n "CN=WORKER01;CN=10.0.2.1" SSISScaleOutWorker.cer -r -ss My -sr LocalMachine'
     )
-    assert result.steps[4].command == f"winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s WORKER01 -a {WORKER_ACCOUNT}"
-    assert result.steps[7].command == f"certmgr.exe /del /c /sha1 {min(old, stale)} /s /r localmachine My"
+    assert describe(result.steps[4]).command == (
+        f"winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s <subject of the certificate s001 creates> -a {WORKER_ACCOUNT}"
+    )
+    assert describe(result.steps[7]).command == f"certmgr.exe /del /c /sha1 {min(old, stale)} /s /r localmachine My"
 
 
 def test_worker_rotation_covers_grant_and_stale_findings(cluster: Any) -> None:
@@ -440,7 +448,7 @@ def test_each_missing_root_certificate_is_imported_where_the_policy_says(cluster
             "import_certificate",
             {"store": "Root", "thumbprint": c.thumb("WORKER01"), "der_b64": c.der_b64("WORKER01")},
         ),
-        ("s003", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+        ("s003", "u01", "WORKER01", "restart_service", {"role": "worker", "name": WORKER_SERVICE}),
         (
             "s004",
             "u02",
@@ -448,9 +456,9 @@ def test_each_missing_root_certificate_is_imported_where_the_policy_says(cluster
             "import_certificate",
             {"store": "Root", "thumbprint": c.thumb("WORKER02"), "der_b64": c.der_b64("WORKER02")},
         ),
-        ("s005", "u02", "WORKER02", "restart_service", {"name": WORKER_SERVICE}),
+        ("s005", "u02", "WORKER02", "restart_service", {"role": "worker", "name": WORKER_SERVICE}),
     ]
-    assert result.steps[0].command == "certutil -addstore Root SSISScaleOutMaster.cer"
+    assert describe(result.steps[0]).command == f"certutil -addstore Root {c.thumb('master')}.cer"
 
 
 # --- normalize-config-thumbprint ---------------------------------------------------------------------------
@@ -481,28 +489,27 @@ def test_thumbprint_with_invisible_mark_is_rewritten_clean(cluster: Any) -> None
             "MASTER01",
             "write_config",
             {
-                "path": "MasterSettings.config",
-                "role": "master",
+                "config": "master",
                 "setting": "SSLCertThumbprint",
                 "value": master,
             },
         ),
-        ("s002", "u01", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+        ("s002", "u01", "MASTER01", "restart_service", {"role": "master", "name": MASTER_SERVICE}),
         (
             "s003",
             "u02",
             "WORKER01",
             "write_config",
             {
-                "path": "WorkerSettings.config",
-                "role": "worker",
+                "config": "worker",
                 "setting": "MasterHttpsCertThumbprint",
                 "value": master,
             },
         ),
-        ("s004", "u02", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+        ("s004", "u02", "WORKER01", "restart_service", {"role": "worker", "name": WORKER_SERVICE}),
     ]
-    assert result.steps[0].before == f"SSLCertThumbprint = '\\u200e{master}'"  # the invisible mark made visible
+    # the invisible mark made visible
+    assert describe(result.steps[0]).before == f"SSLCertThumbprint = '\\u200e{master}'"
 
 
 @pytest.mark.parametrize(
@@ -534,15 +541,10 @@ def test_so_w01_endpoint_with_a_path_is_fixed_in_the_same_unit(cluster: Any) -> 
             "s001",
             "u01",
             "WORKER01",
-            "write_config",
-            {
-                "path": "WorkerSettings.config",
-                "role": "worker",
-                "setting": "MasterEndpoint",
-                "value": "https://master01.contoso.test:8391",
-            },
+            "set_master_endpoint",
+            {"host": "master01.contoso.test", "port": 8391, "trailing_slash": False},
         ),
-        ("s002", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+        ("s002", "u01", "WORKER01", "restart_service", {"role": "worker", "name": WORKER_SERVICE}),
     ]
 
 
@@ -562,14 +564,10 @@ def test_endpoint_points_at_the_host_the_other_workers_use(cluster: Any) -> None
     result = plan(findings_file(finding("SO-W04", "WORKER01", "fix-worker-master-endpoint")), c.snapshot, options())
     assert rows(result)[0][2:] == (
         "WORKER01",
-        "write_config",
-        {
-            "path": "WorkerSettings.config",
-            "role": "worker",
-            "setting": "MasterEndpoint",
-            "value": "https://10.0.1.1:8391/",
-        },
+        "set_master_endpoint",
+        {"host": "10.0.1.1", "port": 8391, "trailing_slash": True},
     )
+    assert describe(result.steps[0]).after == "MasterEndpoint = 'https://10.0.1.1:8391/'"
 
 
 def test_endpoint_is_manual_when_the_certificate_names_no_master_name(cluster: Any) -> None:
@@ -602,7 +600,7 @@ def test_repin_trusts_the_master_certificate_first(cluster: Any) -> None:
         ("WORKER01", "write_config"),
         ("WORKER01", "restart_service"),
     ]
-    assert result.steps[1].params["value"] == c.thumb("master")
+    assert params(result.steps[1])["value"] == c.thumb("master")
 
 
 def test_repin_follows_a_master_fix_in_the_same_plan(cluster: Any) -> None:
@@ -654,12 +652,12 @@ def test_schannel_trust_mode_is_set_and_the_master_restarted(cluster: Any) -> No
     result = plan(findings_file(finding("SO-M11", "MASTER01", "set-schannel-trust-mode")), c.snapshot, options())
     assert rows(result) == [
         ("s001", "u01", "MASTER01", "set_schannel_value", {"name": "ClientAuthTrustMode", "value": 2}),
-        ("s002", "u01", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+        ("s002", "u01", "MASTER01", "restart_service", {"role": "master", "name": MASTER_SERVICE}),
     ]
     step = result.steps[0]
-    assert step.command == SCHANNEL_COMMAND
-    assert step.before == "ClientAuthTrustMode = (absent), SendTrustedIssuerList = (absent)"
-    assert step.after == (
+    assert describe(step).command == SCHANNEL_COMMAND
+    assert describe(step).before == "ClientAuthTrustMode = (absent)"
+    assert describe(step).after == (
         "ClientAuthTrustMode = 2 (REG_DWORD); LocalMachine\\Root is left as it is; "
         "the master service must restart to pick it up"
     )
@@ -690,9 +688,9 @@ def test_every_master_of_an_ha_pair_named_by_a_finding_gets_its_own_unit(cluster
     )
     assert rows(result) == [
         ("s001", "u01", "MASTER01", "set_schannel_value", {"name": "ClientAuthTrustMode", "value": 2}),
-        ("s002", "u01", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+        ("s002", "u01", "MASTER01", "restart_service", {"role": "master", "name": MASTER_SERVICE}),
         ("s003", "u02", "MASTER02", "set_schannel_value", {"name": "ClientAuthTrustMode", "value": 2}),
-        ("s004", "u02", "MASTER02", "restart_service", {"name": MASTER_SERVICE}),
+        ("s004", "u02", "MASTER02", "restart_service", {"role": "master", "name": MASTER_SERVICE}),
     ]
     assert [u.findings for u in result.units] == [["SO-M11@CLUSTER/MASTER01"], ["SO-M11@CLUSTER/MASTER02"]]
 
@@ -702,7 +700,7 @@ def test_schannel_values_already_there_are_shown_as_they_are(cluster: Any) -> No
     assert ("SO-M11", "MASTER01") in c.failing()
     result = plan(findings_file(finding("SO-M11", "MASTER01", "set-schannel-trust-mode")), c.snapshot, options())
     assert rows(result)[0][3:] == ("set_schannel_value", {"name": "ClientAuthTrustMode", "value": 2})
-    assert result.steps[0].before == "ClientAuthTrustMode = 1, SendTrustedIssuerList = 1"
+    assert describe(result.steps[0]).before == "ClientAuthTrustMode = 1"
 
 
 def test_schannel_fix_rides_on_the_master_restart_the_plan_already_has(cluster: Any) -> None:
@@ -744,9 +742,9 @@ def test_schannel_fix_restarts_itself_when_the_only_master_restart_spans_other_n
     assert (rotation.remediation, rotation.nodes) == ("rotate-master-certificate", ["MASTER01", "WORKER01"])
     assert ("MASTER01", "restart_service") in [(result.step(s).node, result.step(s).action) for s in rotation.steps]
     # a rotation that fails on a worker is rolled back without this unit, which must not rely on its restart
-    assert [(s.unit, s.node, s.action, dict(s.params)) for s in result.steps[-2:]] == [
+    assert [(s.unit, s.node, s.action, params(s)) for s in result.steps[-2:]] == [
         ("u02", "MASTER01", "set_schannel_value", {"name": "ClientAuthTrustMode", "value": 2}),
-        ("u02", "MASTER01", "restart_service", {"name": MASTER_SERVICE}),
+        ("u02", "MASTER01", "restart_service", {"role": "master", "name": MASTER_SERVICE}),
     ]
     assert (schannel.remediation, schannel.depends_on, rotation.depends_on) == ("set-schannel-trust-mode", [], [])
 
@@ -800,9 +798,12 @@ def test_key_access_is_granted_to_the_service_account(cluster: Any) -> None:
             "grant_key_read",
             {"store": "My", "thumbprint": c.thumb("WORKER01"), "account": "CONTOSO\\svc-ssis"},
         ),
-        ("s002", "u01", "WORKER01", "restart_service", {"name": WORKER_SERVICE}),
+        ("s002", "u01", "WORKER01", "restart_service", {"role": "worker", "name": WORKER_SERVICE}),
     ]
-    assert result.steps[0].command == "winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s WORKER01 -a CONTOSO\\svc-ssis"
+    assert describe(result.steps[0]).command == (
+        "winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My "
+        f"-s <subject of certificate {c.thumb('WORKER01')}> -a CONTOSO\\svc-ssis"
+    )
 
 
 def test_key_access_without_a_private_key_is_manual(cluster: Any) -> None:
@@ -833,15 +834,15 @@ def test_start_mode_fixes_go_first_and_starts_go_last(cluster: Any) -> None:
         c.snapshot,
         options(),
     )
-    assert [(s.unit, s.node, s.action, s.params.get("mode")) for s in result.steps] == [
+    assert [(s.unit, s.node, s.action, params(s).get("mode")) for s in result.steps] == [
         ("u01", "MASTER01", "set_service_start_mode", "Automatic"),
         ("u02", "MASTER01", "set_binding", None),
         ("u02", "MASTER01", "restart_service", None),
         ("u03", "WORKER02", "set_service_start_mode", "Automatic"),
         ("u03", "WORKER02", "start_service", None),
     ]
-    assert result.steps[3].command == f"Set-Service -Name {WORKER_SERVICE} -StartupType Automatic"
-    assert result.steps[4].command == f"sc start {WORKER_SERVICE}"
+    assert describe(result.steps[3]).command == f"Set-Service -Name {WORKER_SERVICE} -StartupType Automatic"
+    assert describe(result.steps[4]).command == f"sc start {WORKER_SERVICE}"
 
 
 def test_only_unreferenced_certificates_with_the_workers_subject_are_removed(cluster: Any) -> None:
@@ -921,10 +922,10 @@ def test_plan_json_round_trips(cluster: Any) -> None:
     c = cluster({"certs": {"master": EXPIRING}})
     original = plan(findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options())
     text = original.to_json()
-    assert '"schema": "scaleguard-plan/1"' in text and '"from_step": "s001"' in text
+    assert '"schema": "scaleguard-plan/2"' in text and '"from_step": "s001"' in text
     assert Plan.from_json(text) == original
-    with pytest.raises(ValueError, match="not a scaleguard plan"):
-        Plan.from_json(text.replace("scaleguard-plan/1", "other/1"))
+    with pytest.raises(ValueError, match="not a scaleguard-plan/2 plan"):
+        Plan.from_json(text.replace("scaleguard-plan/2", "other/1"))
 
 
 def test_every_failing_finding_of_a_real_audit_gets_exactly_one_disposition(cluster: Any) -> None:
@@ -961,7 +962,7 @@ def test_names_that_are_not_host_names_never_reach_a_certificate(cluster: Any) -
         }
     )
     result = plan(findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options())
-    assert result.steps[0].params["common_names"] == ["master01.contoso.test", "MASTER01", "10.0.1.1"]
+    assert params(result.steps[0])["common_names"] == ["master01.contoso.test", "MASTER01", "10.0.1.1"]
     assert any("not a valid host name" in w for w in result.warnings)
 
 
