@@ -120,6 +120,8 @@ def worker_account_problem(account: str) -> str | None:
         return None
     if name.startswith("s-1-"):
         return "is a SID other than LocalSystem, LocalService or NetworkService"
+    if text.startswith(".\\"):
+        return None if name and "\\" not in name and name not in _GROUP_NAMES else "is not a local user account"
     if "@" in name:
         user, _, domain = name.partition("@")
         return None if user and domain and "\\" not in name and "@" not in domain else "is not an account name"
