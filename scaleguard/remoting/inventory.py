@@ -192,6 +192,10 @@ def load_inventory(path: Path) -> Inventory:
         raise InventoryError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise InventoryError(f"{path}: is not UTF-8 text") from exc
+    from scaleguard.remoting import ansible_inventory  # an Ansible INI/YAML inventory becomes this format
+
+    if ansible_inventory.looks_like_ansible(text):
+        return ansible_inventory.load(path, text, _Reader(path).read)
     try:
         document = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
