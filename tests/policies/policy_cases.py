@@ -154,6 +154,7 @@ class Materialiser:
                     key_type=str(spec.get("key_type", "rsa")),
                     hash=str(spec.get("hash", "sha256")),
                     serial=spec.get("serial"),
+                    ca=bool(spec.get("ca", False)),
                 ),
                 issuer=issuer,
                 now=self.now,

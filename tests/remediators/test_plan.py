@@ -461,6 +461,26 @@ def test_each_missing_root_certificate_is_imported_where_the_policy_says(cluster
     assert describe(result.steps[0]).command == f"certutil -addstore Root {c.thumb('master')}.cer"
 
 
+@pytest.mark.parametrize(
+    ("policy", "nodes", "where"),
+    [
+        ("SO-W08", {"MASTER01": {"root_remove": ["WORKER01"]}}, "MASTER01's LocalMachine\\Root"),
+        ("SO-W07", {"WORKER01": {"root_remove": ["WORKER01"]}}, "WORKER01's LocalMachine\\Root"),
+    ],
+)
+def test_a_worker_certificate_that_is_a_ca_is_never_planned_into_a_root(
+    cluster: Any, policy: str, nodes: dict[str, Any], where: str
+) -> None:
+    c = cluster({"certs": {"WORKER01": {"cn": ["WORKER01"], "ca": True}}, "nodes": nodes})
+    assert (policy, "WORKER01") in c.failing()
+    result = plan(findings_file(finding(policy, "WORKER01", "import-root-certificate")), c.snapshot, options())
+    assert result.empty
+    assert [(m.policy, m.node) for m in result.manual] == [(policy, "WORKER01")]
+    reason = result.manual[0].reason
+    assert f"{c.thumb('WORKER01')} is a CA (basicConstraints CA:TRUE, key usage keyCertSign)" in reason
+    assert f"never puts a CA into {where}" in reason
+
+
 # --- normalize-config-thumbprint ---------------------------------------------------------------------------
 
 
