@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from scaleguard.findings.model import Finding, Severity, Status
+from scaleguard.findings.model import Finding, Remediation, Severity, Status
 from scaleguard.rules.thumbprint import comparable
 from scaleguard.snapshot.model import Certificate, ClusterSnapshot, ConfigFile, NodeSnapshot, Snapshot
 
@@ -278,7 +278,7 @@ def _stale_master_pin(f: Finding, facts: _Facts, all_open: list[Finding]) -> Cau
             "stale-master-pin",
             ("format", pin),
             f"Master thumbprint {_short(pin)} written with extra characters ({{workers}})",
-            "normalize-config-thumbprint",
+            Remediation.NORMALIZE_CONFIG_THUMBPRINT,
             f.cluster,
         )
     if pin and facts.replaced_master_cert(f.cluster, pin, current):
@@ -292,7 +292,7 @@ def _stale_master_pin(f: Finding, facts: _Facts, all_open: list[Finding]) -> Cau
         )
     else:
         title = "Master certificate not pinned ({workers})"
-    return Cause("stale-master-pin", (pin,), title, "repin-worker-master-thumbprint", f.cluster)
+    return Cause("stale-master-pin", (pin,), title, Remediation.REPIN_WORKER_MASTER_THUMBPRINT, f.cluster)
 
 
 def _master_untrusted(f: Finding, facts: _Facts, _all: list[Finding]) -> Cause | None:
@@ -304,7 +304,7 @@ def _master_untrusted(f: Finding, facts: _Facts, _all: list[Finding]) -> Cause |
         "master-untrusted",
         (thumb,),
         f"Master certificate {_short(thumb)} missing from LocalMachine\\Root ({{workers}})",
-        "import-root-certificate",
+        Remediation.IMPORT_ROOT_CERTIFICATE,
         f.cluster,
     )
 
@@ -316,13 +316,13 @@ def _master_binding(f: Finding, _facts: _Facts, _all: list[Finding]) -> Cause | 
         "master-binding",
         (f.node.casefold(),),
         f"HTTP.sys SSL binding on {f.node} does not serve the configured master certificate",
-        "repair-master-binding",
+        Remediation.REPAIR_MASTER_BINDING,
         f.cluster,
     )
 
 
 def _master_certificate(f: Finding, facts: _Facts, _all: list[Finding]) -> Cause | None:
-    if f.remediation != "rotate-master-certificate":
+    if f.remediation != Remediation.ROTATE_MASTER_CERTIFICATE:
         return None
     node = facts.node(f.cluster, f.node)
     thumb = comparable(setting(node.master_config, "SSLCertThumbprint")) if node else ""
@@ -331,7 +331,7 @@ def _master_certificate(f: Finding, facts: _Facts, _all: list[Finding]) -> Cause
         "master-certificate",
         (thumb,),
         f"Master certificate {_short(thumb)} must be replaced",
-        "rotate-master-certificate",
+        Remediation.ROTATE_MASTER_CERTIFICATE,
         f.cluster,
     )
 
@@ -345,7 +345,7 @@ def _workers_untrusted_by_master(f: Finding, facts: _Facts, _all: list[Finding])
         "workers-untrusted-by-master",
         (where.casefold(),),
         f"Worker certificates missing from LocalMachine\\Root on {where} ({{workers}})",
-        "import-root-certificate",
+        Remediation.IMPORT_ROOT_CERTIFICATE,
         f.cluster,
         extra_nodes=missing,
     )

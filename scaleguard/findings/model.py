@@ -15,21 +15,26 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-REMEDIATIONS: tuple[str, ...] = (
-    "rotate-master-certificate",
-    "rotate-worker-certificate",
-    "import-root-certificate",
-    "repair-master-binding",
-    "repin-worker-master-thumbprint",
-    "fix-worker-master-endpoint",
-    "normalize-config-thumbprint",
-    "grant-worker-key-access",
-    "start-service",
-    "remove-stale-worker-certificates",
-    "set-schannel-trust-mode",
-    "manual",
-)
-"""Every name a finding's ``remediation`` may carry: policies choose one, the fix engine implements each."""
+
+class Remediation(StrEnum):
+    """Every name a finding's ``remediation`` may carry, declared once: policies choose one, the planner
+    has one remediator per name (``Remediator.name``), reports show each one's documented manual step."""
+
+    ROTATE_MASTER_CERTIFICATE = "rotate-master-certificate"
+    ROTATE_WORKER_CERTIFICATE = "rotate-worker-certificate"
+    IMPORT_ROOT_CERTIFICATE = "import-root-certificate"
+    REPAIR_MASTER_BINDING = "repair-master-binding"
+    REPIN_WORKER_MASTER_THUMBPRINT = "repin-worker-master-thumbprint"
+    FIX_WORKER_MASTER_ENDPOINT = "fix-worker-master-endpoint"
+    NORMALIZE_CONFIG_THUMBPRINT = "normalize-config-thumbprint"
+    GRANT_WORKER_KEY_ACCESS = "grant-worker-key-access"
+    START_SERVICE = "start-service"
+    REMOVE_STALE_WORKER_CERTIFICATES = "remove-stale-worker-certificates"
+    SET_SCHANNEL_TRUST_MODE = "set-schannel-trust-mode"
+    MANUAL = "manual"
+
+
+REMEDIATIONS: tuple[str, ...] = tuple(r.value for r in Remediation)
 
 
 class Status(StrEnum):

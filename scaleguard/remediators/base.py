@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import PARAMS, ActionParams, RestartService, Role, SecretRef, step_refs
 from scaleguard.remediators.intent import ClusterIntent, NodeIntent, Thumb
 from scaleguard.remediators.manual_steps import documented_steps
@@ -64,7 +64,9 @@ def finding_key(finding: Finding, cluster: str) -> str:
 class UnitDraft:
     """A unit under construction: steps are numbered as they are added (refs need their ids)."""
 
-    def __init__(self, ctx: PlanContext, remediation: str, cluster: str, target: str, summary: str, phase: int) -> None:
+    def __init__(
+        self, ctx: PlanContext, remediation: Remediation, cluster: str, target: str, summary: str, phase: int
+    ) -> None:
         self.ctx = ctx
         self.id = ctx.next_unit_id()
         self.remediation = remediation
@@ -160,7 +162,9 @@ class PlanContext:
             return holding[0]
         return next(iter(self.clusters.values()), None) if len(self.clusters) == 1 else None
 
-    def draft(self, remediation: str, cluster: ClusterIntent, target: str, summary: str, phase: int) -> UnitDraft:
+    def draft(
+        self, remediation: Remediation, cluster: ClusterIntent, target: str, summary: str, phase: int
+    ) -> UnitDraft:
         return UnitDraft(self, remediation, cluster.name, target, summary, phase)
 
     def commit(self, draft: UnitDraft, findings: Iterable[Finding]) -> Unit | None:
@@ -224,7 +228,7 @@ class PlanContext:
 class Remediator(ABC):
     """One remediation name; ``plan`` turns its failing findings into units (pure: no I/O)."""
 
-    name: ClassVar[str]
+    name: ClassVar[Remediation]
     phase: ClassVar[int]
 
     @abstractmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.intent import BindingFact, show
 from scaleguard.remediators.model import Unit
@@ -19,7 +19,7 @@ from scaleguard.remediators.steps import port_of, rebind
 
 
 class RepairMasterBinding(Remediator):
-    name: ClassVar[str] = "repair-master-binding"
+    name: ClassVar[Remediation] = Remediation.REPAIR_MASTER_BINDING
     phase: ClassVar[int] = 50
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import GrantKeyRead
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.model import StepRef, Unit
@@ -20,7 +20,7 @@ from scaleguard.rules.account import account_matches, worker_account_problem
 
 
 class GrantWorkerKeyAccess(Remediator):
-    name: ClassVar[str] = "grant-worker-key-access"
+    name: ClassVar[Remediation] = Remediation.GRANT_WORKER_KEY_ACCESS
     phase: ClassVar[int] = 80
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator
 from scaleguard.remediators.model import Unit
 
 
 class ManualRemediator(Remediator):
-    name: ClassVar[str] = "manual"
+    name: ClassVar[Remediation] = Remediation.MANUAL
     phase: ClassVar[int] = 200
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from scaleguard.findings.model import Remediation
 from scaleguard.remediators.actions import (
     PARAMS,
     ActionParams,
@@ -91,7 +92,7 @@ class Step(_Model):
 
 class Unit(_Model):
     id: str
-    remediation: str
+    remediation: Remediation
     cluster: str
     target: str = Field(description="the node the remediation is about")
     summary: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.describe import display
 from scaleguard.remediators.intent import ClusterIntent, NodeIntent, endpoint_well_formed
@@ -28,7 +28,7 @@ ROLES_BY_POLICY = {"SO-M01": ("master",), "SO-W01": ("worker",)}
 
 
 class NormalizeConfigThumbprint(Remediator):
-    name: ClassVar[str] = "normalize-config-thumbprint"
+    name: ClassVar[Remediation] = Remediation.NORMALIZE_CONFIG_THUMBPRINT
     phase: ClassVar[int] = 40
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
@@ -92,7 +92,7 @@ class NormalizeConfigThumbprint(Remediator):
                 if endpoint is not None and not endpoint_well_formed(value):
                     steps_before = len(draft.steps)
                     plan_endpoints(
-                        "fix-worker-master-endpoint",
+                        Remediation.FIX_WORKER_MASTER_ENDPOINT,
                         self.phase,
                         cluster,
                         [node],

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import FileRef, ImportPfx
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft
 from scaleguard.remediators.intent import (
@@ -42,7 +42,7 @@ from scaleguard.rules.host import valid_host
 
 
 class RotateMasterCertificate(Remediator):
-    name: ClassVar[str] = "rotate-master-certificate"
+    name: ClassVar[Remediation] = Remediation.ROTATE_MASTER_CERTIFICATE
     phase: ClassVar[int] = 10
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:

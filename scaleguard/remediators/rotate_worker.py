@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import GrantKeyRead
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, Thumb, thumb_key
@@ -31,7 +31,7 @@ from scaleguard.rules.host import valid_host
 
 
 class RotateWorkerCertificate(Remediator):
-    name: ClassVar[str] = "rotate-worker-certificate"
+    name: ClassVar[Remediation] = Remediation.ROTATE_WORKER_CERTIFICATE
     phase: ClassVar[int] = 20
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:

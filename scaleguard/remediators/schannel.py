@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Final
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import SetSchannelValue
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.intent import NodeIntent, SchannelFact
@@ -33,7 +33,7 @@ def _shown(value: int | None) -> str:
 
 
 class SetSchannelTrustMode(Remediator):
-    name: ClassVar[str] = "set-schannel-trust-mode"
+    name: ClassVar[Remediation] = Remediation.SET_SCHANNEL_TRUST_MODE
     # planned after every remediator that may restart a master, so their restarts are known here
     phase: ClassVar[int] = 55
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import SetServiceStartMode
 from scaleguard.remediators.actions import StartService as StartServiceStep
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node, role_of
@@ -23,7 +23,7 @@ MODE_ONLY_PHASE = -10
 
 
 class StartService(Remediator):
-    name: ClassVar[str] = "start-service"
+    name: ClassVar[Remediation] = Remediation.START_SERVICE
     phase: ClassVar[int] = 100
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:

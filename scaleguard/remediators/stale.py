@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.model import StepRef, Unit
 from scaleguard.remediators.rotate_worker import referenced
@@ -20,7 +20,7 @@ from scaleguard.remediators.trust import worker_cert
 
 
 class RemoveStaleWorkerCertificates(Remediator):
-    name: ClassVar[str] = "remove-stale-worker-certificates"
+    name: ClassVar[Remediation] = Remediation.REMOVE_STALE_WORKER_CERTIFICATES
     phase: ClassVar[int] = 90
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:

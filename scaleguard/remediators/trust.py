@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 from typing import ClassVar
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import CopyCertificate, ca_reason
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, show
@@ -35,7 +35,7 @@ ASPECTS_BY_POLICY = {
 
 
 class ImportRootCertificate(Remediator):
-    name: ClassVar[str] = "import-root-certificate"
+    name: ClassVar[Remediation] = Remediation.IMPORT_ROOT_CERTIFICATE
     phase: ClassVar[int] = 30
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from scaleguard.findings.model import Remediation
 from scaleguard.remediators.actions import (
     CreateCertificate,
     RemoveCertificate,
@@ -36,7 +37,7 @@ from scaleguard.remediators.actions import (
 )
 from scaleguard.remediators.model import PLAN_SCHEMA, Plan, Step
 
-REMOVING_REMEDIATIONS = ("rotate-worker-certificate", "remove-stale-worker-certificates")
+REMOVING_REMEDIATIONS = (Remediation.ROTATE_WORKER_CERTIFICATE, Remediation.REMOVE_STALE_WORKER_CERTIFICATES)
 
 
 class PlanInvalid(ValueError):

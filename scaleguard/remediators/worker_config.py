@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import SetMasterEndpoint, SettingWas
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.intent import ClusterIntent, NodeIntent, endpoint_host, show
@@ -30,7 +30,7 @@ from scaleguard.rules.thumbprint import is_clean
 
 
 class RepinWorkerMasterThumbprint(Remediator):
-    name: ClassVar[str] = "repin-worker-master-thumbprint"
+    name: ClassVar[Remediation] = Remediation.REPIN_WORKER_MASTER_THUMBPRINT
     phase: ClassVar[int] = 70
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
@@ -92,7 +92,7 @@ class RepinWorkerMasterThumbprint(Remediator):
 
 
 class FixWorkerMasterEndpoint(Remediator):
-    name: ClassVar[str] = "fix-worker-master-endpoint"
+    name: ClassVar[Remediation] = Remediation.FIX_WORKER_MASTER_ENDPOINT
     phase: ClassVar[int] = 60
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
@@ -114,7 +114,7 @@ class FixWorkerMasterEndpoint(Remediator):
 
 
 def plan_endpoints(
-    remediation: str,
+    remediation: Remediation,
     phase: int,
     cluster: ClusterIntent,
     workers: list[NodeIntent],

@@ -22,7 +22,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 from urllib.parse import quote
 
-from scaleguard.findings.model import Finding
+from scaleguard.findings.model import Finding, Remediation
 from scaleguard.snapshot.model import ClusterSnapshot, NodeSnapshot
 
 MASTER_FILE = "MasterSettings.config"
@@ -31,20 +31,20 @@ SRCROOT = "%SRCROOT%"
 EVIDENCE = "EVIDENCE"
 NODES = "NODES"
 
-BY_REMEDIATION = {
-    "repair-master-binding": "sslcert.txt",
-    "grant-worker-key-access": "keys.json",
-    "start-service": "services.json",
-    "set-schannel-trust-mode": "schannel.json",
+BY_REMEDIATION: dict[str, str] = {
+    Remediation.REPAIR_MASTER_BINDING: "sslcert.txt",
+    Remediation.GRANT_WORKER_KEY_ACCESS: "keys.json",
+    Remediation.START_SERVICE: "services.json",
+    Remediation.SET_SCHANNEL_TRUST_MODE: "schannel.json",
 }
 """Remediations whose evidence lives in one artefact of the node, whatever the policy."""
 
 CERTIFICATE_REMEDIATIONS = frozenset(
     {
-        "rotate-master-certificate",
-        "rotate-worker-certificate",
-        "import-root-certificate",
-        "remove-stale-worker-certificates",
+        Remediation.ROTATE_MASTER_CERTIFICATE,
+        Remediation.ROTATE_WORKER_CERTIFICATE,
+        Remediation.IMPORT_ROOT_CERTIFICATE,
+        Remediation.REMOVE_STALE_WORKER_CERTIFICATES,
     }
 )
 """Remediations about one certificate: the result points at its file when the node holds it."""
