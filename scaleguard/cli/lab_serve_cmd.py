@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from scaleguard.exitcodes import ExitCode
-from scaleguard.lab.serve import LabError, LabOptions, serve_forever
+from scaleguard.lab.serve import DEFAULT_SERVICE_MS, LabError, LabOptions, serve_forever
 
 from .groups import lab_app
 
@@ -28,8 +28,11 @@ def serve(
         int, typer.Option("--exec-ms", min=0, help="How long each command runs on a host.")
     ] = 0,
     service_ms: Annotated[
-        int, typer.Option("--service-ms", min=0, help="How long a service restart keeps it down.")
-    ] = 0,
+        int,
+        typer.Option(
+            "--service-ms", min=0, help="How long a service takes to start or stop (it reads as pending meanwhile)."
+        ),
+    ] = DEFAULT_SERVICE_MS,
     https: Annotated[
         bool, typer.Option("--https", help="Serve HTTPS (the lab CA goes next to the inventory).")
     ] = False,

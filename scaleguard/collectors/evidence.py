@@ -74,6 +74,19 @@ def read_evidence(path: Path) -> ClusterSnapshot:
     Raises :class:`NotADirectoryError` only when ``path`` itself is not a folder (a usage error);
     everything found inside becomes data or diagnostics.
     """
+    folders = node_folders(path)
+    nodes = [read_node(folder) for folder in folders]
+    return ClusterSnapshot(
+        cluster=path.name or path.resolve().name,
+        collected_at=datetime.now(UTC),
+        source=str(path),
+        mode="offline",
+        nodes=nodes,
+    )
+
+
+def node_folders(path: Path) -> list[Path]:
+    """The node folders of the cluster folder ``path``, in name order (what :func:`read_evidence` reads)."""
     if not path.is_dir():
         raise NotADirectoryError(f"evidence folder {path} does not exist or is not a folder")
     folders: list[Path] = []
@@ -86,21 +99,25 @@ def read_evidence(path: Path) -> ClusterSnapshot:
             log.info("evidence %s: %r is not a node folder; ignored", path, entry.name)
             continue
         folders.append(Path(entry.path))
-    nodes = [read_node(folder) for folder in folders]
-    return ClusterSnapshot(
-        cluster=path.name or path.resolve().name,
-        collected_at=datetime.now(UTC),
-        source=str(path),
-        mode="offline",
-        nodes=nodes,
-    )
+    return folders
 
 
 def read_node(node_dir: Path) -> NodeSnapshot:
     """One node folder; never raises (an unforeseen failure becomes a FAILED node with a diagnostic)."""
+    return read_node_with_settings_bytes(node_dir)[0]
+
+
+def read_node_with_settings_bytes(node_dir: Path) -> tuple[NodeSnapshot, dict[ConfigKind, bytes]]:
+    """:func:`read_node`, plus the bytes of each settings file it could read, by role.
+
+    The lab serves a node from what this reader read (so a live audit of a folder equals its offline
+    audit); a settings file is the one artefact the agent sends as raw bytes, so the lab needs those.
+    """
     started = time.perf_counter()
+    reader: _NodeReader | None = None
     try:
-        node = _NodeReader(node_dir).read()
+        reader = _NodeReader(node_dir)
+        node = reader.read()
     except Exception as exc:  # noqa: BLE001 - the promise is "never a crash"; the reason is kept
         reason = f"the node folder could not be read: {type(exc).__name__}: {exc}"
         node = NodeSnapshot(
@@ -110,7 +127,7 @@ def read_node(node_dir: Path) -> NodeSnapshot:
             diagnostics=[Diagnostic(level=DiagnosticLevel.ERROR, source=".", message=reason)],
         )
     node.collection.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-    return node
+    return node, dict(reader.settings_bytes) if reader is not None else {}
 
 
 class _NodeReader:
@@ -119,6 +136,7 @@ class _NodeReader:
     def __init__(self, node_dir: Path) -> None:
         self.name = node_dir.name
         self.diagnostics: list[Diagnostic] = []
+        self.settings_bytes: dict[ConfigKind, bytes] = {}
         self.files = self._listing(node_dir, "")
 
     def read(self) -> NodeSnapshot:
@@ -208,6 +226,7 @@ class _NodeReader:
             return None
         try:
             data = self._read(entry, TEXT_LIMIT, "a settings file")
+            self.settings_bytes[kind] = data
             config, notes = parse_config_with_notes(data, entry.name, kind=kind)
         except _Unreadable as exc:
             config, notes = ConfigFile(path=entry.name, parse_error=f"the file {exc}"), []

@@ -18,7 +18,6 @@ import hashlib
 import json
 import re
 import secrets
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,17 +26,16 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from scaleguard.lab.certs import CertSpec, make_certificate
 from scaleguard.lab.state import (
-    ACTIONS,
     ALWAYS_KEY_READERS,
     ActionError,
     ActionHandler,
     LabBinding,
     LabCert,
+    LabKey,
     LabNode,
     LabSchannel,
     LabService,
     Role,
-    action,
 )
 from scaleguard.remediators.configedit import ConfigEditError, edit_setting
 from scaleguard.rules.account import account_matches
@@ -52,7 +50,8 @@ START_MODES = {"auto": "Auto", "automatic": "Auto", "manual": "Manual", "disable
 
 
 def lab_action(op: str, *, journaled: bool = True) -> Callable[[ActionHandler], ActionHandler]:
-    """Register ``op`` with the fault hook and (unless it only keeps the lease) a journal entry on success."""
+    """Wrap a handler with the fault hook and (unless it only keeps the lease) a journal entry on
+    success; ``lab/dispatch.py`` lists the wrapped handlers."""
 
     def register(handler: ActionHandler) -> ActionHandler:
         def run(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
@@ -65,7 +64,7 @@ def lab_action(op: str, *, journaled: bool = True) -> Callable[[ActionHandler], 
                 node.journal.append({"op": op, "request": _loggable(request), "result": result})
             return result
 
-        return action(op)(run)
+        return run
 
     return register
 
@@ -221,10 +220,10 @@ def create_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
             key_seed=secrets.randbits(62),
         )
     )
-    cert = LabCert(
-        der=issued.der, has_private_key=True, key_provider="cng", key_readers=list(ALWAYS_KEY_READERS)
-    )
-    node.store(store).append(cert)
+    certs = node.store(store)
+    cert = LabCert(der=issued.der)
+    cert.key = node.new_key(cert.thumbprint, "cng", list(ALWAYS_KEY_READERS))
+    certs.append(cert)
     return _cert_document(cert, store)
 
 
@@ -257,17 +256,13 @@ def import_pfx(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
         raise ActionError("the PFX holds no certificate with a private key")
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    cert = LabCert(
-        der=certificate.public_bytes(Encoding.DER),
-        has_private_key=True,
-        key_provider="capi",
-        key_readers=list(ALWAYS_KEY_READERS),
-    )
+    cert = LabCert(der=certificate.public_bytes(Encoding.DER))
     wanted = request.get("thumbprint")
     if isinstance(wanted, str) and normalize_thumbprint(wanted) != cert.thumbprint:
         raise ActionError(f"the PFX certificate is {cert.thumbprint}, not {wanted}")
     if node.find_cert(store, cert.thumbprint) is not None:
         return {**_cert_document(cert, store), "already_present": True}
+    cert.key = node.new_key(cert.thumbprint, "capi", list(ALWAYS_KEY_READERS))
     node.store(store).append(cert)
     return {**_cert_document(cert, store), "already_present": False}
 
@@ -284,14 +279,8 @@ def copy_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
         raise ActionError(f"{thumbprint} is not in LocalMachine\\{source}")
     if node.find_cert(target, thumbprint) is not None:
         return {**_cert_document(cert, target), "already_present": True}
-    node.store(target).append(
-        LabCert(
-            der=cert.der,
-            has_private_key=cert.has_private_key,
-            key_provider=cert.key_provider,
-            key_readers=cert.key_readers,
-        )
-    )
+    # X509Store.Add of a certificate with a key links the copy to the same key container.
+    node.store(target).append(LabCert(der=cert.der, key=cert.key, key_known=cert.key_known))
     return {**_cert_document(cert, target), "already_present": False}
 
 
@@ -302,23 +291,27 @@ def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
     if cert is None:
         return {"store": store, "thumbprint": normalize_thumbprint(thumbprint), "removed": False}
     delete_key = bool(request.get("delete_key"))
+    if delete_key and not cert.key_known:
+        raise ActionError(f"the lab does not know whether {cert.thumbprint} has a private key; not removed")
     backup_path = _backup_path(request) if request.get("backup_name") else None
     if backup_path is not None:
         node.files[backup_path] = json.dumps(
             {
                 "der_b64": base64.b64encode(cert.der).decode("ascii"),
-                "has_private_key": cert.has_private_key and not delete_key,
-                "key_provider": cert.key_provider,
-                "key_readers": cert.key_readers,
+                "key_container": cert.key.name if cert.key is not None else None,
+                "key_known": cert.key_known,
             }
         ).encode("utf-8")
     node.store(store).remove(cert)
+    key_deleted = delete_key and cert.usable_key is not None
+    if cert.key is not None and key_deleted:
+        cert.key.deleted = True  # the one key file: every other copy linked to it loses it too
     return {
         "store": store,
         "thumbprint": cert.thumbprint,
         "removed": True,
         "had_key": cert.has_private_key,
-        "key_deleted": delete_key and cert.has_private_key,
+        "key_deleted": key_deleted,
         "backup_path": backup_path,
     }
 
@@ -330,11 +323,12 @@ def restore_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any
     if data is None:
         raise ActionError(f"no certificate backup at {backup_path}")
     saved = json.loads(data)
+    # The copy links to its key container by name again; a container deleted since stays deleted.
+    container = saved.get("key_container")
     cert = LabCert(
         der=base64.b64decode(saved["der_b64"]),
-        has_private_key=bool(saved["has_private_key"]),
-        key_provider=saved.get("key_provider"),
-        key_readers=saved.get("key_readers"),
+        key=node.key_containers.get(container) if isinstance(container, str) else None,
+        key_known=bool(saved.get("key_known", True)),
     )
     if node.find_cert(store, cert.thumbprint) is not None:
         return {**_cert_document(cert, store), "already_present": True}
@@ -342,32 +336,37 @@ def restore_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any
     return {**_cert_document(cert, store), "already_present": False}
 
 
-def _keyed_cert(node: LabNode, request: dict[str, Any]) -> LabCert:
+def _key(node: LabNode, request: dict[str, Any]) -> tuple[LabKey, list[str]]:
+    """The key behind a store copy and its ACL's readers; refused when the lab does not know them."""
     store, thumbprint = _text(request, "store"), _text(request, "thumbprint")
     cert = node.find_cert(store, thumbprint)
     if cert is None:
         raise ActionError(f"{thumbprint} is not in LocalMachine\\{store}")
-    if not cert.has_private_key:
+    if not cert.key_known:
+        raise ActionError(f"the lab does not know whether {thumbprint} has a private key (not in the evidence)")
+    if cert.key is None:
         raise ActionError(f"{thumbprint} has no private key")
-    return cert
+    if cert.key.deleted:
+        raise ActionError(f"{thumbprint}: Keyset does not exist")
+    if cert.key.readers is None:
+        raise ActionError(f"the lab does not know the ACL of the key of {thumbprint} (not in the evidence)")
+    return cert.key, cert.key.readers
 
 
 @lab_action("grant_key_read")
 def grant_key_read(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    cert, account = _keyed_cert(node, request), _text(request, "account")
-    readers = list(cert.key_readers or ALWAYS_KEY_READERS)
+    (key, readers), account = _key(node, request), _text(request, "account")
     if any(account_matches(r, account) for r in readers):
         return {"account": account, "already": True}
-    cert.key_readers = [*readers, account]
+    key.readers = [*readers, account]
     return {"account": account, "already": False}
 
 
 @lab_action("revoke_key_read")
 def revoke_key_read(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    cert, account = _keyed_cert(node, request), _text(request, "account")
-    readers = list(cert.key_readers or [])
+    (key, readers), account = _key(node, request), _text(request, "account")
     kept = [r for r in readers if not account_matches(r, account)]
-    cert.key_readers = kept
+    key.readers = kept
     return {"account": account, "revoked": len(kept) != len(readers)}
 
 
@@ -394,7 +393,9 @@ def set_binding(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     store = request.get("cert_store")
     store_name = store if isinstance(store, str) and store else "My"
     cert = node.find_cert(store_name, cert_hash)
-    if cert is None or not cert.has_private_key:
+    if cert is not None and not cert.key_known:
+        raise ActionError(f"the lab does not know whether {cert_hash} has a private key (not in the evidence)")
+    if cert is None or cert.usable_key is None:
         raise ActionError(
             f"SSL Certificate add failed, Error: 1312 ({cert_hash} with its key is not in "
             f"LocalMachine\\{store_name})"
@@ -427,68 +428,62 @@ def delete_binding(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
 # --- services ------------------------------------------------------------------------------------------
 
 
-def _service(node: LabNode, request: dict[str, Any]) -> LabService:
+def _service(node: LabNode, request: dict[str, Any]) -> tuple[LabService, str, str]:
+    """The service, its state and its start mode; refused when the lab does not know them."""
     name = _text(request, "name")
+    if node.services is None:
+        raise ActionError(f"the lab does not know the services of {node.name} (not in the evidence)")
     service = node.service(name)
     if service is None:
         raise ActionError(f"Cannot find any service with service name '{name}'.")
-    return service
+    state, mode = service.state, service.start_mode
+    if state is None or mode is None:
+        raise ActionError(f"the lab does not know the state or start mode of {service.name}")
+    return service, state, mode
 
 
 @lab_action("set_service_start_mode")
 def set_service_start_mode(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    service = _service(node, request)
+    service, _state, previous = _service(node, request)
     mode = START_MODES.get(_text(request, "mode").lower())
     if mode is None:
         raise ActionError(f"unknown start mode {request.get('mode')!r}")
-    previous = service.start_mode
     service.start_mode = mode
     return {"name": service.name, "previous": previous, "mode": mode}
 
 
 @lab_action("start_service")
 def start_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    service = _service(node, request)
-    was_running = service.state.lower() == "running"
+    service, state, mode = _service(node, request)
+    was_running = state.lower() == "running"
     if not was_running:
-        if service.start_mode.lower() == "disabled":
+        if mode.lower() == "disabled":
             raise ActionError(f"Service '{service.name}' cannot be started: it is disabled")
-        service.state = "Running"
-        _record(node, service, "start")
+        node.change_service(service, "Running")
     return {"name": service.name, "was_running": was_running}
 
 
 @lab_action("stop_service")
 def stop_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    service = _service(node, request)
-    was_running = service.state.lower() == "running"
-    service.state = "Stopped"
-    if was_running:
-        _record(node, service, "stop")
+    service, state, _mode = _service(node, request)
+    was_running = state.lower() == "running"
+    if state.lower() != "stopped":
+        node.change_service(service, "Stopped")
     return {"name": service.name, "was_running": was_running}
 
 
 @lab_action("restart_service")
 def restart_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    """Restart a running service; a stopped one stays stopped (an HA passive master stays passive).
-
-    Like Restart-Service, the call returns only once the service runs again: ``node.service_s`` later."""
-    service = _service(node, request)
-    if service.state.lower() != "running":
-        return {"name": service.name, "restarted": False, "state": service.state}
-    _record(node, service, "stop")
-    if service.start_mode.lower() == "disabled":
-        service.state = "Stopped"
+    """Restart a running service; a stopped one stays stopped (an HA passive master stays passive)."""
+    service, state, mode = _service(node, request)
+    if state.lower() != "running":
+        return {"name": service.name, "restarted": False, "state": state}
+    node.change_service(service, "Stopped")
+    if mode.lower() == "disabled":
         raise ActionError(f"Service '{service.name}' stopped and cannot be started again: it is disabled")
-    if node.service_s > 0:
-        time.sleep(node.service_s)
-    _record(node, service, "start")
+    node.change_service(service, "Running")
     return {"name": service.name, "restarted": True, "state": "Running"}
 
-
-def _record(node: LabNode, service: LabService, event: str) -> None:
-    """The service timeline tests assert on (how many services were down at once)."""
-    node.timeline.append((time.monotonic(), service.name, event))
 
 
 # --- SCHANNEL registry values ---------------------------------------------------------------------------
@@ -521,35 +516,6 @@ def delete_schannel_value(node: LabNode, request: dict[str, Any]) -> dict[str, A
     previous: int | None = getattr(schannel, field_name)
     setattr(schannel, field_name, None)
     return {"name": name, "previous": previous, "existed": previous is not None}
-
-
-# --- several actions in one round --------------------------------------------------------------------------
-
-BATCH_MAX = 64
-NOT_BATCHED = ("batch", "collect", "lease_acquire", "lease_renew", "lease_release", "lease_break")
-
-
-@action("batch")
-def batch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    """Consecutive actions of one node in one agent round, in order, stopping at the first failure.
-
-    Every action is checked to be one the agent knows before any runs; each answer (or the error that
-    stopped the batch) is reported in order, so the caller journals each action as if sent alone."""
-    actions = request.get("actions")
-    if not isinstance(actions, list) or not actions or len(actions) > BATCH_MAX:
-        raise ActionError(f"'actions' must be a list of 1-{BATCH_MAX} requests")
-    for item in actions:
-        op = item.get("op") if isinstance(item, dict) else None
-        if not isinstance(op, str) or op in NOT_BATCHED or op not in ACTIONS:
-            raise ActionError(f"a batch cannot hold {op!r}")
-    results: list[dict[str, Any]] = []
-    for item in actions:
-        try:
-            results.append({"ok": True, "result": ACTIONS[item["op"]](node, item)})
-        except ActionError as exc:
-            results.append({"ok": False, "error": str(exc)})
-            break
-    return {"results": results}
 
 
 # --- the cluster lease (held on the masters) ------------------------------------------------------------

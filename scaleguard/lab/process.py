@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from scaleguard.lab.serve import PASSWORD_ENV
+from scaleguard.lab.serve import DEFAULT_SERVICE_MS, PASSWORD_ENV
 
 # The `scaleguard lab serve` command itself, without importing every other command (pandas, reports...):
 # a lab starts in well under a second, which keeps the test suite and the benchmark quick.
@@ -32,7 +32,7 @@ class LabProcess:
     password: str
     latency_ms: int = 0
     exec_ms: int = 0
-    service_ms: int = 0
+    service_ms: int = DEFAULT_SERVICE_MS
     https: bool = False
     auth: str = "basic"
     faults: dict[str, dict[str, Any]] = field(default_factory=dict)

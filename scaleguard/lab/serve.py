@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scaleguard.lab.certs import CertSpec, IssuedCertificate, make_certificate
-from scaleguard.lab.state import LabFaults, LabNode, LabState, load_actions, load_state
+from scaleguard.lab.from_evidence import load_state
+from scaleguard.lab.state import LabFaults, LabNode, LabState
 from scaleguard.lab.wsman.auth import Accounts
 from scaleguard.lab.wsman.host import SimulatedHost
 from scaleguard.lab.wsman.server import Acceptor, HostServer, reserve_closed_port
@@ -30,6 +31,8 @@ from scaleguard.remoting.inventory import InventoryWriter
 PASSWORD_ENV = "SCALEGUARD_LAB_PASSWORD"
 LAB_USER = "scaleguard"
 LISTEN_ADDRESS = "127.0.0.1"
+DEFAULT_SERVICE_MS = 500
+"""A service start or stop is never instant on Windows; half a second keeps tests quick but real."""
 
 
 class LabError(Exception):
@@ -42,7 +45,7 @@ class LabOptions:
     inventory_out: Path
     latency_ms: int = 0
     exec_ms: int = 0
-    service_ms: int = 0
+    service_ms: int = DEFAULT_SERVICE_MS
     https: bool = False
     auth: Literal["basic", "ntlm", "kerberos"] = "basic"
     spn_domain: str = "lab.test"
@@ -61,7 +64,7 @@ class Lab:
     stop_event: threading.Event = field(default_factory=threading.Event)
     servers: list[HostServer] = field(default_factory=list)
     closed_ports: list[Any] = field(default_factory=list)
-    ports: dict[str, int] = field(default_factory=dict)
+    ports: dict[tuple[str, str], int] = field(default_factory=dict)  # (cluster, node) → port
     ca_bundle: Path | None = None
     _acceptor: Acceptor | None = None
 
@@ -70,12 +73,11 @@ class Lab:
         if tls is not None:
             self.ca_bundle = tls.ca_bundle
         for index, node in enumerate(self.state.nodes()):
-            node.service_s = self.options.service_ms / 1000
             port = self.options.port_base + index if self.options.port_base else 0
             if node.faults.down:
                 sock = reserve_closed_port(LISTEN_ADDRESS, port)
                 self.closed_ports.append(sock)
-                self.ports[node.name] = sock.getsockname()[1]
+                self.ports[(node.cluster, node.name)] = sock.getsockname()[1]
                 continue
             host = SimulatedHost(
                 node,
@@ -91,7 +93,7 @@ class Lab:
                 latency_s=self.options.latency_ms / 1000,
                 tls=tls.context(node.faults.tls_name) if tls is not None else None,
             )
-            self.ports[node.name] = server.server_address[1]
+            self.ports[(node.cluster, node.name)] = server.server_address[1]
             self.servers.append(server)
         self._acceptor = Acceptor(self.servers)
         self._acceptor.start()
@@ -125,7 +127,8 @@ class Lab:
         temporary.replace(target)  # atomic: whoever waits for the file sees a complete inventory
 
     def _entry(self, node: LabNode) -> dict[str, Any]:
-        entry: dict[str, Any] = {"name": node.name, "host": LISTEN_ADDRESS, "port": self.ports[node.name]}
+        port = self.ports[(node.cluster, node.name)]
+        entry: dict[str, Any] = {"name": node.name, "host": LISTEN_ADDRESS, "port": port}
         if self.options.auth == "kerberos":  # every host listens on 127.0.0.1: the SPN names which one
             entry["transport"] = {"spn_hostname": spn_hostname(node.name, self.options.spn_domain)}
         return entry
@@ -189,7 +192,7 @@ def spn_hostname(node: str, domain: str) -> str:
 
 
 def load_faults(path: Path | None) -> dict[str, LabFaults]:
-    """``{"NODE": {"hang": "receive"}, ...}`` (JSON) → per-node faults."""
+    """``{"NODE": {"hang": "receive"}, "CLUSTER/NODE": ...}`` (JSON) → per-node faults."""
     if path is None:
         return {}
     try:
@@ -215,10 +218,9 @@ def start_lab(options: LabOptions) -> Lab:
             "(the inventory the lab writes points the audit at the same variable)"
         )
     try:
-        state = load_state(options.evidence, load_faults(options.faults))
+        state = load_state(options.evidence, load_faults(options.faults), service_s=options.service_ms / 1000)
     except (OSError, ValueError) as exc:
         raise LabError(str(exc)) from exc
-    load_actions()
     lab = Lab(options=options, state=state, accounts=Accounts(LAB_USER, password))
     try:
         lab.start()

@@ -3,34 +3,26 @@
 The lab server (``scaleguard lab serve``) keeps one :class:`LabNode` per node folder of an evidence folder
 and answers every agent request from it, so a fix applied through WinRM is seen by the next audit. The
 state is deliberately *raw* (config file bytes, certificate DER, registry-shaped bindings): the lab must
-never pre-judge what the parsers and policies are there to judge.
+never pre-judge what the parsers and policies are there to judge. It is built by
+:mod:`scaleguard.lab.from_evidence` from what the project's own evidence reader read, and answered by the
+handlers listed in :mod:`scaleguard.lab.dispatch`.
 
-Requests reach a node as JSON with an ``"op"``; :data:`ACTIONS` maps each op to a handler
-``(node, request) -> response document``. ``collect`` lives in :mod:`scaleguard.lab.collect_op`; the
-fix engine's actions live in :mod:`scaleguard.lab.actions`. A handler runs under ``node.lock`` (the server
-takes it), mutates the node in place and raises :class:`ActionError` for a failure the agent would report
-(exit code 1 with the message on stderr).
-
-Facts an evidence folder does not carry get *documented healthy defaults* (see :func:`node_from_evidence`):
-services running and automatic under their virtual account, private keys present on My certificates and on
-the master's configured certificate and readable by the service account, SCHANNEL values absent. SSISDB is
-only simulated when the node folder holds a lab-only ``ssisdb.json`` (otherwise "not reachable"), so the
-live audit of a folder matches its offline audit.
+The model is never kinder than Windows (``docs/windows-conformance.md``, "Lab state"): a fact the evidence
+did not carry stays *unknown* (``None``) and an action that would need it is refused; the store copies of
+a certificate that link to a private key share one :class:`LabKey`; a service takes ``service_s`` seconds
+to reach the state it was asked for, and reads as ``Start Pending``/``Stop Pending`` meanwhile.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
-import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
+from scaleguard.collectors.parsers.config import parse_config
 from scaleguard.rules.thumbprint import normalize_thumbprint
 
 DEFAULT_SQL_VERSION = "150"
@@ -41,34 +33,67 @@ MACHINE_KEYS_DIR = "C:\\ProgramData\\Microsoft\\Crypto\\RSA\\MachineKeys"
 CNG_KEYS_DIR = "C:\\ProgramData\\Microsoft\\Crypto\\Keys"
 # Who can read a machine key on a stock node, besides the service that uses it.
 ALWAYS_KEY_READERS = ("NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators")
+# Win32_Service.State while the Service Control Manager waits for the service to get there.
+PENDING_STATES = {"Running": "Start Pending", "Stopped": "Stop Pending"}
 
 Role = Literal["master", "worker"]
+KeyProvider = Literal["capi", "cng"]
 
 
 class ActionError(Exception):
-    """A request the simulated node refuses: reported like a PowerShell error (stderr, exit code 1)."""
+    """A request the simulated node refuses: reported like a PowerShell error (stderr, exit code 1).
+
+    ``ends_at`` is the monotonic time the agent would report it (a wait that timed out ends late)."""
+
+    def __init__(self, message: str, *, ends_at: float = 0.0) -> None:
+        super().__init__(message)
+        self.ends_at = ends_at
 
 
-@dataclass
+@dataclass(eq=False)
+class LabKey:
+    """One private-key container: a file under MachineKeys (CAPI) or Crypto\\Keys (CNG).
+
+    Windows keeps one key file behind every store copy of a certificate that links to it, so deleting the
+    key or changing its ACL through one copy changes it for all of them: the copies share this object.
+    ``readers`` is None when the evidence did not export the ACL (unknown, not "nobody").
+    """
+
+    name: str
+    provider: KeyProvider
+    readers: list[str] | None
+    deleted: bool = False
+
+    @property
+    def file(self) -> str:
+        return f"{CNG_KEYS_DIR if self.provider == 'cng' else MACHINE_KEYS_DIR}\\{self.name}"
+
+
+@dataclass(eq=False)
 class LabCert:
-    """One certificate in a LocalMachine store, as the agent sees it."""
+    """One certificate in a LocalMachine store, as the agent sees it.
+
+    ``key`` is the container this copy links to (None: no private key). ``key_known`` is False when the
+    evidence did not say whether the copy has a key (no keys.json row): the agent then reports it unknown.
+    """
 
     der: bytes
-    has_private_key: bool = False
-    key_provider: Literal["capi", "cng"] | None = None
-    key_readers: list[str] | None = None  # None: the key ACL could not be read
+    key: LabKey | None = None
+    key_known: bool = True
+    thumbprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.thumbprint = hashlib.sha1(self.der, usedforsecurity=False).hexdigest().upper()
 
     @property
-    def thumbprint(self) -> str:
-        return hashlib.sha1(self.der, usedforsecurity=False).hexdigest().upper()
+    def has_private_key(self) -> bool | None:
+        """``X509Certificate2.HasPrivateKey``: the copy links to a key (even one deleted since)."""
+        return (self.key is not None) if self.key_known else None
 
     @property
-    def key_file(self) -> str | None:
-        """Where Windows keeps the key (the ACL the agent reads); None without a private key."""
-        if not self.has_private_key:
-            return None
-        folder = CNG_KEYS_DIR if self.key_provider == "cng" else MACHINE_KEYS_DIR
-        return f"{folder}\\{self.thumbprint.lower()}_lab"
+    def usable_key(self) -> LabKey | None:
+        """The key, if it exists: a link to a deleted container is "Keyset does not exist" on Windows."""
+        return self.key if self.key is not None and not self.key.deleted else None
 
 
 @dataclass
@@ -82,12 +107,62 @@ class LabBinding:
     kind: Literal["ipport", "hostnameport", "ccs"] = "ipport"
 
 
-@dataclass
 class LabService:
-    name: str
-    state: str = "Running"
-    start_mode: str = "Auto"
-    start_name: str | None = None
+    """One Windows service. ``state``/``start_mode`` are Win32_Service's words; None means unknown.
+
+    A requested change is not instant: :meth:`change` starts a transition that ends ``duration`` seconds
+    later, and until then :attr:`state` reads as the pending state Windows shows.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        state: str | None = None,
+        start_mode: str | None = None,
+        account: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.start_mode = start_mode
+        self.account = account
+        self._clock = clock
+        self._settled = state
+        self._phases: list[tuple[float, str]] = []  # (time reached, state reached), in order
+
+    def _settle(self) -> None:
+        now = self._clock()
+        while self._phases and self._phases[0][0] <= now:
+            self._settled = self._phases.pop(0)[1]
+
+    @property
+    def state(self) -> str | None:
+        self._settle()
+        if self._phases:
+            return PENDING_STATES.get(self._phases[0][1], "Unknown")
+        return self._settled
+
+    @state.setter
+    def state(self, value: str | None) -> None:
+        """Set the state at once (for tests and the evidence); actions use :meth:`change`."""
+        self._phases.clear()
+        self._settled = value
+
+    @property
+    def settles_at(self) -> float:
+        """When the last requested transition is over (0 when none is under way)."""
+        return self._phases[-1][0] if self._phases else 0.0
+
+    def change(self, target: Literal["Running", "Stopped"], duration: float, not_before: float = 0.0) -> float:
+        """Begin moving to ``target`` after any transition under way (and not before ``not_before``);
+        returns when it is reached."""
+        start = max(self._clock(), self.settles_at, not_before)
+        reached = start + max(0.0, duration)
+        self._phases.append((reached, target))
+        self._settle()
+        return reached
+
+    def __repr__(self) -> str:
+        return f"LabService({self.name!r}, state={self.state!r}, start_mode={self.start_mode!r})"
 
 
 @dataclass
@@ -100,8 +175,11 @@ class LabSchannel:
 
 @dataclass
 class LabSsisDb:
+    """What SSISDB answers on a master; one object per cluster, shared by its masters (one database)."""
+
     master_properties: dict[str, str] = field(default_factory=dict)
     worker_agents: list[dict[str, Any]] = field(default_factory=list)
+    source: str = "ssisdb.json"  # or the healthy default the lab made (README: lab defaults)
 
 
 @dataclass
@@ -146,7 +224,11 @@ class LabFaults:
 
 @dataclass
 class LabNode:
-    """One simulated Windows host. Mutate it only while holding ``lock``."""
+    """One simulated Windows host. Mutate it only while holding ``lock``.
+
+    A store or the binding list is None when the evidence could not tell what it holds: the agent then
+    reports it unreadable, and an action on it is refused.
+    """
 
     name: str
     cluster: str
@@ -155,18 +237,20 @@ class LabNode:
     sql_version: str = DEFAULT_SQL_VERSION
     master_config: bytes | None = None
     worker_config: bytes | None = None
-    root: list[LabCert] = field(default_factory=list)
-    my: list[LabCert] = field(default_factory=list)
-    bindings: list[LabBinding] | None = field(default_factory=list)  # None: SslBindingInfo unreadable
-    netsh_text: bytes | None = None  # what `netsh http show sslcert` prints when the registry is unreadable
+    root: list[LabCert] | None = field(default_factory=list)
+    my: list[LabCert] | None = field(default_factory=list)
+    key_containers: dict[str, LabKey] = field(default_factory=dict)
+    bindings: list[LabBinding] | None = field(default_factory=list)  # None: SslBindingInfo unknown
     services: list[LabService] | None = field(default_factory=list)
     schannel: LabSchannel | None = field(default_factory=LabSchannel)
     ssisdb: LabSsisDb | None = None
+    service_s: float = 0.0  # how long a service takes to start or stop (`lab serve --service-ms`)
+    busy_until: float = 0.0  # when the request being handled is over (a service wait); see dispatch
+    # (monotonic time, service, "stop"|"start"): when each service stopped serving and served again
+    timeline: list[tuple[float, str, str]] = field(default_factory=list)
+    lease: dict[str, Any] | None = None  # the cluster lease a fix run holds (masters only; see lab.actions)
     files: dict[str, bytes] = field(default_factory=dict)  # other files on the node (backups, .cer files)
     journal: list[dict[str, Any]] = field(default_factory=list)  # what actions did, for tests and humans
-    lease: dict[str, Any] | None = None  # the cluster lease a fix run holds (masters only; see lab.actions)
-    service_s: float = 0.0  # how long a service takes to stop and start again (lab serve --service-ms)
-    timeline: list[tuple[float, str, str]] = field(default_factory=list)  # (monotonic, service, stop|start)
     faults: LabFaults = field(default_factory=LabFaults)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -184,21 +268,55 @@ class LabNode:
             self.worker_config = content
 
     def store(self, name: str) -> list[LabCert]:
-        if name.lower() == "root":
-            return self.root
-        if name.lower() == "my":
-            return self.my
-        raise ActionError(f"no certificate store LocalMachine\\{name} on {self.name}")
+        if name.lower() not in ("root", "my"):
+            raise ActionError(f"no certificate store LocalMachine\\{name} on {self.name}")
+        certs = self.root if name.lower() == "root" else self.my
+        if certs is None:
+            raise ActionError(
+                f"the lab does not know what LocalMachine\\{name} holds on {self.name} (not in the evidence)"
+            )
+        return certs
 
-    def find_cert(self, store: str, thumbprint: str) -> LabCert | None:
+    def find_cert(self, store: str, thumbprint: str | None) -> LabCert | None:
         wanted = normalize_thumbprint(thumbprint)
         return next((c for c in self.store(store) if c.thumbprint == wanted), None) if wanted else None
+
+    def new_key(self, thumbprint: str, provider: KeyProvider, readers: list[str] | None) -> LabKey:
+        """A new key container (its file name unique on the node, as Windows makes one per import)."""
+        stem = thumbprint.lower()
+        name = f"{stem}_lab{len([k for k in self.key_containers if k.startswith(stem)])}"
+        key = LabKey(name=name, provider=provider, readers=readers)
+        self.key_containers[name] = key
+        return key
 
     def service(self, name: str) -> LabService | None:
         return next((s for s in self.services or [] if s.name.lower() == name.lower()), None)
 
     def service_name(self, role: Role) -> str:
         return f"SSISScaleOut{'Master' if role == 'master' else 'Worker'}{self.sql_version}"
+
+    def change_service(self, service: LabService, target: Literal["Running", "Stopped"]) -> float:
+        """Start a transition taking ``service_s``; the request ends when it is over (the agent waits).
+
+        A master service that starts publishes the certificate its settings file names into SSISDB
+        (``catalog.master_properties`` SSLCERT_THUMBPRINT), which is what SO-C03 compares."""
+        reached = service.change(target, self.service_s, not_before=self.busy_until)
+        self.busy_until = max(self.busy_until, reached)
+        if target == "Stopped":
+            self.timeline.append((reached - self.service_s, service.name, "stop"))
+        else:
+            self.timeline.append((reached, service.name, "start"))
+        if target == "Running" and service.name.lower() == self.service_name("master").lower():
+            self._publish_master_thumbprint()
+        return reached
+
+    def _publish_master_thumbprint(self) -> None:
+        if self.ssisdb is None or self.master_config is None:
+            return
+        config = parse_config(self.master_config, "MasterSettings.config", kind="master")
+        thumbprint = normalize_thumbprint(config.get("SSLCertThumbprint"))
+        if thumbprint is not None:
+            self.ssisdb.master_properties["SSLCERT_THUMBPRINT"] = thumbprint
 
     def binding(self, ip_port: str) -> LabBinding | None:
         return next((b for b in self.bindings or [] if b.ip_port.lower() == ip_port.lower()), None)
@@ -226,246 +344,17 @@ class LabState:
         for cluster in self.clusters:
             yield from cluster.nodes
 
-    def node(self, name: str) -> LabNode | None:
-        return next((n for n in self.nodes() if n.name.lower() == name.lower()), None)
+    def node(self, name: str, cluster: str | None = None) -> LabNode | None:
+        """The node called ``name`` (in ``cluster`` when given; node names repeat across clusters)."""
+        return next(
+            (
+                n
+                for n in self.nodes()
+                if n.name.lower() == name.lower() and (cluster is None or n.cluster.lower() == cluster.lower())
+            ),
+            None,
+        )
 
 
 ActionHandler = Callable[[LabNode, dict[str, Any]], dict[str, Any]]
-ACTIONS: dict[str, ActionHandler] = {}
-"""op name → handler. ``collect`` is registered by :mod:`scaleguard.lab.collect_op`."""
-
-
-def action(op: str) -> Callable[[ActionHandler], ActionHandler]:
-    """Register a handler for the request ``{"op": op, ...}`` (decorator)."""
-
-    def register(handler: ActionHandler) -> ActionHandler:
-        ACTIONS[op] = handler
-        return handler
-
-    return register
-
-
-def load_actions() -> dict[str, ActionHandler]:
-    """Import every module that registers ops (the fix engine's ``actions`` module is optional)."""
-    import importlib
-
-    importlib.import_module("scaleguard.lab.collect_op")
-    try:
-        importlib.import_module("scaleguard.lab.actions")
-    except ModuleNotFoundError as exc:
-        if exc.name != "scaleguard.lab.actions":
-            raise
-    return ACTIONS
-
-
-def dispatch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    """Run one agent request against ``node`` (under its lock)."""
-    op = request.get("op")
-    handler = ACTIONS.get(op) if isinstance(op, str) else None
-    if handler is None:
-        raise ActionError(f"unknown op {op!r}")
-    with node.lock:
-        return handler(node, request)
-
-
-# --- building the state from an evidence folder ---------------------------------------------------------
-
-_NODE_MARKERS = ("certs", "sslcert.txt", "MasterSettings.config", "WorkerSettings.config", "host.json")
-
-
-def is_node_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / marker).exists() for marker in _NODE_MARKERS)
-
-
-def cluster_folders(evidence: Path) -> list[Path]:
-    """``evidence`` is one cluster folder (node folders inside) or a folder of cluster folders."""
-    if not evidence.is_dir():
-        raise FileNotFoundError(f"{evidence}: not a folder")
-    children = sorted(p for p in evidence.iterdir() if p.is_dir())
-    if any(is_node_folder(p) for p in children):
-        return [evidence]
-    clusters = [p for p in children if any(is_node_folder(c) for c in p.iterdir() if c.is_dir())]
-    if not clusters:
-        raise FileNotFoundError(f"{evidence}: no node folders (nor cluster folders holding them) found")
-    return clusters
-
-
-def load_state(evidence: Path, faults: dict[str, LabFaults] | None = None) -> LabState:
-    """One :class:`LabNode` per node folder; ``faults`` maps node names to injected faults."""
-    faults = {k.lower(): v for k, v in (faults or {}).items()}
-    state = LabState()
-    for folder in cluster_folders(evidence):
-        cluster = LabCluster(name=folder.name)
-        for node_dir in sorted(p for p in folder.iterdir() if is_node_folder(p)):
-            node = node_from_evidence(node_dir, cluster=folder.name)
-            node.faults = faults.pop(node.name.lower(), LabFaults())
-            cluster.nodes.append(node)
-        state.clusters.append(cluster)
-    if faults:
-        raise ValueError(f"faults name unknown node(s): {', '.join(sorted(faults))}")
-    return state
-
-
-def node_from_evidence(node_dir: Path, *, cluster: str) -> LabNode:
-    """Raw state of one node folder plus the documented healthy defaults for what the folder lacks."""
-    node = LabNode(name=node_dir.name, cluster=cluster)
-    for role, file_name in (("master", "MasterSettings.config"), ("worker", "WorkerSettings.config")):
-        path = node_dir / file_name
-        if path.is_file():
-            node.set_config(role, path.read_bytes())  # type: ignore[arg-type]
-    services = _read_json_list(node_dir / "services.json")
-    node.sql_version = _sql_version(services) or DEFAULT_SQL_VERSION
-    node.root = [LabCert(der=_to_der(p.read_bytes())) for p in _cert_files(node_dir / "certs" / "Root")]
-    node.my = [LabCert(der=_to_der(p.read_bytes())) for p in _cert_files(node_dir / "certs" / "My")]
-    sslcert = node_dir / "sslcert.txt"
-    if sslcert.is_file():
-        from scaleguard.lab.netsh_text import bindings_from_netsh
-
-        node.netsh_text = sslcert.read_bytes()
-        node.bindings = bindings_from_netsh(node.netsh_text)
-    else:
-        node.bindings = None
-    node.services = (
-        [
-            LabService(
-                name=str(s.get("Name")),
-                state=_text(s.get("State")) or "Running",
-                start_mode=_text(s.get("StartMode")) or "Auto",
-                start_name=_text(s.get("StartName")),
-            )
-            for s in services
-            if s.get("Name")
-        ]
-        if services is not None
-        else [
-            LabService(name=node.service_name(role), start_name=f"NT Service\\{node.service_name(role)}")
-            for role in node.roles()
-        ]
-    )
-    _apply_keys(node, _read_json_list(node_dir / "keys.json"))
-    host = _read_json(node_dir / "host.json")
-    if isinstance(host, dict):
-        node.fqdn = _text(host.get("fqdn"))
-        addresses = host.get("addresses")
-        node.addresses = [str(a) for a in addresses] if isinstance(addresses, list) else None
-    schannel = _read_json(node_dir / "schannel.json")
-    if isinstance(schannel, dict):
-        node.schannel = LabSchannel(
-            client_auth_trust_mode=_int(schannel.get("ClientAuthTrustMode")),
-            send_trusted_issuer_list=_int(schannel.get("SendTrustedIssuerList")),
-        )
-    ssisdb = _read_json(node_dir / "ssisdb.json")
-    if isinstance(ssisdb, dict):
-        agents = ssisdb.get("worker_agents") or []
-        node.ssisdb = LabSsisDb(
-            master_properties={str(k): str(v) for k, v in (ssisdb.get("master_properties") or {}).items()},
-            worker_agents=[dict(a) for a in agents if isinstance(a, dict)],
-        )
-    return node
-
-
-def _cert_files(store_dir: Path) -> list[Path]:
-    return sorted(p for p in store_dir.iterdir() if p.is_file()) if store_dir.is_dir() else []
-
-
-def _to_der(data: bytes) -> bytes:
-    """PEM/Base-64 exports become the DER a store holds; anything unreadable is kept as it is, so the
-    live audit sees (and diagnoses) the same bad bytes the offline audit does."""
-    text = data.strip()
-    if text.startswith(b"-----BEGIN"):
-        body = b"".join(line for line in text.splitlines() if line and not line.startswith(b"-----"))
-        try:
-            return base64.b64decode(body, validate=False)
-        except (binascii.Error, ValueError):
-            return data
-    if text[:1] == b"M" and re.fullmatch(rb"[A-Za-z0-9+/=\s]+", text):
-        try:
-            return base64.b64decode(b"".join(text.split()), validate=True)
-        except (binascii.Error, ValueError):
-            return data
-    return data
-
-
-def _apply_keys(node: LabNode, keys: list[dict[str, Any]] | None) -> None:
-    if keys is not None:
-        by_store: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in keys:
-            parent = str(row.get("PSParentPath") or "")
-            store = "root" if parent.lower().endswith("\\root") else "my"
-            by_store[(store, normalize_thumbprint(str(row.get("Thumbprint") or "")) or "")] = row
-        for store_name, certs in (("root", node.root), ("my", node.my)):
-            for cert in certs:
-                entry = by_store.get((store_name, cert.thumbprint))
-                if entry is None:
-                    continue
-                cert.has_private_key = bool(entry.get("HasPrivateKey"))
-                readers = entry.get("KeyReaders")
-                if cert.has_private_key:
-                    cert.key_provider = "capi"
-                    cert.key_readers = (
-                        [str(r) for r in readers] if isinstance(readers, list)
-                        else [str(readers)] if isinstance(readers, str)
-                        else _default_readers(node)
-                    )
-        return
-    master_thumbprint = _master_thumbprint(node.master_config)
-    for cert in node.my:
-        cert.has_private_key, cert.key_provider, cert.key_readers = True, "capi", _default_readers(node)
-    for cert in node.root:
-        if master_thumbprint and cert.thumbprint == master_thumbprint:
-            cert.has_private_key, cert.key_provider, cert.key_readers = True, "capi", _default_readers(node)
-
-
-def _default_readers(node: LabNode) -> list[str]:
-    accounts = [s.start_name for s in node.services or [] if s.start_name]
-    return [*ALWAYS_KEY_READERS, *accounts]
-
-
-def _master_thumbprint(config: bytes | None) -> str | None:
-    """The certificate a MasterSettings.config names, read by the project's own parser."""
-    if config is None:
-        return None
-    from scaleguard.collectors.parsers.config import parse_config
-
-    parsed = parse_config(config, "MasterSettings.config", kind="master")
-    return normalize_thumbprint(parsed.get("SSLCertThumbprint"))
-
-
-def _sql_version(services: list[dict[str, Any]] | None) -> str | None:
-    for service in services or []:
-        found = re.search(r"SSISScaleOut(?:Master|Worker)(\d{3})", str(service.get("Name") or ""))
-        if found:
-            return found.group(1)
-    return None
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    data = path.read_bytes()
-    for encoding in ("utf-8-sig", "utf-16"):
-        try:
-            return json.loads(data.decode(encoding))
-        except (UnicodeDecodeError, ValueError):
-            continue
-    return None
-
-
-def _read_json_list(path: Path) -> list[dict[str, Any]] | None:
-    data = _read_json(path)
-    if isinstance(data, dict):
-        data = [data]
-    if not isinstance(data, list):
-        return None
-    return [row for row in data if isinstance(row, dict)]
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except (TypeError, ValueError):
-        return None
+"""One op's handler: runs under ``node.lock``, changes the node completely or not at all."""

@@ -12,10 +12,10 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from scaleguard.apply.transport import AGENT_OPS
-from scaleguard.lab import actions  # noqa: F401 - registers the ops
 from scaleguard.lab.certs import CertSpec, make_certificate
+from scaleguard.lab.dispatch import HANDLERS, dispatch
 from scaleguard.lab.evidence import encode_text, settings_xml
-from scaleguard.lab.state import ACTIONS, ActionError, LabBinding, LabCert, LabNode, LabService, dispatch
+from scaleguard.lab.state import ActionError, LabBinding, LabCert, LabNode, LabService
 from scaleguard.remediators.configedit import edit_setting
 
 MASTER_CERT = make_certificate(CertSpec(("MASTER01",), key_seed=41))
@@ -27,19 +27,12 @@ def node() -> LabNode:
     config = encode_text(
         settings_xml("MasterSettings", {"PortNumber": 8391, "SSLCertThumbprint": "old"}), "utf-16-le"
     )
-    return LabNode(
+    target = LabNode(
         name="MASTER01",
         cluster="C",
         master_config=config,
-        root=[
-            LabCert(
-                MASTER_CERT.der,
-                has_private_key=True,
-                key_provider="capi",
-                key_readers=["NT AUTHORITY\\SYSTEM"],
-            )
-        ],
-        my=[LabCert(OTHER_CERT.der, has_private_key=True, key_readers=["NT AUTHORITY\\SYSTEM"])],
+        root=[LabCert(MASTER_CERT.der)],
+        my=[LabCert(OTHER_CERT.der)],
         bindings=[
             LabBinding("0.0.0.0:8391", MASTER_CERT.thumbprint, "{11111111-1111-1111-1111-111111111111}", None)
         ],
@@ -47,6 +40,9 @@ def node() -> LabNode:
             LabService("SSISScaleOutMaster150", "Running", "Auto", "NT Service\\SSISScaleOutMaster150")
         ],
     )
+    for cert in [*(target.root or []), *(target.my or [])]:
+        cert.key = target.new_key(cert.thumbprint, "capi", ["NT AUTHORITY\\SYSTEM"])
+    return target
 
 
 def run(target: LabNode, **request: Any) -> dict[str, Any]:
@@ -69,7 +65,7 @@ def write_request(target: LabNode, value: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_every_plan_action_has_a_lab_handler() -> None:
-    assert set(AGENT_OPS) <= set(ACTIONS)
+    assert set(AGENT_OPS) <= set(HANDLERS)
 
 
 def test_config_is_written_only_after_a_backup_and_only_as_read() -> None:
@@ -161,7 +157,8 @@ def test_created_certificate_has_the_requested_names_and_a_key_only_admins_read(
     assert result["thumbprint"] == hashlib.sha1(base64.b64decode(result["der_b64"])).hexdigest().upper()
     created = target.find_cert("Root", result["thumbprint"])
     assert created is not None and created.has_private_key
-    assert created.key_readers == ["NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators"]
+    assert created.key is not None
+    assert created.key.readers == ["NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators"]
 
 
 @pytest.mark.parametrize(
@@ -185,7 +182,7 @@ def test_certificate_requests_are_validated(change: dict[str, Any], message: str
     }
     with pytest.raises(ActionError, match=message):
         dispatch(target, request)
-    assert len(target.my) == 1
+    assert len(target.my or []) == 1
 
 
 def test_import_checks_the_thumbprint_and_reports_a_certificate_already_there() -> None:
@@ -274,7 +271,7 @@ def test_key_read_is_granted_once_and_revoked() -> None:
     )
     assert run(target, op="revoke_key_read", **request)["revoked"] is True
     cert = target.find_cert("Root", MASTER_CERT.thumbprint)
-    assert cert is not None and cert.key_readers == ["NT AUTHORITY\\SYSTEM"]
+    assert cert is not None and cert.key is not None and cert.key.readers == ["NT AUTHORITY\\SYSTEM"]
 
 
 def test_services_behave_like_the_service_control_manager() -> None:

@@ -21,7 +21,8 @@ from winrm.protocol import Protocol
 
 from scaleguard.collectors.agent import bootstrap_command, stdin_payload
 from scaleguard.lab.evidence import NodeEvidence
-from scaleguard.lab.state import LabFaults, load_actions, node_from_evidence
+from scaleguard.lab.from_evidence import load_state
+from scaleguard.lab.state import LabFaults
 from scaleguard.lab.wsman import soap
 from scaleguard.lab.wsman.auth import Accounts
 from scaleguard.lab.wsman.host import SimulatedHost
@@ -45,8 +46,7 @@ def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def serve(
     node_dir: Path, *, auth: str = "basic", exec_s: float = 0.0, faults: LabFaults | None = None
 ) -> Iterator[Served]:
-    load_actions()
-    node = node_from_evidence(node_dir, cluster="c")
+    [node] = load_state(node_dir.parent).nodes()
     node.faults = faults or LabFaults()
     stop = threading.Event()
     host = SimulatedHost(node, exec_s=exec_s, address="http://127.0.0.1/wsman", stop=stop)

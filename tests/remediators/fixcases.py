@@ -87,20 +87,18 @@ class LabTransport:
     """
 
     def __init__(self, state: Any) -> None:
-        from scaleguard.lab.state import load_actions
-
-        load_actions()
         self.state = state
         self.requests: list[tuple[str, dict[str, Any]]] = []
 
     def client(self, cluster: str, node: str) -> Any:
-        target = self.state.node(node)
+        target = self.state.node(node, cluster)
         transport = self
 
         class Client:
             def request(self, payload: dict[str, Any]) -> dict[str, Any]:
                 from scaleguard.apply.transport import ActionFailed
-                from scaleguard.lab.state import ActionError, dispatch
+                from scaleguard.lab.dispatch import dispatch
+                from scaleguard.lab.state import ActionError
 
                 transport.requests.append((node, dict(payload)))
                 try:
@@ -123,7 +121,7 @@ class LabTransport:
 
 
 def lab_state(folder: Path) -> Any:
-    from scaleguard.lab.state import load_state
+    from scaleguard.lab.from_evidence import load_state
 
     return load_state(folder)
 
@@ -132,10 +130,9 @@ def lab_snapshot(state: Any) -> Snapshot:
     """Collect every lab node through the agent document, exactly as the live collector converts it."""
     from scaleguard.collectors.agent.convert import node_from_agent
     from scaleguard.collectors.agent.schema import AgentDocument
-    from scaleguard.lab.state import dispatch, load_actions
+    from scaleguard.lab.dispatch import dispatch
     from scaleguard.snapshot.model import ClusterSnapshot
 
-    load_actions()
     clusters = []
     for lab_cluster in state.clusters:
         nodes = [
@@ -166,7 +163,10 @@ def node_state(node: Any) -> tuple[Any, ...]:
     """Everything a fix may change on a node (backups and the action log excluded)."""
 
     def store(certs: list[Any]) -> list[tuple[Any, ...]]:
-        return sorted((c.thumbprint, c.has_private_key, tuple(c.key_readers or ())) for c in certs)
+        return sorted(
+            (c.thumbprint, c.has_private_key, tuple((c.usable_key.readers if c.usable_key else None) or ()))
+            for c in certs or []
+        )
 
     return (
         node.master_config,
@@ -174,7 +174,7 @@ def node_state(node: Any) -> tuple[Any, ...]:
         store(node.root),
         store(node.my),
         sorted((b.ip_port, b.cert_hash, b.app_id, b.store) for b in node.bindings or []),
-        sorted((s.name, s.state, s.start_mode, s.start_name) for s in node.services or []),
+        sorted((s.name, s.state, s.start_mode, s.account) for s in node.services or []),
     )
 
 

@@ -1,7 +1,7 @@
 """One simulated Windows host behind WinRM: shells, commands, their timing, and the injected faults.
 
 Commands are not executed: the lab recognises the agent bootstrap, reads the JSON request it would read
-from stdin, and answers from the node state (:func:`scaleguard.lab.state.dispatch`). Timing is simulated
+from stdin, and answers from the node state (:func:`scaleguard.lab.dispatch.dispatch_timed`). Timing is simulated
 without burning CPU: a command is *done* ``exec_s`` after it started, and a Receive long-polls (sleeps)
 until then or until the client's OperationTimeout, exactly the contract real WinRM has (MS-WSMV: no output
 before OperationTimeout → fault 2150858793, and the client asks again).
@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
 from scaleguard.collectors.agent import bootstrap_script, decode_encoded_command, split_payload
-from scaleguard.lab.state import ActionError, LabNode, dispatch
+from scaleguard.lab.dispatch import dispatch_timed
+from scaleguard.lab.state import ActionError, LabNode
 from scaleguard.lab.wsman import soap
 
 MAX_SHELLS_PER_USER = 30  # winrs/MaxShellsPerUser default
@@ -178,16 +179,17 @@ class SimulatedHost:
     # --- running a command ----------------------------------------------------------------------------
 
     def _finish(self, command: Command, script: str | None) -> None:
-        command.stdout, command.stderr, command.exit_code = self._run(command, script)
-        command.done_at = max(command.started + self.exec_s, time.monotonic())
+        command.stdout, command.stderr, command.exit_code, waited_until = self._run(command, script)
+        command.done_at = max(command.started + self.exec_s, time.monotonic(), waited_until)
         command.ready.set()
 
-    def _run(self, command: Command, script: str | None) -> tuple[bytes, bytes, int]:
+    def _run(self, command: Command, script: str | None) -> tuple[bytes, bytes, int, float]:
+        """stdout, stderr, exit code, and when the agent would be done (it waits for a service)."""
         if script is None:
             program = command.command_line.split(" ", 1)[0]
             message = (f"'{program}' is not recognized as an internal or external command,\r\n"
                        "operable program or batch file.\r\n")
-            return b"", message.encode("ascii", "replace"), 1
+            return b"", message.encode("ascii", "replace"), 1, 0.0
         try:
             if script.strip() == self._bootstrap.strip():
                 _agent, request = split_payload(bytes(command.stdin))
@@ -198,15 +200,16 @@ class SimulatedHost:
                     "the scaleguard lab answers agent requests only; it does not run PowerShell"
                 )
             if self.node.faults.malformed_output and request.get("op") == "collect":
-                return MALFORMED_STDOUT, b"", 0
-            result = dispatch(self.node, request)
+                return MALFORMED_STDOUT, b"", 0, 0.0
+            result, waited_until = dispatch_timed(self.node, request)
         except ActionError as exc:
-            return b"", _clixml_error(str(exc)), 1
+            return b"", _clixml_error(str(exc)), 1, exc.ends_at
         except (ValueError, KeyError) as exc:
-            return b"", _clixml_error(f"malformed request: {exc}"), 1
+            return b"", _clixml_error(f"malformed request: {exc}"), 1, 0.0
         except Exception:  # a bug in a handler must not kill the host; it shows as a failed command
-            return b"", _clixml_error(traceback.format_exc(limit=5)), 1
-        return json.dumps(result, ensure_ascii=True, separators=(",", ":")).encode("ascii"), b"", 0
+            return b"", _clixml_error(traceback.format_exc(limit=5)), 1, 0.0
+        stdout = json.dumps(result, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        return stdout, b"", 0, waited_until
 
     # --- helpers --------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The lab's answer to ``{"op": "collect"}``: the agent's JSON document, rendered from node state.
 
 The shape is the one ``collectors/agent/collect.ps1`` prints on a real node (see
-:mod:`scaleguard.collectors.agent.schema`), so the live collector cannot tell the lab from Windows.
+:mod:`scaleguard.collectors.agent.schema`), so the live collector cannot tell the lab from Windows. What the
+lab does not know it reports as the agent reports what it could not read: ``null`` plus an error.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ import base64
 from typing import Any
 
 from scaleguard.collectors.agent.schema import AGENT_SCHEMA, SECTIONS
-from scaleguard.lab.state import CONFIG_DIR, SQL_VERSIONS, ActionError, LabCert, LabNode, action
+from scaleguard.lab.state import CONFIG_DIR, SQL_VERSIONS, ActionError, LabCert, LabNode
 
 
-@action("collect")
 def collect(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     wanted = request.get("sections") or list(SECTIONS)
     unknown = [s for s in wanted if s not in SECTIONS]
@@ -33,6 +33,10 @@ def collect(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     for section in wanted:
         doc[section] = renderers[section](node, doc)
     return doc
+
+
+def _error(doc: dict[str, Any], source: str, message: str) -> None:
+    doc["errors"].append({"source": source, "message": message})
 
 
 def _identity(node: LabNode, doc: dict[str, Any]) -> dict[str, Any]:
@@ -69,28 +73,35 @@ def _configs(node: LabNode, doc: dict[str, Any]) -> list[dict[str, Any]]:
     return configs
 
 
-def _cert(cert: LabCert) -> dict[str, Any]:
+def _cert(cert: LabCert, store: str, doc: dict[str, Any]) -> dict[str, Any]:
+    key = cert.usable_key
+    if cert.key is not None and key is None:
+        _error(doc, f"stores/{store}/{cert.thumbprint}", "key ACL not readable: Keyset does not exist")
     return {
         "thumbprint": cert.thumbprint,
         "der_b64": base64.b64encode(cert.der).decode("ascii"),
         "has_private_key": cert.has_private_key,
-        "key_provider": cert.key_provider,
-        "key_file": cert.key_file,
-        "key_readers": list(cert.key_readers) if cert.key_readers is not None else None,
+        "key_provider": key.provider if key is not None else None,
+        "key_file": key.file if key is not None else None,
+        "key_readers": list(key.readers) if key is not None and key.readers is not None else None,
     }
 
 
 def _stores(node: LabNode, doc: dict[str, Any]) -> dict[str, Any]:
-    return {"Root": [_cert(c) for c in node.root], "My": [_cert(c) for c in node.my]}
+    stores: dict[str, Any] = {}
+    for name, certs in (("Root", node.root), ("My", node.my)):
+        if certs is None:
+            _error(doc, f"stores/{name}", f"LocalMachine\\{name} is not in the lab's evidence")
+            stores[name] = None
+        else:
+            stores[name] = [_cert(c, name, doc) for c in certs]
+    return stores
 
 
 def _bindings(node: LabNode, doc: dict[str, Any]) -> dict[str, Any] | None:
     if node.bindings is None:
-        doc["errors"].append({"source": "bindings", "message": "SslBindingInfo could not be read"})
-        if node.netsh_text is None:
-            return None
-        netsh = base64.b64encode(node.netsh_text).decode("ascii")
-        return {"source": "netsh", "entries": None, "netsh_b64": netsh}
+        _error(doc, "bindings", "SslBindingInfo could not be read (not in the lab's evidence)")
+        return None
     return {
         "source": "registry",
         "entries": [
@@ -109,9 +120,10 @@ def _bindings(node: LabNode, doc: dict[str, Any]) -> dict[str, Any] | None:
 
 def _services(node: LabNode, doc: dict[str, Any]) -> list[dict[str, Any]] | None:
     if node.services is None:
+        _error(doc, "services", "the services are not in the lab's evidence")
         return None
     return [
-        {"Name": s.name, "State": s.state, "StartMode": s.start_mode, "StartName": s.start_name}
+        {"Name": s.name, "State": s.state, "StartMode": s.start_mode, "StartName": s.account}
         for s in node.services
     ]
 
@@ -129,7 +141,7 @@ def _ssisdb(node: LabNode, doc: dict[str, Any]) -> dict[str, Any] | None:
     if "master" not in node.roles():
         return None
     if node.ssisdb is None:
-        doc["errors"].append({"source": "ssisdb", "message": "SSISDB not reachable (lab: no ssisdb.json)"})
+        _error(doc, "ssisdb", "SSISDB not reachable (lab: no ssisdb.json, and no default could be made)")
         return None
     return {
         "master_properties": dict(node.ssisdb.master_properties),

@@ -1,0 +1,105 @@
+"""Which handler answers which agent request: one explicit table, read top to bottom.
+
+A request reaches a lab node as JSON with an ``"op"``. ``collect`` is answered by
+:mod:`scaleguard.lab.agent_collect` (what ``collect.ps1`` prints), ``batch`` here (several actions in one
+round), every other op by :mod:`scaleguard.lab.actions` (what ``actions.ps1`` does). A handler runs under
+``node.lock``, changes the node in place and raises :class:`ActionError` for a failure the agent would
+report (exit code 1 with the message on stderr).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from scaleguard.lab import actions, agent_collect
+from scaleguard.lab.state import ActionError, ActionHandler, LabNode
+
+HANDLERS: dict[str, ActionHandler] = {
+    "collect": agent_collect.collect,
+    "read_file": actions.read_file,
+    "write_config": actions.write_config,
+    "restore_file": actions.restore_file,
+    "create_certificate": actions.create_certificate,
+    "import_certificate": actions.import_certificate,
+    "import_pfx": actions.import_pfx,
+    "copy_certificate": actions.copy_certificate,
+    "remove_certificate": actions.remove_certificate,
+    "restore_certificate": actions.restore_certificate,
+    "grant_key_read": actions.grant_key_read,
+    "revoke_key_read": actions.revoke_key_read,
+    "set_binding": actions.set_binding,
+    "delete_binding": actions.delete_binding,
+    "set_service_start_mode": actions.set_service_start_mode,
+    "start_service": actions.start_service,
+    "stop_service": actions.stop_service,
+    "restart_service": actions.restart_service,
+    "set_schannel_value": actions.set_schannel_value,
+    "delete_schannel_value": actions.delete_schannel_value,
+    "lease_acquire": actions.lease_acquire,
+    "lease_renew": actions.lease_renew,
+    "lease_release": actions.lease_release,
+    "lease_break": actions.lease_break,
+}
+BATCH_MAX = 64
+NOT_BATCHED = ("batch", "collect", "lease_acquire", "lease_renew", "lease_release", "lease_break")
+
+
+def batch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    """Consecutive actions of one node in one agent round, in order, stopping at the first failure.
+
+    Every action is checked to be one the agent knows before any runs; each answer (or the error that
+    stopped the batch) is reported in order, so the caller journals each action as if sent alone. An
+    action that waits for a service delays the ones after it, as the agent runs them one by one."""
+    items = request.get("actions")
+    if not isinstance(items, list) or not items or len(items) > BATCH_MAX:
+        raise ActionError(f"'actions' must be a list of 1-{BATCH_MAX} requests")
+    for item in items:
+        op = item.get("op") if isinstance(item, dict) else None
+        if not isinstance(op, str) or op in NOT_BATCHED or op not in HANDLERS:
+            raise ActionError(f"a batch cannot hold {op!r}")
+    results: list[dict[str, Any]] = []
+    for item in items:
+        try:
+            results.append({"ok": True, "result": HANDLERS[item["op"]](node, item)})
+        except ActionError as exc:
+            results.append({"ok": False, "error": str(exc)})
+            break
+    return {"results": results}
+
+
+HANDLERS["batch"] = batch
+
+
+def dispatch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    """Run one agent request against ``node`` and answer when the agent would: a request that waits for
+    a service returns once it got there (the wait is outside the node's lock, as on Windows)."""
+    try:
+        answer, ends_at = dispatch_timed(node, request)
+    except ActionError as exc:
+        _sleep_until(exc.ends_at)
+        raise
+    _sleep_until(ends_at)
+    return answer
+
+
+def _sleep_until(moment: float) -> None:
+    delay = moment - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def dispatch_timed(node: LabNode, request: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """The answer, and the monotonic time the agent would give it: a request that waits for a service
+    ends when the service gets there (0.0: no wait). A refusal carries its time in ``ends_at``."""
+    op = request.get("op")
+    handler = HANDLERS.get(op) if isinstance(op, str) else None
+    if handler is None:
+        raise ActionError(f"unknown op {op!r}")
+    with node.lock:
+        node.busy_until = 0.0
+        try:
+            return handler(node, request), node.busy_until
+        except ActionError as exc:
+            exc.ends_at = max(exc.ends_at, node.busy_until)
+            raise
