@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.findings.model import Severity, Status
 from scaleguard.pipeline import AuditOptions, AuditResult, run_audit
@@ -94,8 +95,11 @@ def audit(
                            "on trouble); otherwise the usual summary. Implies --no-progress.")
     ] = False,
 ) -> None:
-    """Audit a Scale Out cluster's certificate setup and write the reports."""
-    console = Console(stderr=True, highlight=False, soft_wrap=True)  # CI logs: never cut a path in two
+    """Audit a Scale Out cluster's certificate setup and write the reports.
+
+    Example: scaleguard audit --inventory inventory.yaml --out reports/tonight --notify slack://T/B/C/#ops
+    """
+    console = make_console(soft_wrap=True)  # CI logs: never cut a path in two
     try:
         options = _options(
             out=out, evidence=evidence, inventory=inventory, fail_on=fail_on,

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from scaleguard.collectors.live import collect_inventory, summarize
+from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.remoting.inventory import InventoryError
 
@@ -33,8 +33,11 @@ def collect(
         bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = True,
 ) -> None:
-    """Collect the raw facts of every node (one agent run per node) into a snapshot for `audit`."""
-    console = Console(stderr=True, highlight=False)
+    """Collect the raw facts of every node (one agent run per node) into a snapshot for `audit`.
+
+    Example: scaleguard collect --inventory inventory.yaml --out collected/
+    """
+    console = make_console()
     try:
         snapshot = collect_inventory(inventory, concurrency=concurrency, insecure=insecure, progress=progress)
     except InventoryError as exc:

@@ -36,6 +36,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 
 from .groups import app
@@ -126,9 +127,12 @@ def fix(
         typer.Option("--lease-ttl", min=1, max=86400, help="Seconds the lease lasts unless renewed."),
     ] = 300,
 ) -> None:
-    """Plan the fixes for failing findings; with --apply, carry them out in a safe order."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    out_console = Console(highlight=False, width=max(160, Console().width))
+    """Plan the fixes for failing findings; with --apply, carry them out in a safe order.
+
+    Example: scaleguard fix --inventory inventory.yaml --out fix/ (then add --apply to carry the plan out)
+    """
+    err = make_console(soft_wrap=True)
+    out_console = make_console(width=max(160, Console(stderr=True).width))  # tables: stderr, like every summary
     try:
         if master_hash not in ("sha256", "sha1"):
             raise FixUsageError("--master-hash must be sha256 or sha1")
@@ -613,5 +617,5 @@ def _undo(
         finally:
             transport.close()
             lease.release()
-    Console(highlight=False).print(undo_view(report))
+    make_console().print(undo_view(report))
     return int(ExitCode.OK if report.ok else ExitCode.FAILING)

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from scaleguard.cli.groups import app
+from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.history.store import HistoryStore, RunRecord, default_history_path
 
@@ -69,7 +69,10 @@ def history(
     scope: Annotated[str | None, typer.Option(help="Only runs of this cluster set (as listed).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
 ) -> None:
-    """List recorded audit runs (time, source, counts by status, failing delta) and the trend."""
+    """List recorded audit runs (time, source, counts by status, failing delta) and the trend.
+
+    Example: scaleguard history --limit 14
+    """
     path = history_file or default_history_path()
     if path is None:
         typer.echo("history is turned off ($SCALEGUARD_HISTORY=off)", err=True)
@@ -88,7 +91,7 @@ def history(
         typer.echo(json.dumps([_as_json(r, change[r.id]) for r in runs], indent=1))
         return
     # piped into a file or a mail, rows must not wrap at rich's 80-column default
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = make_console(stderr=False, highlight=True, width=None if sys.stdout.isatty() else 200)
     table = Table(title=f"Audit runs in {path}", title_justify="left")
     for column in (
         "run",

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.console import Console
 from rich.markup import escape
 
+from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.remoting.inventory import InventoryError, load_inventory
 
@@ -36,7 +36,7 @@ def import_inventory(
     """
     from scaleguard.remoting.ansible_inventory import looks_like_ansible, native_document
 
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = make_console(soft_wrap=True)
     try:
         text = source.read_text(encoding="utf-8-sig")
         if not looks_like_ansible(text):

@@ -25,7 +25,10 @@ def create(
     ] = False,
     healthy: Annotated[bool, typer.Option("--healthy", help="Plant no defects.")] = False,
 ) -> None:
-    """Write a realistic Scale Out evidence folder with real certificates and a few planted defects."""
+    """Write a realistic Scale Out evidence folder with real certificates and a few planted defects.
+
+    Example: scaleguard lab create demo/CONTOSO-SSIS
+    """
     console = Console(stderr=True, highlight=False, soft_wrap=True)  # CI logs: never cut a path in two
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         console.print(f"[bold red]scaleguard lab create: error:[/] {escape(str(folder))} exists and is not "

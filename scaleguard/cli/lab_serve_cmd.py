@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated, Literal, cast
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.lab.serve import DEFAULT_SERVICE_MS, LabError, LabOptions, serve_forever
 
@@ -64,8 +64,11 @@ def serve(
         ),
     ] = 120.0,
 ) -> None:
-    """Serve every node of an evidence folder over WinRM on 127.0.0.1 (password: $SCALEGUARD_LAB_PASSWORD)."""
-    console = Console(stderr=True, highlight=False)
+    """Serve every node of an evidence folder over WinRM on 127.0.0.1 (password: $SCALEGUARD_LAB_PASSWORD).
+
+    Example: scaleguard lab serve --evidence demo/CONTOSO-SSIS --inventory-out demo/lab/inventory.yaml
+    """
+    console = make_console()
     mode = auth.lower()
     if mode not in ("basic", "ntlm", "kerberos"):
         console.print(

@@ -32,7 +32,10 @@ def list_policies(
     policies: PolicyDirs = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the policy summaries as JSON.")] = False,
 ) -> None:
-    """List every policy an audit would evaluate: built-in pack plus --policies directories."""
+    """List every policy an audit would evaluate: built-in pack plus --policies directories.
+
+    Example: scaleguard policies list --policies my-policies/ --json
+    """
     result = load_all(policies or [])
     if result.problems:
         for problem in result.problems:
@@ -52,7 +55,10 @@ def validate(
         list[Path], typer.Argument(help="Policy directories to check.", show_default=False)
     ],
 ) -> None:
-    """Check policy files; prints file:line: reason per problem and exits 2 if there is any."""
+    """Check policy files; prints file:line: reason per problem and exits 2 if there is any.
+
+    Example: scaleguard policies validate my-policies/
+    """
     result = load_all(directories)
     if result.problems:
         for problem in result.problems:
@@ -69,7 +75,10 @@ def validate(
 
 @policies_app.command("facts")
 def facts() -> None:
-    """Print the facts reference: every path a policy's CEL and `requires` can use."""
+    """Print the facts reference: every path a policy's CEL and `requires` can use.
+
+    Example: scaleguard policies facts
+    """
     for line in render():
         typer.echo(textwrap.fill(line, width=110, subsequent_indent="    "))
 

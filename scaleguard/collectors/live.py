@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from scaleguard.collectors.agent import bootstrap_command, stdin_payload
 from scaleguard.collectors.agent.convert import node_from_agent
 from scaleguard.collectors.agent.schema import AGENT_SCHEMA, AgentDocument
+from scaleguard.console import console
 from scaleguard.remoting.channel import ChannelError, ChannelSettings, HostChannel, describe_stderr
 from scaleguard.remoting.credentials import CredentialResolver, Secret
 from scaleguard.remoting.inventory import (
@@ -324,7 +325,6 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self.enabled:
-            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
@@ -333,7 +333,7 @@ class _Progress:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[status]}"),
                 TimeElapsedColumn(),
-                console=Console(stderr=True),
+                console=console(),
                 transient=False,
             )
             self._progress.start()
