@@ -127,8 +127,7 @@ class _Facts:
 
     Every rule asks about every failing finding, and a rotated master leaves one failing pin per worker:
     so nodes by name and the masters are indexed once per cluster, and the answers that depend only on
-    (cluster, thumbprints) are remembered. Without that, 2,000 failing
-    findings on a 1,000-node cluster took 0.65 s (every question rescanned the nodes)."""
+    (cluster, thumbprints) are remembered, so grouping stays linear in the failing findings."""
 
     def __init__(self, snapshot: Snapshot | None) -> None:
         self.clusters: dict[str, ClusterSnapshot] = {

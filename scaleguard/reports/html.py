@@ -58,9 +58,9 @@ def script_json(payload: Any) -> Markup:
     ``\\uXXXX`` escapes keeps the document equal while no markup can be formed.
     """
     # orjson: the same compact, non-ASCII-preserving text as json.dumps(ensure_ascii=False,
-    # separators=(",", ":")), three times faster on a 1,000-node island
+    # separators=(",", ":")), and much faster on a large fleet's island
     text = orjson.dumps(payload, default=str).decode("utf-8")
-    for raw, escaped in _JSON_ESCAPES:  # str.replace is memchr-fast; per-character translation is 10x slower
+    for raw, escaped in _JSON_ESCAPES:  # str.replace scans in C; a per-character translation does not
         text = text.replace(raw, escaped)
     return Markup(text)
 
