@@ -159,7 +159,6 @@ class _TlsFactory:
         self.ca_bundle = folder / "lab-ca.pem"
         self.ca_bundle.write_bytes(self.ca.pem())
         self._contexts: dict[str | None, ssl.SSLContext] = {}
-        self._key_folder = Path(tempfile.mkdtemp(prefix="scaleguard-lab-tls-"))
 
     def context(self, name: str | None) -> ssl.SSLContext:
         if name not in self._contexts:
@@ -177,12 +176,13 @@ class _TlsFactory:
         return self._contexts[name]
 
     def _server_context(self, cert: IssuedCertificate) -> ssl.SSLContext:
-        pem = self._key_folder / f"{cert.thumbprint}.pem"
-        pem.write_bytes(cert.pem() + cert.key_pem())
-        pem.chmod(0o600)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(pem)
-        pem.unlink()
+        # ssl loads a key only from a file: a private folder that is gone once the key is loaded
+        with tempfile.TemporaryDirectory(prefix="scaleguard-lab-tls-") as folder:
+            pem = Path(folder) / f"{cert.thumbprint}.pem"
+            pem.touch(mode=0o600)
+            pem.write_bytes(cert.pem() + cert.key_pem())
+            context.load_cert_chain(pem)
         return context
 
 

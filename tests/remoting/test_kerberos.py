@@ -177,6 +177,15 @@ def test_negotiate_wraps_kerberos_in_spnego(served: Any) -> None:
     assert lab.states() == dict.fromkeys(NODES, (CollectionState.OK, ""))
 
 
+@pytest.mark.parametrize("delegate", [False, True])
+def test_kerberos_delegation_forwards_the_ticket_only_when_asked(served: Any, delegate: bool) -> None:
+    lab = served()
+    lab.edit({"delegate": delegate})
+    assert lab.states() == dict.fromkeys(NODES, (CollectionState.OK, ""))
+    forwarded = [server.delegated_logons > 0 for server in lab.lab.servers]
+    assert forwarded == [delegate] * len(NODES)
+
+
 def test_kerberos_uses_an_existing_ticket_cache_without_a_password(
     served: Any, kdc: Kdc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -91,6 +91,7 @@ class SecurityConnection:
         self.authenticated = False
         self.user = ""
         self.final_token: bytes | None = None  # Kerberos mutual auth: sent with the first answer
+        self.delegated = False  # the client forwarded its ticket (Kerberos delegation)
 
     def _complete(self) -> None:
         self.authenticated = True
@@ -193,5 +194,6 @@ class KerberosConnection(SecurityConnection):
             self.context = None
             raise AuthError("Kerberos logon refused: the handshake needs more than one round trip (not Kerberos)")
         self.final_token = bytes(out) if out else None
+        self.delegated = bool(self.context.context_attr & spnego.ContextReq.delegate)
         self._complete()
         return None

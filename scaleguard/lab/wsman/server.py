@@ -67,6 +67,7 @@ class HostServer(ThreadingHTTPServer):
         self.auth = auth
         self.latency_s = latency_s
         self.tls = tls
+        self.delegated_logons = 0  # Kerberos logons that forwarded the client's ticket (delegate: true)
         self.socket.setblocking(False)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -166,6 +167,8 @@ class WsmanHandler(BaseHTTPRequestHandler):
             elif not isinstance(self.security, NtlmConnection):
                 self.security = NtlmConnection(self.server.accounts.user_file(password))
             challenge = self.security.step(raw)
+            if self.security.delegated:
+                self.server.delegated_logons += 1
             if challenge is not None:
                 self.close_connection = False
                 self._reply(
