@@ -173,7 +173,8 @@ class SpnegoTransport(Transport):
             endpoint,
             auth_method="kerberos",  # pywinrm's name for an auth whose session offers wrap_winrm
             read_timeout_sec=read_timeout_sec,  # type: ignore[arg-type]
-            message_encryption=message_encryption,
+            server_cert_validation="ignore" if verify is False else "validate",  # pywinrm then mutes urllib3's
+            message_encryption=message_encryption,  # warning per request: --insecure is reported once instead
             proxy=None,
         )
         self.spnego = settings

@@ -171,6 +171,17 @@ def test_kerberos_over_https_validates_tls_and_sends_a_channel_binding(served: A
     assert lab.states() == dict.fromkeys(NODES, (CollectionState.OK, ""))
 
 
+def test_kerberos_over_https_without_the_ca_fails_tls_unless_insecure_which_is_recorded(served: Any) -> None:
+    lab = served(https=True)
+    document = yaml.safe_load(lab.inventory.read_text(encoding="utf-8"))
+    del document["defaults"]["transport"]["ca_bundle"]
+    lab.inventory.write_text(yaml.safe_dump(document), encoding="utf-8")
+    assert {state for state, _ in lab.states().values()} == {CollectionState.FAILED}  # TLS validated
+    snapshot = collect_inventory(lab.inventory, concurrency=3, insecure=True, progress=False)
+    nodes = snapshot.clusters[0].nodes
+    assert [(n.collection.state, n.collection.insecure) for n in nodes] == [(CollectionState.OK, True)] * 3
+
+
 def test_negotiate_wraps_kerberos_in_spnego(served: Any) -> None:
     lab = served()
     lab.edit({"auth": "negotiate"})
