@@ -142,6 +142,10 @@ class SincePrevious(BaseModel):
     run: int
     scope: str
     history_file: str
+    trend: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the last runs of the same clusters, oldest first, this one last: run, at, failing",
+    )
 
 
 class FindingsFile(BaseModel):

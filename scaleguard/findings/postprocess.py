@@ -39,6 +39,21 @@ def group_causes(findings: list[Finding], snapshot: Snapshot) -> list[CauseSumma
     return [CauseSummary.model_validate(c.as_json()) for c in find_causes(findings, snapshot)]
 
 
+TREND_RUNS = 30
+"""Runs the report's trend chart shows: a month of nightly audits."""
+
+
+def _trend(path: Path, scope: str) -> list[dict[str, Any]]:
+    """Failing findings (fail + error) of the last runs of ``scope``, for the report's chart."""
+    try:
+        runs = HistoryStore(path).runs(scope=scope, limit=TREND_RUNS)
+    except (sqlite3.Error, OSError, ValueError):  # the run is recorded; only the chart is lost
+        return []
+    return [
+        {"run": r.id, "at": r.generated_at.isoformat(timespec="seconds"), "failing": r.problems} for r in runs
+    ]
+
+
 def record_history(
     findings: list[Finding], path: Path, *, source: str, mode: str, exit_code: ExitCode, now: datetime
 ) -> tuple[SincePrevious | None, list[str]]:
@@ -72,6 +87,7 @@ def record_history(
     except (sqlite3.Error, OSError, ValueError) as exc:
         return None, [f"history not recorded in {path}: {exc}"]
     since = SincePrevious(
+        trend=_trend(path, record.scope),
         previous_run=previous.id if previous is not None else None,
         previous_at=previous.generated_at.isoformat(timespec="seconds") if previous is not None else None,
         run=record.id,

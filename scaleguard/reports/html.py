@@ -87,6 +87,9 @@ class HtmlReporter:
         findings = sorted_findings(ctx.findings.findings)
         policies = policy_rows(ctx.findings)
         nodes = node_rows(ctx.snapshot, findings, ctx.now)
+        # one count for the header and the tab: the rows that are nodes (the cluster's own row, where
+        # cluster-wide policies report, is listed in the table but is not a node)
+        node_total = sum(1 for n in nodes if n.state != "cluster")
         problems = []
         not_applicable = 0
         for f in findings:  # one pass; a 1,000-node audit has 14,000 findings
@@ -96,7 +99,7 @@ class HtmlReporter:
             elif status is Status.NOT_ASSESSED and not f.applicable:
                 not_applicable += 1
         html = self._template.render(
-            meta=_metadata(ctx, len(policies)),
+            meta=_metadata(ctx, len(policies), node_total),
             insecure=ctx.findings.insecure,
             unencrypted=ctx.findings.unencrypted_nodes,
             statuses=STATUS_ORDER,
@@ -108,7 +111,7 @@ class HtmlReporter:
             top_problems=problems[:TOP_PROBLEMS],
             more_problems=max(0, len(problems) - TOP_PROBLEMS),
             policies=policies,
-            node_total=len(nodes),
+            node_total=node_total,
             data=script_json(_payload(ctx, findings, policies, nodes)),
             nightly=nightly_view(ctx),
             limits=ctx.thresholds,
@@ -116,9 +119,8 @@ class HtmlReporter:
         return html.encode("utf-8")
 
 
-def _metadata(ctx: ReportContext, policies: int) -> dict[str, str]:
+def _metadata(ctx: ReportContext, policies: int, nodes: int) -> dict[str, str]:
     ff = ctx.findings
-    nodes = sum(len(c.nodes) for c in ctx.snapshot.clusters)
     return {
         "source": ff.source,
         "mode": ff.mode,

@@ -15,6 +15,7 @@ from scaleguard.findings.model import CauseSummary, SincePrevious
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.expiry import expiry_section
 from scaleguard.reports.fixsteps import fix_step
+from scaleguard.reports.trend import trend_svg
 
 SHOWN_CAUSES = 15
 SHOWN_CHANGES = 50
@@ -47,4 +48,6 @@ def _since(since: SincePrevious) -> dict[str, Any]:
         "new_total": len(since.new),
         "resolved_total": len(since.resolved),
         "persisting": since.persisting,
+        "trend": trend_svg(since.trend),
+        "trend_runs": len(since.trend),
     }
