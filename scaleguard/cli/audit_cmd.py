@@ -194,7 +194,7 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     """
     from scaleguard.findings.waivers import WaiverError
     from scaleguard.policies.loader import PolicyError
-    from scaleguard.remoting.inventory import InventoryError
+    from scaleguard.remoting.errors import InventoryError
 
     return (PolicyError, WaiverError, InventoryError)
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from scaleguard.collectors.live import collect_inventory, summarize
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
-from scaleguard.remoting.inventory import InventoryError
+from scaleguard.remoting.errors import InventoryError
 
 from .groups import app
 

@@ -235,7 +235,7 @@ def _confirm(question: str, yes: bool) -> None:
 
 def _usage_errors() -> tuple[type[Exception], ...]:
     from scaleguard.policies.loader import PolicyError
-    from scaleguard.remoting.inventory import InventoryError
+    from scaleguard.remoting.errors import InventoryError
 
     return (InventoryError, PolicyError)
 

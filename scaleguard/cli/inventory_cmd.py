@@ -15,7 +15,8 @@ from rich.markup import escape
 
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
-from scaleguard.remoting.inventory import InventoryError, load_inventory
+from scaleguard.remoting.errors import InventoryError
+from scaleguard.remoting.inventory import load_inventory
 
 from .groups import app
 

@@ -31,11 +31,11 @@ from scaleguard.collectors.agent.schema import AGENT_SCHEMA, AgentDocument
 from scaleguard.console import console
 from scaleguard.remoting.channel import ChannelError, ChannelSettings, HostChannel, describe_stderr
 from scaleguard.remoting.credentials import CredentialResolver, Secret
+from scaleguard.remoting.errors import InventoryError
 from scaleguard.remoting.inventory import (
     SPNEGO_AUTH,
     Inventory,
     InventoryCluster,
-    InventoryError,
     InventoryNode,
     load_inventory,
 )

@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from scaleguard.remoting.inventory import Inventory, InventoryError
+from scaleguard.remoting.errors import InventoryError
 
 ROLE_GROUP = re.compile(r"^(?P<cluster>.+)_(?P<role>masters|workers)$", re.IGNORECASE)
 ENV_LOOKUP = re.compile(
@@ -110,20 +109,6 @@ def looks_like_ansible(text: str) -> bool:
 def native_document(path: Path, text: str) -> dict[str, Any]:
     """The native inventory document an Ansible inventory stands for (``scaleguard inventory import``)."""
     return to_native(parse(path, text))
-
-
-def load(path: Path, text: str, read_native: Callable[[yaml.Node], Inventory]) -> Inventory:
-    """Read an Ansible inventory through the native reader, so both formats obey the same rules. The
-    native reader's ``file:line`` would point into the converted document: its messages keep the file
-    name and lose the line (they name the cluster and host instead)."""
-    document = yaml.compose(yaml.safe_dump(native_document(path, text), sort_keys=False), Loader=yaml.SafeLoader)
-    if document is None:  # pragma: no cover - safe_dump of a mapping is never empty
-        raise InventoryError(f"{path}: nothing to read")
-    try:
-        return read_native(document)
-    except InventoryError as exc:
-        prefix = re.compile(rf"^{re.escape(str(path))}:[0-9]+:", re.MULTILINE)
-        raise InventoryError(prefix.sub(f"{path}:", str(exc))) from None
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -13,7 +13,8 @@ import os
 import threading
 from collections.abc import Callable
 
-from scaleguard.remoting.inventory import CredentialRef, InventoryError
+from scaleguard.remoting.errors import InventoryError
+from scaleguard.remoting.inventory import CredentialRef
 
 
 class Secret:

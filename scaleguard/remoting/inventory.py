@@ -35,12 +35,16 @@ fixing an inventory is one round trip.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import yaml
+
+from scaleguard.remoting import ansible_inventory
+from scaleguard.remoting.errors import InventoryError
 
 Scheme = Literal["http", "https"]
 AuthMethod = Literal["basic", "ntlm", "kerberos", "negotiate", "certificate"]
@@ -70,10 +74,6 @@ TRANSPORT_KEYS = (
     "allow_unencrypted",
 )
 _SECRET_WORDS = ("password", "passwd", "pwd", "secret")
-
-
-class InventoryError(ValueError):
-    """The inventory cannot be used; the message lists every problem as ``file:line: what``."""
 
 
 @dataclass(frozen=True)
@@ -192,10 +192,8 @@ def load_inventory(path: Path) -> Inventory:
         raise InventoryError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise InventoryError(f"{path}: is not UTF-8 text") from exc
-    from scaleguard.remoting import ansible_inventory  # an Ansible INI/YAML inventory becomes this format
-
     if ansible_inventory.looks_like_ansible(text):
-        return ansible_inventory.load(path, text, _Reader(path).read)
+        return _read_ansible(path, text)
     try:
         document = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -203,6 +201,21 @@ def load_inventory(path: Path) -> Inventory:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise InventoryError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
     return _Reader(path).read(document)
+
+
+def _read_ansible(path: Path, text: str) -> Inventory:
+    """An Ansible inventory, converted and then read by the native reader, so both formats obey the same
+    rules. The native reader's ``file:line`` would point into the converted document: its messages keep
+    the file name and lose the line (they name the cluster and host instead)."""
+    dumped = yaml.safe_dump(ansible_inventory.native_document(path, text), sort_keys=False)
+    document = yaml.compose(dumped, Loader=yaml.SafeLoader)
+    if document is None:  # pragma: no cover - safe_dump of a mapping is never empty
+        raise InventoryError(f"{path}: nothing to read")
+    try:
+        return _Reader(path).read(document)
+    except InventoryError as exc:
+        prefix = re.compile(rf"^{re.escape(str(path))}:[0-9]+:", re.MULTILINE)
+        raise InventoryError(prefix.sub(f"{path}:", str(exc))) from None
 
 
 class _Reader:

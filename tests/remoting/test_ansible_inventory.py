@@ -10,7 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from scaleguard.cli.main import app
-from scaleguard.remoting.inventory import CredentialRef, Inventory, InventoryError, load_inventory
+from scaleguard.remoting.errors import InventoryError
+from scaleguard.remoting.inventory import CredentialRef, Inventory, load_inventory
 
 INI = """\
 # the shop's Ansible inventory, also used by its playbooks

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scaleguard.remoting.inventory import CredentialRef, InventoryError, load_inventory
+from scaleguard.remoting.errors import InventoryError
+from scaleguard.remoting.inventory import CredentialRef, load_inventory
 
 GOOD = """\
 version: 1

@@ -29,7 +29,7 @@ from scaleguard.findings.model import Status
 from scaleguard.lab.scenario import demo_scenario
 from scaleguard.lab.serve import PASSWORD_ENV, Lab, LabOptions, spn_hostname, start_lab
 from scaleguard.pipeline import AuditOptions, run_audit
-from scaleguard.remoting.inventory import InventoryError
+from scaleguard.remoting.errors import InventoryError
 from scaleguard.snapshot.model import CollectionState
 
 pytestmark = pytest.mark.lab
