@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from scaleguard.cli.main import app
 from scaleguard.collectors.live import collect_inventory
 from scaleguard.findings.model import Status
+from scaleguard.lab.process import LabProcess
 from scaleguard.lab.scenario import demo_scenario
 from scaleguard.lab.serve import PASSWORD_ENV, Lab, LabOptions, spn_hostname, start_lab
 from scaleguard.pipeline import AuditOptions, run_audit
@@ -269,3 +270,24 @@ def test_kerberos_lab_refuses_a_request_without_a_ticket(served: Any) -> None:
     assert answer.status_code == 401
     assert "Negotiate" in answer.headers["WWW-Authenticate"]
 
+
+
+def test_kerberos_lab_serve_runs_as_its_own_process_from_the_keytab(kdc: Kdc, tmp_path: Path) -> None:
+    evidence = tmp_path / "evidence" / "contoso"
+    demo_scenario(len(NODES) - 1, seed=5).write(evidence)
+    with LabProcess(evidence, tmp_path / "lab", PASSWORD, auth="kerberos") as lab:  # env: KRB5_KTNAME
+        snapshot = collect_inventory(lab.inventory, concurrency=3, insecure=False, progress=False)
+    states = [(n.name, n.collection.state) for n in snapshot.clusters[0].nodes]
+    assert states == [(node, CollectionState.OK) for node in NODES]
+
+
+def test_kerberos_lab_serve_without_a_keytab_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KRB5_KTNAME", raising=False)
+    evidence = tmp_path / "evidence" / "contoso"
+    demo_scenario(1, seed=5).write(evidence)
+    args = ["lab", "serve", "--evidence", str(evidence), "--inventory-out", str(tmp_path / "i.yaml")]
+    result = CliRunner().invoke(app, [*args, "--auth", "kerberos"])
+    assert result.exit_code == 2 and "KRB5_KTNAME" in result.output, result.output
+    assert not (tmp_path / "i.yaml").exists()
