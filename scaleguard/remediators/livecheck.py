@@ -12,7 +12,8 @@ the right one. Checked against a fresh collection, before anything is sent:
 - a certificate imported into a Root is one the cluster uses (a master's or a worker's configured
   certificate) or one the plan creates; a binding serves only the master certificate;
 - a certificate is removed only when nothing on its node uses it, unless an earlier step of the plan
-  moves that use to another certificate.
+  moves that use to another certificate;
+- a PFX with its key goes only to a master.
 
 Pure: plan and snapshot in, ``step <id>: <reason>`` lines out.
 """
@@ -80,6 +81,8 @@ def _step_problems(plan: Plan, step: Step, cluster: ClusterSnapshot, node: NodeS
         return []
     if isinstance(p, RemoveCertificate):
         return _removal(plan, step, p, node)
+    if isinstance(p, ImportPfx) and not node.is_master:
+        return [f"imports a PFX with its key on {node.name}, which is not a master"]
     return []
 
 

@@ -10,6 +10,8 @@ reason it is refused, one ``step <id>: <reason>`` line each:
 - no settings-file path in a step (it is taken from the live node at apply time);
 - a certificate is removed only by the two remediations that retire old worker certificates, and never
   one the plan itself points something at;
+- a local file (a PFX) is sent only by the master rotation, and only the ``--master-pfx`` it was planned
+  with;
 - the plan has not expired.
 
 The SHA-256 of the exact bytes is returned with the plan, so the review, the journal and the operator
@@ -29,6 +31,7 @@ from pydantic import ValidationError
 from scaleguard.findings.model import Remediation
 from scaleguard.remediators.actions import (
     CreateCertificate,
+    ImportPfx,
     RemoveCertificate,
     SetBinding,
     SetMasterEndpoint,
@@ -151,10 +154,23 @@ def plan_problems(plan: Plan) -> list[str]:
     for step in plan.steps:
         if isinstance(step.params, RemoveCertificate):
             problems += [f"step {step.id}: {p}" for p in _removal_problems(plan, step, step.params, pinned)]
+        if isinstance(step.params, ImportPfx):
+            problems += [f"step {step.id}: {p}" for p in _pfx_problems(plan, step, step.params)]
     listed = {s for u in plan.units for s in u.steps}
     problems += [f"unit {u.id}: lists {s}, which is not a step of it" for u in plan.units for s in u.steps
                  if s not in seen or seen[s].unit != u.id]
     problems += [f"step {s.id}: in no unit" for s in plan.steps if s.id not in listed]
+    return problems
+
+
+def _pfx_problems(plan: Plan, step: Step, params: ImportPfx) -> list[str]:
+    """A local file travels only as the --master-pfx a master rotation was planned with."""
+    unit = next((u for u in plan.units if u.id == step.unit), None)
+    problems = []
+    if unit is None or unit.remediation != Remediation.ROTATE_MASTER_CERTIFICATE:
+        problems.append("imports a PFX, which only the rotation of the master certificate does")
+    if params.pfx.local_file != plan.options.master_pfx:
+        problems.append(f"sends {params.pfx.local_file!r}, which is not the plan's --master-pfx")
     return problems
 
 

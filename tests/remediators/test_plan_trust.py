@@ -205,6 +205,13 @@ def _remove_a_certificate_the_node_still_uses(plan: Plan) -> None:
     add_step(plan, unit["id"], unit["target"], "remove_certificate", {"store": "My", "thumbprint": thumb})
 
 
+def _local_file_sent_as_a_pfx(plan: Plan) -> None:
+    add_step(plan, unit_of(plan, "repin-worker-master-thumbprint"), "WORKER02", "import_pfx", {
+        "store": "Root", "thumbprint": ATTACKER_LEAF.thumbprint, "pfx": {"local_file": "/etc/passwd"},
+        "password": {"secret_env": PASSWORD_ENV},
+    })
+
+
 def _unknown_action(plan: Plan) -> None:
     step_of(plan, "restart_service")["action"] = "run_command"
 
@@ -234,6 +241,7 @@ TAMPERING: dict[str, tuple[Callable[[Plan], None], str]] = {
         "still uses (MasterHttpsCertThumbprint)",
     ),
     "unknown action": (_unknown_action, "action: Input should be"),
+    "local file and a secret sent as a PFX": (_local_file_sent_as_a_pfx, "which is not the plan's --master-pfx"),
     "expired plan": (_expired, "expired at"),
 }
 
