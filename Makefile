@@ -21,37 +21,14 @@ $(BIN)/scaleguard: pyproject.toml
 
 venv: $(BIN)/scaleguard
 
-# The demo audit exits 1 on purpose (it finds the planted defects), hence the leading '-'.
-# Live part: the same nodes served as WinRM hosts by the lab (background); audited over WinRM (finds the
-# planted defects, exit 1 expected), fixed over WinRM, audited again (must exit 0: every planted defect
-# fixed), fixed again (must find nothing to do); the lab is stopped on the way out. The fix journal stays
-# in the demo folder, not in the user's data folder.
-DEMO_INVENTORY := $(DEMO_DIR)/lab/inventory.yaml
-DEMO_FIX := $(BIN)/scaleguard fix --inventory $(DEMO_INVENTORY) --journal $(DEMO_DIR)/fix/journal.sqlite --apply --yes
-
+# The demo is `scaleguard lab demo` (scaleguard/lab/demo.py), so Windows users run the same thing with
+# Python alone: lab create, offline audit (exit 1 expected: the planted defects), the nodes served as WinRM
+# hosts by the lab, live audit, fix --apply (must fix everything), audit again (must exit 0), fix again
+# (must find nothing to do); the lab is stopped on the way out and the command exits 1 if a promise broke.
+# The fix journal stays in the demo folder, not in the user's data folder.
 demo: venv
 	rm -rf $(DEMO_DIR)
-	$(BIN)/scaleguard lab create $(DEMO_DIR)/CONTOSO-SSIS
-	-$(BIN)/scaleguard audit --evidence $(DEMO_DIR)/CONTOSO-SSIS --out $(DEMO_DIR)/report
-	@echo "report: $(abspath $(DEMO_DIR)/report/report.html)"
-	@export SCALEGUARD_LAB_PASSWORD='$(LAB_PASSWORD)'; \
-	$(BIN)/scaleguard lab serve --evidence $(DEMO_DIR)/CONTOSO-SSIS --inventory-out $(DEMO_INVENTORY) \
-		--latency-ms 20 --exec-ms 300 & lab=$$!; trap 'kill $$lab 2>/dev/null; wait $$lab' EXIT; \
-	for i in $$(seq 200); do [ -f $(DEMO_INVENTORY) ] && break; sleep 0.1; done; \
-	echo "== live audit over WinRM (the planted defects fail)"; \
-	$(BIN)/scaleguard audit --inventory $(DEMO_INVENTORY) --out $(DEMO_DIR)/live-report; \
-	echo "== fix --apply over WinRM"; \
-	$(DEMO_FIX) --out $(DEMO_DIR)/fix || { echo "demo: the fix did not fix everything"; exit 1; }; \
-	echo "== audit after the fix (must be clean)"; \
-	$(BIN)/scaleguard audit --inventory $(DEMO_INVENTORY) --out $(DEMO_DIR)/after-fix \
-		|| { echo "demo: the audit after the fix is not clean"; exit 1; }; \
-	echo "== fix --apply again (must find nothing to do)"; \
-	again=$$($(DEMO_FIX) 2>&1) || { echo "$$again"; echo "demo: the second fix failed"; exit 1; }; \
-	echo "$$again"; \
-	case "$$again" in *"nothing to do"*) ;; *) echo "demo: the second fix changed something"; exit 1;; esac; \
-	echo "live report (collected over WinRM from the lab): $(abspath $(DEMO_DIR)/live-report/report.html)"; \
-	echo "fix (plan and what it did):                      $(abspath $(DEMO_DIR)/fix/plan.json) $(abspath $(DEMO_DIR)/fix/apply.json)"; \
-	echo "report after the fix (clean):                    $(abspath $(DEMO_DIR)/after-fix/report.html)"
+	SCALEGUARD_LAB_PASSWORD='$(LAB_PASSWORD)' $(BIN)/scaleguard lab demo $(DEMO_DIR)
 
 test: venv
 	$(BIN)/ruff check scaleguard tests bench

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.lab.scenario import demo_scenario, fleet_scenario
 
@@ -29,7 +29,7 @@ def create(
 
     Example: scaleguard lab create demo/CONTOSO-SSIS
     """
-    console = Console(stderr=True, highlight=False, soft_wrap=True)  # CI logs: never cut a path in two
+    console = make_console(soft_wrap=True)  # CI logs: never cut a path in two
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         console.print(f"[bold red]scaleguard lab create: error:[/] {escape(str(folder))} exists and is not "
                       "an empty folder; choose a new one")
@@ -45,3 +45,39 @@ def create(
         console.print(f"  planted: {escape(defect.node)}: {escape(defect.description)}")
     if len(scenario.defects) > 10:
         console.print(f"  … and {len(scenario.defects) - 10} more (see README.txt)")
+
+
+@lab_app.command("demo")
+def demo(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="New folder for everything the demo writes.")],
+    latency_ms: Annotated[
+        int, typer.Option("--latency-ms", min=0, help="The lab's network latency per WinRM message.")
+    ] = 20,
+    exec_ms: Annotated[
+        int, typer.Option("--exec-ms", min=0, help="The lab's time to run one agent command.")
+    ] = 300,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress of the audits on stderr.")
+    ] = True,
+) -> None:
+    """The whole demo with Python alone: lab create, offline audit, lab over WinRM, live audit, fix, clean audit.
+
+    Each step runs the real commands; the demo fails (exit 1) if the fix leaves anything failing or a second
+    fix finds something to do. `make demo` runs this.
+
+    Example: scaleguard lab demo demo
+    """
+    from scaleguard.lab.demo import DemoFailed, DemoOptions, run_demo
+
+    console = make_console(soft_wrap=True)
+    try:
+        outputs = run_demo(
+            DemoOptions(folder, latency_ms=latency_ms, exec_ms=exec_ms, progress=progress),
+            lambda line: console.print(escape(line)),
+        )
+    except (DemoFailed, RuntimeError, OSError) as exc:
+        console.print(f"[bold red]demo:[/] {escape(str(exc))}")
+        raise typer.Exit(int(ExitCode.FAILING)) from None
+    width = max(len(name) for name in outputs) + 1
+    for name, path in outputs.items():
+        console.print(f"{escape(name + ':'):<{width}} {escape(str(path.resolve()))}")
