@@ -154,6 +154,7 @@ def _with_lab_ssisdb(offline: ClusterSnapshot, lab: LabState) -> Snapshot:
 def test_live_findings_equal_offline_findings_for_every_case_folder(root: Root) -> None:
     live = _collect(root)
     live_by_cluster = {c.cluster: c for c in live.clusters}
+    assert len(root.folders) == len(load_cases()) + len(_variants())  # every case folder, none skipped
     assert set(live_by_cluster) == set(root.folders)
     lab_state = load_state(root.path)  # what the lab process built, built again here to read its SSISDB
     differences: list[str] = []
