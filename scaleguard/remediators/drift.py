@@ -33,6 +33,7 @@ from scaleguard.remediators.model import (
     Unit,
 )
 from scaleguard.rules.account import account_matches
+from scaleguard.rules.thumbprint import comparable
 from scaleguard.snapshot.model import Certificate, CollectionState, NodeSnapshot, SslBinding
 
 Verdict = Literal["todo", "done", "stale"]
@@ -76,7 +77,7 @@ def _text(value: Any) -> str:
 
 
 def _thumb(value: Any) -> str:
-    return "".join(ch for ch in _text(value) if ch in "0123456789abcdefABCDEF").upper()
+    return comparable(_text(value))
 
 
 def _cert(node: NodeSnapshot, store: str, thumbprint: str) -> Certificate | None:
