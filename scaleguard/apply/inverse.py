@@ -80,6 +80,7 @@ def _remove(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
                 "store": request["store"],
                 "thumbprint": result["thumbprint"],
                 "backup_name": request["backup_name"],
+                "backup_sha256": result.get("backup_sha256"),
                 "had_key": bool(result.get("had_key")),
             }
         ]
@@ -102,15 +103,19 @@ def _restore_cert(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
 
 
 def _binding(previous: dict[str, Any] | None, ip_port: str) -> dict[str, Any]:
+    """The request that puts ``previous`` back. A binding without SslCertStoreName (netsh shows "(null)",
+    HTTP.sys uses MY) is restored by leaving ``cert_store`` out: the agent refuses a null store."""
     if previous is None:
         return {"op": "delete_binding", "ip_port": ip_port}
-    return {
+    request = {
         "op": "set_binding",
         "ip_port": previous["ip_port"],
         "cert_hash": previous["cert_hash"],
-        "cert_store": previous.get("cert_store"),
         "app_id": previous["app_id"],
     }
+    if previous.get("cert_store"):
+        request["cert_store"] = previous["cert_store"]
+    return request
 
 
 def _set_binding(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
@@ -131,6 +136,7 @@ def _write_config(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
                 "op": "restore_file",
                 "path": request["path"],
                 "backup_name": request["backup_name"],
+                "backup_sha256": result.get("backup_sha256") or result.get("before_sha256"),
                 "expected_sha256": result.get("after_sha256"),
             }
         ]
@@ -225,7 +231,14 @@ def inverse_unknown(request: dict[str, Any]) -> Inverse:
     if op == "write_config" and request.get("backup_name"):
         # restore_file does nothing when the backup does not exist (the write never happened)
         return Inverse(
-            [{"op": "restore_file", "path": request["path"], "backup_name": request["backup_name"]}],
+            [
+                {
+                    "op": "restore_file",
+                    "path": request["path"],
+                    "backup_name": request["backup_name"],
+                    "backup_sha256": request.get("expected_sha256"),
+                }
+            ],
             note="outcome unknown: restored from the backup if one was made",
         )
     if op == "import_certificate" and request.get("absent_before"):

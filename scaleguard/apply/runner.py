@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 from scaleguard.apply.inverse import inverse
 from scaleguard.apply.journal import Journal
-from scaleguard.apply.transport import ActionFailed, OutcomeUnknown, Transport
+from scaleguard.apply.transport import ActionFailed, OutcomeUnknown, PartialChange, Transport
 from scaleguard.apply.undo import once_per_service, send_revert
 from scaleguard.findings.model import Finding
 from scaleguard.remediators import drift
@@ -571,6 +571,8 @@ class Executor:
                 return {"results": [{"ok": True, "result": client.request(requests[0])}]}
             except ActionFailed as exc:
                 return {"results": [{"ok": False, "error": str(exc)}]}
+            except PartialChange as exc:  # exit code 3: what was there before comes with it
+                return {"results": [{"ok": False, "error": str(exc), "partial": True, "result": exc.result}]}
         answer = client.request({"op": "batch", "actions": requests})
         results = answer.get("results")
         if not isinstance(results, list) or len(results) > len(requests):
@@ -617,6 +619,15 @@ class Executor:
                 continue
             if not outcome.get("ok"):
                 error = str(outcome.get("error") or "the action failed")
+                if outcome.get("partial"):
+                    # changed and neither finished nor undone: outcome unknown, rolled back from what the
+                    # agent found before (or blindly, as any unknown outcome, when it could not say)
+                    before = outcome.get("result")
+                    self.journal.end(run_id, seq, "unknown", error=error)
+                    self.status[step.id] = "unknown"
+                    done = _Done(step, seq, logged, dict(before) if isinstance(before, dict) else None)
+                    self._failures.append(_Failure(step, error, [done]))
+                    continue
                 self.journal.end(run_id, seq, "failed", error=error)
                 self.status[step.id] = "failed"
                 self._failures.append(_Failure(step, error, []))

@@ -47,6 +47,18 @@ class OutcomeUnknown(Exception):
     """The node could not be asked or did not answer: the action may or may not have happened."""
 
 
+class PartialChange(OutcomeUnknown):
+    """The agent changed something and could neither finish nor undo it (exit code 3).
+
+    ``result`` is what it reported finding before it started (the previous binding, whether the service was
+    running...), so rollback can put that back; None when it could not say.
+    """
+
+    def __init__(self, message: str, result: dict[str, Any] | None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class NodeClient(Protocol):
     def request(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Send one action; raise :class:`ActionFailed` or :class:`OutcomeUnknown`."""
@@ -65,9 +77,51 @@ def actions_script() -> str:
     return resources.files("scaleguard.apply.agent").joinpath("actions.ps1").read_text(encoding="ascii")
 
 
+SECRET_FIELDS = ("password",)
+"""Request fields that never travel in the JSON (see :func:`stdin_payload`)."""
+SERVICE_OPS = frozenset({"start_service", "stop_service", "restart_service"})
+EXIT_PARTIAL = 3
+EXIT_LANGUAGE_MODE = 4
+
+
 def action_payload(request: dict[str, Any]) -> tuple[str, bytes]:
-    """(command line, stdin) for one action: fixed bootstrap and script, the request as JSON data."""
-    return bootstrap_command(), stdin_payload(request, script=actions_script())
+    """(command line, stdin) for one action: fixed bootstrap and script, the request as JSON data and its
+    secret, if any, after it (never inside the JSON)."""
+    found: list[str] = []
+    data = _without_secrets(request, found)
+    if isinstance(data.get("actions"), list):
+        data["actions"] = [_without_secrets(a, found) if isinstance(a, dict) else a for a in data["actions"]]
+    if len(set(found)) > 1:
+        raise ActionFailed("one agent round can carry one secret; these actions must be sent apart")
+    secret = found[0] if found else None
+    return bootstrap_command(), stdin_payload(data, script=actions_script(), secret=secret)
+
+
+def _without_secrets(request: dict[str, Any], found: list[str]) -> dict[str, Any]:
+    found += [request[k] for k in SECRET_FIELDS if isinstance(request.get(k), str)]
+    return {k: v for k, v in request.items() if k not in SECRET_FIELDS}
+
+
+def agent_request(payload: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """The request as the agent gets it: service actions carry how long they may wait (``wait_s``).
+
+    In a batch every service action gets the whole wait too: the agent's batch stops at the first one that
+    times out, so at most one wait is used up, and the caller's deadline for a batch is its own concern."""
+    if payload.get("op") == "batch" and isinstance(payload.get("actions"), list):
+        return {
+            **payload,
+            "actions": [agent_request(a, timeout_s) if isinstance(a, dict) else a for a in payload["actions"]],
+        }
+    if payload.get("op") in SERVICE_OPS:
+        return {**payload, "wait_s": service_wait_s(timeout_s)}
+    return payload
+
+
+def service_wait_s(timeout_s: float) -> int:
+    """How long the agent may wait for a service state: well inside the channel deadline (shell start-up,
+    the stop and the start of a restart each need their share), so a hung service is the action's own
+    definite error, never the channel giving up."""
+    return max(1, int(timeout_s * 0.4))
 
 
 class AgentClient:
@@ -77,14 +131,17 @@ class AgentClient:
         self.name = name
 
     def request(self, payload: dict[str, Any]) -> dict[str, Any]:
-        command, stdin = action_payload(payload)
+        command, stdin = action_payload(agent_request(payload, self.timeout_s))
         self.channel.deadline = time.monotonic() + self.timeout_s
         try:
             result = self.channel.run(command, stdin, idempotent=False)
         except ChannelError as exc:
             raise OutcomeUnknown(f"{self.name}: {exc.reason}") from exc
+        reason = describe_stderr(result.stderr) or f"exit code {result.exit_code}"
+        if result.exit_code == EXIT_PARTIAL:
+            raise PartialChange(f"{self.name}: {reason}", _partial_result(result.stdout))
         if result.exit_code != 0:
-            raise ActionFailed(describe_stderr(result.stderr) or f"exit code {result.exit_code}")
+            raise ActionFailed(reason)
         try:
             answer = json.loads(result.stdout.decode("utf-8", errors="replace"))
         except ValueError as exc:
@@ -119,3 +176,13 @@ class WinRMTransport:
         for client in self._clients.values():
             client.channel.close()
         self._clients.clear()
+
+
+def _partial_result(stdout: bytes) -> dict[str, Any] | None:
+    """The ``result`` of the agent's ``{"partial": true, "result": ...}`` answer, if it is an object."""
+    try:
+        answer = json.loads(stdout.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    inner = answer.get("result") if isinstance(answer, dict) else None
+    return inner if isinstance(inner, dict) else None

@@ -8,7 +8,13 @@ container and can be restored from its backup. Every handler either changes the 
 at all, and tells the caller what was there before, which is what rollback and ``--undo`` replay.
 
 Failures are :class:`ActionError` (stderr + exit code 1 on the wire). ``faults.fail_ops`` injects them:
-the next N requests of an op fail before touching anything.
+the next N requests of an op fail before touching anything. A change that could be neither finished nor
+undone is a :class:`PartialChangeError` (exit code 3, what was there before on stdout).
+
+The lab is never kinder than Windows: every field ``actions.ps1`` requires is required here (no defaults),
+a store is Root or My (never null), and what Windows refuses (a locked file, an AES-256 PFX on Server 2016,
+a null binding store, a hung service) is refused here with the same outcome. Each behaviour, its source and
+the test that pins it are in ``docs/windows-conformance.md``.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import ntpath
 import re
 import secrets
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +35,9 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from scaleguard.lab.certs import CertSpec, make_certificate
 from scaleguard.lab.state import (
     ALWAYS_KEY_READERS,
+    PENDING_STATES,
+    SECRET_KEY,
+    SQL_VERSIONS,
     ActionError,
     ActionHandler,
     LabBinding,
@@ -35,18 +46,25 @@ from scaleguard.lab.state import (
     LabNode,
     LabSchannel,
     LabService,
+    PartialChangeError,
     Role,
 )
-from scaleguard.remediators.configedit import ConfigEditError, edit_setting
 from scaleguard.rules.account import account_matches
 from scaleguard.rules.host import valid_host
-from scaleguard.rules.thumbprint import normalize_thumbprint
 
 BACKUP_ROOT = "C:\\ProgramData\\scaleguard\\backup"
 BACKUP_NAME = re.compile(r"[A-Za-z0-9._-]{1,80}\\[A-Za-z0-9._-]{1,120}")
 SCHANNEL_VALUES = {"ClientAuthTrustMode": "client_auth_trust_mode", "SendTrustedIssuerList": "send_trusted_issuer_list"}
 DWORD_WRITABLE_MAX = 2**31 - 1  # what actions.ps1 writes and reads back unchanged (a DWORD reads as Int32)
 START_MODES = {"auto": "Auto", "automatic": "Auto", "manual": "Manual", "disabled": "Disabled"}
+STORES = ("Root", "My")
+THUMBPRINT = re.compile(r"[0-9A-F]{40}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+FRIENDLY_NAME = re.compile(r"[A-Za-z0-9 ._-]{1,64}")
+PBES2_OID = bytes.fromhex("06092a864886f70d01050d")  # 1.2.840.113549.1.5.13, how AES-encrypted PFX files say so
+SHARING_VIOLATION = "The process cannot access the file because it is being used by another process."
+UNTRUSTED_OWNER = "S-1-5-21-1004336348-1177238915-682003330-1001"
+NEVER = 10.0**9  # a stuck service's transition: it never gets there
 
 
 def lab_action(op: str, *, journaled: bool = True) -> Callable[[ActionHandler], ActionHandler]:
@@ -70,7 +88,35 @@ def lab_action(op: str, *, journaled: bool = True) -> Callable[[ActionHandler], 
 
 
 def _loggable(request: dict[str, Any]) -> dict[str, Any]:
-    return {k: ("<redacted>" if k in ("password", "pfx_b64") else v) for k, v in request.items()}
+    return {k: ("<redacted>" if k in ("password", "pfx_b64", SECRET_KEY) else v) for k, v in request.items()}
+
+
+def _store(request: dict[str, Any], key: str = "store") -> str:
+    """``Get-StoreName``: Root or My, any case; anything else (null included) is refused."""
+    value = request.get(key)
+    for known in STORES:
+        if isinstance(value, str) and value.lower() == known.lower():
+            return known
+    raise ActionError(f"'{key}' must be Root or My")
+
+
+def _thumbprint(request: dict[str, Any], key: str = "thumbprint") -> str:
+    """``Get-Thumbprint``: required; every character that is not a hex digit dropped; 40 hex digits."""
+    clean = "".join(ch for ch in _text(request, key) if ch in "0123456789abcdefABCDEF").upper()
+    if not THUMBPRINT.fullmatch(clean):
+        raise ActionError(f"'{key}' is not a 40-hex thumbprint")
+    return clean
+
+
+def _integer(request: dict[str, Any], key: str) -> int:
+    """``[int](Get-Field ...)``: required. A JSON number or numeric text converts, anything else is refused."""
+    value = request.get(key)
+    if value is None or value == "" or isinstance(value, bool):
+        raise ActionError(f"the request needs '{key}'")
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise ActionError(f"'{key}' is not a number") from exc
 
 
 def _text(request: dict[str, Any], key: str) -> str:
@@ -92,6 +138,26 @@ def _backup_path(request: dict[str, Any]) -> str:
     return f"{BACKUP_ROOT}\\{name}"
 
 
+def _trusted_backup_folder(node: LabNode) -> None:
+    """``Test-TrustedFolder``: a backup folder some other account owns is never written or read."""
+    if node.faults.untrusted_backup_folder:
+        raise ActionError(f"{BACKUP_ROOT} is owned by {UNTRUSTED_OWNER}, not SYSTEM or Administrators; backups refused")
+
+
+def _read_backup(node: LabNode, request: dict[str, Any], backup_path: str) -> bytes:
+    """``Read-Backup``: the backup, only when it still has the SHA-256 recorded when it was made."""
+    recorded = _text(request, "backup_sha256")
+    if not SHA256_HEX.fullmatch(recorded):
+        raise ActionError("'backup_sha256' is not acceptable")
+    _trusted_backup_folder(node)
+    data = read_bytes(node, backup_path)
+    if data is None:
+        raise ActionError(f"no backup at {backup_path}")
+    if _sha256(data) != recorded:
+        raise ActionError(f"the backup {backup_path} does not have the SHA-256 recorded when it was made; not restored")
+    return data
+
+
 # --- files ---------------------------------------------------------------------------------------------
 
 
@@ -108,6 +174,9 @@ def read_bytes(node: LabNode, path: str) -> bytes | None:
 
 
 def _write_bytes(node: LabNode, path: str, data: bytes) -> None:
+    """``Write-BytesAtomically``: a file another process holds open fails as File.Replace does."""
+    if any(locked.lower() == path.lower() for locked in node.faults.locked_files):
+        raise ActionError(f"{path} not written: {SHARING_VIOLATION}")
     role = _config_role(node, path)
     if role is not None:
         node.set_config(role, data)
@@ -116,16 +185,34 @@ def _write_bytes(node: LabNode, path: str, data: bytes) -> None:
     node.files[existing] = data
 
 
+def windows_full_path(raw: str) -> str:
+    """``Path.GetFullPath`` of a drive-absolute path (/ as \\, . and .. resolved); anything else (UNC,
+    ``\\\\?\\`` and ``\\\\.\\`` device paths, relative paths) is refused as ``Get-ConfigPath`` refuses it."""
+    if not re.match(r"[A-Za-z]:[\\/]", raw):
+        raise ActionError("the config path must be a local drive path (UNC and device paths are refused)")
+    return ntpath.normpath(raw.replace("/", "\\"))
+
+
 def _config_path(node: LabNode, request: dict[str, Any]) -> str:
-    """Only the Scale Out settings files are ever read or edited (as actions.ps1 enforces)."""
-    path = _text(request, "path")
-    if _config_role(node, path) is None:
+    """Only the Scale Out settings files in the node's own DTS\\Binn folders (as actions.ps1 enforces)."""
+    full = windows_full_path(_text(request, "path"))
+    allowed = {
+        f"C:\\Program Files\\Microsoft SQL Server\\{version}\\DTS\\Binn\\{leaf}".lower()
+        for version in SQL_VERSIONS
+        for leaf in ("MasterSettings.config", "WorkerSettings.config")
+    }
+    if full.lower() not in allowed:
         raise ActionError(
-            "only MasterSettings.config and WorkerSettings.config in a DTS\\Binn folder are edited"
+            "only MasterSettings.config and WorkerSettings.config in this node's SQL Server DTS\\Binn folder are edited"
         )
-    if read_bytes(node, path) is None:
-        raise ActionError(f"{path} does not exist")
-    return path
+    if read_bytes(node, full) is None:
+        raise ActionError(f"{full} does not exist")
+    return _config_role_path(node, full)
+
+
+def _config_role_path(node: LabNode, full: str) -> str:
+    role = _config_role(node, full)
+    return node.config_path(role) if role is not None else full
 
 
 @lab_action("read_file")
@@ -143,29 +230,30 @@ def read_file(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
 
 @lab_action("write_config")
 def write_config(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    """Writes exactly the bytes it is given (the agent never looks inside them), after a backup."""
     path, backup_path = _config_path(node, request), _backup_path(request)
-    setting, value = _text(request, "setting"), request.get("value")
-    if not isinstance(value, str):
-        raise ActionError("the request needs 'value' (a string)")
+    expected = _text(request, "expected_sha256")
+    if not SHA256_HEX.fullmatch(expected):
+        raise ActionError("'expected_sha256' is not acceptable")
+    encoded = _text(request, "content_b64")
+    try:
+        content = base64.b64decode(encoded, validate=True)
+    except ValueError as exc:
+        raise ActionError("'content_b64' is not acceptable") from exc
     current = read_bytes(node, path)
     assert current is not None
-    if _sha256(current) != request.get("expected_sha256"):
+    if _sha256(current) != expected:
         raise ActionError(f"{path} changed since it was read; not written")
+    _trusted_backup_folder(node)
     if read_bytes(node, backup_path) is not None:
         raise ActionError(f"the backup {backup_path} already exists; not overwritten")
-    try:
-        edited = edit_setting(current, setting, value).content
-    except ConfigEditError as exc:
-        raise ActionError(f"{path}: {exc}") from exc
-    content = base64.b64decode(_text(request, "content_b64"))
-    if content != edited:
-        raise ActionError(f"{path}: the new content is not exactly the old one with {setting} changed")
     node.files[backup_path] = current
     _write_bytes(node, path, content)
     return {
         "path": path,
         "backup_path": backup_path,
-        "before_sha256": _sha256(current),
+        "before_sha256": expected,
+        "backup_sha256": expected,
         "after_sha256": _sha256(content),
         "changed": content != current,
     }
@@ -174,9 +262,9 @@ def write_config(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
 @lab_action("restore_file")
 def restore_file(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     path, backup_path = _config_path(node, request), _backup_path(request)
-    backup = read_bytes(node, backup_path)
-    if backup is None:
+    if read_bytes(node, backup_path) is None:
         return {"path": path, "restored": False, "reason": "no backup (the file was never written)"}
+    backup = _read_backup(node, request, backup_path)
     current = read_bytes(node, path)
     expected = request.get("expected_sha256")
     if expected and current is not None and _sha256(current) not in (expected, _sha256(backup)):
@@ -198,23 +286,29 @@ def _cert_document(cert: LabCert, store: str) -> dict[str, Any]:
 
 @lab_action("create_certificate")
 def create_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    store = _text(request, "store")
+    """``New-SelfSignedCertificate`` with every parameter from the request: none has a default here."""
+    store = _store(request)
     names = [str(n) for n in request.get("common_names") or []]
+    if not names:
+        raise ActionError("the request needs 'common_names'")
     san_dns = [str(n) for n in request.get("san_dns") or []]
     san_ip = [str(n) for n in request.get("san_ip") or []]
-    if not names or not all(valid_host(n) for n in [*names, *san_dns, *san_ip]):
+    if not all(valid_host(n) for n in [*names, *san_dns, *san_ip]):
         raise ActionError("every certificate name must be a host name or an address")
-    key_bits = int(request.get("key_bits") or 2048)
-    hash_name = str(request.get("hash") or "sha256")
-    if key_bits < 2048 or hash_name not in ("sha256", "sha384", "sha1"):
-        raise ActionError(f"refusing RSA {key_bits} / {hash_name}")
+    key_bits = _integer(request, "key_bits")
+    hash_name = _text(request, "hash")
+    valid_days = _integer(request, "valid_days")
+    if key_bits < 2048 or hash_name not in ("sha256", "sha384", "sha1") or valid_days < 1:
+        raise ActionError("refusing a weak or invalid certificate request")
+    if not FRIENDLY_NAME.fullmatch(_text(request, "friendly_name")):
+        raise ActionError("'friendly_name' is not acceptable")
     issued = make_certificate(
         CertSpec(
             common_names=tuple(names),
             san_dns=tuple(san_dns),
             san_ip=tuple(san_ip),
             valid_from_days=-1,
-            valid_days=int(request.get("valid_days") or 730) + 1,
+            valid_days=valid_days + 1,
             key_size=key_bits,
             hash=hash_name,
             key_seed=secrets.randbits(62),
@@ -227,39 +321,55 @@ def create_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
     return _cert_document(cert, store)
 
 
-@lab_action("import_certificate")
-def import_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    store = _text(request, "store")
-    der = base64.b64decode(_text(request, "der_b64"))
-    cert = LabCert(der=der)
-    wanted = request.get("thumbprint")
-    if isinstance(wanted, str) and normalize_thumbprint(wanted) != cert.thumbprint:
-        raise ActionError(f"the certificate is {cert.thumbprint}, not {wanted}")
+def _add(node: LabNode, store: str, cert: LabCert) -> dict[str, Any]:
     if node.find_cert(store, cert.thumbprint) is not None:
         return {**_cert_document(cert, store), "already_present": True}
     node.store(store).append(cert)
     return {**_cert_document(cert, store), "already_present": False}
 
 
+@lab_action("import_certificate")
+def import_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    store = _store(request)
+    try:
+        der = base64.b64decode(_text(request, "der_b64"), validate=True)
+    except ValueError as exc:
+        raise ActionError("'der_b64' is not acceptable") from exc
+    cert = LabCert(der=der)
+    if _thumbprint(request) != cert.thumbprint:
+        raise ActionError(f"the certificate is {cert.thumbprint}, not the one requested")
+    return _add(node, store, cert)
+
+
 @lab_action("import_pfx")
 def import_pfx(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    store = _text(request, "store")
-    password = request.get("password")
+    """The password comes only from the payload's secret (``$ScaleguardSecret``), never the JSON. A PFX
+    encrypted with AES (PBES2) is refused as Windows Server 2016 refuses it."""
+    store = _store(request)
     try:
-        _key, certificate, _extra = pkcs12.load_key_and_certificates(
-            base64.b64decode(_text(request, "pfx_b64")),
-            password.encode("utf-8") if isinstance(password, str) else None,
+        data = base64.b64decode(_text(request, "pfx_b64"), validate=True)
+    except ValueError as exc:
+        raise ActionError("'pfx_b64' is not acceptable") from exc
+    wanted = _thumbprint(request)
+    secret = request.get(SECRET_KEY)
+    if PBES2_OID in data:
+        raise ActionError(
+            "the PFX cannot be opened: The specified network password is not correct. (Windows Server 2016 "
+            "cannot read AES-256/PBES2 PFX files; export it with TripleDES-SHA1)"
+        )
+    try:
+        key, certificate, _extra = pkcs12.load_key_and_certificates(
+            data, secret.encode("utf-8") if isinstance(secret, str) else None
         )
     except ValueError as exc:
-        raise ActionError(f"the PFX cannot be opened: {exc}") from exc
-    if certificate is None or _key is None:
-        raise ActionError("the PFX holds no certificate with a private key")
+        raise ActionError("the PFX cannot be opened: The specified network password is not correct.") from exc
+    if certificate is None or key is None:
+        raise ActionError("the PFX holds no private key")
     from cryptography.hazmat.primitives.serialization import Encoding
 
     cert = LabCert(der=certificate.public_bytes(Encoding.DER))
-    wanted = request.get("thumbprint")
-    if isinstance(wanted, str) and normalize_thumbprint(wanted) != cert.thumbprint:
-        raise ActionError(f"the PFX certificate is {cert.thumbprint}, not {wanted}")
+    if wanted != cert.thumbprint:
+        raise ActionError(f"the PFX certificate is {cert.thumbprint}, not the one requested")
     if node.find_cert(store, cert.thumbprint) is not None:
         return {**_cert_document(cert, store), "already_present": True}
     cert.key = node.new_key(cert.thumbprint, "capi", list(ALWAYS_KEY_READERS))
@@ -269,14 +379,10 @@ def import_pfx(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
 
 @lab_action("copy_certificate")
 def copy_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    source, target, thumbprint = (
-        _text(request, "from_store"),
-        _text(request, "to_store"),
-        _text(request, "thumbprint"),
-    )
+    source, target, thumbprint = _store(request, "from_store"), _store(request, "to_store"), _thumbprint(request)
     cert = node.find_cert(source, thumbprint)
     if cert is None:
-        raise ActionError(f"{thumbprint} is not in LocalMachine\\{source}")
+        raise ActionError(f"the certificate is not in LocalMachine\\{source}")
     if node.find_cert(target, thumbprint) is not None:
         return {**_cert_document(cert, target), "already_present": True}
     # X509Store.Add of a certificate with a key links the copy to the same key container.
@@ -284,26 +390,43 @@ def copy_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     return {**_cert_document(cert, target), "already_present": False}
 
 
+def _key_used_elsewhere(node: LabNode, store: str, thumbprint: str) -> str | None:
+    """``Test-KeyUsedElsewhere``: the other store whose copy of the certificate has a key."""
+    for other in STORES:
+        copy = node.find_cert(other, thumbprint) if other != store else None
+        if copy is not None and copy.has_private_key:
+            return other
+    return None
+
+
 @lab_action("remove_certificate")
 def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    store, thumbprint = _text(request, "store"), _text(request, "thumbprint")
+    store, thumbprint = _store(request), _thumbprint(request)
     cert = node.find_cert(store, thumbprint)
     if cert is None:
-        return {"store": store, "thumbprint": normalize_thumbprint(thumbprint), "removed": False}
+        return {"store": store, "thumbprint": thumbprint, "removed": False}
     delete_key = bool(request.get("delete_key"))
     if delete_key and not cert.key_known:
         raise ActionError(f"the lab does not know whether {cert.thumbprint} has a private key; not removed")
+    kept_for = _key_used_elsewhere(node, store, thumbprint) if delete_key and cert.key is not None else None
     backup_path = _backup_path(request) if request.get("backup_name") else None
+    backup_sha256 = None
     if backup_path is not None:
-        node.files[backup_path] = json.dumps(
+        _trusted_backup_folder(node)
+        if read_bytes(node, backup_path) is not None:
+            raise ActionError(f"the backup {backup_path} already exists; not overwritten")
+        # the lab's stand-in for Export('SerializedCert'): the certificate and its key link
+        serialized = json.dumps(
             {
                 "der_b64": base64.b64encode(cert.der).decode("ascii"),
                 "key_container": cert.key.name if cert.key is not None else None,
                 "key_known": cert.key_known,
             }
         ).encode("utf-8")
+        node.files[backup_path] = serialized
+        backup_sha256 = _sha256(serialized)
     node.store(store).remove(cert)
-    key_deleted = delete_key and cert.usable_key is not None
+    key_deleted = delete_key and cert.usable_key is not None and kept_for is None
     if cert.key is not None and key_deleted:
         cert.key.deleted = True  # the one key file: every other copy linked to it loses it too
     return {
@@ -312,17 +435,18 @@ def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
         "removed": True,
         "had_key": cert.has_private_key,
         "key_deleted": key_deleted,
+        "key_kept_for": kept_for,
         "backup_path": backup_path,
+        "backup_sha256": backup_sha256,
     }
 
 
 @lab_action("restore_certificate")
 def restore_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    store, backup_path = _text(request, "store"), _backup_path(request)
-    data = read_bytes(node, backup_path)
-    if data is None:
+    store, thumbprint, backup_path = _store(request), _thumbprint(request), _backup_path(request)
+    if read_bytes(node, backup_path) is None:
         raise ActionError(f"no certificate backup at {backup_path}")
-    saved = json.loads(data)
+    saved = json.loads(_read_backup(node, request, backup_path))
     # The copy links to its key container by name again; a container deleted since stays deleted.
     container = saved.get("key_container")
     cert = LabCert(
@@ -330,24 +454,26 @@ def restore_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any
         key=node.key_containers.get(container) if isinstance(container, str) else None,
         key_known=bool(saved.get("key_known", True)),
     )
-    if node.find_cert(store, cert.thumbprint) is not None:
-        return {**_cert_document(cert, store), "already_present": True}
-    node.store(store).append(cert)
-    return {**_cert_document(cert, store), "already_present": False}
+    if cert.thumbprint != thumbprint:
+        raise ActionError("the backup holds another certificate")
+    if request.get("had_key") and cert.usable_key is None:
+        raise ActionError("the private key the certificate was linked to no longer exists; not restored")
+    return _add(node, store, cert)
 
 
 def _key(node: LabNode, request: dict[str, Any]) -> tuple[LabKey, list[str]]:
     """The key behind a store copy and its ACL's readers; refused when the lab does not know them."""
-    store, thumbprint = _text(request, "store"), _text(request, "thumbprint")
+    store, thumbprint = _store(request), _thumbprint(request)
+    _text(request, "account")
     cert = node.find_cert(store, thumbprint)
     if cert is None:
-        raise ActionError(f"{thumbprint} is not in LocalMachine\\{store}")
+        raise ActionError(f"the certificate is not in LocalMachine\\{store}")
     if not cert.key_known:
         raise ActionError(f"the lab does not know whether {thumbprint} has a private key (not in the evidence)")
     if cert.key is None:
-        raise ActionError(f"{thumbprint} has no private key")
+        raise ActionError("the certificate has no private key")
     if cert.key.deleted:
-        raise ActionError(f"{thumbprint}: Keyset does not exist")
+        raise ActionError("the private key cannot be opened: Keyset does not exist")
     if cert.key.readers is None:
         raise ActionError(f"the lab does not know the ACL of the key of {thumbprint} (not in the evidence)")
     return cert.key, cert.key.readers
@@ -356,6 +482,8 @@ def _key(node: LabNode, request: dict[str, Any]) -> tuple[LabKey, list[str]]:
 @lab_action("grant_key_read")
 def grant_key_read(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     (key, readers), account = _key(node, request), _text(request, "account")
+    if any(account_matches(d, account) for d in key.denied):
+        raise ActionError(f"a Deny entry for {account} on the key file overrides any grant; not changed")
     if any(account_matches(r, account) for r in readers):
         return {"account": account, "already": True}
     key.readers = [*readers, account]
@@ -384,36 +512,43 @@ def _binding_document(binding: LabBinding | None) -> dict[str, Any] | None:
     }
 
 
+def _binding_store(request: dict[str, Any]) -> str | None:
+    """``Get-BindingStore``: absent → None (no certstorename: HTTP.sys uses MY); null is refused."""
+    if "cert_store" not in request:
+        return None
+    if request["cert_store"] is None:
+        raise ActionError("'cert_store' must be Root or My, or left out (HTTP.sys then uses MY)")
+    _store(request, "cert_store")
+    return str(request["cert_store"])  # as spelled: a restored binding is the one that was there
+
+
 @lab_action("set_binding")
 def set_binding(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    """``netsh http update sslcert`` over an existing binding (no gap), ``add`` for a new one."""
     ip_port, app_id = _text(request, "ip_port"), _text(request, "app_id")
-    cert_hash = normalize_thumbprint(_text(request, "cert_hash"))
-    if cert_hash is None:
-        raise ActionError(f"{_text(request, 'cert_hash')!r} is not a certificate thumbprint")
-    store = request.get("cert_store")
-    store_name = store if isinstance(store, str) and store else "My"
-    cert = node.find_cert(store_name, cert_hash)
+    cert_hash = _thumbprint(request, "cert_hash")
+    store = _binding_store(request)
+    look_in = store or "My"
+    cert = node.find_cert(look_in, cert_hash)
     if cert is not None and not cert.key_known:
         raise ActionError(f"the lab does not know whether {cert_hash} has a private key (not in the evidence)")
     if cert is None or cert.usable_key is None:
         raise ActionError(
-            f"SSL Certificate add failed, Error: 1312 ({cert_hash} with its key is not in "
-            f"LocalMachine\\{store_name})"
+            f"the certificate with its private key is not in LocalMachine\\{look_in}; binding not changed"
         )
     if node.bindings is None:
         raise ActionError("the SslBindingInfo registry key cannot be read")
     previous = node.binding(ip_port)
-    if previous is not None:
-        node.bindings.remove(previous)
-    node.bindings.append(
-        LabBinding(
-            ip_port=ip_port,
-            cert_hash=cert_hash,
-            app_id=app_id,
-            store=store if isinstance(store, str) and store else None,
-        )
-    )
-    return {"ip_port": ip_port, "previous": _binding_document(previous)}
+    replacement = LabBinding(ip_port=ip_port, cert_hash=cert_hash, app_id=app_id, store=store)
+    if previous is None:
+        node.bindings.append(replacement)
+    else:
+        node.bindings[node.bindings.index(previous)] = replacement
+    return {
+        "ip_port": ip_port,
+        "previous": _binding_document(previous),
+        "verb": "add" if previous is None else "update",
+    }
 
 
 @lab_action("delete_binding")
@@ -442,12 +577,40 @@ def _service(node: LabNode, request: dict[str, Any]) -> tuple[LabService, str, s
     return service, state, mode
 
 
+def _wait_s(request: dict[str, Any]) -> float:
+    """``Get-WaitSpan``: a whole number of seconds, 1-3600, required."""
+    value = request.get("wait_s")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 3600:
+        raise ActionError("'wait_s' must be a whole number of seconds, 1-3600")
+    return float(value)
+
+
+def _await(node: LabNode, service: LabService, target: str, wait_s: float, doing: str, result: dict[str, Any]) -> None:
+    """Ask for ``target`` and wait as ``WaitForStatus(target, wait_s)`` does: a transition that is not
+    over within ``wait_s`` (a stuck service never is) ends as a partial change at the end of the wait."""
+    began = max(time.monotonic(), node.busy_until)
+    stuck = target == "Running" and any(s.lower() == service.name.lower() for s in node.faults.stuck_services)
+    if stuck:
+        reached = service.change("Running", NEVER, not_before=node.busy_until)
+    else:
+        reached = node.change_service(service, "Running" if target == "Running" else "Stopped")
+    if reached - began > wait_s:
+        gave_up = began + wait_s
+        node.busy_until = gave_up
+        raise PartialChangeError(
+            f"{service.name} did not reach {target} within {int(wait_s)} s after {doing} "
+            f"(now {PENDING_STATES[target].replace(' ', '')})",
+            result,
+            ends_at=gave_up,
+        )
+
+
 @lab_action("set_service_start_mode")
 def set_service_start_mode(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     service, _state, previous = _service(node, request)
     mode = START_MODES.get(_text(request, "mode").lower())
     if mode is None:
-        raise ActionError(f"unknown start mode {request.get('mode')!r}")
+        raise ActionError("unknown start mode")
     service.start_mode = mode
     return {"name": service.name, "previous": previous, "mode": mode}
 
@@ -455,35 +618,47 @@ def set_service_start_mode(node: LabNode, request: dict[str, Any]) -> dict[str, 
 @lab_action("start_service")
 def start_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     service, state, mode = _service(node, request)
+    wait_s = _wait_s(request)
     was_running = state.lower() == "running"
+    result = {"name": service.name, "was_running": was_running}
     if not was_running:
         if mode.lower() == "disabled":
-            raise ActionError(f"Service '{service.name}' cannot be started: it is disabled")
-        node.change_service(service, "Running")
-    return {"name": service.name, "was_running": was_running}
+            raise ActionError(f"Cannot start service {service.name} on computer '.'.")
+        _await(node, service, "Running", wait_s, "a start", result)
+    return result
 
 
 @lab_action("stop_service")
 def stop_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    """Only a Running service is stopped (``Invoke-StopService``)."""
     service, state, _mode = _service(node, request)
+    wait_s = _wait_s(request)
     was_running = state.lower() == "running"
-    if state.lower() != "stopped":
-        node.change_service(service, "Stopped")
-    return {"name": service.name, "was_running": was_running}
+    result = {"name": service.name, "was_running": was_running}
+    if was_running:
+        _await(node, service, "Stopped", wait_s, "a stop", result)
+    return result
 
 
 @lab_action("restart_service")
 def restart_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    """Restart a running service; a stopped one stays stopped (an HA passive master stays passive)."""
+    """Restart a running service; a stopped one stays stopped (an HA passive master stays passive).
+    A stop then a start, each waited for; a start refused after the stop is a partial change."""
     service, state, mode = _service(node, request)
+    wait_s = _wait_s(request)
     if state.lower() != "running":
         return {"name": service.name, "restarted": False, "state": state}
-    node.change_service(service, "Stopped")
+    result = {"name": service.name, "restarted": True, "state": "Running"}
+    _await(node, service, "Stopped", wait_s, "a stop", result)
     if mode.lower() == "disabled":
-        raise ActionError(f"Service '{service.name}' stopped and cannot be started again: it is disabled")
-    node.change_service(service, "Running")
-    return {"name": service.name, "restarted": True, "state": "Running"}
-
+        raise PartialChangeError(
+            f"{service.name} was stopped and could not be started again: "
+            f"Cannot start service {service.name} on computer '.'.",
+            result,
+            ends_at=node.busy_until,
+        )
+    _await(node, service, "Running", wait_s, "a start", result)
+    return result
 
 
 # --- SCHANNEL registry values ---------------------------------------------------------------------------

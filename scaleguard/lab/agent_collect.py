@@ -76,7 +76,8 @@ def _configs(node: LabNode, doc: dict[str, Any]) -> list[dict[str, Any]]:
 def _cert(cert: LabCert, store: str, doc: dict[str, Any]) -> dict[str, Any]:
     key = cert.usable_key
     if cert.key is not None and key is None:
-        _error(doc, f"stores/{store}/{cert.thumbprint}", "key ACL not readable: Keyset does not exist")
+        # what collect.ps1 records when GetRSAPrivateKey throws (Windows' reason after the colon)
+        _error(doc, f"stores/{store}/{cert.thumbprint}", "private key not readable: Keyset does not exist")
     return {
         "thumbprint": cert.thumbprint,
         "der_b64": base64.b64encode(cert.der).decode("ascii"),

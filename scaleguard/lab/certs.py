@@ -62,6 +62,20 @@ class IssuedCertificate:
         )
 
 
+def pfx_for_server_2016(issued: IssuedCertificate, password: bytes) -> bytes:
+    """A PFX Windows Server 2016 can import: TripleDES-SHA1 (what Export-PfxCertificate writes there).
+    Its PKCS#12 import cannot read AES-256/PBES2 files, so the lab refuses those, as Windows does."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    encryption = (
+        serialization.PrivateFormat.PKCS12.encryption_builder()
+        .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+        .hmac_hash(hashes.SHA1())
+        .build(password)
+    )
+    return pkcs12.serialize_key_and_certificates(b"scaleguard", issued.key, issued.certificate, None, encryption)
+
+
 @lru_cache(maxsize=64)
 def _key(key_type: str, key_size: int, seed: int) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
     """Keys are the slow part (≈60 ms for RSA-2048); a small pool keyed by seed keeps fleets fast."""

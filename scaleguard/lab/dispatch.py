@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from scaleguard.lab import actions, agent_collect
-from scaleguard.lab.state import ActionError, ActionHandler, LabNode
+from scaleguard.lab.state import SECRET_KEY, ActionError, ActionHandler, LabNode, PartialChangeError
 
 HANDLERS: dict[str, ActionHandler] = {
     "collect": agent_collect.collect,
@@ -59,9 +59,16 @@ def batch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(op, str) or op in NOT_BATCHED or op not in HANDLERS:
             raise ActionError(f"a batch cannot hold {op!r}")
     results: list[dict[str, Any]] = []
-    for item in items:
+    secret = request.get(SECRET_KEY)  # $ScaleguardSecret is one for the whole round; never from the JSON
+    for listed in items:
+        item = {k: v for k, v in listed.items() if k != SECRET_KEY}
+        if isinstance(secret, str):
+            item[SECRET_KEY] = secret
         try:
             results.append({"ok": True, "result": HANDLERS[item["op"]](node, item)})
+        except PartialChangeError as exc:  # the agent's batch entry says so, with what was there before
+            results.append({"ok": False, "error": str(exc), "partial": True, "result": exc.result})
+            break
         except ActionError as exc:
             results.append({"ok": False, "error": str(exc)})
             break

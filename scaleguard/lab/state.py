@@ -50,6 +50,20 @@ class ActionError(Exception):
         self.ends_at = ends_at
 
 
+class PartialChangeError(ActionError):
+    """The action changed something and could neither finish nor undo it: exit code 3, with ``result``
+    (what was there before) on stdout as ``{"partial": true, "result": ...}``, as actions.ps1 reports it."""
+
+    def __init__(self, message: str, result: dict[str, Any] | None, *, ends_at: float = 0.0) -> None:
+        super().__init__(f"partial change: {message}", ends_at=ends_at)
+        self.result = result
+
+
+SECRET_KEY = "\x00secret"
+"""Where the lab host puts the payload's secret (the bootstrap's ``$ScaleguardSecret``) in a request: a key
+no JSON the agent parses may carry (the host removes it from every parsed request first)."""
+
+
 @dataclass(eq=False)
 class LabKey:
     """One private-key container: a file under MachineKeys (CAPI) or Crypto\\Keys (CNG).
@@ -63,6 +77,7 @@ class LabKey:
     provider: KeyProvider
     readers: list[str] | None
     deleted: bool = False
+    denied: list[str] = field(default_factory=list)  # accounts a Deny ACE keeps from reading (Deny wins)
 
     @property
     def file(self) -> str:
@@ -198,6 +213,13 @@ class LabFaults:
     - ``tls_name``: on HTTPS the node presents a certificate for this name only (name mismatch).
     - ``fail_ops``: op name → how many of the next requests with that op fail before changing anything
       (the fix engine's rollback tests: ``{"set_binding": 1}`` makes the first binding change fail).
+    - ``locked_files``: paths another process holds open without write sharing: replacing them fails as
+      ``File.Replace`` does (a sharing violation), and nothing changes.
+    - ``stuck_services``: services that never reach Running after a start (they stay StartPending).
+    - ``untrusted_backup_folder``: scaleguard's backup folder was pre-created by an ordinary user, so
+      every backup and restore is refused.
+    - ``language_mode``: PowerShell runs in this mode (``ConstrainedLanguage`` under AppLocker/WDAC); any
+      other than ``FullLanguage`` makes the bootstrap refuse every request (exit code 4).
     """
 
     down: bool = False
@@ -208,6 +230,10 @@ class LabFaults:
     password: str | None = None
     tls_name: str | None = None
     fail_ops: dict[str, int] = field(default_factory=dict)
+    locked_files: list[str] = field(default_factory=list)
+    stuck_services: list[str] = field(default_factory=list)
+    untrusted_backup_folder: bool = False
+    language_mode: str = "FullLanguage"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabFaults:

@@ -408,11 +408,46 @@ def _connection_reason(exc: BaseException) -> str:
     return _short(exc)
 
 
+_CLIXML_HEADER = "#< CLIXML"
+_CLIXML_STRING = re.compile(r'<S S="(\w+)">([^<]*)</S>')
+
+
 def describe_stderr(stderr: bytes) -> str:
-    """PowerShell's CLIXML error stream as plain text (what the agent complained about)."""
+    """PowerShell's stderr as plain text: the agent's own message first, then the error records.
+
+    Over WinRM, PowerShell serialises its error (and warning) streams as CLIXML blocks, while the agent's
+    ``[Console]::Error.WriteLine`` reason arrives as plain text before, between or after them. The plain
+    text is kept, then the ``Error`` strings of the CLIXML; warnings only when there is nothing else.
+    """
     text = stderr.decode("utf-8", errors="replace")
-    if text.startswith("#< CLIXML"):
-        parts = re.findall(r'<S S="Error">(.*?)</S>', text, flags=re.S)
-        text = "".join(parts).replace("_x000D__x000A_", "\n") if parts else text
-        text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&quot;", '"')
-    return " ".join(text.split())[:500]
+    plain: list[str] = []
+    errors: list[str] = []
+    warnings: list[str] = []
+    rest = text
+    while _CLIXML_HEADER in rest:
+        before, _, rest = rest.partition(_CLIXML_HEADER)
+        plain.append(before)
+        start = rest.find("<Objs")
+        end = rest.find("</Objs>", start) if start >= 0 else -1
+        if end < 0:
+            plain.append(rest)
+            rest = ""
+            break
+        block, rest = rest[start : end + len("</Objs>")], rest[end + len("</Objs>") :]
+        for kind, value in _CLIXML_STRING.findall(block):
+            target = errors if kind == "Error" else warnings if kind == "Warning" else None
+            if target is not None:
+                target.append(_unclixml(value))
+    plain.append(rest)
+    parts = ["".join(plain).strip(), "".join(errors).strip()]
+    described = " ".join(" ".join(p for p in parts if p).split())
+    if not described:
+        described = " ".join("".join(warnings).split())
+    return described[:500]
+
+
+def _unclixml(value: str) -> str:
+    value = value.replace("_x000D__x000A_", "\n").replace("_x000A_", "\n").replace("_x000D_", "")
+    return value.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'").replace(
+        "&amp;", "&"
+    )

@@ -139,3 +139,7 @@ def worker_account_problem(account: str) -> str | None:
     if user in _GROUP_NAMES:
         return "is a group, not a service logon account"
     return None
+
+WELL_KNOWN_NAMES = tuple(name for name in _WELL_KNOWN if not name.startswith("s-1-"))
+"""The built-in service accounts' names (actions.ps1 maps the same names to the same SIDs, because
+``NTAccount('LocalSystem').Translate()`` throws on Windows; a test keeps the two tables equal)."""

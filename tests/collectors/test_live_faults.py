@@ -41,6 +41,8 @@ FAULTS: dict[str, dict[str, Any]] = {
     "EXPIRED01": {"expired_shells": 1},
     "EXPIRED99": {"expired_shells": 99},
     "QUOTA01": {"quota_faults": 1},
+    "CLM01": {"language_mode": "ConstrainedLanguage"},
+    "STUCK01": {"stuck_services": ["SSISScaleOutWorker150", "SSISScaleOutWorker140", "SSISScaleOutWorker160"]},
 }
 HEALTHY = ("MASTER01", "WORKER01", "WORKER02")
 
@@ -101,6 +103,8 @@ def test_healthy_nodes_are_collected_despite_the_others(collected: tuple[Cluster
         ("BADPW01", CollectionState.AUTH_REFUSED, "refused the credentials of scaleguard (basic, HTTP 401)"),
         ("GARBAGE01", CollectionState.FAILED, "malformed agent output from 127.0.0.1: not JSON"),
         ("EXPIRED99", CollectionState.FAILED, "WS-Management fault 2150858843"),
+        # AppLocker/WDAC: the bootstrap says so plainly instead of every .NET call failing generically
+        ("CLM01", CollectionState.FAILED, "PowerShell runs in ConstrainedLanguage (AppLocker/WDAC)"),
     ],
 )
 def test_each_failure_is_a_clear_state_for_that_host(
@@ -152,7 +156,7 @@ def test_only_failed_nodes_get_so_c01_errors(lab: LabProcess, tmp_path: Path) ->
         AuditOptions(out_dir=tmp_path, inventory=lab.inventory, concurrency=16, progress=False)
     )
     errors = {f.node for f in result.findings.findings if f.policy == "SO-C01" and f.status is Status.ERROR}
-    assert errors == {"DOWN01", "HANG01", "SILENT01", "BADPW01", "GARBAGE01", "EXPIRED99"}
+    assert errors == {"DOWN01", "HANG01", "SILENT01", "BADPW01", "GARBAGE01", "EXPIRED99", "CLM01"}
     assert int(result.exit_code) == 3  # incomplete
 
 
@@ -253,3 +257,25 @@ def test_tls_name_mismatch_fails_that_host_and_insecure_is_explicit_and_recorded
     assert insecure.node("WORKER02").collection.state is CollectionState.OK  # type: ignore[union-attr]
     assert all(n.collection.insecure for n in insecure.nodes)
     assert result.findings.insecure  # the report says TLS was not validated
+
+
+def test_a_service_that_never_starts_is_a_definite_error_before_the_deadline(lab: LabProcess) -> None:
+    """Over WinRM: the agent's wait (40 % of the 2 s deadline) ends first, as a partial change naming the
+    state, so rollback stops the service instead of restarting into a start that is still waiting."""
+    from scaleguard.apply.transport import PartialChange, WinRMTransport
+
+    transport = WinRMTransport(lab.inventory)
+    try:
+        client = transport.client("contoso", "STUCK01")
+        [service] = client.request({"op": "collect", "sections": ["services"]})["services"]
+        name = service["Name"]
+        assert client.request({"op": "stop_service", "name": name}) == {"name": name, "was_running": True}
+        started = time.monotonic()
+        with pytest.raises(PartialChange) as raised:
+            client.request({"op": "start_service", "name": name})
+        elapsed = time.monotonic() - started
+    finally:
+        transport.close()
+    assert elapsed < DEADLINE_S
+    assert f"{name} did not reach Running within 1 s after a start (now StartPending)" in str(raised.value)
+    assert raised.value.result == {"name": name, "was_running": False}

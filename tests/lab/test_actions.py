@@ -12,10 +12,10 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from scaleguard.apply.transport import AGENT_OPS
-from scaleguard.lab.certs import CertSpec, make_certificate
+from scaleguard.lab.certs import CertSpec, make_certificate, pfx_for_server_2016
 from scaleguard.lab.dispatch import HANDLERS, dispatch
 from scaleguard.lab.evidence import encode_text, settings_xml
-from scaleguard.lab.state import ActionError, LabBinding, LabCert, LabNode, LabService
+from scaleguard.lab.state import SECRET_KEY, ActionError, LabBinding, LabCert, LabNode, LabService, PartialChangeError
 from scaleguard.remediators.configedit import edit_setting
 
 MASTER_CERT = make_certificate(CertSpec(("MASTER01",), key_seed=41))
@@ -82,8 +82,9 @@ def test_config_is_written_only_after_a_backup_and_only_as_read() -> None:
     ("change", "message"),
     [
         ({"expected_sha256": "0" * 64}, "changed since it was read"),
-        ({"content_b64": base64.b64encode(b"<MasterSettings/>").decode()}, "not exactly the old one"),
         ({"path": "C:\\Windows\\win.ini"}, "only MasterSettings.config"),
+        ({"path": "\\\\attacker\\share\\150\\DTS\\Binn\\MasterSettings.config"}, "local drive path"),
+        ({"content_b64": "not base64!"}, "content_b64"),
         ({"backup_name": "..\\..\\Windows\\evil"}, "backup_name"),
     ],
 )
@@ -120,6 +121,7 @@ def test_restore_puts_the_backup_back_unless_someone_else_changed_the_file() -> 
             op="restore_file",
             path=path,
             backup_name="run1\\s001-MasterSettings.config",
+            backup_sha256=written["backup_sha256"],
             expected_sha256=written["after_sha256"],
         )
     target.master_config = edit_setting(original or b"", "SSLCertThumbprint", "A" * 40).content
@@ -128,6 +130,7 @@ def test_restore_puts_the_backup_back_unless_someone_else_changed_the_file() -> 
         op="restore_file",
         path=path,
         backup_name="run1\\s001-MasterSettings.config",
+        backup_sha256=written["backup_sha256"],
         expected_sha256=written["after_sha256"],
     )
     assert restored["restored"] is True and target.master_config == original
@@ -167,6 +170,12 @@ def test_created_certificate_has_the_requested_names_and_a_key_only_admins_read(
         ({"common_names": ['a"; rm -rf /']}, "host name"),
         ({"key_bits": 1024}, "refusing"),
         ({"hash": "md5"}, "refusing"),
+        ({"store": None}, "must be Root or My"),
+        ({"key_bits": None}, "needs 'key_bits'"),
+        ({"hash": None}, "needs 'hash'"),
+        ({"valid_days": None}, "needs 'valid_days'"),
+        ({"friendly_name": None}, "friendly_name"),
+        ({"friendly_name": "x'; calc"}, "friendly_name"),
     ],
 )
 def test_certificate_requests_are_validated(change: dict[str, Any], message: str) -> None:
@@ -178,6 +187,7 @@ def test_certificate_requests_are_validated(change: dict[str, Any], message: str
         "key_bits": 2048,
         "hash": "sha256",
         "valid_days": 30,
+        "friendly_name": "SSIS Scale Out Worker",
         **change,
     }
     with pytest.raises(ActionError, match=message):
@@ -221,6 +231,8 @@ def test_removed_certificate_is_restored_with_its_key_from_the_backup() -> None:
         store="My",
         thumbprint=OTHER_CERT.thumbprint,
         backup_name="run1\\s007-x.cer",
+        backup_sha256=removed["backup_sha256"],
+        had_key=True,
     )
     back = target.find_cert("My", OTHER_CERT.thumbprint)
     assert restored["already_present"] is False and back is not None and back.has_private_key
@@ -229,7 +241,7 @@ def test_removed_certificate_is_restored_with_its_key_from_the_backup() -> None:
 
 def test_binding_needs_the_certificate_with_its_key_in_the_named_store() -> None:
     target = node()
-    with pytest.raises(ActionError, match="1312"):
+    with pytest.raises(ActionError, match="binding not changed"):
         run(
             target,
             op="set_binding",
@@ -282,19 +294,22 @@ def test_services_behave_like_the_service_control_manager() -> None:
         "previous": "Auto",
         "mode": "Disabled",
     }
-    assert run(target, op="stop_service", name=name)["was_running"] is True
-    assert run(target, op="restart_service", name=name) == {
+    assert run(target, op="stop_service", name=name, wait_s=5)["was_running"] is True
+    assert run(target, op="restart_service", name=name, wait_s=5) == {
         "name": name,
         "restarted": False,
         "state": "Stopped",
     }
-    with pytest.raises(ActionError, match="disabled"):
-        run(target, op="start_service", name=name)
+    with pytest.raises(ActionError, match="Cannot start service") as refused:
+        run(target, op="start_service", name=name, wait_s=5)
+    assert not isinstance(refused.value, PartialChangeError)  # nothing was changed
     run(target, op="set_service_start_mode", name=name, mode="Automatic")
-    assert run(target, op="start_service", name=name)["was_running"] is False
-    assert run(target, op="restart_service", name=name)["restarted"] is True
+    assert run(target, op="start_service", name=name, wait_s=5)["was_running"] is False
+    assert run(target, op="restart_service", name=name, wait_s=5)["restarted"] is True
     with pytest.raises(ActionError, match="Cannot find any service"):
-        run(target, op="start_service", name="Spooler")
+        run(target, op="start_service", name="Spooler", wait_s=5)
+    with pytest.raises(ActionError, match="wait_s"):
+        run(target, op="start_service", name=name)
 
 
 def test_injected_failures_change_nothing_and_run_out() -> None:
@@ -315,23 +330,15 @@ def test_injected_failures_change_nothing_and_run_out() -> None:
 
 
 def test_the_journal_never_holds_a_pfx_or_its_password() -> None:
-    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
-
     target = node()
-    data = pkcs12.serialize_key_and_certificates(
-        b"m",
-        OTHER_CERT.key,
-        OTHER_CERT.certificate,
-        None,  # type: ignore[arg-type]
-        BestAvailableEncryption(b"pw"),
-    )
+    data = pfx_for_server_2016(OTHER_CERT, b"pw")
     run(
         target,
         op="import_pfx",
         store="Root",
         thumbprint=OTHER_CERT.thumbprint,
         pfx_b64=base64.b64encode(data).decode(),
-        password="pw",
+        **{SECRET_KEY: "pw"},
     )
     logged = json.dumps(target.journal)
     assert '"pw"' not in logged and base64.b64encode(data).decode()[:40] not in logged

@@ -96,13 +96,18 @@ class LabTransport:
 
         class Client:
             def request(self, payload: dict[str, Any]) -> dict[str, Any]:
-                from scaleguard.apply.transport import ActionFailed
+                """Encoded and decoded exactly as over WinRM (secret after the JSON, ``wait_s`` added)."""
+                from scaleguard.apply.transport import ActionFailed, PartialChange, action_payload, agent_request
                 from scaleguard.lab.dispatch import dispatch
-                from scaleguard.lab.state import ActionError
+                from scaleguard.lab.state import ActionError, PartialChangeError
+                from scaleguard.lab.wsman.host import request_from_stdin
 
                 transport.requests.append((node, dict(payload)))
+                _command, stdin = action_payload(agent_request(payload, timeout_s=30))
                 try:
-                    return dispatch(target, payload)
+                    return dispatch(target, request_from_stdin(stdin))
+                except PartialChangeError as exc:
+                    raise PartialChange(str(exc), exc.result) from exc
                 except ActionError as exc:
                     raise ActionFailed(str(exc)) from exc
 

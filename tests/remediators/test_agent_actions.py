@@ -17,7 +17,7 @@ from typing import Any
 
 from scaleguard.apply.journal import Journal
 from scaleguard.apply.runner import Executor
-from scaleguard.apply.transport import AGENT_OPS, AgentClient, actions_script
+from scaleguard.apply.transport import AGENT_OPS, AgentClient, actions_script, agent_request
 from scaleguard.collectors.agent import PAYLOAD_SEPARATOR, bootstrap_command, split_payload
 from scaleguard.remediators.model import Plan, Step, Unit
 from scaleguard.remediators.validate import PlanInvalid, load_plan
@@ -155,7 +155,9 @@ def test_no_request_value_is_ever_spliced_into_powershell() -> None:
         assert h_script == b_script == script_bytes  # the same program for every request
         assert h_request != b_request
     requests = [split_payload(stdin)[1] for _, stdin in hostile]
-    assert requests == hostile_requests  # every hostile value arrives intact, as JSON data
+    # every hostile value arrives intact, as JSON data (service actions also get the agent's wait_s)
+    assert requests == [agent_request(r, 30) for r in hostile_requests]
+    assert requests[5] == {"op": "restart_service", "name": HOSTILE_ACCOUNT, "wait_s": 12}  # 40 % of 30 s
     for _, stdin in hostile:
         stdin.decode("ascii")  # non-ASCII is JSON-escaped: no code page can turn data into something else
 
@@ -224,7 +226,8 @@ def test_the_executor_sends_exactly_the_typed_parameters(tmp_path: Path) -> None
     write = by_op["write_config"]
     assert write["path"] == path and write["setting"] == "MasterEndpoint"
     assert write["value"] == "https://master01.contoso.test:8391"
-    assert by_op["restart_service"] == {"op": "restart_service", "name": "SSISScaleOutWorker150"}
+    # the resolved service name, and how long the agent may wait for it (40 % of the 30 s deadline)
+    assert by_op["restart_service"] == {"op": "restart_service", "name": "SSISScaleOutWorker150", "wait_s": 12}
 
 
 def test_a_plan_with_hostile_values_is_refused_by_its_schema() -> None:

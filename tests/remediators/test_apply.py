@@ -269,9 +269,7 @@ def test_undo_of_a_successful_run_restores_everything(setup: Any) -> None:
 
 
 def test_the_journal_keeps_references_not_secrets(setup: Any, tmp_path: Path, monkeypatch: Any) -> None:
-    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
-
-    from scaleguard.lab.certs import CertSpec, make_certificate
+    from scaleguard.lab.certs import CertSpec, make_certificate, pfx_for_server_2016
     from scaleguard.remediators.model import SecretRef
     from scaleguard.remediators.pfx import load_master_pfx
 
@@ -279,10 +277,8 @@ def test_the_journal_keeps_references_not_secrets(setup: Any, tmp_path: Path, mo
     issued = make_certificate(CertSpec(("master01.contoso.test",), san_dns=("MASTER01",), key_seed=91))
     pfx_file = tmp_path / "m.pfx"
     pfx_file.write_bytes(
-        pkcs12.serialize_key_and_certificates(
-            b"m", issued.key, issued.certificate, None, BestAvailableEncryption(b"Pfx-Pass-123")
-        )
-    )  # type: ignore[arg-type]
+        pfx_for_server_2016(issued, b"Pfx-Pass-123")
+    )
     monkeypatch.setenv("SG_TEST_PFX", "Pfx-Pass-123")
     pfx = load_master_pfx(pfx_file, "Pfx-Pass-123", SecretRef(secret_env="SG_TEST_PFX"))
     the_plan = plan(
@@ -306,12 +302,12 @@ def test_the_journal_keeps_references_not_secrets(setup: Any, tmp_path: Path, mo
 
 
 def test_a_previous_binding_that_cannot_be_recreated_is_reported_not_hidden(setup: Any) -> None:
-    """netsh refuses a binding to a certificate its store does not hold (error 1312), so the broken binding
+    """A binding to a certificate its store does not hold is refused (netsh would say error 1312), so the broken binding
     a repair replaced cannot be put back; the undo says so and leaves the working binding in place."""
     s = setup({"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}})
     report = s.apply(s.plan())
     assert report.status == "done"
     undone = undo_run(report.run_id, LabTransport(s.state), s.journal)
-    assert not undone.ok and "1312" in undone.errors[0]
+    assert not undone.ok and "binding not changed" in undone.errors[0]
     assert s.state.node("MASTER01").bindings[0].store == "Root"
     assert [e.status for e in s.journal.entries(undone.run_id)].count("failed") == 1

@@ -362,9 +362,7 @@ def _config_and_trust(snapshot: Any) -> dict[str, Any]:
 def test_ha_pair_rotates_to_an_enterprise_pfx_over_winrm(
     served: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
-
-    from scaleguard.lab.certs import CertSpec, make_certificate
+    from scaleguard.lab.certs import CertSpec, make_certificate, pfx_for_server_2016
 
     expiring = {"cn": ["ssis-master.contoso.test", "MASTER01", "MASTER02"], "days_from": -700, "days": 710}
     lab = served({"masters": ["MASTER01", "MASTER02"], "certs": {"master": expiring}})
@@ -372,10 +370,8 @@ def test_ha_pair_rotates_to_an_enterprise_pfx_over_winrm(
     issued = make_certificate(CertSpec(("ssis-master.contoso.test",), san_dns=("MASTER01", "MASTER02"), key_seed=93))
     pfx = tmp_path / "enterprise.pfx"
     pfx.write_bytes(
-        pkcs12.serialize_key_and_certificates(
-            b"ssis", issued.key, issued.certificate, None, BestAvailableEncryption(b"Ent-Pfx-9")
-        )
-    )  # type: ignore[arg-type]
+        pfx_for_server_2016(issued, b"Ent-Pfx-9")
+    )
 
     without = lab.fix("--apply", "--yes")  # an HA pair is never rotated by exporting a key between nodes
     assert without.exit_code == 1 and "--master-pfx" in without.output

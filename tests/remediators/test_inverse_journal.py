@@ -38,13 +38,14 @@ TP = "A" * 40
         ),
         (
             {"op": "remove_certificate", "store": "My", "backup_name": "r\\s1.cer"},
-            {"removed": True, "thumbprint": TP, "had_key": True, "key_deleted": False},
+            {"removed": True, "thumbprint": TP, "had_key": True, "key_deleted": False, "backup_sha256": "cd"},
             [
                 {
                     "op": "restore_certificate",
                     "store": "My",
                     "thumbprint": TP,
                     "backup_name": "r\\s1.cer",
+                    "backup_sha256": "cd",
                     "had_key": True,
                 }
             ],
@@ -58,10 +59,15 @@ TP = "A" * 40
                     "op": "set_binding",
                     "ip_port": "0.0.0.0:8391",
                     "cert_hash": TP,
-                    "cert_store": None,
                     "app_id": "{x}",
-                }
+                }  # no cert_store: the agent refuses null; left out, HTTP.sys uses MY as before
             ],
+            [],
+        ),
+        (
+            {"op": "set_binding", "ip_port": "0.0.0.0:8391"},
+            {"previous": {"ip_port": "0.0.0.0:8391", "cert_hash": TP, "app_id": "{x}", "cert_store": "MY"}},
+            [{"op": "set_binding", "ip_port": "0.0.0.0:8391", "cert_hash": TP, "app_id": "{x}", "cert_store": "MY"}],
             [],
         ),
         (
@@ -72,12 +78,13 @@ TP = "A" * 40
         ),
         (
             {"op": "write_config", "path": "C:\\x\\Binn\\WorkerSettings.config", "backup_name": "r\\s2-W"},
-            {"changed": True, "after_sha256": "ab"},
+            {"changed": True, "after_sha256": "ab", "backup_sha256": "01"},
             [
                 {
                     "op": "restore_file",
                     "path": "C:\\x\\Binn\\WorkerSettings.config",
                     "backup_name": "r\\s2-W",
+                    "backup_sha256": "01",
                     "expected_sha256": "ab",
                 }
             ],
@@ -159,8 +166,9 @@ def test_inverse_restores_exactly_what_was_before(
 
 
 def test_unknown_outcomes_only_get_safe_inverses() -> None:
-    write = inverse({"op": "write_config", "path": "p", "backup_name": "r\\s"}, None)
-    assert write.requests == [{"op": "restore_file", "path": "p", "backup_name": "r\\s"}]
+    write = inverse({"op": "write_config", "path": "p", "backup_name": "r\\s", "expected_sha256": "ef"}, None)
+    # the file's SHA-256 before the write is what its backup must still have to be restored
+    assert write.requests == [{"op": "restore_file", "path": "p", "backup_name": "r\\s", "backup_sha256": "ef"}]
     create = inverse({"op": "create_certificate", "store": "Root"}, None)
     assert create.requests == [] and "by hand" in create.note
     assert inverse({"op": "restart_service", "name": "S"}, None).deferred == [{"op": "restart_service", "name": "S"}]

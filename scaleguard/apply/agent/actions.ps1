@@ -11,13 +11,20 @@
 # or leaves the node as it was, and reports what was there before, so scaleguard can roll back and undo.
 # The lease_* ops keep the cluster lease of a fix run (on masters) in an administrators-only registry key.
 # Prints ONE JSON document (ASCII only) on stdout and exits 0; on failure prints the reason on stderr and
-# exits 1 (2 for an unknown op).
+# exits 1 (2 for an unknown op). When an action changed something and could neither finish nor undo it,
+# it exits 3: stdout then carries what it had found before (so the caller can roll back) and stderr the
+# reason; inside a batch, that action's entry says partial = true and carries the same. A secret (the PFX
+# password) never travels in the JSON: the bootstrap hands it over in $ScaleguardSecret, so no cmdlet or
+# function ever receives it as a parameter and Module Logging (event 4103) cannot record it.
 # Needs Windows Server 2016 or later (New-SelfSignedCertificate -KeyLength/-TextExtension).
 param([string]$RequestJson)
 
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
+$WarningPreference = 'SilentlyContinue'  # a warning would reach stderr as CLIXML ahead of the agent's reason
 Set-StrictMode -Version 2.0
+$Partial = $false
+$PartialResult = $null
 
 $HostNamePattern = '^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*$'
 $ThumbprintPattern = '^[0-9A-F]{40}$'
@@ -36,9 +43,25 @@ $RunIdPattern = '^[0-9]{8}T[0-9]{6}-[0-9a-f]{4,32}$'
 $LeaseTextPattern = '^[A-Za-z0-9 ._@\\-]{1,128}$'
 $BatchMax = 64
 $X509 = 'System.Security.Cryptography.X509Certificates'
+$SqlVersions = @('140', '150', '160')
+$ConfigNames = @('MasterSettings.config', 'WorkerSettings.config')
+$TrustedOwners = @('S-1-5-18', 'S-1-5-32-544')
+$WellKnownAccounts = @{
+    'localsystem' = 'S-1-5-18'; 'nt authority\system' = 'S-1-5-18'; 'system' = 'S-1-5-18'
+    'localservice' = 'S-1-5-19'; 'nt authority\localservice' = 'S-1-5-19'; 'nt authority\local service' = 'S-1-5-19'
+    'networkservice' = 'S-1-5-20'; 'nt authority\networkservice' = 'S-1-5-20'; 'nt authority\network service' = 'S-1-5-20'
+    'local service' = 'S-1-5-19'; 'network service' = 'S-1-5-20'
+}
 
 function Stop-Action([string]$Message) {
     throw (New-Object System.InvalidOperationException $Message)
+}
+
+function Stop-Partial([string]$Message, $Result) {
+    # Something was changed and could not be undone here: the caller must treat the outcome as unknown.
+    $script:Partial = $true
+    $script:PartialResult = $Result
+    throw (New-Object System.InvalidOperationException "partial change: $Message")
 }
 
 function Get-Field($Request, [string]$Name, [switch]$Optional) {
@@ -90,31 +113,102 @@ function Test-HostName([string]$Name) {
 
 # --- paths: only the Scale Out settings files and scaleguard's own backup folder are ever touched -----
 
+function Get-BinnFolders {
+    # The DTS\Binn folders this node's own SQL Server setup says it has (as collect.ps1 finds them), local only.
+    $folders = @()
+    foreach ($version in $SqlVersions) {
+        $binn = Join-Path $env:ProgramFiles "Microsoft SQL Server\$version\DTS\Binn"
+        $setup = Get-ItemProperty -LiteralPath "HKLM:\SOFTWARE\Microsoft\Microsoft SQL Server\$version\DTS\Setup" -Name 'SQLPath' -ErrorAction SilentlyContinue
+        if (($null -ne $setup) -and ([string]$setup.SQLPath -match '^[A-Za-z]:\\')) { $binn = Join-Path ([string]$setup.SQLPath) 'Binn' }
+        $folders += [System.IO.Path]::GetFullPath($binn)
+    }
+    return $folders
+}
+
 function Get-ConfigPath($Request) {
+    # A drive-absolute path only (no UNC, no \\?\ or \\.\ device path, no relative path), resolved, and equal
+    # to MasterSettings.config or WorkerSettings.config in one of the Binn folders found above.
     $raw = [string](Get-Field $Request 'path')
+    if ($raw -notmatch '^[A-Za-z]:[\\/]') { Stop-Action 'the config path must be a local drive path (UNC and device paths are refused)' }
     $full = [System.IO.Path]::GetFullPath($raw)
-    $leaf = [System.IO.Path]::GetFileName($full)
-    $folder = [System.IO.Path]::GetFileName([System.IO.Path]::GetDirectoryName($full))
-    if (($leaf -notin @('MasterSettings.config', 'WorkerSettings.config')) -or ($folder -ne 'Binn')) {
-        Stop-Action 'only MasterSettings.config and WorkerSettings.config in a DTS\Binn folder are edited'
+    $allowed = $false
+    foreach ($binn in Get-BinnFolders) {
+        foreach ($leaf in $ConfigNames) {
+            if ($full -ieq (Join-Path $binn $leaf)) { $allowed = $true }
+        }
+    }
+    if (-not $allowed) {
+        Stop-Action 'only MasterSettings.config and WorkerSettings.config in this node''s SQL Server DTS\Binn folder are edited'
     }
     if (-not (Test-Path -LiteralPath $full -PathType Leaf)) { Stop-Action "$full does not exist" }
     return $full
 }
 
+function Test-TrustedFolder([string]$Path) {
+    # A folder scaleguard keeps backups in: not a junction, owned by SYSTEM or Administrators.
+    $attributes = [System.IO.File]::GetAttributes($Path)
+    if (($attributes -band [System.IO.FileAttributes]::ReparsePoint) -ne 0) { Stop-Action "$Path is a junction or link; backups refused" }
+    $acl = [System.IO.Directory]::GetAccessControl($Path, [System.Security.AccessControl.AccessControlSections]'Owner, Access')
+    $owner = [string]$acl.GetOwner([System.Security.Principal.SecurityIdentifier]).Value
+    if ($TrustedOwners -notcontains $owner) { Stop-Action "$Path is owned by $owner, not SYSTEM or Administrators; backups refused" }
+}
+
+function New-ProtectedFolder([string]$Path) {
+    # Created with a protected DACL (SYSTEM and Administrators only), or an existing one checked.
+    if ([System.IO.Directory]::Exists($Path)) { Test-TrustedFolder $Path; return }
+    $security = New-Object System.Security.AccessControl.DirectorySecurity
+    $security.SetAccessRuleProtection($true, $false)
+    $inherit = [System.Security.AccessControl.InheritanceFlags]'ContainerInherit, ObjectInherit'
+    $none = [System.Security.AccessControl.PropagationFlags]::None
+    foreach ($sid in $TrustedOwners) {
+        $identity = New-Object System.Security.Principal.SecurityIdentifier $sid
+        $rule = New-Object System.Security.AccessControl.FileSystemAccessRule -ArgumentList $identity, 'FullControl', $inherit, $none, 'Allow'
+        $security.AddAccessRule($rule)
+    }
+    [void][System.IO.Directory]::CreateDirectory($Path, $security)
+    Test-TrustedFolder $Path
+}
+
+function Get-BackupRoot {
+    $parent = Join-Path ([Environment]::GetFolderPath('CommonApplicationData')) 'scaleguard'
+    return (Join-Path $parent 'backup')
+}
+
 function Get-BackupPath($Request) {
     $name = Get-Text $Request 'backup_name' $BackupNamePattern
-    $root = Join-Path ([Environment]::GetFolderPath('CommonApplicationData')) 'scaleguard\backup'
-    return (Join-Path $root $name)
+    return (Join-Path (Get-BackupRoot) $name)
+}
+
+function Initialize-BackupFolder([string]$Backup) {
+    $root = Get-BackupRoot
+    New-ProtectedFolder ([System.IO.Path]::GetDirectoryName($root))
+    New-ProtectedFolder $root
+    New-ProtectedFolder ([System.IO.Path]::GetDirectoryName($Backup))
+}
+
+function Read-Backup($Request, [string]$Backup) {
+    # The backup's bytes, only when its folder is trusted and they still have the SHA-256 recorded when made.
+    $recorded = Get-Text $Request 'backup_sha256' '^[0-9a-f]{64}$'
+    Test-TrustedFolder (Get-BackupRoot)
+    Test-TrustedFolder ([System.IO.Path]::GetDirectoryName($Backup))
+    $bytes = [System.IO.File]::ReadAllBytes($Backup)
+    if ((Get-Sha256 $bytes) -ne $recorded) { Stop-Action "the backup $Backup does not have the SHA-256 recorded when it was made; not restored" }
+    return , $bytes
 }
 
 function Write-BytesAtomically([string]$Path, [byte[]]$Bytes) {
     # ReplaceFile keeps the destination's ACL and attributes; a crash leaves either the old or the new file.
+    # When Replace fails (a locked file) the temporary copy is removed and the file is as it was.
     $temporary = "$Path.scaleguard-new"
     [System.IO.File]::WriteAllBytes($temporary, $Bytes)
-    [System.IO.File]::Replace($temporary, $Path, [NullString]::Value)
+    try { [System.IO.File]::Replace($temporary, $Path, [NullString]::Value) }
+    catch {
+        $reason = $_.Exception.Message
+        try { [System.IO.File]::Delete($temporary) } catch { $reason = "$reason (and $temporary could not be removed)" }
+        Stop-Action "$Path not written: $reason"
+    }
     if ((Get-Sha256 ([System.IO.File]::ReadAllBytes($Path))) -ne (Get-Sha256 $Bytes)) {
-        Stop-Action "$Path could not be verified after writing"
+        Stop-Partial "$Path could not be verified after writing" $null
     }
 }
 
@@ -131,15 +225,17 @@ function Invoke-WriteConfig($Request) {
     $content = [Convert]::FromBase64String((Get-Text $Request 'content_b64' '^[A-Za-z0-9+/=]+$'))
     $current = [System.IO.File]::ReadAllBytes($path)
     if ((Get-Sha256 $current) -ne $expected) { Stop-Action "$path changed since it was read; not written" }
+    Initialize-BackupFolder $backup
     if (Test-Path -LiteralPath $backup) { Stop-Action "the backup $backup already exists; not overwritten" }
-    [void][System.IO.Directory]::CreateDirectory([System.IO.Path]::GetDirectoryName($backup))
     [System.IO.File]::WriteAllBytes($backup, $current)
     if ((Get-Sha256 ([System.IO.File]::ReadAllBytes($backup))) -ne $expected) { Stop-Action 'the backup could not be verified' }
-    Write-BytesAtomically $path $content
-    return [ordered]@{
-        path = $path; backup_path = $backup; before_sha256 = $expected
+    $result = [ordered]@{
+        path = $path; backup_path = $backup; before_sha256 = $expected; backup_sha256 = $expected
         after_sha256 = (Get-Sha256 $content); changed = ($expected -ne (Get-Sha256 $content))
     }
+    try { Write-BytesAtomically $path $content }
+    catch { if ($script:Partial) { $script:PartialResult = $result }; throw }
+    return $result
 }
 
 function Invoke-RestoreFile($Request) {
@@ -148,7 +244,7 @@ function Invoke-RestoreFile($Request) {
     if (-not (Test-Path -LiteralPath $backup -PathType Leaf)) {
         return [ordered]@{ path = $path; restored = $false; reason = 'no backup (the file was never written)' }
     }
-    $saved = [System.IO.File]::ReadAllBytes($backup)
+    $saved = Read-Backup $Request $backup
     $expected = Get-Field $Request 'expected_sha256' -Optional
     $current = Get-Sha256 ([System.IO.File]::ReadAllBytes($path))
     if ($expected -and ($current -ne [string]$expected) -and ($current -ne (Get-Sha256 $saved))) {
@@ -190,6 +286,11 @@ function Add-ToStore([string]$StoreName, $Cert) {
     } finally { $store.Close() }
 }
 
+function Remove-CertificateAndKey([string]$StoreName, [string]$Thumbprint) {
+    # Undo of a certificate this action itself created or imported (its key belongs to nothing else).
+    Remove-Item -LiteralPath (Join-Path "Cert:\LocalMachine\$StoreName" $Thumbprint) -DeleteKey
+}
+
 function Invoke-CreateCertificate($Request) {
     $store = Get-StoreName $Request
     $names = @(Get-Field $Request 'common_names' | ForEach-Object { [string]$_ })
@@ -225,9 +326,25 @@ function Invoke-CreateCertificate($Request) {
     $cert = New-SelfSignedCertificate @parameters
     if ($store -eq 'Root') {
         # MakeCert -ss Root: the certificate (with its key link) lives in Root only; the key stays on this node.
-        [void](Add-ToStore 'Root' $cert)
-        $my = Open-Store 'My'
-        try { $my.Remove($cert) } finally { $my.Close() }
+        $inRoot = $false
+        try {
+            [void](Add-ToStore 'Root' $cert)
+            $inRoot = $true
+            $my = Open-Store 'My'
+            try { $my.Remove($cert) } finally { $my.Close() }
+        } catch {
+            $reason = $_.Exception.Message
+            try {
+                if ($inRoot) {
+                    $root = Open-Store 'Root'
+                    try { $root.Remove($cert) } finally { $root.Close() }
+                }
+                Remove-CertificateAndKey 'My' $cert.Thumbprint
+            } catch {
+                Stop-Partial "the new certificate $($cert.Thumbprint) could not be moved to Root nor removed: $reason" (Get-CertDocument $cert 'My')
+            }
+            Stop-Action "the new certificate could not be moved to Root (it was removed again): $reason"
+        }
     }
     return (Get-CertDocument $cert $store)
 }
@@ -245,18 +362,48 @@ function Invoke-ImportCertificate($Request) {
 }
 
 function Invoke-ImportPfx($Request) {
+    # The password is $ScaleguardSecret (set by the bootstrap, never in the JSON) and reaches only .NET
+    # constructors, never a cmdlet or function parameter. The PFX is first opened without PersistKeySet, so
+    # a refused file (wrong certificate, no key, an encryption this Windows cannot read) leaves no key behind.
     $store = Get-StoreName $Request
     $bytes = [Convert]::FromBase64String((Get-Text $Request 'pfx_b64' '^[A-Za-z0-9+/=]+$'))
-    $password = [string](Get-Field $Request 'password' -Optional)
-    $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]'MachineKeySet, PersistKeySet'
-    $cert = New-Object "$X509.X509Certificate2" -ArgumentList $bytes, $password, $flags
-    if (-not $cert.HasPrivateKey) { Stop-Action 'the PFX holds no private key' }
     $wanted = Get-Thumbprint $Request
-    if ($cert.Thumbprint -ne $wanted) { Stop-Action "the PFX certificate is $($cert.Thumbprint), not the one requested" }
-    $already = Add-ToStore $store $cert
+    $password = [NullString]::Value
+    if ($null -ne $ScaleguardSecret) { $password = [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($ScaleguardSecret)) }
+    $probe = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new($bytes, $password, [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]::MachineKeySet)
+    try {
+        if (-not $probe.HasPrivateKey) { Stop-Action 'the PFX holds no private key' }
+        if ($probe.Thumbprint -ne $wanted) { Stop-Action "the PFX certificate is $($probe.Thumbprint), not the one requested" }
+    } finally { $probe.Reset() }
+    $present = Open-Store $store -ReadOnly
+    try { $existing = Find-Certificate $present $wanted } finally { $present.Close() }
+    if ($null -ne $existing) {
+        $document = Get-CertDocument $existing $store
+        $document.already_present = $true
+        return $document
+    }
+    $flags = [System.Security.Cryptography.X509Certificates.X509KeyStorageFlags]'MachineKeySet, PersistKeySet'
+    $cert = [System.Security.Cryptography.X509Certificates.X509Certificate2]::new($bytes, $password, $flags)
+    try { [void](Add-ToStore $store $cert) }
+    catch {
+        $reason = $_.Exception.Message
+        try { Remove-PersistedKey $cert } catch { Stop-Partial "the PFX key was persisted but the certificate not added, and the key could not be removed: $reason" $null }
+        Stop-Action "the PFX certificate could not be added (its key was removed again): $reason"
+    }
     $document = Get-CertDocument $cert $store
-    $document.already_present = $already
+    $document.already_present = $false
     return $document
+}
+
+function Remove-PersistedKey($Cert) {
+    # A key persisted by PersistKeySet for a certificate that never reached a store.
+    $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Cert)
+    if ($key -is [System.Security.Cryptography.RSACryptoServiceProvider]) {
+        $key.PersistKeyInCsp = $false
+        $key.Clear()
+    } elseif ($null -ne $key) {
+        $key.Key.Delete()
+    }
 }
 
 function Invoke-CopyCertificate($Request) {
@@ -272,7 +419,20 @@ function Invoke-CopyCertificate($Request) {
     return $document
 }
 
+function Test-KeyUsedElsewhere([string]$StoreName, [string]$Thumbprint) {
+    # Store copies of one certificate share one key container: deleting it would break the other copy.
+    foreach ($other in $StoreNames) {
+        if ($other -eq $StoreName) { continue }
+        $store = Open-Store $other -ReadOnly
+        try { $copy = Find-Certificate $store $Thumbprint } finally { $store.Close() }
+        if (($null -ne $copy) -and $copy.HasPrivateKey) { return $other }
+    }
+    return $null
+}
+
 function Invoke-RemoveCertificate($Request) {
+    # The backup is Export('SerializedCert'): the certificate with its store properties, the private-key
+    # link included, so restore_certificate puts back a certificate that finds its key without certutil.
     $storeName = Get-StoreName $Request
     $thumbprint = Get-Thumbprint $Request
     $deleteKey = [bool](Get-Field $Request 'delete_key' -Optional)
@@ -281,20 +441,28 @@ function Invoke-RemoveCertificate($Request) {
         $cert = Find-Certificate $store $thumbprint
         if ($null -eq $cert) { return [ordered]@{ store = $storeName; thumbprint = $thumbprint; removed = $false } }
         $hadKey = [bool]$cert.HasPrivateKey
+        $keptFor = $null
+        if ($deleteKey -and $hadKey) { $keptFor = Test-KeyUsedElsewhere $storeName $thumbprint }
         $backup = $null
+        $backupSha = $null
         if ($null -ne (Get-Field $Request 'backup_name' -Optional)) {
             $backup = Get-BackupPath $Request
-            [void][System.IO.Directory]::CreateDirectory([System.IO.Path]::GetDirectoryName($backup))
-            [System.IO.File]::WriteAllBytes($backup, $cert.RawData)
+            Initialize-BackupFolder $backup
+            if (Test-Path -LiteralPath $backup) { Stop-Action "the backup $backup already exists; not overwritten" }
+            $serialized = $cert.Export([System.Security.Cryptography.X509Certificates.X509ContentType]::SerializedCert)
+            [System.IO.File]::WriteAllBytes($backup, $serialized)
+            $backupSha = Get-Sha256 $serialized
+            if ((Get-Sha256 ([System.IO.File]::ReadAllBytes($backup))) -ne $backupSha) { Stop-Action 'the backup could not be verified' }
         }
-        if ($deleteKey -and $hadKey) {
+        $keyDeleted = ($deleteKey -and $hadKey -and ($null -eq $keptFor))
+        if ($keyDeleted) {
             Remove-Item -LiteralPath (Join-Path "Cert:\LocalMachine\$storeName" $thumbprint) -DeleteKey
         } else {
-            $store.Remove($cert)  # the key container stays: certutil -repairstore re-links it on restore
+            $store.Remove($cert)  # the key container stays (the backup's key link points at it)
         }
         return [ordered]@{
             store = $storeName; thumbprint = $thumbprint; removed = $true; had_key = $hadKey
-            key_deleted = ($deleteKey -and $hadKey); backup_path = $backup
+            key_deleted = $keyDeleted; key_kept_for = $keptFor; backup_path = $backup; backup_sha256 = $backupSha
         }
     } finally { $store.Close() }
 }
@@ -304,13 +472,17 @@ function Invoke-RestoreCertificate($Request) {
     $thumbprint = Get-Thumbprint $Request
     $backup = Get-BackupPath $Request
     if (-not (Test-Path -LiteralPath $backup -PathType Leaf)) { Stop-Action "no certificate backup at $backup" }
-    $cert = New-Object "$X509.X509Certificate2" -ArgumentList (, [System.IO.File]::ReadAllBytes($backup))
-    if ($cert.Thumbprint -ne $thumbprint) { Stop-Action 'the backup holds another certificate' }
-    $already = Add-ToStore $storeName $cert
-    if ([bool](Get-Field $Request 'had_key' -Optional)) {
-        & certutil.exe -repairstore $storeName $thumbprint | Out-Null
-        if ($LASTEXITCODE -ne 0) { Stop-Action "certutil -repairstore could not re-link the private key ($LASTEXITCODE)" }
+    $bytes = Read-Backup $Request $backup
+    $kind = [System.Security.Cryptography.X509Certificates.X509Certificate2]::GetCertContentType($bytes)
+    if ($kind -ne [System.Security.Cryptography.X509Certificates.X509ContentType]::SerializedCert) {
+        Stop-Action "the backup is $kind, not a serialized certificate"
     }
+    $cert = New-Object "$X509.X509Certificate2" -ArgumentList (, $bytes)
+    if ($cert.Thumbprint -ne $thumbprint) { Stop-Action 'the backup holds another certificate' }
+    if ([bool](Get-Field $Request 'had_key' -Optional) -and (-not (Test-KeyOpens $cert))) {
+        Stop-Action 'the private key the certificate was linked to no longer exists; not restored'
+    }
+    $already = Add-ToStore $storeName $cert
     $document = Get-CertDocument $cert $storeName
     $document.already_present = $already
     return $document
@@ -333,11 +505,27 @@ function Get-KeyFile($Cert) {
     return (Join-Path $programData "Microsoft\Crypto\Keys\$name")
 }
 
+function Test-KeyOpens($Cert) {
+    # HasPrivateKey only says a key link exists; this opens the key the link names.
+    try { return ($null -ne [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Cert)) }
+    catch { return $false }
+}
+
+function Get-AccountSid([string]$Account) {
+    # LocalSystem cannot be translated by NTAccount (it is the name the service manager shows), so the three
+    # built-in service accounts map to their well-known SIDs; a SID string is taken as it is.
+    $known = $WellKnownAccounts[$Account.ToLowerInvariant()]
+    if ($null -eq $known -and $Account.StartsWith('.\')) { $known = $WellKnownAccounts[$Account.Substring(2).ToLowerInvariant()] }
+    if ($null -ne $known) { return (New-Object System.Security.Principal.SecurityIdentifier $known) }
+    if ($Account -match '^S-1-[0-9-]+$') { return (New-Object System.Security.Principal.SecurityIdentifier $Account) }
+    return (New-Object System.Security.Principal.NTAccount $Account).Translate([System.Security.Principal.SecurityIdentifier])
+}
+
 function Get-KeyTarget($Request) {
     $storeName = Get-StoreName $Request
     $thumbprint = Get-Thumbprint $Request
     $account = Get-Text $Request 'account' $AccountPattern
-    $sid = (New-Object System.Security.Principal.NTAccount $account).Translate([System.Security.Principal.SecurityIdentifier])
+    $sid = Get-AccountSid $account
     $store = Open-Store $storeName -ReadOnly
     try { $cert = Find-Certificate $store $thumbprint } finally { $store.Close() }
     if ($null -eq $cert) { Stop-Action "the certificate is not in LocalMachine\$storeName" }
@@ -345,33 +533,50 @@ function Get-KeyTarget($Request) {
     return [ordered]@{ account = $account; sid = $sid; file = (Get-KeyFile $cert) }
 }
 
-function Test-CanRead($Acl, $Sid) {
+function Get-ReadState($Acl, $Sid) {
+    # 'denied' when a Deny ACE for the account takes a read right away (Deny wins over any Allow),
+    # 'allowed' when an Allow ACE grants one, else 'none'.
     $readMask = [int64]0x1 -bor [int64]0x80000000 -bor [int64]0x10000000
+    $allowed = $false
     foreach ($ace in $Acl.GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])) {
+        if ($ace.IdentityReference -ne $Sid) { continue }
         $rights = [int64]($ace.FileSystemRights.value__) -band [int64]0xFFFFFFFF
-        if (($ace.IdentityReference -eq $Sid) -and ($ace.AccessControlType -eq 'Allow') -and (($rights -band $readMask) -ne 0)) {
-            return $true
-        }
+        if (($rights -band $readMask) -eq 0) { continue }
+        if ($ace.AccessControlType -eq 'Deny') { return 'denied' }
+        $allowed = $true
     }
-    return $false
+    if ($allowed) { return 'allowed' }
+    return 'none'
+}
+
+function Test-CanRead($Acl, $Sid) {
+    return ((Get-ReadState $Acl $Sid) -eq 'allowed')
+}
+
+function Get-KeyAcl([string]$File) {
+    # Only the DACL: Get-Acl/Set-Acl would also write back the owner and SACL, which fails ("The security
+    # identifier is not allowed to be the owner of this object") when SQL setup or SYSTEM owns the key.
+    return [System.IO.File]::GetAccessControl($File, [System.Security.AccessControl.AccessControlSections]::Access)
 }
 
 function Invoke-GrantKeyRead($Request) {
     $target = Get-KeyTarget $Request
-    $acl = Get-Acl -LiteralPath $target.file
-    if (Test-CanRead $acl $target.sid) { return [ordered]@{ account = $target.account; already = $true } }
+    $acl = Get-KeyAcl $target.file
+    $state = Get-ReadState $acl $target.sid
+    if ($state -eq 'allowed') { return [ordered]@{ account = $target.account; already = $true } }
+    if ($state -eq 'denied') { Stop-Action "a Deny entry for $($target.account) on the key file overrides any grant; not changed" }
     $rule = New-Object System.Security.AccessControl.FileSystemAccessRule -ArgumentList $target.sid, 'Read', 'Allow'
     $acl.AddAccessRule($rule)
-    Set-Acl -LiteralPath $target.file -AclObject $acl
+    [System.IO.File]::SetAccessControl($target.file, $acl)
     return [ordered]@{ account = $target.account; already = $false }
 }
 
 function Invoke-RevokeKeyRead($Request) {
     $target = Get-KeyTarget $Request
-    $acl = Get-Acl -LiteralPath $target.file
+    $acl = Get-KeyAcl $target.file
     $rule = New-Object System.Security.AccessControl.FileSystemAccessRule -ArgumentList $target.sid, 'Read', 'Allow'
     $revoked = $acl.RemoveAccessRule($rule)
-    Set-Acl -LiteralPath $target.file -AclObject $acl
+    if ($revoked) { [System.IO.File]::SetAccessControl($target.file, $acl) }
     return [ordered]@{ account = $target.account; revoked = [bool]$revoked }
 }
 
@@ -398,37 +603,66 @@ function Get-Binding([string]$IpPort) {
 }
 
 function Invoke-Netsh([string[]]$Arguments) {
-    $output = & netsh.exe @Arguments 2>&1 | Out-String
-    return [ordered]@{ code = $LASTEXITCODE; output = $output.Trim() }
+    # netsh reports on stdout and by its exit code. Its stderr is merged under 'Continue' in this function
+    # only: under the script's 'Stop', Windows PowerShell 5.1 turns a redirected stderr line into a
+    # terminating error that would skip the undo below. Lines are kept as lines (no Out-String formatting).
+    $ErrorActionPreference = 'Continue'
+    $lines = @(& netsh.exe @Arguments 2>&1 | ForEach-Object {
+            if ($_ -is [System.Management.Automation.ErrorRecord]) { $_.Exception.Message } else { [string]$_ }
+        })
+    $code = $LASTEXITCODE
+    $text = (@($lines | Where-Object { $_.Trim().Length -gt 0 } | ForEach-Object { $_.Trim() }) -join ' ')
+    return [ordered]@{ code = $code; output = $text }
 }
 
-function Add-Binding([string]$IpPort, [string]$Hash, [string]$AppId, $Store) {
-    $arguments = @('http', 'add', 'sslcert', "ipport=$IpPort", "certhash=$Hash", "appid=$AppId")
+function Get-BindingStore($Request) {
+    # 'cert_store' absent: no certstorename is passed, so HTTP.sys uses MY (a binding restored as it was,
+    # with SslCertStoreName absent). Present it must be Root or My: null is refused, never guessed.
+    $property = $Request.PSObject.Properties['cert_store']
+    if ($null -eq $property) { return $null }
+    if ($null -eq $property.Value) { Stop-Action "'cert_store' must be Root or My, or left out (HTTP.sys then uses MY)" }
+    [void](Get-StoreName $Request 'cert_store')
+    return [string]$property.Value  # as spelled (MY stays MY), so a restored binding is the one that was there
+}
+
+function Set-SslCert([string]$Verb, [string]$IpPort, [string]$Hash, [string]$AppId, $Store) {
+    $arguments = @('http', $Verb, 'sslcert', "ipport=$IpPort", "certhash=$Hash", "appid=$AppId")
     if ($Store) { $arguments += "certstorename=$Store" }
     return (Invoke-Netsh $arguments)
 }
 
+function Test-BindingIs($Binding, [string]$Hash, [string]$AppId, $Store) {
+    if ($null -eq $Binding) { return $false }
+    $storeNow = $Binding.cert_store
+    return (($Binding.cert_hash -eq $Hash) -and ($Binding.app_id -ieq $AppId) -and ([string]$storeNow -ieq [string]$Store))
+}
+
 function Invoke-SetBinding($Request) {
+    # An existing binding is replaced in place with 'netsh http update sslcert' (no moment without a binding);
+    # a new one is added. The result is read back from SslBindingInfo; a binding left in neither the old nor
+    # the requested state is a partial change (exit 3) carrying the previous binding for rollback.
     $ipPort = Get-Text $Request 'ip_port' $IpPortPattern
     $hash = Get-Thumbprint $Request 'cert_hash'
     $appId = Get-Text $Request 'app_id' $AppIdPattern
-    $storeName = Get-StoreName $Request 'cert_store'
-    $store = Open-Store $storeName -ReadOnly
+    $storeName = Get-BindingStore $Request
+    $lookIn = 'My'
+    if ($storeName) { $lookIn = $storeName }
+    $store = Open-Store $lookIn -ReadOnly
     try { $cert = Find-Certificate $store $hash } finally { $store.Close() }
     if (($null -eq $cert) -or (-not $cert.HasPrivateKey)) {
-        Stop-Action "the certificate with its private key is not in LocalMachine\$storeName; binding not changed"
+        Stop-Action "the certificate with its private key is not in LocalMachine\$lookIn; binding not changed"
     }
     $previous = Get-Binding $ipPort
-    if ($null -ne $previous) {
-        $deleted = Invoke-Netsh @('http', 'delete', 'sslcert', "ipport=$ipPort")
-        if ($deleted.code -ne 0) { Stop-Action "netsh http delete sslcert failed: $($deleted.output)" }
-    }
-    $added = Add-Binding $ipPort $hash $appId $storeName
-    if ($added.code -ne 0) {
-        if ($null -ne $previous) { [void](Add-Binding $ipPort $previous.cert_hash $previous.app_id $previous.cert_store) }
-        Stop-Action "netsh http add sslcert failed (the previous binding was put back): $($added.output)"
-    }
-    return [ordered]@{ ip_port = $ipPort; previous = $previous }
+    $verb = 'add'
+    if ($null -ne $previous) { $verb = 'update' }
+    $done = Set-SslCert $verb $ipPort $hash $appId $storeName
+    $now = Get-Binding $ipPort
+    $result = [ordered]@{ ip_port = $ipPort; previous = $previous; verb = $verb }
+    if (Test-BindingIs $now $hash $appId $storeName) { return $result }
+    $unchanged = (($null -eq $previous) -and ($null -eq $now)) -or
+        (($null -ne $previous) -and (Test-BindingIs $now $previous.cert_hash $previous.app_id $previous.cert_store))
+    if ($unchanged) { Stop-Action "netsh http $verb sslcert failed ($($done.code)), binding not changed: $($done.output)" }
+    Stop-Partial "netsh http $verb sslcert ($($done.code)) left $ipPort in neither the old nor the requested state: $($done.output)" $result
 }
 
 function Invoke-DeleteBinding($Request) {
@@ -472,28 +706,64 @@ function Invoke-SetStartMode($Request) {
     return [ordered]@{ name = $service.Name; previous = $previous; mode = $startup }
 }
 
+function Get-WaitSpan($Request) {
+    # How long to wait for a service state: sent by scaleguard below the channel's deadline, so a service that
+    # hangs ends as this action's own definite error instead of the channel giving up with the outcome unknown.
+    $value = Get-Field $Request 'wait_s'
+    if (-not (($value -is [int]) -or ($value -is [long])) -or ($value -lt 1) -or ($value -gt 3600)) {
+        Stop-Action "'wait_s' must be a whole number of seconds, 1-3600"
+    }
+    return [TimeSpan]::FromSeconds([int]$value)
+}
+
+function Wait-ServiceStatus($Controller, [string]$Status, [TimeSpan]$Wait, [string]$Doing, $Result) {
+    # ServiceController.WaitForStatus with a TimeSpan throws System.ServiceProcess.TimeoutException when the
+    # time is up; the request was made, so that is a partial change (exit 3) that the caller rolls back.
+    try { $Controller.WaitForStatus($Status, $Wait) }
+    catch {
+        $Controller.Refresh()
+        Stop-Partial "$($Controller.ServiceName) did not reach $Status within $([int]$Wait.TotalSeconds) s after $Doing (now $($Controller.Status))" $Result
+    }
+}
+
 function Invoke-StartService($Request) {
     $service = Get-ScaleOutService $Request
+    $wait = Get-WaitSpan $Request
     $wasRunning = ($service.Status -eq 'Running')
-    if (-not $wasRunning) { Start-Service -Name $service.Name }
-    return [ordered]@{ name = $service.Name; was_running = $wasRunning }
+    $result = [ordered]@{ name = $service.Name; was_running = $wasRunning }
+    if (-not $wasRunning) {
+        $service.Start()
+        Wait-ServiceStatus $service 'Running' $wait 'a start' $result
+    }
+    return $result
 }
 
 function Invoke-StopService($Request) {
     $service = Get-ScaleOutService $Request
+    $wait = Get-WaitSpan $Request
     $wasRunning = ($service.Status -eq 'Running')
-    if ($wasRunning) { Stop-Service -Name $service.Name }
-    return [ordered]@{ name = $service.Name; was_running = $wasRunning }
+    $result = [ordered]@{ name = $service.Name; was_running = $wasRunning }
+    if ($wasRunning) {
+        $service.Stop()
+        Wait-ServiceStatus $service 'Stopped' $wait 'a stop' $result
+    }
+    return $result
 }
 
 function Invoke-RestartService($Request) {
     # A stopped service stays stopped: an HA passive master must stay passive.
     $service = Get-ScaleOutService $Request
+    $wait = Get-WaitSpan $Request
     if ($service.Status -ne 'Running') {
         return [ordered]@{ name = $service.Name; restarted = $false; state = [string]$service.Status }
     }
-    Restart-Service -Name $service.Name
-    return [ordered]@{ name = $service.Name; restarted = $true; state = 'Running' }
+    $result = [ordered]@{ name = $service.Name; restarted = $true; state = 'Running' }
+    $service.Stop()
+    Wait-ServiceStatus $service 'Stopped' $wait 'a stop' $result
+    try { $service.Start() }
+    catch { Stop-Partial "$($service.Name) was stopped and could not be started again: $($_.Exception.Message)" $result }
+    Wait-ServiceStatus $service 'Running' $wait 'a start' $result
+    return $result
 }
 
 # --- SCHANNEL registry values (only ClientAuthTrustMode and SendTrustedIssuerList, only REG_DWORD) --------
@@ -719,7 +989,13 @@ function Invoke-Batch($Request) {
         $failed = $false
         try { $results.Add([ordered]@{ ok = $true; result = (Invoke-Action $action) }) }
         catch {
-            $results.Add([ordered]@{ ok = $false; error = [string]$_.Exception.Message })
+            $entry = [ordered]@{ ok = $false; error = [string]$_.Exception.Message }
+            if ($script:Partial) {
+                $entry.partial = $true
+                $entry.result = $script:PartialResult
+                $script:Partial = $false
+            }
+            $results.Add($entry)
             $failed = $true
         }
         if ($failed) { break }
@@ -738,6 +1014,10 @@ try {
     }
 } catch {
     [Console]::Error.WriteLine("scaleguard fix agent: $($_.Exception.Message)")
+    if ($Partial) {
+        [Console]::Out.Write((ConvertTo-AsciiJson ([ordered]@{ partial = $true; result = $PartialResult })))
+        exit 3
+    }
     exit 1
 }
 [Console]::Out.Write((ConvertTo-AsciiJson $result))

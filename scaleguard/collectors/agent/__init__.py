@@ -36,21 +36,40 @@ def bootstrap_command() -> str:
     return f"{POWERSHELL} {encoded}"
 
 
-def stdin_payload(request: dict[str, Any], script: str | None = None) -> bytes:
-    """``script NUL NUL NUL NUL request-json``, ASCII-only (non-ASCII request text is JSON-escaped)."""
+def stdin_payload(request: dict[str, Any], script: str | None = None, *, secret: str | None = None) -> bytes:
+    """``script NUL NUL NUL NUL request-json [NUL NUL NUL NUL secret-b64]``, ASCII-only.
+
+    Non-ASCII request text is JSON-escaped. A ``secret`` (a PFX password) travels after a second separator,
+    base64 of its UTF-8, so it is never part of the JSON the agent gives ``ConvertFrom-Json``: the bootstrap
+    keeps it in ``$ScaleguardSecret``, out of every cmdlet's parameters, which Module Logging (4103) records.
+    """
     body = agent_script() if script is None else script
-    return body.encode("ascii") + PAYLOAD_SEPARATOR + json.dumps(request, ensure_ascii=True).encode("ascii")
+    payload = body.encode("ascii") + PAYLOAD_SEPARATOR + json.dumps(request, ensure_ascii=True).encode("ascii")
+    if secret is not None:
+        payload += PAYLOAD_SEPARATOR + base64.b64encode(secret.encode("utf-8"))
+    return payload
 
 
 def split_payload(data: bytes) -> tuple[str, dict[str, Any]]:
-    """The inverse of :func:`stdin_payload` (used by the lab, which reads what the bootstrap would)."""
-    script, sep, request = data.partition(PAYLOAD_SEPARATOR)
+    """The inverse of :func:`stdin_payload` without the secret (used by the lab, which reads what the
+    bootstrap would)."""
+    script, sep, rest = data.partition(PAYLOAD_SEPARATOR)
     if not sep:
         raise ValueError("no NUL separator between script and request")
+    request, _, _secret = rest.partition(PAYLOAD_SEPARATOR)
     parsed = json.loads(request.decode("utf-8").strip())
     if not isinstance(parsed, dict):
         raise ValueError("the request is not a JSON object")
     return script.decode("utf-8"), parsed
+
+
+def payload_secret(data: bytes) -> str | None:
+    """The secret after the request (what the bootstrap puts in ``$ScaleguardSecret``), or None."""
+    _script, _, rest = data.partition(PAYLOAD_SEPARATOR)
+    _request, sep, secret = rest.partition(PAYLOAD_SEPARATOR)
+    if not sep:
+        return None
+    return base64.b64decode(secret.strip(), validate=True).decode("utf-8")
 
 
 def decode_encoded_command(command_line: str) -> str | None:

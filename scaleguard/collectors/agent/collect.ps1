@@ -9,6 +9,7 @@ param([string]$RequestJson)
 
 $ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
+$WarningPreference = 'SilentlyContinue'  # a warning would reach stderr as CLIXML ahead of any reason
 Set-StrictMode -Version 2.0
 
 $AgentSchema = 'scaleguard-agent/1'
@@ -58,11 +59,19 @@ function Get-BinnFolder([string]$Version) {
     return (Join-Path $env:ProgramFiles "Microsoft SQL Server\$Version\DTS\Binn")
 }
 
+function Test-MasterMarker([string]$Version) {
+    # SSISDB's internal.enable_scaleout looks for SQL_IS_Master under DTS\Setup. Whether setup writes it as a
+    # subkey or as a value is not documented, so both count; Test-Path on a value's path is always false.
+    $setup = Get-Item -LiteralPath "HKLM:\SOFTWARE\Microsoft\Microsoft SQL Server\$Version\DTS\Setup" -ErrorAction SilentlyContinue
+    if ($null -eq $setup) { return $false }
+    return ((@($setup.GetSubKeyNames()) -contains 'SQL_IS_Master') -or (@($setup.GetValueNames()) -contains 'SQL_IS_Master'))
+}
+
 function Get-SqlInstalls {
     $installs = New-List
     foreach ($version in $SqlVersions) {
         $binn = Get-BinnFolder $version
-        $marker = Test-Path -LiteralPath "HKLM:\SOFTWARE\Microsoft\Microsoft SQL Server\$Version\DTS\Setup\SQL_IS_Master"
+        $marker = Test-MasterMarker $version
         if ((Test-Path -LiteralPath $binn) -or $marker) {
             $installs.Add([ordered]@{ version = $version; binn = $binn; master_marker = [bool]$marker })
         }
@@ -91,12 +100,20 @@ function Get-ConfigFiles {
 
 function Get-KeyFile($Cert) {
     # CAPI keys live under MachineKeys, CNG keys under Crypto\Keys; the ACL of that file is who can read.
+    # A key that cannot be opened ("Keyset does not exist" - exactly what the audit looks for) throws with
+    # Windows' reason, which the caller records in the agent's errors.
     $key = $null
-    try { $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Cert) } catch { $key = $null }
+    $reason = $null
+    try { $key = [System.Security.Cryptography.X509Certificates.RSACertificateExtensions]::GetRSAPrivateKey($Cert) }
+    catch { $reason = $_.Exception.Message }
     if ($null -eq $key) {
-        try { $key = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Cert) } catch { $key = $null }
+        try { $key = [System.Security.Cryptography.X509Certificates.ECDsaCertificateExtensions]::GetECDsaPrivateKey($Cert) }
+        catch { if ($null -eq $reason) { $reason = $_.Exception.Message } }
     }
-    if ($null -eq $key) { return $null }
+    if ($null -eq $key) {
+        if ($null -eq $reason) { $reason = 'neither an RSA nor an ECDSA key' }
+        throw (New-Object System.InvalidOperationException "private key not readable: $reason")
+    }
     $programData = $env:ProgramData
     if ($key -is [System.Security.Cryptography.RSACryptoServiceProvider]) {
         $name = $key.CspKeyContainerInfo.UniqueKeyContainerName
@@ -149,7 +166,7 @@ function Get-StoreCertificates([string]$Store) {
                     $entry.key_readers = Get-KeyReaders $keyFile.file
                 }
             } catch {
-                Add-AgentError "stores/$Store/$($cert.Thumbprint)" "key ACL not readable: $($_.Exception.Message)"
+                Add-AgentError "stores/$Store/$($cert.Thumbprint)" $_.Exception.Message
             }
         }
         $certs.Add($entry)
@@ -201,8 +218,14 @@ function Get-Bindings {
     } catch {
         Add-AgentError 'bindings' "SslBindingInfo not readable, using netsh: $($_.Exception.Message)"
     }
-    $text = (& netsh.exe http show sslcert | Out-String)
-    $bytes = [System.Text.Encoding]::UTF8.GetBytes($text)
+    # PowerShell decodes netsh's output into lines (console code page); they are joined as they came, not
+    # through Out-String (which formats for the console width), and the exit code is checked.
+    $lines = @(& netsh.exe http show sslcert)
+    if ($LASTEXITCODE -ne 0) {
+        Add-AgentError 'bindings' "netsh http show sslcert failed (exit code $LASTEXITCODE): $(($lines | Select-Object -First 3) -join ' ')"
+        return $null
+    }
+    $bytes = [System.Text.Encoding]::UTF8.GetBytes((($lines | ForEach-Object { [string]$_ }) -join "`r`n"))
     return [ordered]@{ source = 'netsh'; entries = $null; netsh_b64 = [Convert]::ToBase64String($bytes) }
 }
 
@@ -236,13 +259,25 @@ function Get-Schannel {
 }
 
 function Get-SqlServerName($Configs) {
-    # Only to know where SSISDB is; scaleguard parses the file properly on its side.
+    # Only to know where SSISDB is. The file is JSON or XML; each is read by its own parser, so escapes are
+    # undone ("SRV\\INST" in JSON and SRV&amp;X in XML are SRV\INST and SRV&X): a named instance keeps SSISDB.
     foreach ($config in $Configs) {
         if ($config.role -ne 'master') { continue }
         $text = [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($config.content_b64))
         if ($text.IndexOf([char]0) -ge 0) { $text = $text.Replace([string][char]0, '') }
-        $match = [regex]::Match($text, 'SqlServerName\W{1,4}([^<"]+)')
-        if ($match.Success) { return $match.Groups[1].Value.Trim() }
+        $text = $text.Trim([char]0xFEFF, ' ', "`r", "`n", "`t")
+        $name = $null
+        if ($text.StartsWith('{')) {
+            $parsed = ConvertFrom-Json -InputObject $text
+            if ($parsed.PSObject.Properties['SqlServerName']) { $name = [string]$parsed.SqlServerName }
+        } else {
+            $document = New-Object System.Xml.XmlDocument
+            $document.XmlResolver = $null
+            $document.LoadXml($text)
+            $node = $document.SelectSingleNode('/*/*[local-name()="SqlServerName"]')
+            if ($null -ne $node) { $name = $node.InnerText }
+        }
+        if ($name -and $name.Trim()) { return $name.Trim() }
     }
     return '.'
 }

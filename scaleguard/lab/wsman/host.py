@@ -16,11 +16,12 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 from xml.sax.saxutils import escape
 
-from scaleguard.collectors.agent import bootstrap_script, decode_encoded_command, split_payload
+from scaleguard.collectors.agent import bootstrap_script, decode_encoded_command, payload_secret, split_payload
 from scaleguard.lab.dispatch import dispatch_timed
-from scaleguard.lab.state import ActionError, LabNode
+from scaleguard.lab.state import SECRET_KEY, ActionError, LabNode, PartialChangeError
 from scaleguard.lab.wsman import soap
 
 MAX_SHELLS_PER_USER = 30  # winrs/MaxShellsPerUser default
@@ -190,9 +191,11 @@ class SimulatedHost:
             message = (f"'{program}' is not recognized as an internal or external command,\r\n"
                        "operable program or batch file.\r\n")
             return b"", message.encode("ascii", "replace"), 1, 0.0
+        if self.node.faults.language_mode != "FullLanguage":
+            return b"", _clixml_error(_language_mode_message(self.node.faults.language_mode)), 4, 0.0
         try:
             if script.strip() == self._bootstrap.strip():
-                _agent, request = split_payload(bytes(command.stdin))
+                request = request_from_stdin(bytes(command.stdin))
             elif script.startswith(NAIVE_MARKER):
                 request = json.loads(script.splitlines()[0][len(NAIVE_MARKER) :])
             else:
@@ -202,6 +205,9 @@ class SimulatedHost:
             if self.node.faults.malformed_output and request.get("op") == "collect":
                 return MALFORMED_STDOUT, b"", 0, 0.0
             result, waited_until = dispatch_timed(self.node, request)
+        except PartialChangeError as exc:
+            answer = json.dumps({"partial": True, "result": exc.result}, ensure_ascii=True).encode("ascii")
+            return answer, _clixml_error(str(exc)), 3, exc.ends_at
         except ActionError as exc:
             return b"", _clixml_error(str(exc)), 1, exc.ends_at
         except (ValueError, KeyError) as exc:
@@ -236,6 +242,22 @@ def _shell_not_found(shell_id: str | None) -> str:
         "found on the server. Possible causes are: the specified ShellId is incorrect or the shell no longer "
         "exists on the server. Provide the correct ShellId or create a new shell and retry the operation."
     )
+
+
+def request_from_stdin(data: bytes) -> dict[str, Any]:
+    """What the bootstrap hands the agent: the JSON request, and the secret after it (``$ScaleguardSecret``)
+    under :data:`SECRET_KEY`, which no request JSON may set."""
+    _agent, request = split_payload(data)
+    request.pop(SECRET_KEY, None)
+    secret = payload_secret(data)
+    if secret is not None:
+        request[SECRET_KEY] = secret
+    return request
+
+
+def _language_mode_message(mode: str) -> str:
+    """What bootstrap.ps1 writes (Write-Error) when PowerShell is not in FullLanguage mode."""
+    return f"scaleguard: PowerShell runs in {mode} (AppLocker/WDAC); the agent needs FullLanguage"
 
 
 def _clixml_error(message: str) -> bytes:

@@ -1,0 +1,405 @@
+"""What the agents do on Windows, pinned at the levels reachable without Windows: the scripts' text (each
+fix names the .NET API or command it relies on, and the dangerous ones are gone), and the request/response
+contract the Python side keeps with them (secrets outside the JSON, partial changes, null stores, waits).
+
+Each test here is named in a row of ``docs/windows-conformance.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scaleguard.apply.inverse import inverse
+from scaleguard.apply.journal import Journal
+from scaleguard.apply.runner import Executor
+from scaleguard.apply.transport import (
+    AgentClient,
+    PartialChange,
+    action_payload,
+    actions_script,
+    agent_request,
+    service_wait_s,
+)
+from scaleguard.collectors.agent import PAYLOAD_SEPARATOR, agent_script, payload_secret, split_payload
+from scaleguard.remediators.model import Plan, Step, Unit
+from scaleguard.remoting.channel import CommandResult, describe_stderr
+
+
+def body(script: str, function: str) -> str:
+    """The text of one PowerShell function (up to the next top-level function or section)."""
+    start = script.index(f"function {function}")
+    following = re.compile(r"^(function |# ---)", re.M)
+    found = following.search(script, start + 1)
+    return script[start : found.start() if found else len(script)]
+
+
+def code(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+
+# --- finding 1: only the DACL of a key file is written ----------------------------------------------------
+
+
+def test_key_read_writes_only_the_dacl() -> None:
+    script = actions_script()
+    assert (
+        "[System.IO.File]::GetAccessControl($File, [System.Security.AccessControl.AccessControlSections]::Access)"
+        in (body(script, "Get-KeyAcl"))
+    )
+    for function in ("Invoke-GrantKeyRead", "Invoke-RevokeKeyRead"):
+        text = code(body(script, function))
+        assert "Get-KeyAcl" in text and "[System.IO.File]::SetAccessControl(" in text
+        assert "Get-Acl" not in text and "Set-Acl" not in text
+
+
+# --- finding 3 and 5: partial changes and service waits -----------------------------------------------------
+
+
+def test_binding_is_replaced_in_place_and_verified() -> None:
+    text = code(body(actions_script(), "Invoke-SetBinding"))
+    assert "$verb = 'update'" in text and "Get-Binding $ipPort" in text and "Stop-Partial" in text
+    assert "delete" not in text and "[void]" not in text  # no delete-then-add gap, no silent re-add
+
+
+def test_services_wait_with_a_timespan_never_forever() -> None:
+    script = actions_script()
+    assert "$Controller.WaitForStatus($Status, $Wait)" in body(script, "Wait-ServiceStatus")
+    assert "[TimeSpan]::FromSeconds" in body(script, "Get-WaitSpan")
+    lowered = code(script).lower()
+    for cmdlet in ("start-service", "stop-service", "restart-service"):
+        assert cmdlet not in lowered  # they wait without a limit
+    for op in ("start_service", "stop_service", "restart_service"):
+        assert agent_request({"op": op, "name": "S"}, 30)["wait_s"] == service_wait_s(30) == 12
+    assert "wait_s" not in agent_request({"op": "set_binding"}, 30)
+    assert service_wait_s(2) == 1 and service_wait_s(120) == 48  # two waits of a restart fit in the deadline
+
+
+class Answering:
+    """Stands in for HostChannel with one fixed answer."""
+
+    def __init__(self, result: CommandResult) -> None:
+        self.deadline = 0.0
+        self.result = result
+        self.sent: list[bytes] = []
+
+    def run(self, command: str, stdin: bytes, *, idempotent: bool = True) -> CommandResult:
+        self.sent.append(stdin)
+        return self.result
+
+
+def test_exit_code_3_is_a_partial_change_carrying_what_was_before() -> None:
+    before = {"name": "SSISScaleOutWorker150", "was_running": False}
+    stdout = json.dumps({"partial": True, "result": before}).encode()
+    stderr = b"scaleguard fix agent: partial change: SSISScaleOutWorker150 did not reach Running within 12 s\r\n"
+    client = AgentClient(Answering(CommandResult(stdout, stderr, 3)), timeout_s=30, name="W1")  # type: ignore[arg-type]
+    with pytest.raises(PartialChange) as raised:
+        client.request({"op": "start_service", "name": "SSISScaleOutWorker150"})
+    assert raised.value.result == before and "did not reach Running within 12 s" in str(raised.value)
+    assert inverse({"op": "start_service", "name": "SSISScaleOutWorker150"}, raised.value.result).requests == [
+        {"op": "stop_service", "name": "SSISScaleOutWorker150"}
+    ]
+
+
+# --- finding 2: a binding that had no store is restored without one ----------------------------------------
+
+
+def test_a_null_store_binding_is_restored_by_leaving_the_store_out() -> None:
+    previous = {"ip_port": "0.0.0.0:8391", "cert_hash": "A" * 40, "app_id": "{x}", "cert_store": None}
+    [request] = inverse({"op": "set_binding", "ip_port": "0.0.0.0:8391"}, {"previous": previous}).requests
+    assert "cert_store" not in request
+    text = code(body(actions_script(), "Get-BindingStore"))
+    assert "if ($null -eq $property) { return $null }" in text and "must be Root or My, or left out" in text
+
+
+# --- finding 4: certificate backups are serialized certificates ---------------------------------------------
+
+
+def test_certificate_backup_is_a_serialized_cert_and_no_certutil() -> None:
+    script = actions_script()
+    assert "X509ContentType]::SerializedCert)" in body(script, "Invoke-RemoveCertificate")
+    restore = body(script, "Invoke-RestoreCertificate")
+    assert "GetCertContentType($bytes)" in restore and "Read-Backup $Request $backup" in restore
+    assert "certutil" not in code(script).lower()
+
+
+# --- finding 7: the PFX password never reaches a cmdlet or ConvertFrom-Json ---------------------------------
+
+
+def test_the_pfx_password_travels_outside_the_json() -> None:
+    request = {"op": "import_pfx", "store": "Root", "thumbprint": "A" * 40, "pfx_b64": "AAAA", "password": "P@ss'\""}
+    _command, stdin = action_payload(request)
+    _script, parsed = split_payload(stdin)
+    assert "password" not in parsed and b"P@ss" not in stdin
+    assert payload_secret(stdin) == "P@ss'\""
+    assert stdin.count(PAYLOAD_SEPARATOR) == 2
+    assert payload_secret(action_payload({"op": "read_file", "path": "p"})[1]) is None
+
+
+def test_the_script_reads_the_secret_only_into_net_calls() -> None:
+    script = actions_script()
+    pfx = code(body(script, "Invoke-ImportPfx"))
+    assert "[System.Security.Cryptography.X509Certificates.X509Certificate2]::new($bytes, $password" in pfx
+    uses = [line.strip() for line in code(script).splitlines() if "$password" in line or "$ScaleguardSecret" in line]
+    for line in uses:
+        # assignment from .NET, or an argument to ::new - never a cmdlet or function parameter
+        assert line.startswith(("$password =", "if ($null -ne $ScaleguardSecret)", "$probe =", "$cert =")), line
+    assert "Get-Field $Request 'password'" not in script
+    assert "$ScaleguardSecret = $p[2].Trim()" in agent_script("bootstrap.ps1")
+
+
+# --- finding 8: backups live in a protected folder and are verified before a restore ------------------------
+
+
+def test_backups_are_protected_and_verified() -> None:
+    script = actions_script()
+    folder = code(body(script, "New-ProtectedFolder"))
+    assert "SetAccessRuleProtection($true, $false)" in folder and "CreateDirectory($Path, $security)" in folder
+    trusted = code(body(script, "Test-TrustedFolder"))
+    assert "GetOwner([System.Security.Principal.SecurityIdentifier])" in trusted and "ReparsePoint" in trusted
+    assert "'S-1-5-18', 'S-1-5-32-544'" in script
+    read = code(body(script, "Read-Backup"))
+    assert "'backup_sha256'" in read and "(Get-Sha256 $bytes) -ne $recorded" in read
+    assert "Read-Backup $Request $backup" in body(script, "Invoke-RestoreFile")
+
+
+# --- finding 9: the config path is one of this node's own Binn files ---------------------------------------
+
+
+def test_config_path_is_anchored_to_the_binn_folders_the_agent_finds() -> None:
+    script = actions_script()
+    text = code(body(script, "Get-ConfigPath"))
+    assert "'^[A-Za-z]:[\\\\/]'" in text and "Get-BinnFolders" in text and "-ieq (Join-Path $binn $leaf)" in text
+    assert "Microsoft SQL Server\\$version\\DTS\\Binn" in body(script, "Get-BinnFolders")
+    assert "$SqlVersions = @('140', '150', '160')" in script
+
+
+# --- finding 10: the built-in service accounts map to SIDs ---------------------------------------------------
+
+
+def test_builtin_accounts_map_to_well_known_sids() -> None:
+    script = actions_script()
+    table = dict(re.findall(r"'([a-z .\\]+)' = '(S-1-5-\d+)'", script))
+    assert table["localsystem"] == table["nt authority\\system"] == "S-1-5-18"
+    assert table["localservice"] == table["local service"] == "S-1-5-19"
+    assert table["networkservice"] == table["nt authority\\network service"] == "S-1-5-20"
+    assert "$WellKnownAccounts[" in body(script, "Get-AccountSid")
+    # the planner and the lab match accounts with the same table (rules.account)
+    from scaleguard.rules.account import WELL_KNOWN_NAMES, account_matches, canonical
+
+    assert set(table) == set(WELL_KNOWN_NAMES)
+    assert all(canonical(name) == sid.lower() for name, sid in table.items())
+    assert account_matches("NT AUTHORITY\\SYSTEM", "LocalSystem") and account_matches("S-1-5-20", "NetworkService")
+    assert not account_matches("NT AUTHORITY\\LOCAL SERVICE", "LocalSystem")
+    assert "Get-AccountSid $account" in body(script, "Get-KeyTarget")
+
+
+# --- findings 11, 13, 14, 15 ---------------------------------------------------------------------------------
+
+
+def test_netsh_output_is_lines_with_the_exit_code_checked() -> None:
+    collect = code(body(agent_script(), "Get-Bindings"))
+    assert "Out-String" not in collect and "$LASTEXITCODE -ne 0" in collect and '-join "`r`n"' in collect
+    netsh = code(body(actions_script(), "Invoke-Netsh"))
+    assert "Out-String" not in netsh and "$code = $LASTEXITCODE" in netsh
+
+
+def test_no_stderr_redirection_under_stop() -> None:
+    for script in (actions_script(), agent_script()):
+        for match in re.finditer(r"2>&1", code(script)):
+            function = code(script)[: match.start()].rsplit("function ", 1)[-1]
+            assert "$ErrorActionPreference = 'Continue'" in function, function[:60]
+
+
+def test_warnings_are_silenced_and_plain_text_survives_clixml() -> None:
+    for script in (actions_script(), agent_script(), agent_script("bootstrap.ps1")):
+        assert "$WarningPreference = 'SilentlyContinue'" in script
+    stderr = (
+        b'#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        b'<S S="Warning">The key is weak_x000D__x000A_</S></Objs>'
+        b"scaleguard fix agent: the certificate is not in LocalMachine\\Root\r\n"
+    )
+    assert describe_stderr(stderr) == "scaleguard fix agent: the certificate is not in LocalMachine\\Root"
+    only_warning = b'#< CLIXML\r\n<Objs Version="1.1.0.1"><S S="Warning">careful &amp; slow</S></Objs>'
+    assert describe_stderr(only_warning) == "careful & slow"
+
+
+def test_constrained_language_mode_is_detected_first() -> None:
+    bootstrap = agent_script("bootstrap.ps1")
+    first_lines = bootstrap.splitlines()[:2]
+    assert first_lines[0] == "$m = $ExecutionContext.SessionState.LanguageMode"
+    assert "-ne 'FullLanguage'" in first_lines[1] and "Write-Error" in first_lines[1] and "exit 4" in first_lines[1]
+
+
+# --- finding 6 and 12: the collector ---------------------------------------------------------------------------
+
+
+def test_sql_server_name_is_read_by_a_json_or_xml_parser() -> None:
+    text = code(body(agent_script(), "Get-SqlServerName"))
+    assert "ConvertFrom-Json -InputObject $text" in text and "$document.LoadXml($text)" in text
+    assert "$document.XmlResolver = $null" in text and "[regex]" not in text
+
+
+def test_an_unreadable_key_reason_is_recorded() -> None:
+    script = agent_script()
+    assert "private key not readable: $reason" in body(script, "Get-KeyFile")
+    assert 'Add-AgentError "stores/$Store/$($cert.Thumbprint)" $_.Exception.Message' in body(
+        script, "Get-StoreCertificates"
+    )
+
+
+# --- "also" items ----------------------------------------------------------------------------------------------
+
+
+def test_master_marker_is_probed_as_a_subkey_or_a_value() -> None:
+    text = code(body(agent_script(), "Test-MasterMarker"))
+    assert (
+        "GetSubKeyNames()) -contains 'SQL_IS_Master'" in text and "GetValueNames()) -contains 'SQL_IS_Master'" in text
+    )
+    assert "Test-Path -LiteralPath" not in text
+
+
+def test_delete_key_spares_a_key_another_store_uses() -> None:
+    script = actions_script()
+    assert "Test-KeyUsedElsewhere $storeName $thumbprint" in body(script, "Invoke-RemoveCertificate")
+    assert "($null -eq $keptFor)" in body(script, "Invoke-RemoveCertificate")
+
+
+def test_temporary_file_is_removed_when_replace_fails() -> None:
+    text = code(body(actions_script(), "Write-BytesAtomically"))
+    assert "try { [System.IO.File]::Replace($temporary, $Path, [NullString]::Value) }" in text
+    assert "[System.IO.File]::Delete($temporary)" in text
+
+
+def test_deny_entries_win_over_allow_entries() -> None:
+    text = code(body(actions_script(), "Get-ReadState"))
+    assert "if ($ace.AccessControlType -eq 'Deny') { return 'denied' }" in text
+    assert "(Get-ReadState $Acl $Sid) -eq 'allowed'" in body(actions_script(), "Test-CanRead")
+
+
+# --- the executor rolls back a partial change with what the agent reported ---------------------------------
+
+
+class PartialTransport:
+    """Every start_service is a partial change (alone: exit code 3; in a batch: its entry says so);
+    everything else succeeds. Records every action, batched or not."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def client(self, cluster: str, node: str) -> Any:
+        sent = self.sent
+
+        def one(payload: dict[str, Any]) -> dict[str, Any]:
+            sent.append(payload)
+            if payload["op"] == "start_service":
+                raise PartialChange("W1: partial change: did not reach Running", {"name": "S", "was_running": False})
+            return {"name": "S", "previous": "Manual", "mode": "Automatic"}
+
+        class Client:
+            def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+                if payload["op"] != "batch":
+                    return one(payload)
+                results: list[dict[str, Any]] = []
+                for action in payload["actions"]:
+                    try:
+                        results.append({"ok": True, "result": one(action)})
+                    except PartialChange as exc:
+                        results.append({"ok": False, "error": str(exc), "partial": True, "result": exc.result})
+                        break
+                return {"results": results}
+
+        return Client()
+
+    def close(self) -> None:
+        pass
+
+
+WORKER = "SSISScaleOutWorker150"
+
+
+def plan_of(*steps: Step) -> Plan:
+    unit = Unit(id="u01", remediation="manual", cluster="C", target="W1", summary="-", steps=[s.id for s in steps])
+    now = datetime.now(UTC)
+    return Plan(generated_at=now, expires_at=now + timedelta(days=1), units=[unit], steps=list(steps))
+
+
+def service_step(step_id: str, action: str, **extra: Any) -> Step:
+    return Step(
+        id=step_id, unit="u01", cluster="C", node="W1", action=action,
+        params={"role": "worker", "name": WORKER, **extra},
+    )  # fmt: skip
+
+
+def live_worker() -> Any:
+    """The collected node the executor resolves the service name against (it runs against live state)."""
+    from fixcases import NOW
+
+    from scaleguard.snapshot.model import ClusterSnapshot, HostIdentity, NodeSnapshot, Service, Snapshot
+
+    node = NodeSnapshot(
+        name="W1", identity=HostIdentity(computer_name="W1"), services=[Service(name=WORKER, state="Stopped")]
+    )
+    return Snapshot(clusters=[ClusterSnapshot(cluster="C", collected_at=NOW, source="t", mode="live", nodes=[node])])
+
+
+def test_a_partial_change_is_unknown_and_rolled_back_exactly(tmp_path: Path) -> None:
+    plan = plan_of(
+        service_step("s001", "set_service_start_mode", mode="Automatic"), service_step("s002", "start_service")
+    )
+    transport = PartialTransport()
+    with Journal(tmp_path / "j.sqlite") as journal:
+        report = Executor(plan, transport, journal, current=live_worker()).run()
+    assert report.steps["s002"].status == "unknown" and "did not reach Running" in report.steps["s002"].detail
+    assert [r["op"] for r in transport.sent] == [
+        "set_service_start_mode",
+        "start_service",
+        "stop_service",
+        "set_service_start_mode",
+    ]
+    assert transport.sent[-1] == {"op": "set_service_start_mode", "name": WORKER, "mode": "Manual"}
+    assert report.units["u01"] == "failed"
+
+
+def test_a_partial_change_sent_alone_is_rolled_back_the_same_way(tmp_path: Path) -> None:
+    transport = PartialTransport()
+    with Journal(tmp_path / "j.sqlite") as journal:
+        report = Executor(
+            plan_of(service_step("s001", "start_service")), transport, journal, current=live_worker()
+        ).run()
+        entries = journal.entries(report.run_id)
+    assert report.steps["s001"].status == "unknown"
+    assert [r["op"] for r in transport.sent] == ["start_service", "stop_service"]
+    assert entries[0].status == "unknown"
+
+
+def test_secret_refs_reach_the_payload_secret_not_the_json(tmp_path: Path) -> None:
+    pfx = tmp_path / "m.pfx"
+    pfx.write_bytes(b"not really a pfx")
+    step = Step(
+        id="s001", unit="u01", cluster="C", node="M1", action="import_pfx",
+        params={"store": "Root", "thumbprint": "A" * 40, "pfx": {"local_file": str(pfx)},
+                "password": {"secret_env": "SG_CONTRACT_PFX"}},
+    )  # fmt: skip
+    answer = json.dumps({"store": "Root", "thumbprint": "A" * 40, "der_b64": "AAAA", "already_present": False})
+    channel = Answering(CommandResult(answer.encode(), b"", 0))
+
+    class OneClient:
+        def client(self, cluster: str, node: str) -> AgentClient:
+            return AgentClient(channel, timeout_s=30, name=node)  # type: ignore[arg-type]
+
+        def close(self) -> None:
+            pass
+
+    with Journal(tmp_path / "j.sqlite") as journal:
+        report = Executor(plan_of(step), OneClient(), journal, secrets=lambda ref: "Pfx-Secret-1").run()
+        logged = journal.entries(report.run_id)[0].request
+    [stdin] = channel.sent
+    assert b"Pfx-Secret-1" not in stdin and payload_secret(stdin) == "Pfx-Secret-1"
+    assert "password" not in split_payload(stdin)[1]
+    assert logged["password"] == {"secret": "SG_CONTRACT_PFX"}
