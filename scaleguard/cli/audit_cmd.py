@@ -110,6 +110,9 @@ def audit(
             thresholds=_thresholds(expiry_high_days, expiry_medium_days, min_rsa_bits),
             progress=progress and not quiet,
         )
+        clusters = _cluster_folders(options)
+        if clusters is not None:
+            raise typer.Exit(int(_audit_each(options, clusters, console, quiet=quiet)))
         result = _run(options, console)
     except UsageError as exc:
         _usage_exit(console, str(exc))
@@ -118,6 +121,45 @@ def audit(
     else:
         _print_notify_failures(console, result)  # trouble even on a clean run: the alert did not go out
     raise typer.Exit(int(result.exit_code))
+
+
+def _cluster_folders(options: AuditOptions) -> list[Path] | None:
+    if options.evidence is None:
+        return None
+    from scaleguard.reports.index import cluster_folders
+
+    return cluster_folders(options.evidence)
+
+
+def _audit_each(options: AuditOptions, clusters: list[Path], console: Console, *, quiet: bool) -> ExitCode:
+    """An evidence folder of cluster folders: one audit per cluster into ``--out/<cluster>``, then
+    ``--out/index.html``; the exit code is the worst of theirs (incomplete > failing > clean)."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from scaleguard.reports.index import ClusterEntry, combined_exit, write_index
+
+    entries = []
+    for folder in clusters:
+        sub = replace(options, evidence=folder, out_dir=options.out_dir / folder.name)
+        result = _run(sub, console)
+        if not (quiet and result.exit_code is ExitCode.OK):
+            _print_summary(console, result, sub)
+        else:
+            _print_notify_failures(console, result)
+        statuses = [f.status for f in result.findings.findings]
+        entries.append(ClusterEntry(
+            name=", ".join(c.cluster for c in result.snapshot.clusters) or folder.name,
+            exit_code=result.exit_code, failing=statuses.count(Status.FAIL), errors=statuses.count(Status.ERROR),
+            not_assessed=statuses.count(Status.NOT_ASSESSED),
+            nodes=sum(len(c.nodes) for c in result.snapshot.clusters), report=sub.out_dir / "report.html",
+        ))
+    overall = combined_exit([e.exit_code for e in entries])
+    index = write_index(options.out_dir, entries, generated_at=options.now or datetime.now(UTC))
+    if not (quiet and overall is ExitCode.OK):
+        console.print(f"Index of {len(entries)} clusters: {escape(str(index.resolve()))}")
+        console.print(f"Exit {int(overall)}: the worst of the clusters' exit codes.")
+    return overall
 
 
 def _options(
