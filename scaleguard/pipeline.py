@@ -20,8 +20,9 @@ from typing import Any
 from scaleguard.exitcodes import ExitCode, audit_exit_code
 from scaleguard.findings.model import Finding, FindingsFile, Severity
 from scaleguard.findings.postprocess import apply_waiver_file, group_causes, record_history
-from scaleguard.history.store import default_history_path
+from scaleguard.history.store import history_path
 from scaleguard.policies.model import Policy, Thresholds
+from scaleguard.safetext import os_name
 from scaleguard.snapshot.model import Snapshot
 
 
@@ -141,7 +142,7 @@ def _post_audit(findings_file: FindingsFile, snapshot: Snapshot, options: AuditO
     code = audit_exit_code(
         findings, options.fail_on, allow_incomplete=options.allow_incomplete, warn_only=options.warn_only
     )
-    history = options.history or default_history_path()
+    history = history_path(options.history)
     if history is not None:
         findings_file.since_previous, warnings = record_history(
             findings, history, source=findings_file.source, mode=findings_file.mode, exit_code=code, now=now
@@ -167,7 +168,7 @@ def _run_audit(options: AuditOptions, note: Callable[[str], None]) -> AuditResul
     snapshot = collect(options)
     note("evaluate")
     findings, policy_summaries = evaluate(snapshot, options, now, policies=policies)
-    source = str(options.evidence or options.inventory)
+    source = os_name(str(options.evidence or options.inventory))
     live = any(c.mode == "live" for c in snapshot.clusters)
     insecure = any(n.collection.insecure for c in snapshot.clusters for n in c.nodes)
     unencrypted = [n.name for c in snapshot.clusters for n in c.nodes if n.collection.unencrypted]

@@ -15,7 +15,6 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
@@ -23,6 +22,7 @@ from scaleguard.findings.model import Severity, Status
 from scaleguard.pipeline import AuditOptions, AuditResult, run_audit
 from scaleguard.policies.model import Thresholds
 from scaleguard.reports.view import SEVERITY_ORDER, STATUS_ORDER, sorted_findings
+from scaleguard.safetext import console_text
 
 from .groups import app
 
@@ -157,7 +157,7 @@ def _audit_each(options: AuditOptions, clusters: list[Path], console: Console, *
     overall = combined_exit([e.exit_code for e in entries])
     index = write_index(options.out_dir, entries, generated_at=options.now or datetime.now(UTC))
     if not (quiet and overall is ExitCode.OK):
-        console.print(f"Index of {len(entries)} clusters: {escape(str(index.resolve()))}")
+        console.print(f"Index of {len(entries)} clusters: {console_text(str(index.resolve()))}")
         console.print(f"Exit {int(overall)}: the worst of the clusters' exit codes.")
     return overall
 
@@ -252,7 +252,7 @@ def _run(options: AuditOptions, console: Console) -> AuditResult:
         raise UsageError(str(exc)) from exc
     except Exception as exc:  # shown in full and turned into exit 3, never swallowed
         console.print("[bold red]scaleguard audit: internal error[/] – the audit did not complete:")
-        console.print(escape("".join(traceback.format_exception(exc))))
+        console.print(console_text("".join(traceback.format_exception(exc)), multiline=True))
         raise typer.Exit(int(ExitCode.INCOMPLETE)) from exc
     finally:
         if status is not None:
@@ -260,7 +260,7 @@ def _run(options: AuditOptions, console: Console) -> AuditResult:
 
 
 def _usage_exit(console: Console, message: str) -> NoReturn:
-    console.print(f"[bold red]scaleguard audit: error:[/] {escape(message)}")
+    console.print(f"[bold red]scaleguard audit: error:[/] {console_text(message)}")
     console.print("Try 'scaleguard audit --help'.")
     raise typer.Exit(int(ExitCode.USAGE))
 
@@ -279,7 +279,7 @@ def _print_summary(console: Console, result: AuditResult, options: AuditOptions)
     findings = result.findings.findings
     clusters = ", ".join(c.cluster for c in result.snapshot.clusters)
     nodes = sum(len(c.nodes) for c in result.snapshot.clusters)
-    console.print(f"[bold]scaleguard audit[/] {escape(clusters)}: {nodes} nodes, {len(findings)} findings")
+    console.print(f"[bold]scaleguard audit[/] {console_text(clusters)}: {nodes} nodes, {len(findings)} findings")
     by_status = {s: sum(1 for f in findings if f.status is s) for s in STATUS_ORDER}
     console.print("  status:   " + " · ".join(
         f"[{_STATUS_STYLE[s]}]{s.value.replace('_', ' ')} {n}[/]" for s, n in by_status.items()))
@@ -290,7 +290,7 @@ def _print_summary(console: Console, result: AuditResult, options: AuditOptions)
     if result.findings.insecure:
         console.print("  [bold red]TLS certificates of the nodes were NOT validated (--insecure)[/]")
     if result.findings.unencrypted_nodes:
-        names = escape(", ".join(result.findings.unencrypted_nodes))
+        names = console_text(", ".join(result.findings.unencrypted_nodes))
         console.print(f"  [bold red]WinRM traffic was NOT encrypted on the network (allow_unencrypted): {names}[/]")
     problems = [f for f in sorted_findings(findings) if f.status in (Status.ERROR, Status.FAIL)]
     if problems:
@@ -298,20 +298,20 @@ def _print_summary(console: Console, result: AuditResult, options: AuditOptions)
         for f in problems[:TOP_FAILING]:
             console.print(
                 f"  [{_SEVERITY_STYLE[f.severity]}]{f.severity.value:<8}[/] [{_STATUS_STYLE[f.status]}]"
-                f"{f.status.value:<5}[/] {escape(f.policy)} {escape(f.node)}: {escape(f.message)}"
+                f"{f.status.value:<5}[/] {console_text(f.policy)} {console_text(f.node)}: {console_text(f.message)}"
             )
         if len(problems) > TOP_FAILING:
             console.print(f"  … and {len(problems) - TOP_FAILING} more")
     report = result.outputs.get("report.html")
     if report is not None:
-        console.print(f"Report: {escape(str(report.resolve()))}")
+        console.print(f"Report: {console_text(str(report.resolve()))}")
     _print_notify_failures(console, result)
     console.print(_verdict(result.exit_code, options, by_status), highlight=False)
 
 
 def _print_notify_failures(console: Console, result: AuditResult) -> None:
     for line in result.notify_failures:
-        console.print(f"[yellow]Notify:[/] {escape(line)} (the exit code is unchanged)")
+        console.print(f"[yellow]Notify:[/] {console_text(line)} (the exit code is unchanged)")
 
 
 def _verdict(code: ExitCode, options: AuditOptions, by_status: dict[Status, int]) -> str:

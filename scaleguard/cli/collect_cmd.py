@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from scaleguard.collectors.live import collect_inventory, summarize
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.remoting.errors import InventoryError
+from scaleguard.safetext import console_text
 
 from .groups import app
 
@@ -41,14 +41,14 @@ def collect(
     try:
         snapshot = collect_inventory(inventory, concurrency=concurrency, insecure=insecure, progress=progress)
     except InventoryError as exc:
-        console.print(f"[bold red]scaleguard collect: error:[/] {escape(str(exc))}")
+        console.print(f"[bold red]scaleguard collect: error:[/] {console_text(str(exc))}")
         raise typer.Exit(int(ExitCode.USAGE)) from None
     out.mkdir(parents=True, exist_ok=True)
     target = out / "snapshot.json"
     snapshot.write(target)
     summary = summarize(snapshot)
     for line in summary.lines():
-        console.print(escape(line))
-    console.print(f"snapshot: {escape(str(target.resolve()))}")
+        console.print(console_text(line))
+    console.print(f"snapshot: {console_text(str(target.resolve()))}")
     incomplete = summary.states.total() != summary.states.get("ok", 0)
     raise typer.Exit(int(ExitCode.INCOMPLETE if incomplete else ExitCode.OK))

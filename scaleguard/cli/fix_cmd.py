@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
+from scaleguard.safetext import console_text
 
 from .groups import app
 
@@ -220,7 +220,7 @@ def _default_journal() -> Path:
 
 
 def _usage_exit(console: Console, message: str) -> NoReturn:
-    console.print(f"[bold red]scaleguard fix: error:[/] {escape(message)}")
+    console.print(f"[bold red]scaleguard fix: error:[/] {console_text(message)}")
     raise typer.Exit(int(ExitCode.USAGE))
 
 
@@ -291,7 +291,7 @@ def _fix(
         lease = _lease(inventory, run_id, run, insecure, err)
         lease.acquire(break_expired=run.break_lease)
     except LeaseHeld as exc:
-        err.print(f"[bold red]scaleguard fix: refused:[/] {escape(str(exc))}. Nothing was changed.")
+        err.print(f"[bold red]scaleguard fix: refused:[/] {console_text(str(exc))}. Nothing was changed.")
         if not run.break_lease:
             err.print("An expired lease (its run was killed) can be broken with --break-lease.")
         return int(ExitCode.FAILING)
@@ -409,7 +409,7 @@ def _show(the_plan: Plan, reviewed: str | None, out: Path | None, err: Console, 
         out.mkdir(parents=True, exist_ok=True)
         (out / "plan.json").write_bytes(data)
         (out / "plan.txt").write_text(plan_text(the_plan, sha256), encoding="utf-8")
-        err.print(f"plan written to {escape(str(out / 'plan.json'))} (readable: plan.txt), SHA-256 {sha256}")
+        err.print(f"plan written to {console_text(str(out / 'plan.json'))} (readable: plan.txt), SHA-256 {sha256}")
     return sha256
 
 
@@ -430,7 +430,7 @@ def _lease(inventory: Path, run_id: str, run: RunOptions, insecure: bool, err: C
         masters,
         run_id,
         ttl_s=run.lease_ttl,
-        on_event=lambda kind, text: err.print(f"  {kind:>5} {escape(text)}"),
+        on_event=lambda kind, text: err.print(f"  {kind:>5} {console_text(text)}"),
     )
 
 
@@ -527,7 +527,7 @@ def _apply(
             journal,
             source=str(inventory),
             secrets=secrets,
-            on_event=lambda kind, text: err.print(f"  {kind:>5} {escape(text)}"),
+            on_event=lambda kind, text: err.print(f"  {kind:>5} {console_text(text)}"),
             current=current,
             findings=before,
             controls=run.controls,
@@ -540,14 +540,16 @@ def _apply(
         except KeyboardInterrupt:
             err.print(
                 f"[bold red]interrupted.[/] Undo what run {run_id} changed with: "
-                f"scaleguard fix --undo {run_id} --inventory {escape(str(inventory))}"
+                f"scaleguard fix --undo {run_id} --inventory {console_text(str(inventory))}"
             )
             raise typer.Exit(130) from None
         finally:
             transport.close()
     out_console.print(apply_view(report))
     err.print(f"{report.changes} change(s) made on the nodes")
-    err.print(f"journal: {escape(str(journal_path))}  (undo: scaleguard fix --undo {report.run_id} --inventory …)")
+    err.print(
+        f"journal: {console_text(str(journal_path))}  (undo: scaleguard fix --undo {report.run_id} --inventory …)"
+    )
     err.print("re-collecting and re-evaluating…")
     _snapshot, after = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
     verification = compare(the_plan, before, after)
@@ -596,7 +598,7 @@ def _undo(
             lease = _lease(inventory, undo_id, run, insecure, err)
             lease.acquire(break_expired=run.break_lease, replaces=run_id)  # the run it undoes may still hold it
         except LeaseHeld as exc:
-            err.print(f"[bold red]scaleguard fix: refused:[/] {escape(str(exc))}. Nothing was changed.")
+            err.print(f"[bold red]scaleguard fix: refused:[/] {console_text(str(exc))}. Nothing was changed.")
             return int(ExitCode.FAILING)
         lease.keep_renewed()
         try:
@@ -609,7 +611,7 @@ def _undo(
                 run_id,
                 transport,
                 journal,
-                on_event=lambda kind, text: err.print(f"  {kind:>5} {escape(text)}"),
+                on_event=lambda kind, text: err.print(f"  {kind:>5} {console_text(text)}"),
                 undo_id=undo_id,
             )
         except UndoError as exc:

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from scaleguard.cli.groups import app
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
-from scaleguard.history.store import HistoryStore, RunRecord, default_history_path
+from scaleguard.history.store import HistoryStore, RunRecord, history_path
+from scaleguard.safetext import console_text, terminal_safe
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -73,9 +73,9 @@ def history(
 
     Example: scaleguard history --limit 14
     """
-    path = history_file or default_history_path()
+    path = history_path(history_file)
     if path is None:
-        typer.echo("history is turned off ($SCALEGUARD_HISTORY=off)", err=True)
+        typer.echo("history is turned off (--history off or $SCALEGUARD_HISTORY=off)", err=True)
         raise typer.Exit(int(ExitCode.USAGE))
     try:
         every = HistoryStore(path).runs(scope=scope.casefold() if scope else None)
@@ -117,8 +117,8 @@ def history(
         table.add_row(
             str(r.id),
             r.generated_at.strftime("%Y-%m-%d %H:%M"),
-            escape(r.scope),
-            escape(r.source),
+            console_text(r.scope),
+            console_text(r.source),
             *(str(r.counts.get(s, 0)) for s in ("pass", "fail", "error", "not_assessed", "waived")),
             str(r.problems),
             "" if delta is None else f"{delta:+d}",
@@ -132,7 +132,7 @@ def history(
         by_scope.setdefault(r.scope, []).append(r)
     console.print("Trend (failing = fail + error):")
     for name, scoped in by_scope.items():
-        console.print("  " + trend_line(name, scoped), markup=False, highlight=False)
+        console.print("  " + terminal_safe(trend_line(name, scoped)), markup=False, highlight=False)
 
 
 def _opt(value: int | None) -> str:

@@ -11,12 +11,12 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.markup import escape
 
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.remoting.errors import InventoryError
 from scaleguard.remoting.inventory import load_inventory
+from scaleguard.safetext import console_text
 
 from .groups import app
 
@@ -45,10 +45,12 @@ def import_inventory(
         document = native_document(source, text)
         load_inventory(source)  # the result must pass every rule an audit applies (encryption, auth, ...)
     except (OSError, UnicodeDecodeError) as exc:
-        console.print(f"[bold red]scaleguard inventory import: error:[/] {escape(str(source))}: {escape(str(exc))}")
+        console.print(
+            f"[bold red]scaleguard inventory import: error:[/] {console_text(str(source))}: {console_text(str(exc))}"
+        )
         raise typer.Exit(int(ExitCode.USAGE)) from None
     except InventoryError as exc:
-        console.print(f"[bold red]scaleguard inventory import: error:[/] {escape(str(exc))}")
+        console.print(f"[bold red]scaleguard inventory import: error:[/] {console_text(str(exc))}")
         raise typer.Exit(int(ExitCode.USAGE)) from None
     header = f"# Converted by `scaleguard inventory import` from {source.name}.\n"
     text_out = header + yaml.safe_dump(document, sort_keys=False, default_flow_style=False, allow_unicode=True)
@@ -60,5 +62,5 @@ def import_inventory(
     partial.replace(out)
     clusters = document["clusters"]
     nodes = sum(len(c["masters"]) + len(c["workers"]) for c in clusters)
-    console.print(f"{escape(str(out))}: {len(clusters)} cluster(s), {nodes} node entries")
+    console.print(f"{console_text(str(out))}: {len(clusters)} cluster(s), {nodes} node entries")
 

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.lab.scenario import demo_scenario, fleet_scenario
+from scaleguard.safetext import console_text
 
 from .groups import lab_app
 
@@ -31,7 +31,7 @@ def create(
     """
     console = make_console(soft_wrap=True)  # CI logs: never cut a path in two
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        console.print(f"[bold red]scaleguard lab create: error:[/] {escape(str(folder))} exists and is not "
+        console.print(f"[bold red]scaleguard lab create: error:[/] {console_text(str(folder))} exists and is not "
                       "an empty folder; choose a new one")
         raise typer.Exit(int(ExitCode.USAGE))
     if fleet:
@@ -40,9 +40,9 @@ def create(
         scenario = demo_scenario(workers, seed=seed, defects=not healthy)
     scenario.write(folder)
     console.print(f"Wrote {len(scenario.nodes)} nodes of cluster {scenario.cluster} to "
-                  f"{escape(str(folder.resolve()))}")
+                  f"{console_text(str(folder.resolve()))}")
     for defect in scenario.defects[:10]:
-        console.print(f"  planted: {escape(defect.node)}: {escape(defect.description)}")
+        console.print(f"  planted: {console_text(defect.node)}: {console_text(defect.description)}")
     if len(scenario.defects) > 10:
         console.print(f"  … and {len(scenario.defects) - 10} more (see README.txt)")
 
@@ -73,11 +73,11 @@ def demo(
     try:
         outputs = run_demo(
             DemoOptions(folder, latency_ms=latency_ms, exec_ms=exec_ms, progress=progress),
-            lambda line: console.print(escape(line)),
+            lambda line: console.print(console_text(line)),
         )
     except (DemoFailed, RuntimeError, OSError) as exc:
-        console.print(f"[bold red]demo:[/] {escape(str(exc))}")
+        console.print(f"[bold red]demo:[/] {console_text(str(exc))}")
         raise typer.Exit(int(ExitCode.FAILING)) from None
     width = max(len(name) for name in outputs) + 1
     for name, path in outputs.items():
-        console.print(f"{escape(name + ':'):<{width}} {escape(str(path.resolve()))}")
+        console.print(f"{console_text(name + ':'):<{width}} {console_text(str(path.resolve()))}")

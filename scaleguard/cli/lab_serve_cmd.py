@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated, Literal, cast
 
 import typer
-from rich.markup import escape
 
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.lab.serve import DEFAULT_SERVICE_MS, LabError, LabOptions, serve_forever
+from scaleguard.safetext import console_text
 
 from .groups import lab_app
 
@@ -72,7 +72,8 @@ def serve(
     mode = auth.lower()
     if mode not in ("basic", "ntlm", "kerberos"):
         console.print(
-            f"[bold red]scaleguard lab serve: error:[/] --auth must be basic, ntlm or kerberos, not {escape(auth)}"
+            "[bold red]scaleguard lab serve: error:[/] --auth must be basic, ntlm or kerberos, "
+            f"not {console_text(auth)}"
         )
         raise typer.Exit(int(ExitCode.USAGE))
     auth_mode = cast(Literal["basic", "ntlm", "kerberos"], mode)
@@ -90,8 +91,8 @@ def serve(
         timeout_s=host_timeout,
     )
     try:
-        code = serve_forever(options, announce=lambda text: console.print(escape(text)))
+        code = serve_forever(options, announce=lambda text: console.print(console_text(text)))
     except LabError as exc:
-        console.print(f"[bold red]scaleguard lab serve: error:[/] {escape(str(exc))}")
+        console.print(f"[bold red]scaleguard lab serve: error:[/] {console_text(str(exc))}")
         raise typer.Exit(int(ExitCode.USAGE)) from None
     raise typer.Exit(code)

@@ -10,6 +10,14 @@ The folder is assembled by hand on Windows, so anything can be in it. The reader
   so the node keeps its role and SO-M01/SO-W01 report the broken file instead of the node vanishing;
 * nothing is read whole beyond a sane size (4 MiB for text artefacts, 1 MiB for a certificate), and
   nothing that is not a regular file is opened for reading (a FIFO would hang the audit);
+* reading stays inside the folder: a symbolic link (a node folder, ``certs``, a store folder or a file)
+  is never followed (``lstat``, ``O_NOFOLLOW``); it becomes a diagnostic on its node that names the link,
+  never the target, and no diagnostic ever quotes a file's bytes (it says what the file is not, its
+  size and its name), so nothing from outside the folder can reach a report;
+* names are data: a name that is not valid UTF-8 is kept with ``\\xNN`` escapes (:func:`os_name`);
+* each node has a budget (:class:`NodeBudget`: bytes read and seconds spent, from
+  ``SCALEGUARD_NODE_BUDGET_MIB`` and ``SCALEGUARD_NODE_BUDGET_SECONDS``): a node that exceeds it
+  becomes that node's error and the rest of the fleet is still read;
 * file and folder names are matched case-insensitively, as they are on the Windows box they came from.
 
 Entries at the cluster level that are not folders (a README, the zip the folder came in) are not nodes:
@@ -24,6 +32,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -35,6 +44,7 @@ from scaleguard.collectors.parsers.keys import apply_key_facts, key_facts_from_j
 from scaleguard.collectors.parsers.netsh import NetshParseError, parse_sslcert_with_notes
 from scaleguard.collectors.parsers.psjson import PowerShellJsonError, loads_powershell_json
 from scaleguard.collectors.parsers.services import services_from_json
+from scaleguard.safetext import os_name
 from scaleguard.snapshot.model import (
     Certificate,
     CertificateStore,
@@ -61,7 +71,38 @@ CERT_SUFFIXES = frozenset({".cer", ".crt", ".pem", ".der", ".p7b", ".p7c", ""})
 SKIPPED_FOLDERS = frozenset({"__macosx"})
 MASTER_FILE = "MasterSettings.config"
 WORKER_FILE = "WorkerSettings.config"
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+)
+BUDGET_MIB_ENV = "SCALEGUARD_NODE_BUDGET_MIB"
+BUDGET_SECONDS_ENV = "SCALEGUARD_NODE_BUDGET_SECONDS"
+_LISTING_CHECK_EVERY = 256
+
+
+@dataclass(frozen=True)
+class NodeBudget:
+    """How much one node's evidence may cost to read before the node becomes an error.
+
+    The defaults are far above a real node (a few dozen files, well under 1 MiB, read in milliseconds)
+    and far below what could stall a fleet audit: every file is capped on its own, but a node folder
+    can hold any number of them.
+    """
+
+    max_bytes: int = 64 * MIB
+    max_seconds: float = 60.0
+
+    @classmethod
+    def from_environment(cls) -> NodeBudget:
+        """The defaults, overridden by ``SCALEGUARD_NODE_BUDGET_MIB`` / ``SCALEGUARD_NODE_BUDGET_SECONDS``."""
+        default = cls()
+        return cls(
+            max_bytes=round(_positive_env(BUDGET_MIB_ENV, default.max_bytes / MIB) * MIB),
+            max_seconds=_positive_env(BUDGET_SECONDS_ENV, default.max_seconds),
+        )
+
+
+class BudgetExceeded(Exception):
+    """The node's evidence costs more than its :class:`NodeBudget`; the message says which bound."""
 
 
 class _Unreadable(Exception):
@@ -72,14 +113,15 @@ def read_evidence(path: Path) -> ClusterSnapshot:
     """The cluster in ``path``: one node per sub-folder, named by the folder (the computer name).
 
     Raises :class:`NotADirectoryError` only when ``path`` itself is not a folder (a usage error);
-    everything found inside becomes data or diagnostics.
+    everything found inside becomes data or diagnostics. Each node is read within
+    :meth:`NodeBudget.from_environment`.
     """
-    folders = node_folders(path)
-    nodes = [read_node(folder) for folder in folders]
+    budget = NodeBudget.from_environment()
+    nodes = [read_node(folder, budget) for folder in node_folders(path)]
     return ClusterSnapshot(
-        cluster=path.name or path.resolve().name,
+        cluster=os_name(path.name or path.resolve().name),
         collected_at=datetime.now(UTC),
-        source=str(path),
+        source=os_name(str(path)),
         mode="offline",
         nodes=nodes,
     )
@@ -95,46 +137,66 @@ def node_folders(path: Path) -> list[Path]:
     for entry in listing:
         if entry.name.startswith(".") or entry.name.casefold() in SKIPPED_FOLDERS:
             continue
-        if not _is_dir(entry):
-            log.info("evidence %s: %r is not a node folder; ignored", path, entry.name)
+        if not _is_dir(entry) and not _is_link(entry):
+            log.info("evidence %s: %r is not a node folder; ignored", path, os_name(entry.name))
             continue
-        folders.append(Path(entry.path))
+        folders.append(Path(entry.path))  # a link stays in: read_node turns it into the node's error
     return folders
 
 
-def read_node(node_dir: Path) -> NodeSnapshot:
+def read_node(node_dir: Path, budget: NodeBudget | None = None) -> NodeSnapshot:
     """One node folder; never raises (an unforeseen failure becomes a FAILED node with a diagnostic)."""
-    return read_node_with_settings_bytes(node_dir)[0]
+    return read_node_with_settings_bytes(node_dir, budget)[0]
 
 
-def read_node_with_settings_bytes(node_dir: Path) -> tuple[NodeSnapshot, dict[ConfigKind, bytes]]:
+def read_node_with_settings_bytes(
+    node_dir: Path, budget: NodeBudget | None = None
+) -> tuple[NodeSnapshot, dict[ConfigKind, bytes]]:
     """:func:`read_node`, plus the bytes of each settings file it could read, by role.
 
     The lab serves a node from what this reader read (so a live audit of a folder equals its offline
     audit); a settings file is the one artefact the agent sends as raw bytes, so the lab needs those.
     """
     started = time.perf_counter()
+    name = os_name(node_dir.name)
     reader: _NodeReader | None = None
     try:
-        reader = _NodeReader(node_dir)
+        if node_dir.is_symlink():
+            raise _Refused(f"the node folder {name!r} is a symbolic link; links are not followed, so "
+                           "nothing outside the evidence folder is read")
+        reader = _NodeReader(node_dir, budget or NodeBudget.from_environment())
         node = reader.read()
+    except _Refused as exc:
+        node = _failed_node(name, str(exc))
+    except BudgetExceeded as exc:
+        node = _failed_node(name, f"the node's evidence was not read to the end: {exc}")
     except Exception as exc:  # noqa: BLE001 - the promise is "never a crash"; the reason is kept
-        reason = f"the node folder could not be read: {type(exc).__name__}: {exc}"
-        node = NodeSnapshot(
-            name=node_dir.name,
-            identity=HostIdentity(computer_name=node_dir.name),
-            collection=Collection(state=CollectionState.FAILED, reason=reason),
-            diagnostics=[Diagnostic(level=DiagnosticLevel.ERROR, source=".", message=reason)],
-        )
+        node = _failed_node(name, f"the node folder could not be read: {type(exc).__name__}: {exc}")
     node.collection.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     return node, dict(reader.settings_bytes) if reader is not None else {}
+
+
+def _failed_node(name: str, reason: str) -> NodeSnapshot:
+    return NodeSnapshot(
+        name=name,
+        identity=HostIdentity(computer_name=name),
+        collection=Collection(state=CollectionState.FAILED, reason=reason),
+        diagnostics=[Diagnostic(level=DiagnosticLevel.ERROR, source=".", message=reason)],
+    )
+
+
+class _Refused(Exception):
+    """The node folder itself may not be read (a link); the message is the node's error."""
 
 
 class _NodeReader:
     """Reads one node folder artefact by artefact, collecting diagnostics instead of raising."""
 
-    def __init__(self, node_dir: Path) -> None:
-        self.name = node_dir.name
+    def __init__(self, node_dir: Path, budget: NodeBudget) -> None:
+        self.name = os_name(node_dir.name)
+        self.budget = budget
+        self.deadline = time.monotonic() + budget.max_seconds
+        self.bytes_read = 0
         self.diagnostics: list[Diagnostic] = []
         self.settings_bytes: dict[ConfigKind, bytes] = {}
         self.files = self._listing(node_dir, "")
@@ -172,25 +234,47 @@ class _NodeReader:
     def _guarded(self, source: str, default: _T, read: Callable[[], _T]) -> _T:
         try:
             return read()
+        except BudgetExceeded:
+            raise
         except Exception as exc:  # noqa: BLE001 - one artefact's failure must not cost the node
             self._note(DiagnosticLevel.ERROR, source,
                        f"could not be read ({type(exc).__name__}: {exc}); treated as unknown")
             return default
 
+    def _check_budget(self) -> None:
+        if self.bytes_read > self.budget.max_bytes:
+            raise BudgetExceeded(f"more than {_size(self.budget.max_bytes)} of files "
+                                 f"(limit set by ${BUDGET_MIB_ENV})")
+        if time.monotonic() > self.deadline:
+            raise BudgetExceeded(f"reading took longer than {self.budget.max_seconds:g} s "
+                                 f"(limit set by ${BUDGET_SECONDS_ENV})")
+
     def _listing(self, folder: str | Path, prefix: str) -> dict[str, os.DirEntry[str]]:
-        """Entries by lower-cased name; a second entry differing only in case is reported, not used."""
+        """Entries by lower-cased name; a second entry differing only in case is reported, not used.
+
+        The folder itself was checked not to be a link by whoever named it (the caller or
+        :func:`_is_dir`); entries that are links are kept and refused where they would be read, so
+        that the diagnostic names the artefact the link stands for."""
         found: dict[str, os.DirEntry[str]] = {}
         with os.scandir(folder) as entries:
-            for entry in sorted(entries, key=_entry_name):
+            listed: list[os.DirEntry[str]] = []
+            for entry in entries:
+                listed.append(entry)
+                if len(listed) % _LISTING_CHECK_EVERY == 0:
+                    self._check_budget()
+            for entry in sorted(listed, key=_entry_name):
                 key = entry.name.lower()
                 if key in found:
-                    self._note(DiagnosticLevel.LOW, prefix + entry.name,
-                               f"ignored: same name as {found[key].name!r} apart from letter case")
+                    self._note(DiagnosticLevel.LOW, prefix + os_name(entry.name),
+                               f"ignored: same name as {os_name(found[key].name)!r} apart from letter case")
                     continue
                 found[key] = entry
         return found
 
     def _read(self, entry: os.DirEntry[str], limit: int, what: str) -> bytes:
+        self._check_budget()
+        if _is_link(entry):
+            raise _Unreadable("is a symbolic link; links are not followed")
         try:
             fd = os.open(entry.path, _OPEN_FLAGS)
         except OSError as exc:
@@ -198,9 +282,11 @@ class _NodeReader:
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                raise _Unreadable("is not a regular file")
+                raise _Unreadable(f"is not a regular file (it is {_file_type(info.st_mode)})")
             if info.st_size > limit:
                 raise _Unreadable(f"is too large to be {what} ({_size(info.st_size)}; limit {_size(limit)})")
+            self.bytes_read += info.st_size
+            self._check_budget()
             data = os.read(fd, info.st_size + 1)
             if len(data) == info.st_size:
                 return data
@@ -210,6 +296,7 @@ class _NodeReader:
                 data = os.read(fd, limit + 1 - total)
                 chunks.append(data)
                 total += len(data)
+                self.bytes_read += len(data)
             if total > limit:
                 raise _Unreadable(f"is too large to be {what} (grew past {_size(limit)} while read)")
             return b"".join(chunks)
@@ -224,20 +311,23 @@ class _NodeReader:
         entry = self.files.get(name.lower())
         if entry is None:
             return None
+        file_name = os_name(entry.name)
         try:
             data = self._read(entry, TEXT_LIMIT, "a settings file")
             self.settings_bytes[kind] = data
-            config, notes = parse_config_with_notes(data, entry.name, kind=kind)
+            config, notes = parse_config_with_notes(data, file_name, kind=kind)
         except _Unreadable as exc:
-            config, notes = ConfigFile(path=entry.name, parse_error=f"the file {exc}"), []
+            config, notes = ConfigFile(path=file_name, parse_error=f"the file {exc}"), []
+        except BudgetExceeded:
+            raise
         except Exception as exc:  # noqa: BLE001 - keep the role: a broken file is still a settings file
             reason = f"could not be read ({type(exc).__name__}: {exc})"
-            self._note(DiagnosticLevel.ERROR, entry.name, reason)
-            return ConfigFile(path=entry.name, parse_error=reason)
+            self._note(DiagnosticLevel.ERROR, file_name, reason)
+            return ConfigFile(path=file_name, parse_error=reason)
         if config.parse_error:
-            self._note(DiagnosticLevel.WARNING, entry.name, config.parse_error)
+            self._note(DiagnosticLevel.WARNING, file_name, config.parse_error)
         for note in notes:
-            self._note(DiagnosticLevel.INFO, entry.name, note)
+            self._note(DiagnosticLevel.INFO, file_name, note)
         return config
 
     def _payload(self, name: str, limit: int, what: str) -> tuple[str, bytes] | None:
@@ -245,9 +335,9 @@ class _NodeReader:
         if entry is None:
             return None
         try:
-            return entry.name, self._read(entry, limit, what)
+            return os_name(entry.name), self._read(entry, limit, what)
         except _Unreadable as exc:
-            self._note(DiagnosticLevel.WARNING, entry.name, f"{exc}; treated as unknown")
+            self._note(DiagnosticLevel.WARNING, os_name(entry.name), f"{exc}; treated as unknown")
             raise _Skip from exc
 
     def _bindings(self) -> list[SslBinding] | None:
@@ -334,29 +424,38 @@ class _NodeReader:
 
     def _stores(self) -> tuple[CertificateStore | None, CertificateStore | None]:
         certs = self.files.get("certs")
+        if certs is not None and _is_link(certs):
+            self._note(DiagnosticLevel.WARNING, os_name(certs.name),
+                       "is a symbolic link; links are not followed, so the Root and My stores are unknown")
+            return None, None
         if certs is None or not _is_dir(certs):
             self._note(DiagnosticLevel.WARNING, "certs",
                        "missing: the Root and My stores are unknown (export them to certs/Root, certs/My)")
             return None, None
-        folders = self._listing(certs.path, certs.name + "/")
+        certs_name = os_name(certs.name)
+        folders = self._listing(certs.path, certs_name + "/")
         return (
-            self._guarded(f"{certs.name}/Root", None, lambda: self._store(folders, certs.name, "Root")),
-            self._guarded(f"{certs.name}/My", None, lambda: self._store(folders, certs.name, "My")),
+            self._guarded(f"{certs_name}/Root", None, lambda: self._store(folders, certs_name, "Root")),
+            self._guarded(f"{certs_name}/My", None, lambda: self._store(folders, certs_name, "My")),
         )
 
     def _store(
         self, folders: dict[str, os.DirEntry[str]], certs_name: str, name: Literal["Root", "My"]
     ) -> CertificateStore | None:
         folder = folders.get(name.lower())
+        if folder is not None and _is_link(folder):
+            self._note(DiagnosticLevel.WARNING, f"{certs_name}/{os_name(folder.name)}",
+                       f"is a symbolic link; links are not followed, so LocalMachine\\{name} is unknown")
+            return None
         if folder is None or not _is_dir(folder):
             self._note(DiagnosticLevel.WARNING, f"{certs_name}/{name}",
                        f"missing: LocalMachine\\{name} is unknown")
             return None
-        prefix = f"{certs_name}/{folder.name}/"
+        prefix = f"{certs_name}/{os_name(folder.name)}/"
         certificates: list[Certificate] = []
         seen: dict[str, str] = {}
         for entry in self._listing(folder.path, prefix).values():
-            source = prefix + entry.name
+            source = prefix + os_name(entry.name)
             for certificate in self._certificate_file(entry, source):
                 first = seen.get(certificate.thumbprint)
                 if first is not None:
@@ -386,6 +485,8 @@ class _NodeReader:
         except CertificateParseError as exc:
             self._note(DiagnosticLevel.LOW, source, f"ignored: {exc}")
             return []
+        except BudgetExceeded:
+            raise
         except Exception as exc:  # noqa: BLE001 - one odd file must not cost the store
             self._note(DiagnosticLevel.ERROR, source, f"could not be read ({type(exc).__name__}: {exc})")
             return []
@@ -412,10 +513,43 @@ def _entry_name(entry: os.DirEntry[str]) -> str:
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
+    """A real folder: a link to a folder is not one (links are never followed)."""
     try:
-        return entry.is_dir()
+        return entry.is_dir(follow_symlinks=False)
     except OSError:
         return False
+
+
+def _is_link(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def _positive_env(name: str, default: float) -> float:
+    """A positive number from the environment; anything else falls back to ``default`` (logged)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        log.warning("$%s=%r is not a positive number; using %g", name, raw, default)
+        return default
+    return value
 
 
 def _size(count: int) -> str:

@@ -40,6 +40,7 @@ from scaleguard.remoting.inventory import (
     load_inventory,
 )
 from scaleguard.remoting.negotiate import kerberos_unavailable_reason
+from scaleguard.safetext import may_hold_surrogates, plain_json
 from scaleguard.snapshot.model import (
     ClusterSnapshot,
     Collection,
@@ -211,11 +212,13 @@ def parse_agent_output(stdout: bytes, node: InventoryNode) -> AgentDocument:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        snippet = " ".join(text[:80].split()) or "nothing"
         raise ChannelError(
             CollectionState.FAILED,
-            f"malformed agent output from {node.host}: not JSON ({exc.msg}); it starts with {snippet!r}",
+            f"malformed agent output from {node.host}: not JSON ({exc.msg} at character {exc.pos} of "
+            f"{len(text)})",
         ) from exc
+    if may_hold_surrogates(text):
+        data = plain_json(data)
     if not isinstance(data, dict) or data.get("schema") != AGENT_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ChannelError(

@@ -74,12 +74,23 @@ CREATE TABLE IF NOT EXISTS findings (
 """
 
 
+_OFF = frozenset({"", "off", "none", "0"})
+
+
 def default_history_path() -> Path | None:
     """``$SCALEGUARD_HISTORY`` if set (``off`` → no history), else the user's data dir."""
     override = os.environ.get(HISTORY_ENV)
     if override is not None:
-        return None if override.strip().lower() in ("", "off", "none", "0") else Path(override)
+        return None if override.strip().lower() in _OFF else Path(override)
     return Path(platformdirs.user_data_dir("scaleguard", appauthor=False)) / "history.sqlite"
+
+
+def history_path(option: Path | str | None) -> Path | None:
+    """The history file a ``--history`` value means: ``off`` (like ``$SCALEGUARD_HISTORY=off``) means
+    none at all, never a file named ``off``; no value means :func:`default_history_path`."""
+    if option is None:
+        return default_history_path()
+    return None if str(option).strip().lower() in _OFF else Path(option)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,12 @@ Every occurrence the parser would read is edited, because the parser reports con
 the result is parsed again and must name the new value while every other setting keeps its old one.
 Anything ambiguous (a value split by comments, undecodable bytes, a setting that is absent) is refused
 rather than guessed.
+
+The file comes from the node, so the lexer's patterns only ever run on a document the hardened parser
+(expat through defusedxml, or ``json``) has already accepted, and never on one with a DOCTYPE. On such a
+document every token ends at its own terminator (a comment at its ``-->``, a start tag at the ``>``
+after its quoted attributes), so each token is scanned once and the lexing is linear; on malformed input
+the same lazy patterns would rescan to the end once per unterminated opener.
 """
 
 from __future__ import annotations
@@ -61,12 +67,20 @@ def edit_setting(data: bytes, setting: str, value: str) -> EditResult:
     body = text.lstrip("\ufeff \t\r\n")
     if not body:
         raise ConfigEditError("the file is empty")
-    if body[0] == "<":
-        spans = _xml_spans(text, setting)
-    elif body[0] in "{[":
-        spans = _json_spans(text, setting)
-    else:
-        raise ConfigEditError("the file is neither XML nor JSON")
+    before = parse_config(data, "config")
+    if before.parse_error:
+        raise ConfigEditError(f"the file does not parse ({before.parse_error}); refusing to rewrite it")
+    try:
+        if body[0] == "<":
+            if "<!DOCTYPE" in body:
+                raise ConfigEditError("the file has a DOCTYPE; refusing to rewrite it")
+            spans = _xml_spans(text, setting)
+        elif body[0] in "{[":
+            spans = _json_spans(text, setting)
+        else:
+            raise ConfigEditError("the file is neither XML nor JSON")
+    except RecursionError as exc:
+        raise ConfigEditError("the file is nested too deeply to be edited safely") from exc
     if not spans:
         raise ConfigEditError(f"{setting} is not in the file")
     new_text = text

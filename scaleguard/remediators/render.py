@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 
 from rich.console import Console, Group, RenderableType
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -20,27 +19,33 @@ from scaleguard.apply.undo import UndoReport
 from scaleguard.apply.verify import Verification
 from scaleguard.remediators.describe import describe
 from scaleguard.remediators.model import Plan
+from scaleguard.safetext import terminal_safe
+
+
+def _text(value: str, style: str = "") -> Text:
+    """Node-controlled text as a Rich ``Text``: no markup is parsed, and control characters are escaped."""
+    return Text(terminal_safe(value, multiline=True), style=style)
 
 
 def plan_view(plan: Plan, sha256: str | None = None) -> RenderableType:
     parts: list[RenderableType] = []
     if sha256 is not None:
-        parts.append(Text(f"plan SHA-256 {sha256}", style="bold"))
-    parts.append(Text(f"valid until {plan.expires_at.isoformat(timespec='minutes')}", style="dim"))
+        parts.append(_text(f"plan SHA-256 {sha256}", style="bold"))
+    parts.append(_text(f"valid until {plan.expires_at.isoformat(timespec='minutes')}", style="dim"))
     if plan.empty:
         if plan.manual:
             parts.append(
-                Text(
+                _text(
                     f"Nothing scaleguard can fix automatically; {len(plan.manual)} finding(s) need a human (below).",
                     style="yellow",
                 )
             )
         else:
-            parts.append(Text("Nothing to fix: no failing finding needs a change.", style="green"))
+            parts.append(_text("Nothing to fix: no failing finding needs a change.", style="green"))
     else:
         nodes = plan.nodes()
         parts.append(
-            Text(
+            _text(
                 f"Plan: {len(plan.steps)} step(s) in {len(plan.units)} unit(s) on {len(nodes)} node(s)",
                 style="bold",
             )
@@ -57,10 +62,10 @@ def plan_view(plan: Plan, sha256: str | None = None) -> RenderableType:
             table.add_row(
                 step.id,
                 step.unit,
-                escape(step.node),
+                _text(step.node),
                 step.action,
-                Text(f"{text.before}\n→ {text.after}"),
-                Text(text.command),
+                _text(f"{text.before}\n→ {text.after}"),
+                _text(text.command),
             )
         parts.append(table)
         units = Table(title="units (each is rolled back as a whole if any of its steps fails)", title_justify="left")
@@ -73,8 +78,8 @@ def plan_view(plan: Plan, sha256: str | None = None) -> RenderableType:
             units.add_row(
                 unit.id,
                 unit.remediation,
-                Text(unit.summary),
-                Text(", ".join(unit.findings)),
+                _text(unit.summary),
+                _text(", ".join(unit.findings)),
                 ", ".join(unit.depends_on),
             )
         parts.append(units)
@@ -85,7 +90,7 @@ def plan_view(plan: Plan, sha256: str | None = None) -> RenderableType:
         table.add_column("by")
         table.add_column("why")
         for d in covered:
-            table.add_row(Text(d.finding), d.unit or "-", Text(d.note))
+            table.add_row(_text(d.finding), d.unit or "-", _text(d.note))
         parts.append(table)
     if plan.manual:
         table = Table(title="left for a human (no safe automatic fix)", title_justify="left")
@@ -94,12 +99,12 @@ def plan_view(plan: Plan, sha256: str | None = None) -> RenderableType:
         table.add_column("documented steps")
         for item in plan.manual:
             table.add_row(
-                Text(f"{item.policy}@{item.cluster}/{item.node}"),
-                Text(item.reason),
-                Text("\n".join(f"- {s}" for s in item.steps)),
+                _text(f"{item.policy}@{item.cluster}/{item.node}"),
+                _text(item.reason),
+                _text("\n".join(f"- {s}" for s in item.steps)),
             )
         parts.append(table)
-    parts.extend(Text(f"warning: {warning}", style="yellow") for warning in plan.warnings)
+    parts.extend(_text(f"warning: {warning}", style="yellow") for warning in plan.warnings)
     return Group(*parts)
 
 
@@ -111,11 +116,11 @@ def apply_view(report: ApplyReport) -> RenderableType:
     table.add_column("unit")
     table.add_column("result")
     for unit, status in report.units.items():
-        table.add_row(unit, Text(status, style=UNIT_STYLES.get(status, "bold red")))
-    parts: list[RenderableType] = [Text(f"run {report.run_id}: {report.status}", style="bold"), table]
+        table.add_row(unit, _text(status, style=UNIT_STYLES.get(status, "bold red")))
+    parts: list[RenderableType] = [_text(f"run {report.run_id}: {report.status}", style="bold"), table]
     failed = [s for s in report.steps.values() if s.status in ("failed", "unknown", "rollback_failed")]
-    parts.extend(Text(f"{s.step} {s.node} {s.action}: {s.status}: {s.detail}", style="red") for s in failed)
-    parts.extend(Text(error, style="bold red") for error in report.rollback_errors)
+    parts.extend(_text(f"{s.step} {s.node} {s.action}: {s.status}: {s.detail}", style="red") for s in failed)
+    parts.extend(_text(error, style="bold red") for error in report.rollback_errors)
     return Group(*parts)
 
 
@@ -124,26 +129,26 @@ def verification_view(verification: Verification) -> RenderableType:
     table.add_column("finding")
     table.add_column("now")
     for key in verification.fixed:
-        table.add_row(Text(key), Text("fixed", style="green"))
+        table.add_row(_text(key), _text("fixed", style="green"))
     for key, status in verification.still_failing.items():
-        table.add_row(Text(key), Text(f"still {status}", style="red"))
+        table.add_row(_text(key), _text(f"still {status}", style="red"))
     for key, status in verification.new_problems.items():
-        table.add_row(Text(key), Text(f"new: {status}", style="bold red"))
-    return Group(Text("after the fix (re-collected and re-evaluated):", style="bold"), table)
+        table.add_row(_text(key), _text(f"new: {status}", style="bold red"))
+    return Group(_text("after the fix (re-collected and re-evaluated):", style="bold"), table)
 
 
 def undo_view(report: UndoReport) -> RenderableType:
     lines = [
-        Text(
+        _text(
             f"undo of {report.undo_of} (run {report.run_id}): {len(report.reverted)} action(s) reverted",
             style="bold",
         )
     ]
-    lines += [Text(f"  reverted {r}") for r in report.reverted]
-    lines += [Text(f"  note: {n}", style="dim") for n in report.notes]
-    lines += [Text(f"  failed: {e}", style="red") for e in report.errors]
+    lines += [_text(f"  reverted {r}") for r in report.reverted]
+    lines += [_text(f"  note: {n}", style="dim") for n in report.notes]
+    lines += [_text(f"  failed: {e}", style="red") for e in report.errors]
     if not report.reverted and not report.errors:
-        lines.append(Text("  nothing left to undo", style="green"))
+        lines.append(_text("  nothing left to undo", style="green"))
     return Group(*lines)
 
 

@@ -409,7 +409,7 @@ def _connection_reason(exc: BaseException) -> str:
 
 
 _CLIXML_HEADER = "#< CLIXML"
-_CLIXML_STRING = re.compile(r'<S S="(\w+)">([^<]*)</S>')
+_CLIXML_STRING = re.compile(r'<S S="(\w+)">([^<]*)</S>')  # linear: no run can cross a '<'
 
 
 def describe_stderr(stderr: bytes) -> str:
@@ -423,22 +423,24 @@ def describe_stderr(stderr: bytes) -> str:
     plain: list[str] = []
     errors: list[str] = []
     warnings: list[str] = []
-    rest = text
-    while _CLIXML_HEADER in rest:
-        before, _, rest = rest.partition(_CLIXML_HEADER)
-        plain.append(before)
-        start = rest.find("<Objs")
-        end = rest.find("</Objs>", start) if start >= 0 else -1
+    # positions, not slices of the rest: a node can repeat the header a million times
+    position = 0
+    header = text.find(_CLIXML_HEADER)
+    while header >= 0:
+        plain.append(text[position:header])
+        after = header + len(_CLIXML_HEADER)
+        start = text.find("<Objs", after)
+        end = text.find("</Objs>", start) if start >= 0 else -1
         if end < 0:
-            plain.append(rest)
-            rest = ""
+            position = after
             break
-        block, rest = rest[start : end + len("</Objs>")], rest[end + len("</Objs>") :]
-        for kind, value in _CLIXML_STRING.findall(block):
+        position = end + len("</Objs>")
+        for kind, value in _CLIXML_STRING.findall(text, start, position):
             target = errors if kind == "Error" else warnings if kind == "Warning" else None
             if target is not None:
                 target.append(_unclixml(value))
-    plain.append(rest)
+        header = text.find(_CLIXML_HEADER, position)
+    plain.append(text[position:])
     parts = ["".join(plain).strip(), "".join(errors).strip()]
     described = " ".join(" ".join(p for p in parts if p).split())
     if not described:

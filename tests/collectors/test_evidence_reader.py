@@ -260,8 +260,8 @@ def test_sslcert_that_is_not_netsh_output_is_unknown(tmp_path: Path, pki: Pki) -
         Diagnostic(
             level=DiagnosticLevel.WARNING,
             source="sslcert.txt",
-            message="not `netsh http show sslcert` output (starts with 'Access is denied.'); "
-            "HTTP.sys bindings unknown",
+            message="not `netsh http show sslcert` output (19 characters in 1 line(s), no binding block "
+            "and no bindings header); HTTP.sys bindings unknown",
         )
     ]
 
@@ -349,7 +349,7 @@ def test_certificate_file_variants_and_bad_files(tmp_path: Path, pki: Pki) -> No
             level=DiagnosticLevel.LOW,
             source="certs/Root/notes.cer",
             message="ignored: not a certificate: no DER structure, PEM block or base64 text "
-            "(starts with b'this is not a ce')",
+            "(27 bytes)",
         ),
         Diagnostic(
             level=DiagnosticLevel.INFO,
@@ -414,12 +414,12 @@ def test_special_files_are_never_opened_for_reading(tmp_path: Path, pki: Pki) ->
         Diagnostic(
             level=DiagnosticLevel.LOW,
             source="certs/My/pipe.cer",
-            message="ignored: the file is not a regular file",
+            message="ignored: the file is not a regular file (it is a named pipe)",
         ),
         Diagnostic(
             level=DiagnosticLevel.WARNING,
             source="sslcert.txt",
-            message="is not a regular file; treated as unknown",
+            message="is not a regular file (it is a folder); treated as unknown",
         ),
     ]
 

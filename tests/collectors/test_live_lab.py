@@ -44,8 +44,12 @@ def evidence(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def offline_findings(
     evidence: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> set[tuple[str, str, str, str]]:
+    # module-scoped: it runs before the per-test history isolation, so it names its own history file
+    history = tmp_path_factory.mktemp("offline-history") / "history.sqlite"
     result = run_audit(
-        AuditOptions(out_dir=tmp_path_factory.mktemp("offline"), evidence=evidence, progress=False)
+        AuditOptions(
+            out_dir=tmp_path_factory.mktemp("offline"), evidence=evidence, progress=False, history=history
+        )
     )
     return finding_keys(result.findings.findings)
 

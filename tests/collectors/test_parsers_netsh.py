@@ -203,9 +203,14 @@ def test_no_bindings_is_an_empty_list(text: str) -> None:
         (codecs.BOM_UTF16_LE, "the netsh output is empty"),
         (
             b"The requested operation requires elevation (Run as administrator).\r\n",
-            "not `netsh http show sslcert` output (starts with 'The requested operation requires elevati')",
+            "not `netsh http show sslcert` output (68 characters in 1 line(s), no binding block and no "
+            "bindings header)",
         ),
-        (b"<html>hello</html>", "not `netsh http show sslcert` output (starts with '<html>hello</html>')"),
+        (
+            b"<html>hello</html>",
+            "not `netsh http show sslcert` output (18 characters in 1 line(s), no binding block and no "
+            "bindings header)",
+        ),
     ],
 )
 def test_text_that_is_not_netsh_output_is_unknown_not_empty(data: bytes, message: str) -> None:

@@ -199,7 +199,7 @@ def test_unchanged_value_gives_identical_bytes() -> None:
     [
         (b"<M><PortNumber>1</PortNumber></M>", "not in the file"),
         (b"<M><SSLCertThumbprint>a<!-- x -->b</SSLCertThumbprint></M>", "comments"),
-        (b"<M><SSLCertThumbprint>a</M>", "unbalanced"),
+        (b"<M><SSLCertThumbprint>a</M>", "does not parse"),
         (b"   ", "empty"),
         (b"SSLCertThumbprint=abc", "neither XML nor JSON"),
         (b'{"SSLCertThumbprint": "a",}', "JSON"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import re
 import threading
@@ -39,7 +40,11 @@ class CertificateParseError(ValueError):
     """The bytes hold no certificate we can read (the message says what they looked like instead)."""
 
 
-_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 #]+)-----(.*?)-----END \1-----", re.DOTALL)
+_PEM_BEGIN = "-----BEGIN "
+_PEM_END = "-----END "
+_PEM_DASHES = "-----"
+_PEM_LABEL_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 #")
+_PEM_NOTES_LIMIT = 20
 _PEM_CERT_LABELS = frozenset({"CERTIFICATE", "X509 CERTIFICATE", "TRUSTED CERTIFICATE"})
 _PEM_PKCS7_LABELS = frozenset({"PKCS7", "PKCS #7 SIGNED DATA", "CMS"})
 _BASE64_TEXT = re.compile(r"[A-Za-z0-9+/=\s]+")
@@ -172,8 +177,8 @@ def _ders(data: bytes | str, notes: list[str]) -> list[bytes]:
             raw = b""
         if raw[:1] == b"\x30":
             return _ders_from_binary(raw, notes)
-    head = data[:16] if isinstance(data, bytes) else data[:16].encode("utf-8", "replace")
-    notes.append(f"not a certificate: no DER structure, PEM block or base64 text (starts with {head!r})")
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+    notes.append(f"not a certificate: no DER structure, PEM block or base64 text ({size} bytes)")
     return []
 
 
@@ -200,9 +205,12 @@ def _ders_from_binary(data: bytes, notes: list[str]) -> list[bytes]:
 def _ders_from_pem(text: str, notes: list[str]) -> list[bytes]:
     ders: list[bytes] = []
     certificate_blocks = 0
-    for label, body in _PEM_BLOCK.findall(text):
+    ignored = 0
+    for label, body in pem_blocks(text):
         if label not in _PEM_CERT_LABELS | _PEM_PKCS7_LABELS:
-            notes.append(f"ignored a PEM block of type {label!r}")
+            ignored += 1
+            if ignored <= _PEM_NOTES_LIMIT:
+                notes.append(f"ignored a PEM block of type {label!r}")
             continue
         certificate_blocks += 1
         try:
@@ -211,11 +219,52 @@ def _ders_from_pem(text: str, notes: list[str]) -> list[bytes]:
             notes.append(f"a {label} PEM block is not valid base64 ({exc})")
             continue
         ders.extend(_ders_from_binary(raw, notes) if raw[:1] == b"\x30" else [raw])
+    if ignored > _PEM_NOTES_LIMIT:
+        notes.append(f"ignored {ignored - _PEM_NOTES_LIMIT} more PEM blocks that hold no certificate")
     if not ders and not notes:
         notes.append("not a certificate: a PEM header without a complete BEGIN/END block")
     elif not ders and not certificate_blocks:
         notes.append("not a certificate: the PEM file holds no CERTIFICATE block")
     return ders
+
+
+def pem_blocks(text: str) -> list[tuple[str, str]]:
+    """``(label, body)`` of every ``-----BEGIN L-----body-----END L-----`` block, in order, not nested.
+
+    Found by plain string search, never a backtracking pattern: the text is node data, and a pattern with
+    a back-reference is quadratic on repeated BEGIN markers. Every END marker is indexed once (by label),
+    so a BEGIN without its END costs a binary search, not a scan to the end of the text.
+    """
+    ends: dict[str, list[int]] = {}
+    position = text.find(_PEM_END)
+    while position >= 0:
+        label_end = text.find(_PEM_DASHES, position + len(_PEM_END))
+        if label_end < 0:
+            break
+        ends.setdefault(text[position + len(_PEM_END) : label_end], []).append(position)
+        position = text.find(_PEM_END, position + 1)
+    blocks: list[tuple[str, str]] = []
+    position = text.find(_PEM_BEGIN)
+    while position >= 0:
+        label_start = position + len(_PEM_BEGIN)
+        label_end = text.find(_PEM_DASHES, label_start)
+        if label_end < 0:
+            break
+        label = text[label_start:label_end]
+        candidates = ends.get(label, []) if _is_pem_label(label) else []
+        body_start = label_end + len(_PEM_DASHES)
+        index = bisect.bisect_left(candidates, body_start)
+        if index == len(candidates):
+            position = text.find(_PEM_BEGIN, position + 1)
+            continue
+        end = candidates[index]
+        blocks.append((label, text[body_start:end]))
+        position = text.find(_PEM_BEGIN, end + len(_PEM_END) + len(label) + len(_PEM_DASHES))
+    return blocks
+
+
+def _is_pem_label(label: str) -> bool:
+    return bool(label) and all(character in _PEM_LABEL_CHARACTERS for character in label)
 
 
 def _tlv(buf: bytes, pos: int) -> tuple[int, int, int]:

@@ -12,7 +12,6 @@ missing one. The first occurrence of a setting wins; a later, different one is r
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from typing import Any, Literal
 from xml.etree.ElementTree import Element, ParseError
@@ -21,6 +20,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from scaleguard.collectors.parsers.text import DecodedText, as_text, codec_family, declared_xml_encoding
+from scaleguard.safetext import may_hold_surrogates, plain_json
 from scaleguard.snapshot.model import ConfigFile
 
 ConfigKind = Literal["master", "worker"]
@@ -71,7 +71,7 @@ _CANONICAL: dict[str | None, dict[str, str]] = {
     None: {name.lower(): name for name in (*MASTER_SETTINGS, *WORKER_SETTINGS)},
 }
 _PAIR_NAME_KEYS = ("key", "name")
-_XML_DECL = re.compile(r"^\s*<\?xml\b[^>]*\?>")
+_NOTES_LIMIT = 20
 
 
 class _Collector:
@@ -81,6 +81,11 @@ class _Collector:
         self.known = known
         self.settings: dict[str, str] = {}
         self.notes: list[str] = []
+        self.conflicts = 0
+
+    def summary(self) -> list[str]:
+        extra = self.conflicts - _NOTES_LIMIT
+        return [*self.notes, f"{extra} more conflicting duplicates"] if extra > 0 else self.notes
 
     def offer(self, name: str, value: str) -> None:
         canonical = self.known.get(name.lower())
@@ -90,6 +95,9 @@ class _Collector:
         if previous is None:
             self.settings[canonical] = value
         elif previous != value:
+            self.conflicts += 1
+            if self.conflicts > _NOTES_LIMIT:
+                return
             self.notes.append(f"{canonical} is given more than once with different values; "
                               f"the first one ({previous!r}) is used, {value!r} is ignored")
 
@@ -118,15 +126,35 @@ def parse_config_with_notes(
         error = _collect_json(text, collector)
         fmt = "json"
     else:
-        snippet = text[:24].rstrip()
         return ConfigFile(
             path=path, encoding=encoding, format="unknown",
-            parse_error=f"neither XML nor JSON (starts with {snippet!r})",
+            parse_error=f"neither XML nor JSON ({_describe_start(text)}, {len(text)} characters)",
         ), notes
     if error is not None:
         return ConfigFile(path=path, encoding=encoding, format=fmt, parse_error=error), notes
-    notes.extend(collector.notes)
+    notes.extend(collector.summary())
     return ConfigFile(path=path, encoding=encoding, format=fmt, settings=collector.settings), notes
+
+
+def _describe_start(text: str) -> str:
+    """What the first character is, in words: the file is never quoted (it may be anything)."""
+    first = text[0]
+    if first.isalpha():
+        return "starts with a letter"
+    if first.isdigit():
+        return "starts with a digit"
+    if first.isprintable():
+        return "starts with punctuation"
+    return f"starts with the control character U+{ord(first):04X}"
+
+
+def _without_declaration(text: str) -> str:
+    """``text`` minus a leading ``<?xml ...?>`` declaration, found by string search (no pattern)."""
+    body = text.lstrip()
+    if not body.startswith("<?xml") or body[5:6].isalnum() or body[5:6] == "_":
+        return text
+    close = body.find(">")
+    return body[close + 1 :] if close > 0 and body[close - 1] == "?" else text
 
 
 def _declaration_mismatch(decoded: DecodedText, text: str) -> list[str]:
@@ -144,7 +172,7 @@ def _declaration_mismatch(decoded: DecodedText, text: str) -> list[str]:
 
 def _collect_xml(text: str, collector: _Collector) -> str | None:
     # The bytes already decided the encoding; a stale declaration must not get a second vote.
-    body = _XML_DECL.sub("", text, count=1)
+    body = _without_declaration(text)
     try:
         root = SafeET.fromstring(body)
     except DefusedXmlException as exc:
@@ -200,6 +228,10 @@ def _collect_json(text: str, collector: _Collector) -> str | None:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         return f"not valid JSON: {exc}"
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, arrays nested 10,000 deep
+        return f"not usable JSON ({type(exc).__name__})"
+    if may_hold_surrogates(text):
+        document = plain_json(document)
     for key, value in _json_pairs(document):
         scalar = _json_scalar(value)
         if scalar is not None:
@@ -207,20 +239,32 @@ def _collect_json(text: str, collector: _Collector) -> str | None:
     return None
 
 
-def _json_pairs(node: Any) -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        lowered = {str(k).lower(): v for k, v in node.items()}
-        for pair_key in _PAIR_NAME_KEYS:
-            named = lowered.get(pair_key)
-            if isinstance(named, str) and "value" in lowered:
-                yield named, lowered["value"]
-                break
-        for key, value in node.items():
-            yield str(key), value
-            yield from _json_pairs(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _json_pairs(item)
+def _json_pairs(document: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) in document order, depth first, with an explicit stack: nested generators
+    would cost each pair once per level of nesting, and the nesting is the file's to choose."""
+    pending: list[Iterator[Any]] = [iter((document,))]
+    while pending:
+        node = next(pending[-1], _DONE)
+        if node is _DONE:
+            pending.pop()
+            continue
+        if isinstance(node, tuple):  # a (key, value) member of an object
+            key, value = node
+            yield key, value
+            pending.append(iter((value,)))
+        elif isinstance(node, dict):
+            lowered = {str(k).lower(): v for k, v in node.items()}
+            for pair_key in _PAIR_NAME_KEYS:
+                named = lowered.get(pair_key)
+                if isinstance(named, str) and "value" in lowered:
+                    yield named, lowered["value"]
+                    break
+            pending.append((str(k), v) for k, v in node.items())
+        elif isinstance(node, list):
+            pending.append(iter(node))
+
+
+_DONE = object()
 
 
 def _json_scalar(value: Any) -> str | None:

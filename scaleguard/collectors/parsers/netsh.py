@@ -10,6 +10,11 @@ from a known label or else from its fixed position right after the application I
 Unknown is not empty: text that is not recognisably netsh output raises :class:`NetshParseError`, while
 the "no bindings" shapes (a header with no blocks, "The system cannot find the file specified.") give
 ``[]``.
+
+The text comes from the node, so no pattern here may backtrack: a line is split on its separating colon
+by plain string search, and the value-shape patterns are only ever applied whole (``fullmatch``) to one
+value, where each of them is linear. The error message says what the text is not and how long it is; it
+never quotes it (the file may be anything, including a link to a secret).
 """
 
 from __future__ import annotations
@@ -27,13 +32,12 @@ class NetshParseError(ValueError):
     """The text is not ``netsh http show sslcert`` output (so the bindings are unknown, not empty)."""
 
 
-_FIELD = re.compile(r"^\s*(?P<label>\S.*?)\s*[:\uff1a](?:[ \t]+(?P<value>.*?))?\s*$")
 _ENDPOINT = re.compile(
     r"(?P<host>\[[0-9A-Fa-f:.%a-zA-Z]+\]|[A-Za-z0-9_*](?:[A-Za-z0-9_.*-]*[A-Za-z0-9_*])?):(?P<port>\d{1,5})"
 )
 _HASH = re.compile(r"[0-9A-Fa-f]{40}")
 _GUID = re.compile(r"\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}")
-_DASHES = re.compile(r"^\s*-{5,}\s*$")
+_COLONS = (":", "\uff1a")
 _STORE_LABELS = frozenset({"certificate store name", "zertifikatspeichername", "zertifikatsspeichername"})
 _CCS_LABELS = frozenset({"central certificate store", "zentraler zertifikatspeicher"})
 _NO_BINDING_MESSAGES = (
@@ -72,15 +76,16 @@ def parse_sslcert_with_notes(data: bytes | str) -> tuple[list[SslBinding], list[
     saw_header = False
     previous_line = ""
     for line in lines:
-        if _DASHES.match(line) and previous_line.rstrip().endswith((":", "\uff1a")):
+        if _is_dashes(line) and previous_line.rstrip().endswith(_COLONS):
             saw_header = True
         if line.strip():
             previous_line = line
-        match = _FIELD.match(line)
-        if match is None or match.group("value") is None:
+        split = split_field(line)
+        if split is None:
             continue
-        label = match.group("label")
-        value = match.group("value")
+        label, value = split
+        if value is None:
+            continue
         opened = _open_block(label, value)
         if opened is not None:
             blocks.append(opened)
@@ -94,6 +99,37 @@ def parse_sslcert_with_notes(data: bytes | str) -> tuple[list[SslBinding], list[
         if block.cert_hash is None and block.kind != "ccs":
             notes.append(f"binding {block.ip_port} shows no 40-hex certificate hash")
     return [_binding(b) for b in blocks], notes
+
+
+def split_field(line: str) -> tuple[str, str | None] | None:
+    """``(label, value)`` of a ``Label : value`` line, or ``None`` when the line has no such colon.
+
+    The separator is the first colon (ASCII or full-width) that is followed by a space, a tab or nothing
+    but white space, so labels that contain a colon themselves (German ``IP:Port``) stay whole. The value
+    is ``None`` when the colon ends the line, ``""`` when only white space follows. Found with a few
+    plain substring searches, each linear and none backtracking.
+    """
+    end = len(line.rstrip())
+    start = len(line) - len(line.lstrip())
+    if start >= end:
+        return None
+    found = [line.find(colon + space, start + 1) for colon in _COLONS for space in " \t"]
+    if line[end - 1] in _COLONS and end - 1 > start:
+        found.append(end - 1)
+    candidates = [position for position in found if position >= 0]
+    if not candidates:
+        return None
+    colon = min(candidates)
+    label = line[start:colon].rstrip()
+    after = colon + 1
+    if after >= end:  # nothing but white space after the colon
+        return label, "" if after < len(line) and line[after] in " \t" else None
+    return label, line[after:end].lstrip(" \t")
+
+
+def _is_dashes(line: str) -> bool:
+    stripped = line.strip()
+    return len(stripped) >= 5 and not stripped.strip("-")
 
 
 def _open_block(label: str, value: str) -> _Block | None:
@@ -148,7 +184,11 @@ def _check_no_bindings(text: str, saw_header: bool) -> None:
         return
     if not lowered:
         raise NetshParseError("the netsh output is empty")
-    raise NetshParseError(f"not `netsh http show sslcert` output (starts with {text.strip()[:40]!r})")
+    lines = len(text.strip().splitlines())
+    raise NetshParseError(
+        f"not `netsh http show sslcert` output ({len(text)} characters in {lines} line(s), "
+        "no binding block and no bindings header)"
+    )
 
 
 def _binding(block: _Block) -> SslBinding:

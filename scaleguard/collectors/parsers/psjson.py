@@ -16,13 +16,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from scaleguard.collectors.parsers.text import as_text
+from scaleguard.safetext import may_hold_surrogates, plain_json
 
 
 class PowerShellJsonError(ValueError):
     """The text is not JSON at all (a truncated export, an error message redirected into the file)."""
 
 
-_MS_DATE = re.compile(r"^\\?/Date\((?P<ms>-?\d+)(?P<offset>[+-]\d{4})?\)\\?/$")
+_MS_DATE = re.compile(r"^\\?/Date\((?P<ms>-?\d{1,16})(?P<offset>[+-]\d{4})?\)\\?/$")
+"""Linear (the digit run cannot overlap the sign of the offset); at most 16 digits, so no huge integer."""
 _TRAILING_JUNK = "\x00\x1a \t\r\n\ufeff"
 
 
@@ -32,9 +34,13 @@ def loads_powershell_json(data: bytes | str) -> Any:
     if not text:
         return None
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PowerShellJsonError(f"not valid JSON: {exc} (starts with {text[:40]!r})") from exc
+        raise PowerShellJsonError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
+                                  f"({len(text)} characters)") from exc
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, arrays nested 10,000 deep
+        raise PowerShellJsonError(f"not usable JSON: {type(exc).__name__} ({len(text)} characters)") from exc
+    return plain_json(value) if may_hold_surrogates(text) else value
 
 
 def as_rows(value: Any) -> list[dict[str, Any]]:
@@ -72,7 +78,10 @@ def parse_ps_date(value: Any) -> datetime | None:
     match = _MS_DATE.match(value.strip())
     if match is None:
         return None
-    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(match.group("ms")))
+    try:
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(match.group("ms")))
+    except OverflowError:
+        return None
     offset = match.group("offset")
     if offset:
         sign = 1 if offset[0] == "+" else -1
