@@ -100,9 +100,9 @@ def test_a_batch_runs_in_order_and_stops_at_the_first_failure(node: LabNode) -> 
         {
             "op": "batch",
             "actions": [
-                {"op": "stop_service", "name": "SSISScaleOutMaster150"},
+                {"op": "stop_service", "name": "SSISScaleOutMaster150", "wait_s": 5},
                 {"op": "set_service_start_mode", "name": "SSISScaleOutMaster150", "mode": "Manual"},
-                {"op": "start_service", "name": "SSISScaleOutMaster150"},
+                {"op": "start_service", "name": "SSISScaleOutMaster150", "wait_s": 5},
             ],
         },
     )
@@ -116,7 +116,7 @@ def test_a_batch_refuses_what_cannot_be_batched_before_running_anything(node: La
     from scaleguard.lab.state import LabService
 
     node.services = [LabService(name="SSISScaleOutMaster150", state="Running", start_mode="Auto")]
-    actions = [{"op": "stop_service", "name": "SSISScaleOutMaster150"}, {"op": op}]
+    actions = [{"op": "stop_service", "name": "SSISScaleOutMaster150", "wait_s": 5}, {"op": op}]
     with pytest.raises(ActionError, match="cannot hold"):
         dispatch(node, {"op": "batch", "actions": actions})
     assert node.services[0].state == "Running"
