@@ -47,6 +47,7 @@ from scaleguard.apply.inverse import inverse
 from scaleguard.apply.journal import Journal
 from scaleguard.apply.transport import ActionFailed, OutcomeUnknown, PartialChange, Transport
 from scaleguard.apply.undo import once_per_service, send_revert
+from scaleguard.collectors.agent.schema import AGENT_SCHEMA
 from scaleguard.findings.model import Finding
 from scaleguard.remediators import drift
 from scaleguard.remediators.actions import AGENT_OP, FileRef, RestartService, SecretRef, StepRef
@@ -176,6 +177,7 @@ class _Round:
     steps: list[tuple[Step, int, dict[str, Any], dict[str, Any]]]  # step, seq, request, logged
     reads: list[str]
     outage: bool
+    read_after: bool = False
 
 
 @dataclass
@@ -224,6 +226,7 @@ class Executor:
         canary_check: CanaryCheck | None = None,
         run_id: str | None = None,
         plan_sha256: str | None = None,
+        read_after: bool = False,
     ) -> None:
         self.plan = plan
         self.transport = transport
@@ -239,6 +242,11 @@ class Executor:
         self.plan_sha256 = plan_sha256
         self.fields: dict[str, dict[str, Any]] = {}
         self.unresolved: dict[str, str] = {}
+        self.read_after = read_after
+        self.documents: dict[tuple[str, str], dict[str, Any]] = {}
+        """The agent document each node's last round read right after its changes (``read_after``); a
+        node that got any request later (a rollback) has none."""
+        self.touched: set[tuple[str, str]] = set()
         self.results: dict[str, dict[str, Any]] = {}
         self.done: list[_Done] = []
         self.stopped: set[tuple[str, str]] = set()
@@ -248,6 +256,7 @@ class Executor:
         self._nodes: dict[tuple[str, str], list[Step]] = {}
         self._pos: dict[tuple[str, str], int] = {}
         self._busy: set[tuple[str, str]] = set()
+        self._waiting: dict[tuple[str, str], str] = {}
         self._started_units: set[str] = set()
         self._failures: list[_Failure] = []
         self._outages = 0
@@ -364,6 +373,14 @@ class Executor:
         for key in self._nodes:
             if key in self._busy or key in self.stopped or len(self._busy) >= self.controls.concurrency:
                 continue
+            waiting_on, steps = self._waiting.get(key), self._nodes[key]
+            if (
+                waiting_on is not None
+                and self.status.get(waiting_on) in ("pending", "running")
+                and self._pos[key] < len(steps)
+                and self.report.units[steps[self._pos[key]].unit] == "pending"
+            ):
+                continue  # its next step still waits for that one: no need to look again
             item = self._next_round(key)
             if item is not None:
                 rounds.append(item)
@@ -434,6 +451,8 @@ class Executor:
         if not batch and not reads:
             return None
         reads += self._prefetch(key, batch)
+        self.touched.add(key)
+        last = self.read_after and bool(batch) and self._pos[key] == len(steps)
         entries = []
         for step, request, logged in batch:
             seq = self.journal.begin(
@@ -443,7 +462,7 @@ class Executor:
             self.status[step.id] = "running"
             self.emit("run", f"{step.id} {step.node} {step.action}")
             entries.append((step, seq, request, logged))
-        return _Round(node=key, steps=entries, reads=reads, outage=outage)
+        return _Round(node=key, steps=entries, reads=reads, outage=outage, read_after=last)
 
     def _stop_starting(self) -> bool:
         limit = self.controls.max_failures
@@ -465,13 +484,18 @@ class Executor:
         return limit.of(self._worker_total or 1)
 
     def _prerequisites(self, step: Step) -> tuple[bool, list[str]]:
-        """(still waiting, prerequisites that will never succeed)."""
+        """(still waiting, prerequisites that will never succeed); remembers one it waits for."""
         needed = list(step.depends_on)
         for unit_id in self.plan.unit(step.unit).depends_on:
             needed += self.plan.unit(unit_id).steps
-        waiting = any(self.status.get(d) in ("pending", "running") for d in needed)
+        pending = next((d for d in needed if self.status.get(d) in ("pending", "running")), None)
+        key = _key(step.cluster, step.node)
+        if pending is not None:
+            self._waiting[key] = pending
+        else:
+            self._waiting.pop(key, None)
         broken = [d for d in needed if self.status.get(d) not in ("pending", "running", *OK_STEPS)]
-        return waiting, broken
+        return pending is not None, broken
 
     def _refers_to(self, step: Step, batch: list[tuple[Step, Any, Any]]) -> bool:
         """A step needing a value that a step of this very round will return waits for the next round."""
@@ -566,6 +590,12 @@ class Executor:
     def _send(self, item: _Round) -> dict[str, Any]:
         client = self.transport.client(*self._names(item.node))
         requests = [r for _s, _q, r, _l in item.steps] + [{"op": "read_file", "path": p} for p in item.reads]
+        if item.read_after:
+            read = {"op": "collect", "schema": AGENT_SCHEMA}
+            answer = client.request({"op": "batch", "actions": requests, "collect": read})
+            if not isinstance(answer.get("results"), list) or len(answer["results"]) > len(requests):
+                raise OutcomeUnknown(f"{item.node[1]}: the agent's batch answer is malformed")
+            return answer
         if len(requests) == 1:
             try:
                 return {"results": [{"ok": True, "result": client.request(requests[0])}]}
@@ -611,6 +641,8 @@ class Executor:
                 self._failures.append(_Failure(self._next_write(item.node), f"cannot read the file: {exc}", []))
             return
         results = list(answer.get("results") or [])
+        if isinstance(answer.get("collect"), dict):
+            self.documents[item.node] = answer["collect"]
         for index, (step, seq, request, logged) in enumerate(item.steps):
             outcome = results[index] if index < len(results) and isinstance(results[index], dict) else None
             if outcome is None:
@@ -776,6 +808,8 @@ class Executor:
     def _rollback_request(self, entry: _Done, request: dict[str, Any]) -> bool:
         run_id = self.report.run_id
         step = entry.step
+        self.touched.add(_key(step.cluster, step.node))
+        self.documents.pop(_key(step.cluster, step.node), None)
         error = send_revert(
             self.journal, self.transport, run_id, phase="rollback", cluster=step.cluster, node=step.node,
             request=request, step_id=step.id, unit=step.unit, inverts=(run_id, entry.seq),

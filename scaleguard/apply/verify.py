@@ -1,7 +1,9 @@
 """After apply: collect again, evaluate again, and say which findings the run fixed and which it did not.
 
 A fix is only as good as the next audit, so success is never inferred from the actions' answers: the
-nodes are re-collected through the same pipeline stages an audit uses and the policies re-evaluated.
+nodes are read again by the collect agent — in the same agent run as their last change where the agent
+can (:func:`after_run`), else by a collection of their own — converted as an audit converts them, and
+the policies re-evaluated.
 Every finding the plan addressed (planned or covered) is reported as fixed or still failing, and any
 finding that was passing before and fails now is reported as new — a fix must not trade one problem for
 another unnoticed.
@@ -12,10 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from scaleguard.findings.model import Finding, Status
 from scaleguard.remediators.model import Plan
-from scaleguard.snapshot.model import Snapshot
+from scaleguard.snapshot.model import NodeSnapshot, Snapshot
 
 PROBLEM = (Status.FAIL, Status.ERROR)
 
@@ -88,15 +91,15 @@ def recollect(
 ) -> tuple[Snapshot, list[Finding]]:
     """Collect only ``nodes`` again and evaluate the whole snapshot with them replaced (the canary check:
     policies judge a worker against its master, so the rest of the cluster stays as last read)."""
+    from scaleguard.apply.transport import inventory_of
     from scaleguard.collectors.live import plan_jobs, run_jobs
     from scaleguard.pipeline import AuditOptions, evaluate
     from scaleguard.remoting.credentials import CredentialResolver
-    from scaleguard.remoting.inventory import load_inventory
 
     wanted = {(c.lower(), n.lower()) for c, n in nodes}
     jobs = [
         job
-        for job in plan_jobs(load_inventory(inventory), insecure=insecure, resolver=CredentialResolver())
+        for job in plan_jobs(inventory_of(inventory), insecure=insecure, resolver=CredentialResolver())
         if (job.cluster.name.lower(), job.node.name.lower()) in wanted
     ]
     fresh = run_jobs(jobs, concurrency=concurrency, insecure=insecure, progress=False)
@@ -130,3 +133,50 @@ def canary_verdict(
     if not problems:
         return None
     return "; ".join(f"{key} {status}" for key, status in sorted(problems.items()))
+
+
+def after_run(
+    inventory: Path,
+    before: Snapshot,
+    documents: dict[tuple[str, str], dict[str, Any]],
+    touched: set[tuple[str, str]],
+    *,
+    policy_dirs: tuple[Path, ...] = (),
+    insecure: bool = False,
+    concurrency: int = 8,
+    now: datetime | None = None,
+) -> tuple[Snapshot, list[Finding]]:
+    """The cluster as the run left it, evaluated: what ``reaudit`` gives, with fewer rounds.
+
+    A node whose last round read it right after its changes (the collect agent's document, converted as
+    the live collector converts it) needs no read of its own; a node the run never sent anything to is
+    as the read taken under the lease found it (the lease kept other runs away); every other node is
+    collected again."""
+    from scaleguard.apply.transport import inventory_of
+    from scaleguard.collectors.agent.convert import node_from_agent
+    from scaleguard.collectors.agent.schema import AgentDocument
+
+    schemes = {(c.name.lower(), n.name.lower()): n.transport.scheme for c, n in inventory_of(inventory).nodes()}
+    again: list[tuple[str, str]] = []
+    clusters = []
+    for cluster in before.clusters:
+        nodes: list[NodeSnapshot] = []
+        for node in cluster.nodes:
+            key = (cluster.cluster.lower(), node.name.lower())
+            document = documents.get(key)
+            try:
+                parsed = AgentDocument.model_validate(document) if document is not None else None
+            except ValueError:
+                parsed = None  # not a document this collector can read: the node is collected again
+            if parsed is not None:
+                https = schemes.get(key) == "https"
+                nodes.append(node_from_agent(node.name, parsed, insecure=insecure and https, duration_ms=0.0))
+                continue
+            nodes.append(node)
+            if key in touched:
+                again.append((cluster.cluster, node.name))
+        clusters.append(cluster.model_copy(update={"nodes": nodes, "collected_at": datetime.now(UTC)}))
+    base = before.model_copy(update={"clusters": clusters})
+    return recollect(
+        inventory, again, base, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency, now=now
+    )

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -340,6 +341,7 @@ def _fix(
             findings_file.findings,
             snap,
             run_id,
+            lease,
             policy_dirs,
             concurrency,
             insecure,
@@ -416,11 +418,10 @@ def _show(the_plan: Plan, reviewed: str | None, out: Path | None, err: Console, 
 def _lease(inventory: Path, run_id: str, run: RunOptions, insecure: bool, err: Console) -> ClusterLease:
     """The lease on every master of the inventory, through a transport of its own."""
     from scaleguard.apply.lease import ClusterLease
-    from scaleguard.apply.transport import WinRMTransport
-    from scaleguard.remoting.inventory import load_inventory
+    from scaleguard.apply.transport import WinRMTransport, inventory_of
 
     try:
-        parsed = load_inventory(inventory)
+        parsed = inventory_of(inventory)
         transport = WinRMTransport(inventory, insecure=insecure)
     except _usage_errors() as exc:
         raise FixUsageError(str(exc)) from exc
@@ -493,6 +494,7 @@ def _apply(
     before: list[Finding],
     current: Snapshot,
     run_id: str,
+    lease: ClusterLease,
     policy_dirs: tuple[Path, ...],
     concurrency: int,
     insecure: bool,
@@ -505,7 +507,7 @@ def _apply(
     from scaleguard.apply.journal import Journal
     from scaleguard.apply.runner import Executor
     from scaleguard.apply.transport import WinRMTransport
-    from scaleguard.apply.verify import canary_verdict, compare, reaudit, recollect
+    from scaleguard.apply.verify import after_run, canary_verdict, compare, recollect
     from scaleguard.remediators.render import apply_view, verification_view
 
     try:
@@ -527,13 +529,14 @@ def _apply(
             journal,
             source=str(inventory),
             secrets=secrets,
-            on_event=lambda kind, text: err.print(f"  {kind:>5} {console_text(text)}"),
+            on_event=_events(err),
             current=current,
             findings=before,
             controls=run.controls,
             canary_check=canary_check,
             run_id=run_id,
             plan_sha256=sha256,
+            read_after=True,
         )
         try:
             report = executor.run()
@@ -551,7 +554,19 @@ def _apply(
         f"journal: {console_text(str(journal_path))}  (undo: scaleguard fix --undo {report.run_id} --inventory …)"
     )
     err.print("re-collecting and re-evaluating…")
-    _snapshot, after = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
+    # every change is made: the lease goes back while the nodes are read again (reading needs no lease)
+    releasing = threading.Thread(target=lease.release, name="lease-release")
+    releasing.start()
+    _snapshot, after = after_run(
+        inventory,
+        current,
+        executor.documents,
+        executor.touched,
+        policy_dirs=policy_dirs,
+        insecure=insecure,
+        concurrency=concurrency,
+    )
+    releasing.join()
     verification = compare(the_plan, before, after)
     out_console.print(verification_view(verification))
     if out is not None:
@@ -572,6 +587,21 @@ def _apply(
         (out / "apply.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     ok = report.status in ("done", "nothing") and report.halted is None and verification.clean
     return int(ExitCode.OK if ok else ExitCode.FAILING)
+
+
+def _events(err: Console) -> Callable[[str, str], None]:
+    """How a run's events reach stderr: the one-line-per-step kinds as plain text (a 200-node run prints
+    over a thousand, from the thread that schedules the rounds), the rest through rich."""
+
+    from scaleguard.safetext import terminal_safe
+
+    def emit(kind: str, text: str) -> None:
+        if kind in ("run", "done", "skip"):
+            err.file.write(f"  {kind:>5} {terminal_safe(text)}\n")
+        else:
+            err.print(f"  {kind:>5} {console_text(text)}")
+
+    return emit
 
 
 def _undo(

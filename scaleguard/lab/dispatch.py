@@ -50,7 +50,8 @@ def batch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
 
     Every action is checked to be one the agent knows before any runs; each answer (or the error that
     stopped the batch) is reported in order, so the caller journals each action as if sent alone. An
-    action that waits for a service delays the ones after it, as the agent runs them one by one."""
+    action that waits for a service delays the ones after it, as the agent runs them one by one. With a
+    ``collect`` request the node is read after the actions and the agent document comes back too."""
     items = request.get("actions")
     if not isinstance(items, list) or not items or len(items) > BATCH_MAX:
         raise ActionError(f"'actions' must be a list of 1-{BATCH_MAX} requests")
@@ -58,6 +59,9 @@ def batch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
         op = item.get("op") if isinstance(item, dict) else None
         if not isinstance(op, str) or op in NOT_BATCHED or op not in HANDLERS:
             raise ActionError(f"a batch cannot hold {op!r}")
+    read = request.get("collect")
+    if read is not None and (not isinstance(read, dict) or read.get("op") != "collect"):
+        raise ActionError("'collect' must be a collect request")
     results: list[dict[str, Any]] = []
     secret = request.get(SECRET_KEY)  # $ScaleguardSecret is one for the whole round; never from the JSON
     for listed in items:
@@ -72,7 +76,10 @@ def batch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
         except ActionError as exc:
             results.append({"ok": False, "error": str(exc)})
             break
-    return {"results": results}
+    if read is None:
+        return {"results": results}
+    # a node's last round reads the node right after (one PowerShell run on Windows: apply/transport.py)
+    return {"results": results, "collect": HANDLERS["collect"](node, read)}
 
 
 HANDLERS["batch"] = batch

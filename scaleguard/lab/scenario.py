@@ -137,12 +137,18 @@ class ClusterBuilder:
     """Certificates and node evidence for one cluster; shared CA material is made once per builder."""
 
     def __init__(
-        self, *, seed: int = 0, now: datetime | None = None, worker_key_pool: int | None = None
+        self,
+        *,
+        seed: int = 0,
+        now: datetime | None = None,
+        worker_key_pool: int | None = None,
+        master_days_left: int | None = None,
     ) -> None:
         self.rng = random.Random(seed)
         self.seed = seed
         self.now = now or datetime.now(UTC)
         self.worker_key_pool = worker_key_pool
+        self.master_days_left = master_days_left
 
     def _spec(self, *names: str, **kwargs: Any) -> CertSpec:
         return CertSpec(common_names=names, serial=self.rng.getrandbits(63) | 1, **kwargs)
@@ -175,8 +181,10 @@ class ClusterBuilder:
     @cached_property
     def master_cert(self) -> IssuedCertificate:
         """What SQL Server setup makes: self-signed, SHA-1, CNs for the name, FQDN and address."""
+        left = self.master_days_left
+        start, days = (-200, 730) if left is None else (-730 + left, 730)
         return self._cert(self._spec("MASTER01", f"master01.{DOMAIN}", MASTER_ADDRESS, hash="sha1",
-                                     valid_from_days=-200, valid_days=730, key_seed=self.seed * 1000 + 1))
+                                     valid_from_days=start, valid_days=days, key_seed=self.seed * 1000 + 1))
 
     @cached_property
     def old_master_cert(self) -> IssuedCertificate:
@@ -387,14 +395,15 @@ def demo_scenario(
 
 def fleet_scenario(
     workers: int = 999, *, seed: int = 0, now: datetime | None = None, defect_every: int = 97,
-    key_pool: int = 8,
+    key_pool: int = 8, master_days_left: int | None = None,
 ) -> Scenario:
     """1 master + ``workers`` workers, ~15 certificates per worker, for benchmarks.
 
     Every ``defect_every``-th worker carries one of the demo's worker defects in turn (0 = none), so the
     reports of a big fleet have something to show. Worker keys come from a pool of ``key_pool`` keys.
+    ``master_days_left`` makes the master certificate expire that soon (the fix benchmark rotates it).
     """
-    builder = ClusterBuilder(seed=seed, now=now, worker_key_pool=key_pool)
+    builder = ClusterBuilder(seed=seed, now=now, worker_key_pool=key_pool, master_days_left=master_days_left)
     width = max(2, len(str(workers)))
     names = [f"WORKER{i:0{width}d}" for i in range(1, workers + 1)]
     kinds = (
