@@ -249,3 +249,33 @@ def test_a_plan_with_hostile_values_is_refused_by_its_schema() -> None:
     else:
         raise AssertionError("a hostile plan was accepted")
     assert refused == {"step s001", "step s002", "step s003", "step s004", "step s005"}
+
+
+def test_a_round_that_reads_after_it_runs_both_agents_verbatim_in_one_powershell_run() -> None:
+    from scaleguard.apply.transport import action_payload, round_then_read_script
+    from scaleguard.collectors.agent import agent_script
+
+    composite = round_then_read_script()
+    assert grammar_problems(composite) == []
+    composite.encode("ascii")
+    # both agents travel unchanged (our own text in literal here-strings), the request stays JSON data
+    assert f"@'\n{actions_script()}\n'@" in composite and f"@'\n{agent_script('collect.ps1')}\n'@" in composite
+    actions = [{"op": "restart_service", "name": HOSTILE_ACCOUNT}]
+    request = {"op": "batch", "actions": actions, "collect": {"op": "collect"}}
+    command, stdin = action_payload(request)
+    script, _, data = stdin.partition(PAYLOAD_SEPARATOR)
+    assert command == bootstrap_command() and script == composite.encode("ascii")
+    assert HOSTILE_ACCOUNT.encode() not in script and json.loads(data) == request
+    plain_command, plain = action_payload({"op": "batch", "actions": request["actions"]})
+    assert plain.partition(PAYLOAD_SEPARATOR)[0] == actions_script().encode("ascii")
+
+
+def test_the_two_documents_of_such_a_round_come_back_as_one_answer() -> None:
+    class TwoDocuments(RecordingChannel):
+        def run(self, command: str, stdin: bytes, *, idempotent: bool = True) -> CommandResult:
+            return CommandResult(b'{"results": [{"ok": true, "result": {}}]}\n{"schema": "scaleguard-agent/1"}', b"", 0)
+
+    client = AgentClient(TwoDocuments(), timeout_s=30, name="W1")  # type: ignore[arg-type]
+    actions = [{"op": "read_file", "path": "x"}]
+    answer = client.request({"op": "batch", "actions": actions, "collect": {"op": "collect"}})
+    assert answer == {"results": [{"ok": True, "result": {}}], "collect": {"schema": "scaleguard-agent/1"}}
