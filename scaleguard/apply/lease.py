@@ -67,22 +67,25 @@ class ClusterLease:
     host: str = field(default_factory=lambda: plain(socket.gethostname(), "unknown"))
     on_event: Callable[[str, str], None] | None = None
     held: list[tuple[str, str]] = field(default_factory=list)
+    documents: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """Each master as read right after its lease was taken (with ``read_after``): the run's fresh read
+    of that node, one round fewer before the first change."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def acquire(self, *, break_expired: bool = False, replaces: str | None = None) -> None:
+    def acquire(self, *, break_expired: bool = False, replaces: str | None = None, read_after: bool = False) -> None:
         """Take the lease on every master, or on none (raises :class:`LeaseHeld` naming the holder)."""
         for cluster, node in sorted(self.masters, key=lambda m: (m[0].lower(), m[1].lower())):
             try:
-                answer = self._acquire_one(cluster, node, replaces)
+                answer = self._acquire_one(cluster, node, replaces, read_after)
                 if not answer.get("acquired"):
                     holder = dict(answer.get("holder") or {})
                     if not (break_expired and holder.get("expired")):
                         raise LeaseHeld(f"{cluster} is being fixed: {node} holds the lease of {describe(holder)}")
                     self._request(cluster, node, {"op": "lease_break", "holder": holder.get("run_id")})
                     self._emit("lease", f"broke the expired lease of {describe(holder)} on {node}")
-                    answer = self._acquire_one(cluster, node, replaces)
+                    answer = self._acquire_one(cluster, node, replaces, read_after)
                     if not answer.get("acquired"):
                         raise LeaseHeld(
                             f"{cluster}: {node} was leased again meanwhile, by {describe(answer.get('holder') or {})}"
@@ -94,9 +97,11 @@ class ClusterLease:
                 self.release()
                 raise
             self.held.append((cluster, node))
+            if isinstance(answer.get("collect"), dict):
+                self.documents[(cluster.lower(), node.lower())] = answer["collect"]
         self._emit("lease", f"run {self.run_id} holds the lease on {', '.join(n for _c, n in self.held)}")
 
-    def _acquire_one(self, cluster: str, node: str, replaces: str | None) -> dict[str, Any]:
+    def _acquire_one(self, cluster: str, node: str, replaces: str | None, read_after: bool) -> dict[str, Any]:
         request: dict[str, Any] = {
             "op": "lease_acquire",
             "run_id": self.run_id,
@@ -106,6 +111,10 @@ class ClusterLease:
         }
         if replaces:
             request["replaces"] = replaces
+        if read_after:
+            from scaleguard.collectors.agent.schema import AGENT_SCHEMA
+
+            request["collect"] = {"op": "collect", "schema": AGENT_SCHEMA}
         return self._request(cluster, node, request)
 
     def _request(self, cluster: str, node: str, request: dict[str, Any]) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def actions_script() -> str:
 
 
 _ROUND_THEN_READ = """# scaleguard: a fix round, then a read of the node, in one PowerShell run (no value is code here).
-# The request is the batch for actions.ps1 with a "collect" member, the request for collect.ps1. Each agent
+# The request is actions.ps1's (a batch, or the lease) with a "collect" member, collect.ps1's. Each agent
 # runs in a runspace of its own (its 'exit' ends only that runspace) and prints its JSON document on
 # stdout; scaleguard reads the two documents one after the other.
 param([string]$RequestJson)

@@ -180,3 +180,55 @@ def after_run(
     return recollect(
         inventory, again, base, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency, now=now
     )
+
+
+def fresh_read(
+    inventory: Path,
+    documents: dict[tuple[str, str], dict[str, Any]],
+    *,
+    policy_dirs: tuple[Path, ...] = (),
+    insecure: bool = False,
+    concurrency: int = 8,
+    now: datetime | None = None,
+) -> tuple[Snapshot, list[Finding]]:
+    """What ``reaudit`` gives, for the read an apply takes under its lease: the masters read in the round
+    that took the lease (``documents``) are not read again, every other node is collected."""
+    from scaleguard.apply.transport import inventory_of
+    from scaleguard.collectors.agent.convert import node_from_agent
+    from scaleguard.collectors.agent.schema import AgentDocument
+    from scaleguard.collectors.live import plan_jobs, report_unlisted_workers, run_jobs
+    from scaleguard.pipeline import AuditOptions, evaluate
+    from scaleguard.remoting.credentials import CredentialResolver
+    from scaleguard.snapshot.model import ClusterSnapshot
+
+    parsed = inventory_of(inventory)
+    started = datetime.now(UTC)
+    read: dict[tuple[str, str], NodeSnapshot] = {}
+    for cluster, node in parsed.nodes():
+        document = documents.get((cluster.name.lower(), node.name.lower()))
+        try:
+            agent = AgentDocument.model_validate(document) if document is not None else None
+        except ValueError:
+            agent = None  # collected again below
+        if agent is not None:
+            https = insecure and node.transport.scheme == "https"
+            read[(cluster.name, node.name)] = node_from_agent(node.name, agent, insecure=https, duration_ms=0.0)
+    jobs = [
+        job
+        for job in plan_jobs(parsed, insecure=insecure, resolver=CredentialResolver())
+        if (job.cluster.name, job.node.name) not in read
+    ]
+    read.update(run_jobs(jobs, concurrency=concurrency, insecure=insecure, progress=False))
+    clusters = []
+    for cluster in parsed.clusters:
+        nodes = [read[(cluster.name, n.name)] for n in cluster.nodes]
+        report_unlisted_workers(cluster, nodes)
+        clusters.append(
+            ClusterSnapshot(
+                cluster=cluster.name, collected_at=started, source=str(inventory), mode="live", nodes=nodes
+            )
+        )
+    snapshot = Snapshot(clusters=clusters)
+    options = AuditOptions(out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, progress=False)
+    findings, _ = evaluate(snapshot, options, now or datetime.now(UTC))
+    return snapshot, findings

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -290,7 +290,7 @@ def _fix(
     run_id = new_run_id()
     try:
         lease = _lease(inventory, run_id, run, insecure, err)
-        lease.acquire(break_expired=run.break_lease)
+        lease.acquire(break_expired=run.break_lease, read_after=True)
     except LeaseHeld as exc:
         err.print(f"[bold red]scaleguard fix: refused:[/] {console_text(str(exc))}. Nothing was changed.")
         if not run.break_lease:
@@ -299,7 +299,7 @@ def _fix(
     lease.keep_renewed()
     try:
         # the fresh read, taken under the lease: what the drift checks compare with, and the "before"
-        findings_file, snap = _inputs(inventory, None, None, policy_dirs, concurrency, insecure, err)
+        findings_file, snap = _fresh(inventory, lease.documents, policy_dirs, concurrency, insecure, err)
         if the_plan is None:
             the_plan = _make_plan(
                 findings_file, snap, inventory, max_nodes, master_hash, master_pfx, pfx_env, secret_cache,
@@ -460,6 +460,28 @@ def _inputs(
     err.print("collecting and evaluating…")
     try:
         snap, found = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
+    except _usage_errors() as exc:
+        raise FixUsageError(str(exc)) from exc
+    return FindingsFile(generated_at=datetime.now(UTC), source=str(inventory), mode="live", findings=found), snap
+
+
+def _fresh(
+    inventory: Path,
+    documents: dict[tuple[str, str], dict[str, Any]],
+    policy_dirs: tuple[Path, ...],
+    concurrency: int,
+    insecure: bool,
+    err: Console,
+) -> tuple[FindingsFile, Snapshot]:
+    """Every node read after the lease was taken (the masters in the very round that took it)."""
+    from scaleguard.apply.verify import fresh_read
+    from scaleguard.findings.model import FindingsFile
+
+    err.print("collecting and evaluating…")
+    try:
+        snap, found = fresh_read(
+            inventory, documents, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency
+        )
     except _usage_errors() as exc:
         raise FixUsageError(str(exc)) from exc
     return FindingsFile(generated_at=datetime.now(UTC), source=str(inventory), mode="live", findings=found), snap

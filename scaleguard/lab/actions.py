@@ -746,7 +746,11 @@ def lease_acquire(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
         "started": now.isoformat(),
         "expires": (now + timedelta(seconds=ttl)).isoformat(),
     }
-    return {"acquired": True, "lease": _lease_view(node), "previous": current}
+    answer = {"acquired": True, "lease": _lease_view(node), "previous": current}
+    read = request.get("collect")
+    if isinstance(read, dict) and read.get("op") == "collect":  # the run's first read of this master
+        answer["collect"] = ACTIONS["collect"](node, read)
+    return answer
 
 
 @lab_action("lease_renew", journaled=False)
