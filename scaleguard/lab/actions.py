@@ -749,7 +749,9 @@ def lease_acquire(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     answer = {"acquired": True, "lease": _lease_view(node), "previous": current}
     read = request.get("collect")
     if isinstance(read, dict) and read.get("op") == "collect":  # the run's first read of this master
-        answer["collect"] = ACTIONS["collect"](node, read)
+        from scaleguard.lab.agent_collect import collect
+
+        answer["collect"] = collect(node, read)
     return answer
 
 

@@ -78,7 +78,10 @@ def batch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
             break
     if read is None:
         return {"results": results}
-    # a node's last round reads the node right after (one PowerShell run on Windows: apply/transport.py)
+    # a node's last round reads the node right after (one PowerShell run on Windows: apply/transport.py),
+    # so only once its actions are over: a restart has the service running again (the lock stays held,
+    # as the agent run is one program)
+    _sleep_until(node.busy_until)
     return {"results": results, "collect": HANDLERS["collect"](node, read)}
 
 
