@@ -19,7 +19,7 @@ from scaleguard.collectors.agent.schema import AgentBindings, AgentCert, AgentCo
 from scaleguard.collectors.parsers.certs import CertificateParseError, load_certificates_with_notes
 from scaleguard.collectors.parsers.config import ConfigKind, parse_config_with_notes
 from scaleguard.collectors.parsers.host import host_from_json, schannel_from_json
-from scaleguard.collectors.parsers.netsh import NetshParseError, parse_sslcert_with_notes
+from scaleguard.collectors.parsers.netsh import MAX_BINDINGS, NetshParseError, parse_sslcert_with_notes
 from scaleguard.collectors.parsers.services import services_from_json
 from scaleguard.rules.thumbprint import normalize_thumbprint
 from scaleguard.snapshot.model import (
@@ -188,6 +188,11 @@ class _Builder:
             self.note(DiagnosticLevel.WARNING, "bindings", "HTTP.sys bindings could not be read; unknown")
             return None
         if section.source == "registry" and section.entries is not None:
+            if len(section.entries) > MAX_BINDINGS:
+                self.note(DiagnosticLevel.WARNING, "bindings",
+                          f"SslBindingInfo lists {len(section.entries)} bindings, more than {MAX_BINDINGS}: "
+                          "too many to be a Scale Out node's; unknown")
+                return None
             return [
                 self.registry_binding(e.ip_port, e.kind, e.cert_hash, e.app_id, e.store)
                 for e in section.entries

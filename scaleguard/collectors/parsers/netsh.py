@@ -47,6 +47,11 @@ _NO_BINDING_MESSAGES = (
     "el sistema no puede encontrar el archivo especificado",
 )
 _NULL_VALUES = frozenset({"", "(null)", "(nul)", "(leer)"})
+MAX_BINDINGS = 4096
+"""More HTTP.sys bindings than any Scale Out node has (a master needs one, an IIS box a few hundred).
+
+Every binding becomes facts that each policy's evaluation converts again, so an output with more is not
+read as bindings at all: they are unknown (not assessed), and the node's time and memory stay bounded."""
 
 
 BindingKind = Literal["ipport", "hostnameport", "ccs"]
@@ -88,6 +93,9 @@ def parse_sslcert_with_notes(data: bytes | str) -> tuple[list[SslBinding], list[
             continue
         opened = _open_block(label, value)
         if opened is not None:
+            if len(blocks) == MAX_BINDINGS:
+                raise NetshParseError(f"the netsh output lists more than {MAX_BINDINGS} bindings; "
+                                      "too many to be a Scale Out node's, so they are not read")
             blocks.append(opened)
         elif blocks:
             _fill(blocks[-1], label, value)
