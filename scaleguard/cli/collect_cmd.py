@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from scaleguard.collectors.live import collect_inventory, summarize
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.remoting.errors import InventoryError
@@ -37,6 +36,8 @@ def collect(
 
     Example: scaleguard collect --inventory inventory.yaml --out collected/
     """
+    from scaleguard.collectors.live import collect_inventory, summarize  # WinRM stack: only when collecting
+
     console = make_console()
     try:
         snapshot = collect_inventory(inventory, concurrency=concurrency, insecure=insecure, progress=progress)

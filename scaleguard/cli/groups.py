@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import typer
-import typer.rich_utils
 from typer.core import TyperArgument, TyperOption
 
 from scaleguard.console import no_color
 
 if no_color():  # typer's help too: no colour, bold or dim under NO_COLOR
+    import typer.rich_utils  # only then: typer imports it itself when it renders help or an error
+
     typer.rich_utils.COLOR_SYSTEM = None
 
 _TYPE_NAMES = {"path": "PATH", "str": "TEXT", "int": "N", "float": "N", "int range": "N", "float range": "N"}

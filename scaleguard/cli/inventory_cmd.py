@@ -15,7 +15,6 @@ import yaml
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.remoting.errors import InventoryError
-from scaleguard.remoting.inventory import load_inventory
 from scaleguard.safetext import console_text
 
 from .groups import app
@@ -36,6 +35,7 @@ def import_inventory(
     Example: scaleguard inventory import hosts.ini --out inventory.yaml
     """
     from scaleguard.remoting.ansible_inventory import looks_like_ansible, native_document
+    from scaleguard.remoting.inventory import load_inventory
 
     console = make_console(soft_wrap=True)
     try:

@@ -9,7 +9,6 @@ import typer
 
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
-from scaleguard.lab.scenario import demo_scenario, fleet_scenario
 from scaleguard.safetext import console_text
 
 from .groups import lab_app
@@ -29,6 +28,8 @@ def create(
 
     Example: scaleguard lab create demo/CONTOSO-SSIS
     """
+    from scaleguard.lab.scenario import demo_scenario, fleet_scenario  # the generator: only when creating
+
     console = make_console(soft_wrap=True)  # CI logs: never cut a path in two
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         console.print(f"[bold red]scaleguard lab create: error:[/] {console_text(str(folder))} exists and is not "

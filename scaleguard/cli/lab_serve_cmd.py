@@ -9,7 +9,7 @@ import typer
 
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
-from scaleguard.lab.serve import DEFAULT_SERVICE_MS, LabError, LabOptions, serve_forever
+from scaleguard.lab import DEFAULT_SERVICE_MS
 from scaleguard.safetext import console_text
 
 from .groups import lab_app
@@ -68,6 +68,8 @@ def serve(
 
     Example: scaleguard lab serve --evidence demo/CONTOSO-SSIS --inventory-out demo/lab/inventory.yaml
     """
+    from scaleguard.lab.serve import LabError, LabOptions, serve_forever  # the simulator: only when serving
+
     console = make_console()
     mode = auth.lower()
     if mode not in ("basic", "ntlm", "kerberos"):

@@ -18,7 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from scaleguard.lab.serve import DEFAULT_SERVICE_MS, PASSWORD_ENV
+from scaleguard.lab import DEFAULT_SERVICE_MS
+from scaleguard.lab.serve import PASSWORD_ENV
 
 # The `scaleguard lab serve` command itself, without importing every other command (pandas, reports...):
 # a lab starts in well under a second, which keeps the test suite and the benchmark quick.

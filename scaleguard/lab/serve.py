@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from scaleguard.lab import DEFAULT_SERVICE_MS
 from scaleguard.lab.certs import CertSpec, IssuedCertificate, make_certificate
 from scaleguard.lab.from_evidence import load_state
 from scaleguard.lab.state import LabFaults, LabNode, LabState
@@ -31,8 +32,6 @@ from scaleguard.remoting.inventory import InventoryWriter
 PASSWORD_ENV = "SCALEGUARD_LAB_PASSWORD"
 LAB_USER = "scaleguard"
 LISTEN_ADDRESS = "127.0.0.1"
-DEFAULT_SERVICE_MS = 500
-"""A service start or stop is never instant on Windows; half a second keeps tests quick but real."""
 
 
 class LabError(Exception):
