@@ -45,4 +45,4 @@ bench: venv
 	$(BIN)/python bench/bench_offline_audit.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest-tmp .pytest_cache .mypy_cache .ruff_cache
