@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -102,15 +101,3 @@ def post_json(url: str, payload: dict[str, Any], *, timeout: float = DEFAULT_TIM
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise WebhookError(f"webhook {redact_url(url)} unreachable: {reason}") from None
-
-
-def notify_audit(
-    url: str, ff: FindingsFile, exit_code: ExitCode, report: Path | None, *, timeout: float = DEFAULT_TIMEOUT
-) -> bool:
-    """Send the summary; on failure warn on stderr and return False (the exit code stays the audit's)."""
-    try:
-        post_json(url, summary_payload(ff, exit_code, report), timeout=timeout)
-    except WebhookError as exc:
-        print(f"scaleguard: warning: {exc}", file=sys.stderr)
-        return False
-    return True

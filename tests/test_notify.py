@@ -23,7 +23,7 @@ from scaleguard.findings.model import (
     Status,
     WaiverSummary,
 )
-from scaleguard.notify import WebhookError, notify_audit, post_json, redact_url, summary_payload
+from scaleguard.notify import WebhookError, post_json, redact_url, summary_payload
 
 NOW = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
 
@@ -119,7 +119,7 @@ def result(tmp_path: Path) -> tuple[FindingsFile, ExitCode, Path]:
 
 def test_summary_is_posted_as_json(receiver: tuple[Receiver, str], tmp_path: Path) -> None:
     state, url = receiver
-    assert notify_audit(f"{url}/hooks/nightly?channel=ops", *result(tmp_path)) is True
+    assert post_json(f"{url}/hooks/nightly?channel=ops", summary_payload(*result(tmp_path))) == 204
     (request,) = state.requests
     assert request["path"] == "/hooks/nightly?channel=ops"
     assert request["headers"]["Content-Type"] == "application/json"
@@ -134,7 +134,7 @@ def test_summary_is_posted_as_json(receiver: tuple[Receiver, str], tmp_path: Pat
 
 
 def test_url_credentials_become_a_header_and_never_appear_in_messages(
-    receiver: tuple[Receiver, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    receiver: tuple[Receiver, str], tmp_path: Path
 ) -> None:
     state, url = receiver
     with_creds = url.replace("http://", "http://hook%40user:s3cr%3At@") + "/x?token=abc"
@@ -144,22 +144,23 @@ def test_url_credentials_become_a_header_and_never_appear_in_messages(
         == "Basic " + base64.b64encode(b"hook@user:s3cr:t").decode()
     )
     state.status = 500
-    assert notify_audit(with_creds, *result(tmp_path)) is False
-    err = capsys.readouterr().err
+    with pytest.raises(WebhookError) as refused:
+        post_json(with_creds, summary_payload(*result(tmp_path)))
+    err = str(refused.value)
     assert "answered HTTP 500" in err
     assert "s3cr" not in err and "hook@user" not in err and "hook%40user" not in err and "token" not in err
     assert redact_url(with_creds) == url + "/x"
 
 
-def test_timeout_and_unreachable_are_warnings_not_crashes(
-    receiver: tuple[Receiver, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_timeout_and_unreachable_are_webhook_errors_not_crashes(
+    receiver: tuple[Receiver, str], tmp_path: Path
 ) -> None:
     state, url = receiver
     state.delay = 0.4
     with pytest.raises(WebhookError, match="unreachable"):
         post_json(url, {"a": 1}, timeout=0.1)
-    assert notify_audit("http://127.0.0.1:9/nothing-listens", *result(tmp_path), timeout=1) is False
-    assert "unreachable" in capsys.readouterr().err
+    with pytest.raises(WebhookError, match="unreachable"):
+        post_json("http://127.0.0.1:9/nothing-listens", summary_payload(*result(tmp_path)), timeout=1)
 
 
 @pytest.mark.parametrize("bad", ["file:///etc/passwd", "ftp://host/x", "not a url"])
