@@ -127,6 +127,9 @@ def fix(
         int,
         typer.Option("--lease-ttl", min=1, max=86400, help="Seconds the lease lasts unless renewed."),
     ] = 300,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress of --apply on stderr (units done, ETA).")
+    ] = True,
 ) -> None:
     """Plan the fixes for failing findings; with --apply, carry them out in a safe order.
 
@@ -162,6 +165,7 @@ def fix(
             err=err,
             out_console=out_console,
             valid_for=valid_for,
+            progress=progress,
         )
     except FixUsageError as exc:
         _usage_exit(err, str(exc))
@@ -262,6 +266,7 @@ def _fix(
     err: Console,
     out_console: Console,
     valid_for: timedelta = timedelta(days=7),
+    progress: bool = True,
 ) -> int:
     if apply and inventory is None:
         raise FixUsageError("--apply needs --inventory to reach the nodes")
@@ -350,6 +355,7 @@ def _fix(
             secrets,
             err,
             out_console,
+            progress,
         )
     finally:
         lease.release()
@@ -525,6 +531,7 @@ def _apply(
     secrets: Callable[[SecretRef], str],
     err: Console,
     out_console: Console,
+    progress: bool = True,
 ) -> int:
     from scaleguard.apply.journal import Journal
     from scaleguard.apply.runner import Executor
@@ -551,7 +558,7 @@ def _apply(
             journal,
             source=str(inventory),
             secrets=secrets,
-            on_event=_events(err),
+            on_event=_events(err, progress=progress),
             current=current,
             findings=before,
             controls=run.controls,
@@ -611,13 +618,16 @@ def _apply(
     return int(ExitCode.OK if ok else ExitCode.FAILING)
 
 
-def _events(err: Console) -> Callable[[str, str], None]:
+def _events(err: Console, *, progress: bool = True) -> Callable[[str, str], None]:
     """How a run's events reach stderr: the one-line-per-step kinds as plain text (a 200-node run prints
-    over a thousand, from the thread that schedules the rounds), the rest through rich."""
+    over a thousand, from the thread that schedules the rounds), the rest through rich. ``--no-progress``
+    drops only the periodic N done/ETA lines; what happened to each step is always said."""
 
     from scaleguard.safetext import terminal_safe
 
     def emit(kind: str, text: str) -> None:
+        if kind == "progress" and not progress:
+            return
         if kind in ("run", "done", "skip"):
             err.file.write(f"  {kind:>5} {terminal_safe(text)}\n")
         else:

@@ -71,7 +71,7 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, Path
         if code != 1:
             raise DemoFailed(f"the live audit exited {code}, expected 1 (the planted defects)")
         journal = root / "fix" / "journal.sqlite"
-        fix: list[str | Path] = ["fix", "--inventory", inventory, "--journal", journal, "--apply", "--yes"]
+        fix: list[str | Path] = ["fix", "--inventory", inventory, "--journal", journal, "--apply", "--yes", *quiet]
         say("== fix --apply over WinRM")
         if cli(*fix, "--out", root / "fix").returncode != 0:
             raise DemoFailed("the fix did not fix everything")

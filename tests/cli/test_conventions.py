@@ -80,3 +80,13 @@ def test_fix_prints_its_tables_on_stderr(tmp_path: Path) -> None:
     assert planned.exit_code == 0, planned.stderr
     assert planned.stdout == ""
     assert "SO-W02" in planned.stderr or "WORKER02" in planned.stderr
+
+
+LONG_RUNNING = [("audit",), ("collect",), ("fix",), ("lab", "demo")]
+
+
+@pytest.mark.parametrize("command", LONG_RUNNING, ids=" ".join)
+def test_every_long_running_command_offers_no_progress(command: tuple[str, ...]) -> None:
+    assert command in COMMANDS
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0 and "--no-progress" in result.output

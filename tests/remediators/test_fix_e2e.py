@@ -389,3 +389,15 @@ def test_ha_pair_rotates_to_an_enterprise_pfx_over_winrm(
         assert node.master_config is not None and node.master_config.settings["SSLCertThumbprint"] == issued.thumbprint
     assert ("SO-M07", "MASTER01") not in {(f.policy, f.node) for f in found if f.status is Status.FAIL}
     assert b"Ent-Pfx-9" not in lab.journal.read_bytes()
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["progress", "no-progress"])
+def test_no_progress_drops_the_eta_lines_and_keeps_each_step(served: Any, quiet: bool) -> None:
+    spec, _ = CASES["repair-master-binding"]
+    lab = served(spec)
+    applied = lab.fix("--apply", "--yes", *(["--no-progress"] if quiet else []))
+    assert applied.exit_code == 0, applied.output
+    progress_lines = [line for line in applied.output.splitlines() if line.strip().startswith("progress ")]
+    assert ("ETA" in "".join(progress_lines)) is not quiet
+    assert bool(progress_lines) is not quiet
+    assert "set_binding" in applied.output  # the step itself is reported either way
