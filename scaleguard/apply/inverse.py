@@ -143,6 +143,23 @@ def _write_config(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     )
 
 
+def _set_setting(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    """A runbook's edit on the node: the node found the file itself, so its path is in the answer."""
+    if not result.get("changed") or not request.get("backup_name") or not result.get("path"):
+        return Inverse(note="the file was not changed")
+    return Inverse(
+        [
+            {
+                "op": "restore_file",
+                "path": result["path"],
+                "backup_name": request["backup_name"],
+                "backup_sha256": result.get("backup_sha256") or result.get("before_sha256"),
+                "expected_sha256": result.get("after_sha256"),
+            }
+        ]
+    )
+
+
 def _grant(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     if result.get("already"):
         return Inverse(note="the account could already read the key")
@@ -214,6 +231,7 @@ _INVERSES = {
     "set_binding": _set_binding,
     "delete_binding": _delete_binding,
     "write_config": _write_config,
+    "set_config_setting": _set_setting,
     "grant_key_read": _grant,
     "revoke_key_read": _revoke,
     "set_service_start_mode": _start_mode,

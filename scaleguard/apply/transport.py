@@ -28,6 +28,7 @@ CLOSE_PARALLEL = 50
 AGENT_OPS = (
     *dict.fromkeys(AGENT_OP.values()),
     "read_file",
+    "set_config_setting",
     "restore_file",
     "restore_certificate",
     "delete_binding",

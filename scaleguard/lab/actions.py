@@ -259,6 +259,105 @@ def write_config(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+ENDPOINT = re.compile(r"https://[A-Za-z0-9.-]{1,253}:[0-9]{1,5}/?")
+ROLE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "master": ("SSLCertThumbprint",),
+    "worker": ("MasterHttpsCertThumbprint", "WorkerHttpsCertThumbprint", "MasterEndpoint"),
+}
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+def _strict_text(data: bytes) -> str:
+    """``Read-ConfigText``: UTF-8 or UTF-16 by its byte order mark, else strict UTF-8 (no guessing)."""
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            body, name = data[len(bom) :], codec
+            break
+    else:
+        body, name = data, "utf-8"
+    try:
+        return body.decode(name)
+    except UnicodeDecodeError as exc:
+        raise ActionError("the settings file is not UTF-8 or UTF-16 text; not changed") from exc
+
+
+def setting_value(text: str, setting: str) -> str:
+    """``Get-SettingSpan``: ``<Setting>value</Setting>`` exactly once, its value plain text."""
+    opening, closing = f"<{setting}>", f"</{setting}>"
+    start = text.find(opening)
+    if start < 0:
+        raise ActionError(f"the settings file has no {opening} element; not changed")
+    begin = start + len(opening)
+    end = text.find(closing, begin)
+    if end < 0:
+        raise ActionError(f"the settings file has no {closing} after {opening}; not changed")
+    if text.find(opening, begin) >= 0 or text.find(closing, end + len(closing)) >= 0:
+        raise ActionError(f"the settings file has {opening} more than once; not changed")
+    value = text[begin:end]
+    if "<" in value or "&" in value:
+        raise ActionError(f"the value of {opening} is not plain text; not changed")
+    return value
+
+
+def config_setting(node: LabNode, role: Role, setting: str) -> tuple[str, bytes, str]:
+    """(path, bytes, value) of ``setting`` in the node's one settings file of ``role`` (``Get-ConfigSetting``)."""
+    data = node.config(role)
+    if data is None:
+        leaf = "MasterSettings.config" if role == "master" else "WorkerSettings.config"
+        raise ActionError(f"this node has 0 {leaf} files in its SQL Server DTS\\Binn folders; exactly one is edited")
+    return node.config_path(role), data, setting_value(_strict_text(data), setting)
+
+
+def setting_request(request: dict[str, Any]) -> tuple[Role, str]:
+    role = request.get("role")
+    if role not in ("master", "worker"):
+        raise ActionError("'role' is not acceptable")
+    setting = request.get("setting")
+    if not isinstance(setting, str) or setting not in ROLE_SETTINGS[role]:
+        raise ActionError(f"'setting' is not a setting scaleguard edits in the {role} settings file")
+    return ("master" if role == "master" else "worker"), setting
+
+
+@lab_action("set_config_setting")
+def set_config_setting(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+    """The runbook's settings edit on the node itself: the value's characters and nothing else change
+    (the project's :func:`edit_setting` makes the bytes; they must equal the plain span replacement the
+    agent does, or the edit is refused)."""
+    from scaleguard.remediators.configedit import ConfigEditError, edit_setting
+
+    role, setting = setting_request(request)
+    value = _text(request, "value")
+    if not (ENDPOINT if setting == "MasterEndpoint" else THUMBPRINT).fullmatch(value):
+        raise ActionError("'value' is not acceptable")
+    path, current, old = config_setting(node, role, setting)
+    backup_path = _backup_path(request)
+    before = _sha256(current)
+    result: dict[str, Any] = {
+        "path": path, "setting": setting, "old_value": old, "before_sha256": before, "after_sha256": before,
+        "changed": False, "backup_path": None, "backup_sha256": None,
+    }
+    if old == value:
+        return result
+    try:
+        edited = edit_setting(current, setting, value)
+    except ConfigEditError as exc:
+        raise ActionError(f"{path}: {exc}; not changed") from exc
+    bom = next((b for b, _codec in _BOMS if current.startswith(b)), b"")
+    codec = next((c for b, c in _BOMS if current.startswith(b)), "utf-8")
+    text = _strict_text(current)
+    begin = text.index(f"<{setting}>") + len(setting) + 2
+    spliced = bom + (text[:begin] + value + text[begin + len(old) :]).encode(codec)
+    if edited.content != spliced:
+        raise ActionError(f"{path}: the edit would change more than the value of {setting}; not changed")
+    _trusted_backup_folder(node)
+    if read_bytes(node, backup_path) is not None:
+        raise ActionError(f"the backup {backup_path} already exists; not overwritten")
+    node.files[backup_path] = current
+    _write_bytes(node, path, edited.content)
+    return {**result, "after_sha256": _sha256(edited.content), "changed": True, "backup_path": backup_path,
+            "backup_sha256": before}
+
+
 @lab_action("restore_file")
 def restore_file(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     path, backup_path = _config_path(node, request), _backup_path(request)

@@ -19,6 +19,7 @@ HANDLERS: dict[str, ActionHandler] = {
     "collect": agent_collect.collect,
     "read_file": actions.read_file,
     "write_config": actions.write_config,
+    "set_config_setting": actions.set_config_setting,
     "restore_file": actions.restore_file,
     "create_certificate": actions.create_certificate,
     "import_certificate": actions.import_certificate,

@@ -417,3 +417,63 @@ def test_the_lease_is_held_by_one_run_at_a_time() -> None:
         run(target, op="lease_break", holder=first["run_id"])
     assert run(target, op="lease_release", run_id=first["run_id"])["released"] is True
     assert run(target, op="lease_acquire", **second)["acquired"] is True
+
+
+# --- set_config_setting: a runbook's settings edit, made on the node ---------------------------------------------
+
+THUMB = "84A8A22B1690E523610203BC5DAB744BE12C1137"
+
+
+def setting_request(**changes: Any) -> dict[str, Any]:
+    return {"op": "set_config_setting", "role": "master", "setting": "SSLCertThumbprint", "value": THUMB,
+            "backup_name": "20260101T000000-ab12\\s001-MasterSettings.config", **changes}
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_set_config_setting_changes_only_the_value_and_keeps_the_encoding(encoding: str, newline: str) -> None:
+    target = node()
+    text = settings_xml("MasterSettings", {"PortNumber": 8391, "SSLCertThumbprint": "old"}).replace("\n", newline)
+    target.master_config = text.encode(encoding)
+    result = dispatch(target, setting_request())
+    assert target.master_config == text.replace(">old<", f">{THUMB}<").encode(encoding)
+    assert result["changed"] and result["old_value"] == "old" and result["path"] == target.config_path("master")
+    assert target.files[result["backup_path"]] == text.encode(encoding)
+    assert result["backup_sha256"] == hashlib.sha256(text.encode(encoding)).hexdigest()
+    again = dispatch(target, setting_request(backup_name="20260101T000000-ab12\\s002-MasterSettings.config"))
+    assert again["changed"] is False and again["backup_path"] is None  # already the value: nothing written
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"<MasterSettings><PortNumber>8391</PortNumber></MasterSettings>", "no <SSLCertThumbprint> element"),
+        (b"<M><SSLCertThumbprint>a</SSLCertThumbprint><SSLCertThumbprint>b</SSLCertThumbprint></M>", "more than once"),
+        (b"<M><!-- <SSLCertThumbprint>x</SSLCertThumbprint> --><SSLCertThumbprint>b</SSLCertThumbprint></M>",
+         "more than once"),
+        (b"<M><SSLCertThumbprint><![CDATA[a]]></SSLCertThumbprint></M>", "not plain text"),
+        (b'{"SSLCertThumbprint": "old"}', "no <SSLCertThumbprint> element"),
+        (b"<M><SSLCertThumbprint>\xe9</SSLCertThumbprint></M>", "not UTF-8 or UTF-16"),
+    ],
+    ids=["missing", "twice", "in-a-comment-too", "cdata", "json", "not-utf8"],
+)
+def test_set_config_setting_refuses_what_it_cannot_edit_plainly(content: bytes, reason: str) -> None:
+    target = node()
+    target.master_config = content
+    with pytest.raises(ActionError, match=re.escape(reason)):
+        dispatch(target, setting_request())
+    assert target.master_config == content and not target.files
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"role": "worker"}, {"setting": "PortNumber"}, {"value": "https://x:1; rm"}, {"value": THUMB.lower()},
+     {"role": "admin"}],
+    ids=["no-worker-file", "not-a-thumbprint-setting", "not-a-thumbprint", "lower-case", "unknown-role"],
+)
+def test_set_config_setting_refuses_a_request_outside_its_three_settings(changes: dict[str, Any]) -> None:
+    target = node()
+    before = target.master_config
+    with pytest.raises(ActionError):
+        dispatch(target, setting_request(**changes))
+    assert target.master_config == before

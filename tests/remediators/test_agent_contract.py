@@ -403,3 +403,15 @@ def test_secret_refs_reach_the_payload_secret_not_the_json(tmp_path: Path) -> No
     assert b"Pfx-Secret-1" not in stdin and payload_secret(stdin) == "Pfx-Secret-1"
     assert "password" not in split_payload(stdin)[1]
     assert logged["password"] == {"secret": "SG_CONTRACT_PFX"}
+
+
+def test_set_config_setting_finds_the_file_itself_and_edits_with_indexof() -> None:
+    script = actions_script()
+    span = code(body(script, "Get-SettingSpan"))
+    assert span.count(".IndexOf(") >= 4 and "-match" not in span and "-replace" not in span and "Regex" not in span
+    edit = code(body(script, "Invoke-SetConfigSetting"))
+    assert "Find-ConfigFile" in edit and "Get-Field $Request 'path'" not in edit
+    assert "Initialize-BackupFolder" in edit and "Write-BytesAtomically" in edit
+    assert "$ThumbprintPattern" in edit and "$EndpointPattern" in edit
+    assert "Get-BinnFolders" in code(body(script, "Find-ConfigFile"))
+    assert "UTF8Encoding -ArgumentList $false, $true" in code(body(script, "Read-ConfigText"))  # throws on bad bytes

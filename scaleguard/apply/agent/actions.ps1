@@ -17,6 +17,8 @@
 # password) never travels in the JSON: the bootstrap hands it over in $ScaleguardSecret, so no cmdlet or
 # function ever receives it as a parameter and Module Logging (event 4103) cannot record it.
 # Needs Windows Server 2016 or later (New-SelfSignedCertificate -KeyLength/-TextExtension).
+# Everything between the param line and the entry point below is also the body of a change-window runbook
+# (scaleguard fix --emit-runbook): the runbook carries these very lines, so keep them free of the request.
 param([string]$RequestJson)
 
 $ErrorActionPreference = 'Stop'
@@ -34,6 +36,11 @@ $ServicePattern = '^SSISScaleOut(Master|Worker)\d{2,3}$'
 $BackupNamePattern = '^[A-Za-z0-9._-]{1,80}\\[A-Za-z0-9._-]{1,120}$'
 $AccountPattern = '^[^\x00-\x1f"/\[\]:;|=,+*?<>@]{1,104}$'
 $SchannelNamePattern = '^(ClientAuthTrustMode|SendTrustedIssuerList)$'
+$EndpointPattern = '^https://[A-Za-z0-9.-]{1,253}:[0-9]{1,5}/?$'
+$RoleSettings = @{
+    'master' = @('SSLCertThumbprint')
+    'worker' = @('MasterHttpsCertThumbprint', 'WorkerHttpsCertThumbprint', 'MasterEndpoint')
+}
 $StoreNames = @('Root', 'My')
 $BindingRegistry = 'HKLM:\SYSTEM\CurrentControlSet\Services\HTTP\Parameters\SslBindingInfo'
 $SchannelRegistry = 'HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL'
@@ -252,6 +259,108 @@ function Invoke-RestoreFile($Request) {
     }
     Write-BytesAtomically $path $saved
     return [ordered]@{ path = $path; restored = $true; sha256 = (Get-Sha256 $saved) }
+}
+
+# --- one setting edited on the node (runbooks: scaleguard cannot read the file first) ------------------
+
+function Find-ConfigFile([string]$Role) {
+    # The one settings file of that role in this node's DTS\Binn folders (the folders Get-ConfigPath allows).
+    $leaf = 'WorkerSettings.config'
+    if ($Role -eq 'master') { $leaf = 'MasterSettings.config' }
+    $found = @()
+    foreach ($binn in Get-BinnFolders) {
+        $candidate = Join-Path $binn $leaf
+        if (Test-Path -LiteralPath $candidate -PathType Leaf) { $found += $candidate }
+    }
+    if ($found.Count -ne 1) { Stop-Action "this node has $($found.Count) $leaf files in its SQL Server DTS\Binn folders; exactly one is edited" }
+    return $found[0]
+}
+
+function Read-ConfigText([byte[]]$Bytes) {
+    # UTF-8 or UTF-16 as its byte order mark says, else UTF-8 that must decode without a single bad byte.
+    $bom = 0
+    if (($Bytes.Length -ge 3) -and ($Bytes[0] -eq 0xEF) -and ($Bytes[1] -eq 0xBB) -and ($Bytes[2] -eq 0xBF)) {
+        $encoding = New-Object System.Text.UTF8Encoding -ArgumentList $false, $true
+        $bom = 3
+    } elseif (($Bytes.Length -ge 2) -and ($Bytes[0] -eq 0xFF) -and ($Bytes[1] -eq 0xFE)) {
+        $encoding = New-Object System.Text.UnicodeEncoding -ArgumentList $false, $false, $true
+        $bom = 2
+    } elseif (($Bytes.Length -ge 2) -and ($Bytes[0] -eq 0xFE) -and ($Bytes[1] -eq 0xFF)) {
+        $encoding = New-Object System.Text.UnicodeEncoding -ArgumentList $true, $false, $true
+        $bom = 2
+    } else {
+        $encoding = New-Object System.Text.UTF8Encoding -ArgumentList $false, $true
+    }
+    try { $text = $encoding.GetString($Bytes, $bom, $Bytes.Length - $bom) }
+    catch { Stop-Action 'the settings file is not UTF-8 or UTF-16 text; not changed' }
+    return @{ encoding = $encoding; bom = $bom; text = $text }
+}
+
+function Get-SettingSpan([string]$Text, [string]$Setting) {
+    # <Setting>value</Setting> exactly once, its value plain text: found with IndexOf, never a pattern.
+    $open = '<' + $Setting + '>'
+    $close = '</' + $Setting + '>'
+    $ordinal = [StringComparison]::Ordinal
+    $start = $Text.IndexOf($open, $ordinal)
+    if ($start -lt 0) { Stop-Action "the settings file has no $open element; not changed" }
+    $from = $start + $open.Length
+    $end = $Text.IndexOf($close, $from, $ordinal)
+    if ($end -lt 0) { Stop-Action "the settings file has no $close after $open; not changed" }
+    if (($Text.IndexOf($open, $from, $ordinal) -ge 0) -or ($Text.IndexOf($close, $end + $close.Length, $ordinal) -ge 0)) {
+        Stop-Action "the settings file has $open more than once; not changed"
+    }
+    $value = $Text.Substring($from, $end - $from)
+    if (($value.IndexOf('<') -ge 0) -or ($value.IndexOf('&') -ge 0)) { Stop-Action "the value of $open is not plain text; not changed" }
+    return @{ start = $from; length = ($end - $from); value = $value }
+}
+
+function Get-SettingRequest($Request) {
+    $role = Get-Text $Request 'role' '^(master|worker)$'
+    $setting = [string](Get-Field $Request 'setting')
+    if ($RoleSettings[$role] -cnotcontains $setting) { Stop-Action "'setting' is not a setting scaleguard edits in the $role settings file" }
+    return @{ role = $role; setting = $setting }
+}
+
+function Get-ConfigSetting([string]$Role, [string]$Setting) {
+    # The value as the file holds it now (what a runbook compares with the plan's before and target).
+    $path = Find-ConfigFile $Role
+    $decoded = Read-ConfigText ([System.IO.File]::ReadAllBytes($path))
+    return (Get-SettingSpan $decoded.text $Setting).value
+}
+
+function Invoke-SetConfigSetting($Request) {
+    # The value's characters replaced and nothing else: same encoding, same byte order mark, same line ends.
+    $wanted = Get-SettingRequest $Request
+    $setting = $wanted.setting
+    if ($setting -eq 'MasterEndpoint') { $value = Get-Text $Request 'value' $EndpointPattern }
+    else { $value = Get-Text $Request 'value' $ThumbprintPattern }
+    $path = Find-ConfigFile $wanted.role
+    $backup = Get-BackupPath $Request
+    $current = [System.IO.File]::ReadAllBytes($path)
+    $decoded = Read-ConfigText $current
+    $span = Get-SettingSpan $decoded.text $setting
+    $before = Get-Sha256 $current
+    $result = [ordered]@{
+        path = $path; setting = $setting; old_value = $span.value; before_sha256 = $before; after_sha256 = $before
+        changed = $false; backup_path = $null; backup_sha256 = $null
+    }
+    if ($span.value -ceq $value) { return $result }
+    $text = $decoded.text.Substring(0, $span.start) + $value + $decoded.text.Substring($span.start + $span.length)
+    $body = $decoded.encoding.GetBytes($text)
+    $content = New-Object byte[] ($decoded.bom + $body.Length)
+    [Array]::Copy($current, 0, $content, 0, $decoded.bom)
+    [Array]::Copy($body, 0, $content, $decoded.bom, $body.Length)
+    Initialize-BackupFolder $backup
+    if (Test-Path -LiteralPath $backup) { Stop-Action "the backup $backup already exists; not overwritten" }
+    [System.IO.File]::WriteAllBytes($backup, $current)
+    if ((Get-Sha256 ([System.IO.File]::ReadAllBytes($backup))) -ne $before) { Stop-Action 'the backup could not be verified' }
+    $result.backup_path = $backup
+    $result.backup_sha256 = $before
+    $result.after_sha256 = Get-Sha256 $content
+    $result.changed = $true
+    try { Write-BytesAtomically $path $content }
+    catch { if ($script:Partial) { $script:PartialResult = $result }; throw }
+    return $result
 }
 
 # --- certificates ------------------------------------------------------------------------------------
@@ -937,7 +1046,7 @@ function Invoke-LeaseBreak($Request) {
 # --- dispatch ----------------------------------------------------------------------------------------------
 
 $BatchOps = @(
-    'read_file', 'write_config', 'restore_file', 'create_certificate', 'import_certificate', 'import_pfx',
+    'read_file', 'write_config', 'set_config_setting', 'restore_file', 'create_certificate', 'import_certificate', 'import_pfx',
     'copy_certificate', 'remove_certificate', 'restore_certificate', 'grant_key_read', 'revoke_key_read',
     'set_binding', 'delete_binding', 'set_service_start_mode', 'start_service', 'stop_service', 'restart_service',
     'set_schannel_value', 'delete_schannel_value'
@@ -950,6 +1059,7 @@ function Invoke-Action($Request) {
     switch ($op) {
         'read_file' { $result = Invoke-ReadFile $Request }
         'write_config' { $result = Invoke-WriteConfig $Request }
+        'set_config_setting' { $result = Invoke-SetConfigSetting $Request }
         'restore_file' { $result = Invoke-RestoreFile $Request }
         'create_certificate' { $result = Invoke-CreateCertificate $Request }
         'import_certificate' { $result = Invoke-ImportCertificate $Request }
@@ -1003,15 +1113,28 @@ function Invoke-Batch($Request) {
     return [ordered]@{ results = $results.ToArray() }
 }
 
+function Test-AgentOp($Request) {
+    $op = [string](Get-Field $Request 'op' -Optional)
+    return (($op -eq 'batch') -or ($op -in $BatchOps) -or ($op -in $LeaseOps))
+}
+
+function Invoke-AgentRequest($Request) {
+    # One request (an action, a batch or a lease op) to its answer; a failure throws (Stop-Action).
+    $op = [string](Get-Field $Request 'op' -Optional)
+    if ($op -eq 'batch') { return (Invoke-Batch $Request) }
+    if (($op -in $BatchOps) -or ($op -in $LeaseOps)) { return (Invoke-Action $Request) }
+    Stop-Action 'unsupported op'
+}
+
+# --- entry point (not part of a runbook) -------------------------------------------------------------------
+
 try {
     $request = $RequestJson | ConvertFrom-Json
-    $op = [string](Get-Field $request 'op' -Optional)
-    if ($op -eq 'batch') { $result = Invoke-Batch $request }
-    elseif (($op -in $BatchOps) -or ($op -in $LeaseOps)) { $result = Invoke-Action $request }
-    else {
+    if (-not (Test-AgentOp $request)) {
         [Console]::Error.WriteLine('scaleguard fix agent: unsupported op')
         exit 2
     }
+    $result = Invoke-AgentRequest $request
 } catch {
     [Console]::Error.WriteLine("scaleguard fix agent: $($_.Exception.Message)")
     if ($Partial) {
