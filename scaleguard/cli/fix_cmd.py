@@ -130,10 +130,27 @@ def fix(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress of --apply on stderr (units done, ETA).")
     ] = True,
+    emit_runbook: Annotated[
+        Path | None,
+        typer.Option(
+            "--emit-runbook",
+            help="Write the plan as PowerShell runbooks, one per node, into this new folder (change windows).",
+        ),
+    ] = None,
+    import_results: Annotated[
+        Path | None,
+        typer.Option(
+            "--import-results",
+            help="Record the results of a runbook folder's current wave and write the next (or audit again).",
+        ),
+    ] = None,
 ) -> None:
     """Plan the fixes for failing findings; with --apply, carry them out in a safe order.
 
     Example: scaleguard fix --inventory inventory.yaml --out fix/ (then add --apply to carry the plan out)
+
+    Change windows: scaleguard fix --plan fix/plan.json --emit-runbook runbooks/, run each node's script,
+    then scaleguard fix --import-results runbooks/ until no wave is left.
     """
     err = make_console(soft_wrap=True)
     out_console = make_console(width=max(160, Console(stderr=True).width))  # tables: stderr, like every summary
@@ -145,6 +162,21 @@ def fix(
         valid_for = _duration(plan_valid_for)
         if undo is not None:
             raise typer.Exit(_undo(undo, inventory, journal_path, yes, insecure, run, err))
+        if emit_runbook is not None or import_results is not None:
+            from scaleguard.cli.fix_runbook import RunbookInputs, emit_runbooks, import_runbook_results
+
+            if apply or (emit_runbook is not None and import_results is not None):
+                raise FixUsageError("--emit-runbook, --import-results and --apply exclude each other")
+            inputs = RunbookInputs(
+                inventory=inventory, findings=findings, snapshot=snapshot, plan_file=plan_file, out=out,
+                max_nodes=max_nodes, journal=journal_path, policy_dirs=tuple(policies or []),
+                concurrency=concurrency, insecure=insecure, valid_for=valid_for,
+                master_hash="sha1" if master_hash == "sha1" else "sha256",
+            )
+            if emit_runbook is not None:
+                raise typer.Exit(emit_runbooks(emit_runbook, inputs, err, out_console))
+            assert import_results is not None
+            raise typer.Exit(import_runbook_results(import_results, inputs, err, out_console))
         code = _fix(
             inventory=inventory,
             findings_path=findings,

@@ -414,7 +414,7 @@ def create_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
         )
     )
     certs = node.store(store)
-    cert = LabCert(der=issued.der)
+    cert = LabCert(der=issued.der, friendly_name=_text(request, "friendly_name"))
     cert.key = node.new_key(cert.thumbprint, "cng", list(ALWAYS_KEY_READERS))
     certs.append(cert)
     return _cert_document(cert, store)

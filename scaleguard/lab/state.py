@@ -95,6 +95,7 @@ class LabCert:
     der: bytes
     key: LabKey | None = None
     key_known: bool = True
+    friendly_name: str = ""
     thumbprint: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -275,6 +276,7 @@ class LabNode:
     # (monotonic time, service, "stop"|"start"): when each service stopped serving and served again
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
     lease: dict[str, Any] | None = None  # the cluster lease a fix run holds (masters only; see lab.actions)
+    runbook_marks: set[str] = field(default_factory=set)  # HKLM\SOFTWARE\scaleguard\Runbook value names
     files: dict[str, bytes] = field(default_factory=dict)  # other files on the node (backups, .cer files)
     journal: list[dict[str, Any]] = field(default_factory=list)  # what actions did, for tests and humans
     faults: LabFaults = field(default_factory=LabFaults)

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
-from scaleguard.collectors.agent import bootstrap_script, decode_encoded_command, payload_secret, split_payload
+from scaleguard.collectors.agent import (
+    PAYLOAD_SEPARATOR,
+    bootstrap_script,
+    decode_encoded_command,
+    payload_secret,
+    split_payload,
+)
 from scaleguard.lab.dispatch import dispatch_timed
 from scaleguard.lab.state import SECRET_KEY, ActionError, LabNode, PartialChangeError
 from scaleguard.lab.wsman import soap
@@ -27,6 +33,8 @@ from scaleguard.lab.wsman import soap
 MAX_SHELLS_PER_USER = 30  # winrs/MaxShellsPerUser default
 QUOTA_MAX_SHELLS = 0x803381A5
 NAIVE_MARKER = "# scaleguard-request:"
+RUNBOOK_MARK = b"#Requires -Version 5.1\n# scaleguard change-window runbook"
+"""How a runbook begins (its whole fixed text is checked before anything runs)."""
 MALFORMED_STDOUT = b'WARNING: agent output truncated\r\n{"schema": "scaleguard-agent/1", "identity": {'
 
 Answer = tuple[int, bytes]
@@ -195,6 +203,9 @@ class SimulatedHost:
             return b"", _clixml_error(_language_mode_message(self.node.faults.language_mode)), 4, 0.0
         try:
             if script.strip() == self._bootstrap.strip():
+                body = bytes(command.stdin).partition(PAYLOAD_SEPARATOR)[0]
+                if body.startswith(RUNBOOK_MARK):
+                    return self._run_runbook(body)
                 request = request_from_stdin(bytes(command.stdin))
             elif script.startswith(NAIVE_MARKER):
                 request = json.loads(script.splitlines()[0][len(NAIVE_MARKER) :])
@@ -216,6 +227,22 @@ class SimulatedHost:
             return b"", _clixml_error(traceback.format_exc(limit=5)), 1, 0.0
         stdout = json.dumps(result, ensure_ascii=True, separators=(",", ":")).encode("ascii")
         return stdout, b"", 0, waited_until
+
+    def _run_runbook(self, body: bytes) -> tuple[bytes, bytes, int, float]:
+        """A change-window runbook handed to the bootstrap: run only if it is one scaleguard wrote for the
+        shipped agent (:mod:`scaleguard.lab.runbook` does what its driver does), else refused."""
+        from scaleguard.apply.runbook_script import NotARunbook, parse_runbook
+        from scaleguard.lab.runbook import RunbookRefused, run_runbook
+
+        try:
+            data = parse_runbook(body.decode("ascii"))
+        except (NotARunbook, UnicodeDecodeError) as exc:
+            return b"", _clixml_error(f"{exc}; the scaleguard lab runs no other PowerShell"), 1, 0.0
+        try:
+            document, code = run_runbook(self.node, data)
+        except RunbookRefused as exc:
+            return b"", _clixml_error(f"scaleguard runbook: {exc}"), 2, 0.0
+        return json.dumps(document, ensure_ascii=True, separators=(",", ":")).encode("ascii"), b"", code, 0.0
 
     # --- helpers --------------------------------------------------------------------------------------
 

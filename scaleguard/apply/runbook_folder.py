@@ -1,0 +1,355 @@
+"""A runbook folder: the plan, one folder per wave with a script per node, and ``runbook.json``.
+
+``fix --emit-runbook DIR`` writes wave 1 (:func:`emit`); after the scripts ran, their results go next to
+them as ``<NODE>.result.json`` and ``fix --import-results DIR`` (:func:`import_results`) checks every one
+of them — they come back from machines and people, so they are hostile until proven otherwise — records
+every step in the fix journal as ``--apply`` would, and writes the next wave with the values the results
+returned, until no step is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+
+from scaleguard.apply.journal import EntryStatus, Journal
+from scaleguard.apply.runbook_script import (
+    NodeName,
+    RunbookData,
+    RunbookResult,
+    RunId,
+    Sha256,
+    StepId,
+    runbook_script,
+)
+from scaleguard.apply.runbook_waves import Known, RunbookRefused, next_wave, refusals, runbook_step, stop_failed
+from scaleguard.remediators.actions import CertificateTrouble, CreateCertificate, checked_der
+from scaleguard.remediators.model import Plan
+
+MANIFEST = "runbook.json"
+PLAN_COPY = "plan.json"
+MAX_RESULT_BYTES = 4 * 1024 * 1024
+README = """scaleguard change-window runbooks for plan {sha}
+
+Wave {wave:02d} is in {folder}/: one PowerShell script per node ({count} here). For each node:
+
+1. Copy <NODE>.ps1 to that node and run it there, elevated (Windows PowerShell 5.1):
+     powershell.exe -NoProfile -ExecutionPolicy Bypass -File <NODE>.ps1 > <NODE>.result.json
+   or let SCCM or Ansible run it (README, "Change windows: runbooks": win_copy + win_command, the
+   standard output registered and written back to this folder).
+   The script refuses to run on any other computer. It looks at each step first: a step already done is
+   skipped, one whose "before" no longer holds stops the node's remaining steps (stale). It prints one
+   JSON document and exits 0 (all done), 1 (a step failed or was stale) or 2 (it could not start).
+   Running it again changes nothing that is already in place (no second certificate is made).
+2. Put every result back into {folder}/ as <NODE>.result.json.
+3. Run: scaleguard fix --import-results {root}
+   It checks each result, records it in the fix journal and writes the next wave, or, when nothing is
+   left, says so (with --inventory it audits the cluster again).
+
+Scripts of this wave (SHA-256):
+{scripts}
+"""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ScriptEntry(_Model):
+    cluster: NodeName
+    node: NodeName
+    file: Annotated[str, StringConstraints(pattern=r"^wave-[0-9]{2,3}/[A-Za-z0-9._-]{1,64}\.ps1$")]
+    sha256: Sha256
+    steps: list[StepId]
+
+
+class WaveEntry(_Model):
+    wave: int
+    scripts: list[ScriptEntry]
+    imported: bool = False
+
+
+class StepState(_Model):
+    status: Literal["pending", "done", "applied", "stale", "failed", "skipped"]
+    reason: str = ""
+    result: dict[str, Any] | None = None
+    wave: int = 0
+
+
+class Manifest(_Model):
+    """``runbook.json``: what was emitted and what came back, so each import knows where it stands."""
+
+    format: Literal["scaleguard-runbook-folder/1"] = "scaleguard-runbook-folder/1"
+    plan_sha256: Sha256
+    plan_file: Literal["plan.json"] = "plan.json"
+    run_id: RunId
+    emitted_at: str
+    finished: bool = False
+    waves: list[WaveEntry]
+    steps: dict[StepId, StepState]
+
+    def known(self) -> dict[str, Known]:
+        return {k: Known(v.status, v.reason, v.result, v.wave) for k, v in self.steps.items()}
+
+    def remember(self, known: dict[str, Known]) -> None:
+        self.steps = {
+            k: StepState(status=v.status, reason=v.reason, result=v.result, wave=v.wave) for k, v in known.items()
+        }
+
+    def write(self, folder: Path) -> None:
+        text = json.dumps(self.model_dump(mode="json"), indent=1)
+        temporary = folder / f"{MANIFEST}.new"
+        temporary.write_text(text, encoding="utf-8")
+        temporary.replace(folder / MANIFEST)
+
+
+class RunbookError(ValueError):
+    """The folder or a result in it is refused; ``reasons`` holds one line each (nothing was recorded)."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("\n".join(reasons))
+        self.reasons = reasons
+
+
+def emit(folder: Path, plan_bytes: bytes, plan: Plan, plan_sha256: str, run_id: str) -> WaveEntry:
+    """Write wave 1 of ``plan`` (validated by the caller exactly as ``--apply`` validates it) into ``folder``."""
+    reasons = refusals(plan)
+    if reasons:
+        raise RunbookRefused(reasons)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise RunbookError([f"{folder} exists and is not an empty folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PLAN_COPY).write_bytes(plan_bytes)
+    manifest = Manifest(
+        plan_sha256=plan_sha256, run_id=run_id, emitted_at=datetime.now(UTC).isoformat(), waves=[],
+        steps={s.id: StepState(status="pending") for s in plan.steps},
+    )
+    known = manifest.known()
+    wave = _write_wave(folder, plan, manifest, known, 1)
+    manifest.remember(known)
+    manifest.write(folder)
+    return wave
+
+
+def _write_wave(folder: Path, plan: Plan, manifest: Manifest, known: dict[str, Known], number: int) -> WaveEntry:
+    chosen = next_wave(plan, known)
+    if not chosen:
+        raise RunbookError(["no step can run: every remaining step waits for one that did not succeed"])
+    directory = folder / f"wave-{number:02d}"
+    directory.mkdir(exist_ok=True)
+    scripts = []
+    for (cluster, node), steps in chosen.items():
+        data = RunbookData(
+            plan_sha256=manifest.plan_sha256, run_id=manifest.run_id, cluster=cluster, node=node, wave=number,
+            steps=[
+                runbook_step(
+                    plan, s, plan_sha256=manifest.plan_sha256, run_id=manifest.run_id, known=known, script=steps
+                )
+                for s in steps
+            ],
+        )
+        text = runbook_script(data).encode("ascii")
+        (directory / f"{node}.ps1").write_bytes(text)
+        scripts.append(
+            ScriptEntry(
+                cluster=cluster, node=node, file=f"{directory.name}/{node}.ps1",
+                sha256=hashlib.sha256(text).hexdigest(), steps=[s.id for s in steps],
+            )
+        )
+    wave = WaveEntry(wave=number, scripts=scripts)
+    manifest.waves.append(wave)
+    listing = "\n".join(f"  {s.file}  {s.sha256}  steps {', '.join(s.steps)}" for s in scripts)
+    (folder / "README.txt").write_text(
+        README.format(
+            sha=manifest.plan_sha256, wave=number, folder=directory.name, count=len(scripts), root=folder,
+            scripts=listing,
+        ),
+        encoding="utf-8",
+    )
+    return wave
+
+
+def read_manifest(folder: Path) -> tuple[Manifest, bytes]:
+    """The folder's manifest and the plan bytes it names (their SHA-256 must be the manifest's)."""
+    try:
+        manifest = Manifest.model_validate_json((folder / MANIFEST).read_bytes())
+        plan_bytes = (folder / PLAN_COPY).read_bytes()
+    except OSError as exc:
+        raise RunbookError([f"{folder} is not a runbook folder: {exc}"]) from exc
+    except ValidationError as exc:
+        raise RunbookError([f"{folder / MANIFEST} is not valid: {exc.errors()[0]['msg']}"]) from exc
+    if hashlib.sha256(plan_bytes).hexdigest() != manifest.plan_sha256:
+        raise RunbookError([f"{folder / PLAN_COPY} is not the plan {manifest.plan_sha256} the runbooks were made from"])
+    return manifest, plan_bytes
+
+
+def decode_result(data: bytes) -> Any:
+    """A result file as PowerShell may have written it: UTF-8 (BOM or not) or UTF-16 with its BOM
+    (``>`` in Windows PowerShell 5.1 writes UTF-16LE)."""
+    if len(data) > MAX_RESULT_BYTES:
+        raise ValueError(f"larger than {MAX_RESULT_BYTES} bytes")
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    return json.loads(data.decode("utf-16") if utf16 else data.decode("utf-8-sig"))
+
+
+@dataclass
+class ImportReport:
+    wave: int
+    recorded: dict[str, str] = field(default_factory=dict)
+    """step id → status, in the order recorded."""
+    skipped: list[str] = field(default_factory=list)
+    next_wave: WaveEntry | None = None
+    finished: bool = False
+
+
+def check_results(folder: Path, plan: Plan, manifest: Manifest) -> tuple[WaveEntry, list[RunbookResult]]:
+    """Every result of the current wave, each checked against its script (or RunbookError, all reasons)."""
+    wave = next((w for w in manifest.waves if not w.imported), None)
+    if wave is None:
+        raise RunbookError(["every wave's results are already imported; nothing to do"])
+    reasons: list[str] = []
+    results: list[RunbookResult] = []
+    for script in wave.scripts:
+        path = folder / script.file.replace(".ps1", ".result.json")
+        try:
+            raw = decode_result(path.read_bytes())
+            result = RunbookResult.model_validate(raw)
+        except OSError:
+            reasons.append(f"{path}: missing (run {script.file} on {script.node} and put its output there)")
+            continue
+        except (ValueError, ValidationError) as exc:
+            reasons.append(f"{path}: not a runbook result ({str(exc).splitlines()[0][:200]})")
+            continue
+        reasons += [f"{path}: {problem}" for problem in _problems(plan, manifest, wave, script, result)]
+        results.append(result)
+    if reasons:
+        raise RunbookError(reasons)
+    return wave, results
+
+
+def _problems(plan: Plan, manifest: Manifest, wave: WaveEntry, script: ScriptEntry, result: RunbookResult) -> list[str]:
+    if result.plan_sha256 != manifest.plan_sha256:
+        return [f"it is for plan {result.plan_sha256}, not {manifest.plan_sha256}"]
+    if result.run_id != manifest.run_id or result.wave != wave.wave:
+        return [f"it is from run {result.run_id} wave {result.wave}, not run {manifest.run_id} wave {wave.wave}"]
+    if (result.cluster, result.node) != (script.cluster, script.node):
+        return [f"it is the result of {result.cluster}/{result.node}, not {script.cluster}/{script.node}"]
+    ids = [s.id for s in result.steps]
+    if ids != script.steps:
+        unknown = [i for i in ids if i not in script.steps]
+        if unknown:
+            return [f"step(s) {', '.join(unknown)} are not steps of {script.file}"]
+        return [f"it reports steps {', '.join(ids)}; {script.file} holds {', '.join(script.steps)}"]
+    problems = []
+    stopped = False
+    for outcome in result.steps:
+        if stopped and outcome.status != "skipped":
+            problems.append(f"step {outcome.id} is {outcome.status} after the node stopped")
+        if outcome.status in ("stale", "failed"):
+            stopped = True
+        if outcome.status == "skipped" and not stopped:
+            problems.append(f"step {outcome.id} is skipped though nothing before it stopped the node")
+        params = plan.step(outcome.id).params
+        if isinstance(params, CreateCertificate) and outcome.status in ("done", "applied"):
+            problems += [f"step {outcome.id}: {p}" for p in _created_problems(outcome.result, params.store)]
+    return problems
+
+
+def _created_problems(result: dict[str, Any] | None, store: str) -> list[str]:
+    """A created certificate's thumbprint and DER must agree, and a CA never goes into Root."""
+    if result is None:
+        return ["the created certificate is missing from the result"]
+    thumbprint, der_b64 = result.get("thumbprint"), result.get("der_b64")
+    if not isinstance(thumbprint, str) or not isinstance(der_b64, str) or len(der_b64) > 65536:
+        return ["the result does not carry the created certificate's thumbprint and DER"]
+    if result.get("store") != store:
+        return [f"the certificate was reported in {result.get('store')!r}, the step makes it in {store}"]
+    if len(thumbprint) != 40 or any(ch not in "0123456789ABCDEF" for ch in thumbprint):
+        return [f"{thumbprint[:60]!r} is not a thumbprint"]
+    try:
+        checked_der(der_b64, thumbprint, store)
+    except CertificateTrouble as exc:
+        return [str(exc)]
+    return []
+
+
+def record(
+    journal: Journal, plan: Plan, plan_json: str, manifest: Manifest, folder: Path, results: list[RunbookResult],
+    wave: WaveEntry,
+) -> ImportReport:
+    """Journal every step of every (checked) result, as ``--apply`` journals its steps."""
+    from scaleguard.apply.runbook_script import parse_runbook
+
+    run_id = manifest.run_id
+    if journal.run(run_id) is None:
+        journal.start_run(
+            kind="apply", source=f"runbooks in {folder}", plan_json=plan_json, run_id=run_id,
+            plan_sha256=manifest.plan_sha256,
+        )
+    known = manifest.known()
+    report = ImportReport(wave=wave.wave)
+    for result in results:
+        script = next(s for s in wave.scripts if s.node == result.node and s.cluster == result.cluster)
+        data = parse_runbook((folder / script.file).read_text(encoding="ascii"))
+        requests = {s.id: dict(s.request) for s in data.steps}
+        for outcome in result.steps:
+            step = plan.step(outcome.id)
+            request = requests[outcome.id]
+            if outcome.status in ("applied", "failed"):
+                seq = journal.begin(
+                    run_id, phase="apply", cluster=step.cluster, node=step.node, request=request, step_id=step.id,
+                    unit=step.unit,
+                )
+                if outcome.status == "applied":
+                    journal.end(run_id, seq, "done", result=outcome.result)
+                else:
+                    status: EntryStatus = "unknown" if outcome.partial else "failed"
+                    journal.end(run_id, seq, status, result=outcome.result, error=outcome.error or "failed")
+            else:
+                reason = outcome.reason or ""
+                text = {"done": f"already done: {reason}", "stale": f"stale: {reason}"}.get(outcome.status, reason)
+                journal.skip(
+                    run_id, phase="apply", cluster=step.cluster, node=step.node, request={"op": step.action},
+                    step_id=step.id, unit=step.unit, reason=text,
+                )
+            known[outcome.id] = Known(outcome.status, outcome.reason or outcome.error or "", outcome.result, wave.wave)
+            report.recorded[outcome.id] = outcome.status
+    for step_id in stop_failed(plan, known):
+        step = plan.step(step_id)
+        journal.skip(
+            run_id, phase="apply", cluster=step.cluster, node=step.node, request={"op": step.action},
+            step_id=step.id, unit=step.unit, reason=known[step_id].reason,
+        )
+        report.skipped.append(step_id)
+    wave.imported = True
+    manifest.remember(known)
+    if all(k.status != "pending" for k in known.values()):
+        manifest.finished = True
+        report.finished = True
+        statuses = {k.status for k in known.values()}
+        ok = {"done", "applied"}
+        journal.finish_run(run_id, "done" if statuses <= ok else "partial" if statuses & ok else "failed")
+    return report
+
+
+def write_next(folder: Path, plan: Plan, manifest: Manifest, report: ImportReport) -> None:
+    if not report.finished:
+        known = manifest.known()
+        report.next_wave = _write_wave(folder, plan, manifest, known, report.wave + 1)
+    manifest.write(folder)
+
+
+def plan_of(plan_bytes: bytes, manifest: Manifest) -> Plan:
+    """The folder's plan, validated as when it was emitted (its expiry is the caller's check)."""
+    from scaleguard.remediators.validate import PlanInvalid, load_plan
+
+    try:
+        return load_plan(plan_bytes, now=datetime.fromisoformat(manifest.emitted_at)).plan
+    except PlanInvalid as exc:
+        raise RunbookError(exc.errors) from exc

@@ -1,0 +1,252 @@
+"""Runbooks as files: every script of every wave of the demo plan parses as PowerShell, the data line is
+the only node-specific text and holds no code, the lab refuses any other script, and a result that does
+not check out is refused before anything is journaled.
+
+The waves here run on a lab state in this process (:func:`run_runbook`, what the lab's WinRM host calls
+for a runbook); ``test_runbook_e2e.py`` runs them over WinRM.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from scaleguard.apply.runbook_script import (
+    DATA_PREFIX,
+    NotARunbook,
+    RunbookData,
+    parse_runbook,
+    runbook_parts,
+    runbook_script,
+)
+from scaleguard.cli.main import app
+from scaleguard.lab.certs import CertSpec, make_certificate
+from scaleguard.lab.from_evidence import load_state
+from scaleguard.lab.runbook import RunbookRefused, run_runbook
+from scaleguard.lab.scenario import demo_scenario
+from scaleguard.lab.state import LabState
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from powershell_grammar import grammar_problems  # noqa: E402
+
+HOSTILE = "'; Remove-Item -Recurse -Force C:\\ ; $(Stop-Computer) #"
+DATA_LINE = re.compile(r"^\$RunbookData = '[A-Za-z0-9+/]+={0,2}'$", re.M)
+
+
+def cli(*args: str | Path) -> Any:
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> tuple[Path, LabState]:
+    """The demo cluster's evidence, its plan (made offline) and a lab state of the same nodes."""
+    evidence = demo_scenario(defects=True).write(tmp_path / "CONTOSO-SSIS")
+    assert cli("audit", "--evidence", evidence, "--out", tmp_path / "audit", "--no-progress").exit_code == 1
+    assert cli("fix", "--findings", tmp_path / "audit" / "findings.json", "--out", tmp_path / "plan").exit_code == 0
+    return tmp_path / "plan" / "plan.json", load_state(evidence)
+
+
+def run_wave(state: LabState, folder: Path, wave: int) -> None:
+    for script in sorted((folder / f"wave-{wave:02d}").glob("*.ps1")):
+        data = parse_runbook(script.read_text(encoding="ascii"))
+        node = state.node(data.node, data.cluster)
+        assert node is not None
+        document, _code = run_runbook(node, data)
+        script.with_suffix(".result.json").write_text(json.dumps(document), encoding="ascii")
+
+
+def emit(plan: Path, folder: Path) -> None:
+    emitted = cli("fix", "--plan", plan, "--emit-runbook", folder)
+    assert emitted.exit_code == 0, emitted.output
+
+
+def every_wave(plan: Path, state: LabState, folder: Path, journal: Path) -> list[Path]:
+    emit(plan, folder)
+    wave = 1
+    while True:
+        run_wave(state, folder, wave)
+        imported = cli("fix", "--import-results", folder, "--journal", journal)
+        assert imported.exit_code == 0, imported.output
+        if "no wave is left" in imported.output:
+            return sorted(folder.glob("wave-*/*.ps1"))
+        wave += 1
+
+
+def test_every_runbook_of_the_demo_plan_passes_the_grammar_check(demo: Any, tmp_path: Path) -> None:
+    plan, state = demo
+    scripts = every_wave(plan, state, tmp_path / "rb", tmp_path / "j.sqlite")
+    assert {p.parent.name for p in scripts} == {"wave-01", "wave-02", "wave-03"}
+    assert len(scripts) == 4  # WORKER02 and WORKER03, then MASTER01, then WORKER03 again
+    for script in scripts:
+        text = script.read_text(encoding="ascii")
+        assert grammar_problems(text) == [], script
+        assert parse_runbook(text).node == script.stem
+
+
+def test_the_data_line_is_the_only_node_specific_text(demo: Any, tmp_path: Path) -> None:
+    plan, _state = demo
+    emit(plan, tmp_path / "rb")
+    head, tail = runbook_parts()
+    texts = [p.read_text(encoding="ascii") for p in sorted((tmp_path / "rb" / "wave-01").glob("*.ps1"))]
+    assert len(texts) == 2
+    for text in texts:
+        assert text.startswith(head) and text.endswith(tail)
+        assert len(DATA_LINE.findall(text)) == 1
+        middle = text[len(head) : len(text) - len(tail)]
+        assert DATA_LINE.fullmatch(middle.strip())
+    assert texts[0] != texts[1]
+
+
+def test_the_runbook_carries_the_agent_byte_for_byte() -> None:
+    agent = (Path(__file__).resolve().parents[2] / "scaleguard" / "apply" / "agent" / "actions.ps1").read_text()
+    _head, tail = runbook_parts()
+    body = agent.split("param([string]$RequestJson)\n", 1)[1].split("# --- entry point", 1)[0]
+    assert tail.startswith(body) and "function Invoke-AgentRequest" in body
+    assert "$RequestJson" not in tail  # the entry point that reads a request is left out
+
+
+def test_a_hostile_plan_value_ends_up_only_inside_the_base64_data(demo: Any, tmp_path: Path) -> None:
+    plan, _state = demo
+    raw = json.loads(plan.read_text(encoding="utf-8"))
+    step = next(s for s in raw["steps"] if s["id"] == "s011")  # WORKER02's re-pin: its "before" is free node text
+    step["expect"]["value"] = HOSTILE
+    hostile = tmp_path / "hostile-plan.json"
+    hostile.write_text(json.dumps(raw), encoding="utf-8")
+    emit(hostile, tmp_path / "rb")
+    text = (tmp_path / "rb" / "wave-01" / "WORKER02.ps1").read_text(encoding="ascii")
+    for needle in ("Remove-Item -Recurse -Force C:", "Stop-Computer", HOSTILE):
+        assert needle not in text
+    data = parse_runbook(text)
+    assert any(getattr(s.check, "expected", None) == HOSTILE for s in data.steps)
+    encoded = text.split(DATA_PREFIX, 1)[1].split("'", 1)[0]
+    assert json.dumps(HOSTILE)[1:-1] in base64.b64decode(encoded).decode("ascii")
+
+
+def test_the_lab_runs_only_runbooks_scaleguard_wrote(demo: Any, tmp_path: Path) -> None:
+    plan, state = demo
+    emit(plan, tmp_path / "rb")
+    text = (tmp_path / "rb" / "wave-01" / "WORKER02.ps1").read_text(encoding="ascii")
+    tampered = text.replace("function Test-ThisNode", "function Test-ThisNod3", 1)
+    with pytest.raises(NotARunbook):
+        parse_runbook(tampered)
+    head, tail = runbook_parts()
+    with pytest.raises(NotARunbook, match="not base64"):
+        parse_runbook(f"{head}{DATA_PREFIX}'; Remove-Item C:\\ #'\n{tail}")
+    with pytest.raises(NotARunbook, match="not valid"):
+        parse_runbook(f"{head}{DATA_PREFIX}{base64.b64encode(b'{}').decode()}'\n{tail}")
+    data = parse_runbook(text)
+    other = state.node("WORKER03")
+    assert other is not None
+    with pytest.raises(RunbookRefused, match="this runbook is for WORKER02"):
+        run_runbook(other, data)
+    assert runbook_script(RunbookData.model_validate(json.loads(data.to_json()))) == text
+
+
+# --- hostile result files --------------------------------------------------------------------------------
+
+
+def _ca_result(result: dict[str, Any]) -> None:
+    ca = make_certificate(CertSpec(("Evil Root CA",), ca=True, key_seed=7))
+    result["store"] = "Root"
+    result["thumbprint"] = __import__("hashlib").sha1(ca.der).hexdigest().upper()
+    result["der_b64"] = base64.b64encode(ca.der).decode()
+
+
+HOSTILE_RESULTS: dict[str, tuple[Any, str]] = {
+    "wrong-plan": (lambda d: d.update(plan_sha256="0" * 64), "is for plan 0000"),
+    "unknown-step": (lambda d: d["steps"][0].update(id="s999"), "s999 are not steps of"),
+    "der-not-the-thumbprint": (
+        lambda d: d["steps"][0]["result"].update(thumbprint="A" * 40),
+        "not the thumbprint AAAA",
+    ),
+    "ca-into-root": (lambda d: _ca_result(d["steps"][0]["result"]), "reported in 'Root'"),
+    "extra-field": (lambda d: d.update(note="hello"), "not a runbook result"),
+    "skipped-without-a-stop": (lambda d: d["steps"][1].update(status="skipped"), "nothing before it stopped"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_RESULTS))
+def test_a_hostile_result_is_refused_and_nothing_is_journaled(demo: Any, tmp_path: Path, case: str) -> None:
+    plan, state = demo
+    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
+    emit(plan, folder)
+    run_wave(state, folder, 1)
+    result = folder / "wave-01" / "WORKER03.result.json"
+    document = json.loads(result.read_text(encoding="ascii"))
+    assert document["steps"][0]["id"] == "s001" and document["steps"][0]["status"] == "applied"
+    change, reason = HOSTILE_RESULTS[case]
+    change(document)
+    result.write_text(json.dumps(document), encoding="ascii")
+    manifest = (folder / "runbook.json").read_bytes()
+    refused = cli("fix", "--import-results", folder, "--journal", journal)
+    assert refused.exit_code == 2, refused.output
+    assert reason in refused.output.replace("\n", " "), refused.output
+    assert not journal.exists() and (folder / "runbook.json").read_bytes() == manifest
+    assert not (folder / "wave-02").exists()
+
+
+def test_a_ca_created_into_root_is_refused(tmp_path: Path) -> None:
+    from scaleguard.apply.runbook_folder import _created_problems
+
+    ca = make_certificate(CertSpec(("Evil Root CA",), ca=True, key_seed=7))
+    thumbprint = __import__("hashlib").sha1(ca.der).hexdigest().upper()
+    result = {"store": "Root", "thumbprint": thumbprint, "der_b64": base64.b64encode(ca.der).decode()}
+    assert any("a plan never imports a CA into a Root store" in p for p in _created_problems(result, "Root"))
+    assert _created_problems({**result, "store": "My"}, "My") == []  # a CA in My is trusted by nothing
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"{" + b" " * (4 * 1024 * 1024 + 1) + b"}", "larger than"), (b"<html>not json</html>", "not a runbook result"),
+     (b"\xff\xfe" + "[]".encode("utf-16-le"), "not a runbook result")],
+    ids=["oversized", "not-json", "utf16-but-not-an-object"],
+)
+def test_a_result_that_is_not_a_result_is_refused(demo: Any, tmp_path: Path, content: bytes, reason: str) -> None:
+    plan, state = demo
+    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
+    emit(plan, folder)
+    run_wave(state, folder, 1)
+    (folder / "wave-01" / "WORKER02.result.json").write_bytes(content)
+    refused = cli("fix", "--import-results", folder, "--journal", journal)
+    assert refused.exit_code == 2 and reason in refused.output, refused.output
+    assert not journal.exists()
+
+
+def test_a_result_written_by_powershell_redirection_is_read(demo: Any, tmp_path: Path) -> None:
+    """``>`` in Windows PowerShell 5.1 writes UTF-16LE with a byte order mark."""
+    plan, state = demo
+    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
+    emit(plan, folder)
+    run_wave(state, folder, 1)
+    for result in (folder / "wave-01").glob("*.result.json"):
+        result.write_bytes(b"\xff\xfe" + result.read_text(encoding="ascii").encode("utf-16-le"))
+    imported = cli("fix", "--import-results", folder, "--journal", journal)
+    assert imported.exit_code == 0 and "wave 2 written" in imported.output, imported.output
+
+
+def test_a_stale_step_stops_its_node_and_what_depends_on_it(demo: Any, tmp_path: Path) -> None:
+    plan, state = demo
+    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
+    emit(plan, folder)
+    worker = state.node("WORKER02")
+    assert worker is not None and worker.worker_config is not None
+    # someone re-pinned WORKER02 to yet another master certificate since the plan was made
+    worker.worker_config = re.sub(
+        rb"<MasterHttpsCertThumbprint>[0-9A-F]{40}<", b"<MasterHttpsCertThumbprint>" + b"F" * 40 + b"<",
+        worker.worker_config,
+    )
+    run_wave(state, folder, 1)
+    document = json.loads((folder / "wave-01" / "WORKER02.result.json").read_text(encoding="ascii"))
+    assert [s["status"] for s in document["steps"]] == ["stale", "skipped"]
+    imported = cli("fix", "--import-results", folder, "--journal", journal)
+    assert imported.exit_code == 1, imported.output
+    assert "stale" in imported.output and "wave 2 written" in imported.output
+    manifest = json.loads((folder / "runbook.json").read_text(encoding="utf-8"))
+    assert manifest["steps"]["s011"]["status"] == "stale" and manifest["steps"]["s012"]["status"] == "skipped"
