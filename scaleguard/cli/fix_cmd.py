@@ -40,6 +40,7 @@ from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.safetext import console_text
 
+from .fix_common import FixUsageError, refused
 from .groups import app
 
 if TYPE_CHECKING:
@@ -49,10 +50,6 @@ if TYPE_CHECKING:
     from scaleguard.remediators.base import MasterPfx
     from scaleguard.remediators.model import Plan, SecretRef
     from scaleguard.snapshot.model import Snapshot
-
-
-class FixUsageError(Exception):
-    """What the user asked for cannot be done as asked (exit 2)."""
 
 
 @app.command("fix")
@@ -163,20 +160,31 @@ def fix(
         if undo is not None:
             raise typer.Exit(_undo(undo, inventory, journal_path, yes, insecure, run, err))
         if emit_runbook is not None or import_results is not None:
-            from scaleguard.cli.fix_runbook import RunbookInputs, emit_runbooks, import_runbook_results
+            from scaleguard.cli.fix_runbook import emit_runbooks, import_runbook_results
 
             if apply or (emit_runbook is not None and import_results is not None):
                 raise FixUsageError("--emit-runbook, --import-results and --apply exclude each other")
-            inputs = RunbookInputs(
-                inventory=inventory, findings=findings, snapshot=snapshot, plan_file=plan_file, out=out,
-                max_nodes=max_nodes, journal=journal_path, policy_dirs=tuple(policies or []),
-                concurrency=concurrency, insecure=insecure, valid_for=valid_for,
-                master_hash="sha1" if master_hash == "sha1" else "sha256",
-            )
-            if emit_runbook is not None:
-                raise typer.Exit(emit_runbooks(emit_runbook, inputs, err, out_console))
-            assert import_results is not None
-            raise typer.Exit(import_runbook_results(import_results, inputs, err, out_console))
+            if import_results is not None:
+                raise typer.Exit(
+                    import_runbook_results(
+                        import_results, journal_path, inventory, tuple(policies or []), concurrency, insecure, err,
+                        out_console,
+                    )
+                )
+            assert emit_runbook is not None
+            if plan_file is not None:
+                the_plan, sha256 = _read_plan(plan_file, max_nodes)
+                data = plan_file.read_bytes()
+                _show(the_plan, sha256, None, err, out_console)
+            else:
+                found, snap = _inputs(inventory, findings, snapshot, tuple(policies or []), concurrency, insecure, err)
+                the_plan = _make_plan(
+                    found, snap, findings or inventory, max_nodes, "sha1" if master_hash == "sha1" else "sha256",
+                    None, None, {}, out_console, valid_for,
+                )
+                data = the_plan.to_json().encode("utf-8")
+                sha256 = _show(the_plan, None, out, err, out_console)
+            raise typer.Exit(emit_runbooks(emit_runbook, the_plan, data, sha256, err))
         code = _fix(
             inventory=inventory,
             findings_path=findings,
@@ -246,8 +254,6 @@ def _duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
 
 
-def _refused(headline: str, reasons: list[str]) -> str:
-    return headline + ":\n" + "\n".join(f"  {reason}" for reason in reasons)
 
 
 def _default_journal() -> Path:
@@ -356,7 +362,7 @@ def _fix(
         misfits = live_problems(the_plan, snap)
         if misfits:
             raise FixUsageError(
-                _refused("the plan does not fit the cluster as it is now; nothing was changed", misfits)
+                refused("the plan does not fit the cluster as it is now; nothing was changed", misfits)
             )
         _confirm(
             f"Apply plan {sha256[:12]}: {len(the_plan.steps)} step(s) to {len(the_plan.nodes())} node(s)?", yes
@@ -402,7 +408,7 @@ def _read_plan(plan_file: Path, max_nodes: int | None) -> tuple[Plan, str]:
     except OSError as exc:
         raise FixUsageError(f"--plan {plan_file}: {exc}") from exc
     except PlanInvalid as exc:
-        raise FixUsageError(_refused(f"--plan {plan_file} is refused; nothing was contacted", exc.errors)) from exc
+        raise FixUsageError(refused(f"--plan {plan_file} is refused; nothing was contacted", exc.errors)) from exc
     the_plan = loaded.plan
     if max_nodes is not None and len(the_plan.nodes()) > max_nodes:
         raise FixUsageError(f"the plan touches {len(the_plan.nodes())} nodes, more than --max-nodes {max_nodes}")

@@ -9,10 +9,8 @@ done so far (and, at the end, the audit clean), 1 a step failed or was stale or 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -20,57 +18,27 @@ from rich.table import Table
 from scaleguard.exitcodes import ExitCode
 from scaleguard.safetext import console_text
 
-from .fix_cmd import FixUsageError, _inputs, _make_plan, _read_plan, _refused, _show
+from .fix_common import FixUsageError, refused
+
+if TYPE_CHECKING:
+    from scaleguard.remediators.model import Plan
 
 
-@dataclass(frozen=True)
-class RunbookInputs:
-    inventory: Path | None
-    findings: Path | None
-    snapshot: Path | None
-    plan_file: Path | None
-    out: Path | None
-    max_nodes: int | None
-    journal: Path
-    policy_dirs: tuple[Path, ...]
-    concurrency: int
-    insecure: bool
-    valid_for: timedelta
-    master_hash: Literal["sha256", "sha1"]
-
-
-def emit_runbooks(folder: Path, inputs: RunbookInputs, err: Console, out_console: Console) -> int:
+def emit_runbooks(folder: Path, plan: Plan, data: bytes, sha256: str, err: Console) -> int:
+    """Wave 1 of ``plan`` (validated by the caller as ``--apply`` validates it; ``data`` its exact bytes)."""
     from scaleguard.apply.journal import new_run_id
     from scaleguard.apply.runbook_folder import RunbookError, emit
     from scaleguard.apply.runbook_waves import RunbookRefused
-    from scaleguard.remediators.validate import plan_sha256
 
-    if inputs.plan_file is not None:
-        plan, sha256 = _read_plan(inputs.plan_file, inputs.max_nodes)
-        data = inputs.plan_file.read_bytes()
-        _show(plan, sha256, None, err, out_console)
-    else:
-        findings, snap = _inputs(
-            inputs.inventory, inputs.findings, inputs.snapshot, inputs.policy_dirs, inputs.concurrency,
-            inputs.insecure, err,
-        )
-        plan = _make_plan(
-            findings, snap, inputs.findings or inputs.inventory, inputs.max_nodes, inputs.master_hash, None, None,
-            {}, out_console, inputs.valid_for,
-        )
-        data = plan.to_json().encode("utf-8")
-        sha256 = _show(plan, None, inputs.out, err, out_console)
-        if sha256 != plan_sha256(data):  # pragma: no cover - _show hashes these very bytes
-            raise FixUsageError("the plan changed while it was written")
     if plan.empty:
         err.print("nothing to do: no failing finding needs a change; no runbook written.")
         return int(ExitCode.OK)
     try:
         wave = emit(folder, data, plan, sha256, new_run_id())
     except RunbookRefused as exc:
-        raise FixUsageError(_refused("the plan cannot be run as runbooks; nothing was written", exc.reasons)) from exc
+        raise FixUsageError(refused("the plan cannot be run as runbooks; nothing was written", exc.reasons)) from exc
     except RunbookError as exc:
-        raise FixUsageError(_refused("no runbook written", exc.reasons)) from exc
+        raise FixUsageError(refused("no runbook written", exc.reasons)) from exc
     err.print(f"wave 1 written to {console_text(str(folder / 'wave-01'))}:")
     for script in wave.scripts:
         err.print(f"  {console_text(script.file)}  {len(script.steps)} step(s)  SHA-256 {script.sha256}")
@@ -81,7 +49,17 @@ def emit_runbooks(folder: Path, inputs: RunbookInputs, err: Console, out_console
     return int(ExitCode.OK)
 
 
-def import_runbook_results(folder: Path, inputs: RunbookInputs, err: Console, out_console: Console) -> int:
+def import_runbook_results(
+    folder: Path,
+    journal_path: Path,
+    inventory: Path | None,
+    policy_dirs: tuple[Path, ...],
+    concurrency: int,
+    insecure: bool,
+    err: Console,
+    out_console: Console,
+) -> int:
+    """Check and record the current wave's results, then write the next wave or audit again."""
     from scaleguard.apply.journal import Journal
     from scaleguard.apply.runbook_folder import (
         RunbookError,
@@ -99,8 +77,8 @@ def import_runbook_results(folder: Path, inputs: RunbookInputs, err: Console, ou
         wave, results = check_results(folder, plan, manifest)
     except RunbookError as exc:
         headline = f"the results in {folder} are refused; nothing was recorded"
-        raise FixUsageError(_refused(headline, exc.reasons)) from exc
-    with Journal(inputs.journal) as journal:
+        raise FixUsageError(refused(headline, exc.reasons)) from exc
+    with Journal(journal_path) as journal:
         report = record(journal, plan, plan_bytes.decode("utf-8"), manifest, folder, results, wave)
     table = Table(title=f"runbook wave {wave.wave} of plan {manifest.plan_sha256[:12]}")
     for column in ("step", "node", "action", "status", "why"):
@@ -110,7 +88,7 @@ def import_runbook_results(folder: Path, inputs: RunbookInputs, err: Console, ou
         reason = manifest.steps[step_id].reason
         table.add_row(step_id, console_text(step.node), step.action, status, console_text(reason[:120]))
     out_console.print(table)
-    err.print(f"journal: {console_text(str(inputs.journal))} (run {manifest.run_id})")
+    err.print(f"journal: {console_text(str(journal_path))} (run {manifest.run_id})")
     troubled = any(s.status in ("failed", "stale", "skipped") for s in manifest.steps.values())
     if not report.finished:
         try:
@@ -118,13 +96,13 @@ def import_runbook_results(folder: Path, inputs: RunbookInputs, err: Console, ou
         except PlanInvalid as exc:
             manifest.write(folder)
             raise FixUsageError(
-                _refused("the results are recorded, but no further wave is written", exc.errors)
+                refused("the results are recorded, but no further wave is written", exc.errors)
             ) from exc
         try:
             write_next(folder, plan, manifest, report)
         except RunbookError as exc:
             manifest.write(folder)
-            raise FixUsageError(_refused("the results are recorded, but no further wave can run", exc.reasons)) from exc
+            raise FixUsageError(refused("the results are recorded, but no further wave can run", exc.reasons)) from exc
         assert report.next_wave is not None
         number = report.next_wave.wave
         err.print(f"wave {number} written to {console_text(str(folder / f'wave-{number:02d}'))}:")
@@ -133,16 +111,14 @@ def import_runbook_results(folder: Path, inputs: RunbookInputs, err: Console, ou
         return int(ExitCode.FAILING if troubled else ExitCode.OK)
     write_next(folder, plan, manifest, report)
     err.print("every step of the plan is recorded; no wave is left.")
-    if inputs.inventory is None:
+    if inventory is None:
         err.print("Audit the cluster again to see the fix hold: scaleguard audit --inventory … (or --evidence …)")
         return int(ExitCode.FAILING if troubled else ExitCode.OK)
     from scaleguard.apply.verify import compare, reaudit
     from scaleguard.remediators.render import verification_view
 
     err.print("re-collecting and re-evaluating…")
-    _snapshot, after = reaudit(
-        inputs.inventory, policy_dirs=inputs.policy_dirs, insecure=inputs.insecure, concurrency=inputs.concurrency
-    )
+    _snapshot, after = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
     verification = compare(plan, after, after)
     out_console.print(verification_view(verification))
     return int(ExitCode.OK if verification.clean and not troubled else ExitCode.FAILING)
