@@ -218,6 +218,13 @@ def check_results(folder: Path, plan: Plan, manifest: Manifest) -> tuple[WaveEnt
     for script in wave.scripts:
         path = folder / script.file.replace(".ps1", ".result.json")
         try:
+            emitted = hashlib.sha256((folder / script.file).read_bytes()).hexdigest()
+        except OSError:
+            emitted = ""
+        if emitted != script.sha256:
+            reasons.append(f"{folder / script.file}: not the script that was emitted (SHA-256 differs, or it is gone)")
+            continue
+        try:
             raw = decode_result(path.read_bytes())
             result = RunbookResult.model_validate(raw)
         except OSError:
@@ -298,9 +305,20 @@ def record(
         script = next(s for s in wave.scripts if s.node == result.node and s.cluster == result.cluster)
         data = parse_runbook((folder / script.file).read_text(encoding="ascii"))
         requests = {s.id: dict(s.request) for s in data.steps}
+        refs = {s.id: s.refs for s in data.steps}
+        answers: dict[str, dict[str, Any] | None] = {}
         for outcome in result.steps:
             step = plan.step(outcome.id)
             request = requests[outcome.id]
+            # journaled as it was sent: values the node filled in, and the service name it found
+            for name, ref in refs[outcome.id].items():
+                value = (answers.get(ref.from_step) or {}).get(ref.field)
+                if isinstance(value, str):
+                    request[name] = value
+            found = outcome.result.get("name") if isinstance(outcome.result, dict) else None
+            if request.get("name") is None and isinstance(found, str):
+                request["name"] = found
+            answers[outcome.id] = outcome.result
             if outcome.status in ("applied", "failed"):
                 seq = journal.begin(
                     run_id, phase="apply", cluster=step.cluster, node=step.node, request=request, step_id=step.id,

@@ -6,6 +6,7 @@ exits 0 — the same end state ``fix --apply`` reaches on a second lab of the sa
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,7 +143,27 @@ def test_runbooks_through_the_lab_leave_the_demo_cluster_auditing_clean_as_apply
     assert len(worker.my or []) == certificates
     assert sum(len(n.journal) for n in lab.state.nodes()) == changes
 
+    pinned_runbook = pinned_state(inventory)
     _other, applied_inventory = labs("apply")
-    applied = cli("fix", "--inventory", applied_inventory, "--apply", "--yes", "--journal", tmp_path / "j2.sqlite")
+    applied_journal = tmp_path / "j2.sqlite"
+    applied = cli("fix", "--inventory", applied_inventory, "--apply", "--yes", "--journal", applied_journal)
     assert applied.exit_code == 0, applied.output
-    assert pinned_state(inventory) == pinned_state(applied_inventory)
+    assert pinned_runbook == pinned_state(applied_inventory)
+
+    # the journaled run is an apply run like any other: --undo reverts what it can, as for the --apply run
+    undone = cli("fix", "--undo", run.run_id, "--inventory", inventory, "--journal", journal, "--yes")
+    with Journal(applied_journal) as opened:
+        applied_run = opened.runs()[-1].run_id
+    undone_applied = cli(
+        "fix", "--undo", applied_run, "--inventory", applied_inventory, "--journal", applied_journal, "--yes"
+    )
+    assert undone.exit_code == undone_applied.exit_code
+    assert undo_outcome(undone.output) == undo_outcome(undone_applied.output)
+    assert failing(inventory) == failing(applied_inventory)
+
+
+def undo_outcome(output: str) -> set[tuple[str, str, str]]:
+    """(event, step, action) of every line an undo printed about a step."""
+    found = re.findall(r"^\s*(undo|fail|reverted|failed)\s+(s\d{3})\s+\S+\s+([a-z_]+)", output, flags=re.M)
+    assert found, output
+    return set(found)

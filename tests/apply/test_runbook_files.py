@@ -250,3 +250,15 @@ def test_a_stale_step_stops_its_node_and_what_depends_on_it(demo: Any, tmp_path:
     assert "stale" in imported.output and "wave 2 written" in imported.output
     manifest = json.loads((folder / "runbook.json").read_text(encoding="utf-8"))
     assert manifest["steps"]["s011"]["status"] == "stale" and manifest["steps"]["s012"]["status"] == "skipped"
+
+
+def test_results_of_a_script_changed_after_it_was_emitted_are_refused(demo: Any, tmp_path: Path) -> None:
+    plan, state = demo
+    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
+    emit(plan, folder)
+    run_wave(state, folder, 1)
+    script = folder / "wave-01" / "WORKER02.ps1"
+    script.write_text(script.read_text(encoding="ascii") + "\n# edited\n", encoding="ascii")
+    refused = cli("fix", "--import-results", folder, "--journal", journal)
+    assert refused.exit_code == 2 and "not the script that was emitted" in refused.output, refused.output
+    assert not journal.exists()
