@@ -262,3 +262,35 @@ def test_results_of_a_script_changed_after_it_was_emitted_are_refused(demo: Any,
     refused = cli("fix", "--import-results", folder, "--journal", journal)
     assert refused.exit_code == 2 and "not the script that was emitted" in refused.output, refused.output
     assert not journal.exists()
+
+
+def test_a_failed_step_skips_its_node_and_every_step_that_needs_it(demo: Any, tmp_path: Path) -> None:
+    plan, state = demo
+    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
+    emit(plan, folder)
+    worker = state.node("WORKER03")
+    assert worker is not None
+    worker.faults.fail_ops = {"create_certificate": 1}
+    run_wave(state, folder, 1)
+    document = json.loads((folder / "wave-01" / "WORKER03.result.json").read_text(encoding="ascii"))
+    assert [s["status"] for s in document["steps"]] == ["failed", "skipped", "skipped"]
+    assert "injected by the lab" in document["steps"][0]["error"]
+    imported = cli("fix", "--import-results", folder, "--journal", journal)
+    assert imported.exit_code == 1, imported.output
+    assert "no wave is left" in imported.output  # MASTER01 first needs s001's certificate: it stops there
+    manifest = json.loads((folder / "runbook.json").read_text(encoding="utf-8"))
+    statuses = {k: v["status"] for k, v in manifest["steps"].items()}
+    assert statuses == {
+        "s001": "failed", "s002": "skipped", "s003": "skipped", "s004": "skipped", "s005": "skipped",
+        "s006": "skipped", "s007": "skipped", "s008": "skipped", "s009": "skipped", "s010": "skipped",
+        "s011": "applied", "s012": "applied",
+    }
+    from scaleguard.apply.journal import Journal
+
+    with Journal(journal) as opened:
+        run = opened.runs()[-1]
+        entries = opened.entries(run.run_id)
+    assert run.status == "partial"
+    assert [(e.step_id, e.status) for e in entries if e.status != "skipped"] == [
+        ("s001", "failed"), ("s011", "done"), ("s012", "done")
+    ]

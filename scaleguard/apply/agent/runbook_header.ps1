@@ -10,7 +10,11 @@
 # agent (the very lines of actions.ps1) and a driver that, step by step, looks at the node: a step whose
 # target already holds is done and skipped, one whose "before" still holds is applied, anything else is
 # stale and stops the node's remaining steps. It prints one JSON document (ASCII) with every step's outcome
-# and exits 0 when every step is done or applied, 1 when one is stale or failed, 2 when it could not start.
+# and exits 0 when every step is done or applied, 1 when one is stale or failed, 2 when it could not start,
+# 4 when PowerShell does not run in FullLanguage mode (AppLocker/WDAC).
 # No value from the plan is PowerShell code here: the data line is only ever decoded as JSON.
+#Requires -RunAsAdministrator
 param()
+$RunbookLanguage = $ExecutionContext.SessionState.LanguageMode
+if ($RunbookLanguage -ne 'FullLanguage') { Write-Error "scaleguard: PowerShell runs in $RunbookLanguage (AppLocker/WDAC); the runbook needs FullLanguage"; exit 4 }
 $ScaleguardSecret = $null
