@@ -110,6 +110,11 @@ def test_runbooks_through_the_lab_leave_the_demo_cluster_auditing_clean_as_apply
     folder, journal = tmp_path / "runbooks", tmp_path / "journal.sqlite"
     emitted = cli("fix", "--plan", tmp_path / "plan" / "plan.json", "--emit-runbook", folder)
     assert emitted.exit_code == 0, emitted.output
+    live = cli("fix", "--inventory", inventory, "--emit-runbook", tmp_path / "from-live")  # planned from a collection
+    assert live.exit_code == 0, live.output
+    assert waves_of(tmp_path / "from-live") == waves_of(folder) == [
+        {"WORKER02": ["s011", "s012"], "WORKER03": ["s001", "s002", "s004"]}
+    ]
 
     waves = 0
     while True:
@@ -160,6 +165,11 @@ def test_runbooks_through_the_lab_leave_the_demo_cluster_auditing_clean_as_apply
     assert undone.exit_code == undone_applied.exit_code
     assert undo_outcome(undone.output) == undo_outcome(undone_applied.output)
     assert failing(inventory) == failing(applied_inventory)
+
+
+def waves_of(folder: Path) -> list[dict[str, list[str]]]:
+    manifest = json.loads((folder / "runbook.json").read_text(encoding="utf-8"))
+    return [{s["node"]: s["steps"] for s in wave["scripts"]} for wave in manifest["waves"]]
 
 
 def undo_outcome(output: str) -> set[tuple[str, str, str]]:

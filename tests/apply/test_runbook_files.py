@@ -294,3 +294,15 @@ def test_a_failed_step_skips_its_node_and_every_step_that_needs_it(demo: Any, tm
     assert [(e.step_id, e.status) for e in entries if e.status != "skipped"] == [
         ("s001", "failed"), ("s011", "done"), ("s012", "done")
     ]
+
+
+def test_the_fixed_parts_are_ascii_and_never_evaluate_strings() -> None:
+    head, tail = runbook_parts()
+    for text in (head, tail):
+        text.encode("ascii")
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).lower()
+        for forbidden in ("invoke-expression", "iex ", "[scriptblock]::create", "add-type", "-encodedcommand",
+                          "start-process", "invoke-command", "new-pssession", "$executioncontext.invokecommand"):
+            assert forbidden not in code, forbidden
+    assert grammar_problems(head + "$RunbookData = 'e30='\n" + tail) == []
+    assert head.count("$RunbookData") == 0 and tail.count("$RunbookData =") == 0  # one assignment: the data line
