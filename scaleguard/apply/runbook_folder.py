@@ -47,6 +47,8 @@ Wave {wave:02d} is in {folder}/: one PowerShell script per node ({count} here). 
    skipped, one whose "before" no longer holds stops the node's remaining steps (stale). It prints one
    JSON document and exits 0 (all done), 1 (a step failed or was stale) or 2 (it could not start).
    Running it again changes nothing that is already in place (no second certificate is made).
+   Before the window, `-File <NODE>.ps1 -CheckOnly` changes nothing and says what each step would do
+   (done, pending, stale); that output is not a result to import.
 2. Put every result back into {folder}/ as <NODE>.result.json.
 3. Run: scaleguard fix --import-results {root}
    It checks each result, records it in the fix journal and writes the next wave, or, when nothing is
@@ -245,6 +247,8 @@ def _problems(plan: Plan, manifest: Manifest, wave: WaveEntry, script: ScriptEnt
         return [f"it is for plan {result.plan_sha256}, not {manifest.plan_sha256}"]
     if result.run_id != manifest.run_id or result.wave != wave.wave:
         return [f"it is from run {result.run_id} wave {result.wave}, not run {manifest.run_id} wave {wave.wave}"]
+    if result.check_only:
+        return ["it is a -CheckOnly result, which changed nothing and records nothing; run the script without it"]
     if (result.cluster, result.node) != (script.cluster, script.node):
         return [f"it is the result of {result.cluster}/{result.node}, not {script.cluster}/{script.node}"]
     ids = [s.id for s in result.steps]
@@ -256,6 +260,8 @@ def _problems(plan: Plan, manifest: Manifest, wave: WaveEntry, script: ScriptEnt
     problems = []
     stopped = False
     for outcome in result.steps:
+        if outcome.status == "pending":
+            problems.append(f"step {outcome.id} is pending, which only a -CheckOnly result may say")
         if stopped and outcome.status != "skipped":
             problems.append(f"step {outcome.id} is {outcome.status} after the node stopped")
         if outcome.status in ("stale", "failed"):

@@ -189,7 +189,8 @@ class RunbookData(_Strict):
         return json.dumps(self.model_dump(mode="json"), ensure_ascii=True, separators=(",", ":"))
 
 
-StepStatus = Literal["done", "applied", "stale", "failed", "skipped"]
+StepStatus = Literal["done", "applied", "stale", "failed", "skipped", "pending"]
+"""pending: only in a ``-CheckOnly`` result, a step that would be applied."""
 
 
 class StepOutcome(BaseModel):
@@ -217,6 +218,7 @@ class RunbookResult(BaseModel):
     node: NodeName
     wave: int = Field(ge=1, le=999)
     computer: Text
+    check_only: bool = False
     steps: list[StepOutcome] = Field(max_length=256)
 
 

@@ -34,8 +34,15 @@ class RunbookRefused(ActionError):
     """The runbook could not start on this node (the driver's exit code 2)."""
 
 
-def run_runbook(node: LabNode, data: RunbookData) -> tuple[dict[str, Any], int]:
-    """(the driver's JSON document, its exit code: 0 all done or applied, 1 a step stale or failed)."""
+class _Waits(ActionError):
+    """A value a step needs comes from a step that, with -CheckOnly, did not run (``$RunbookWaits``)."""
+
+
+def run_runbook(node: LabNode, data: RunbookData, *, check_only: bool = False) -> tuple[dict[str, Any], int]:
+    """(the driver's JSON document, its exit code: 0 all done or applied, 1 a step stale or failed).
+
+    ``check_only`` is the script's ``-CheckOnly`` switch (the WinRM path cannot pass it: the bootstrap's
+    argument goes to the runbook's ignored remaining arguments, as on Windows)."""
     wanted, name = data.node.upper(), node.name.upper()
     if wanted != name and not wanted.startswith(name + "."):
         raise RunbookRefused(f"this runbook is for {data.node}, not {node.name.upper()}")
@@ -48,19 +55,22 @@ def run_runbook(node: LabNode, data: RunbookData) -> tuple[dict[str, Any], int]:
                 {"id": step.id, "status": "skipped", "reason": stopped, "result": None, "error": None, "partial": False}
             )
             continue
-        entry = _run_step(node, step, outcomes)
+        entry = _run_step(node, step, outcomes, check_only)
         outcomes[step.id] = entry
         reported.append(entry)
         if entry["status"] in ("stale", "failed"):
             stopped = f"not run: {step.id} before it is {entry['status']}"
     document = {
         "format": RESULT_SCHEMA, "plan_sha256": data.plan_sha256, "run_id": data.run_id, "cluster": data.cluster,
-        "node": data.node, "wave": data.wave, "computer": node.name.upper(), "steps": reported,
+        "node": data.node, "wave": data.wave, "computer": node.name.upper(), "check_only": check_only,
+        "steps": reported,
     }
     return document, 0 if stopped is None else 1
 
 
-def _run_step(node: LabNode, step: RunbookStep, outcomes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _run_step(
+    node: LabNode, step: RunbookStep, outcomes: dict[str, dict[str, Any]], check_only: bool
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": step.id, "status": "failed", "reason": None, "result": None, "error": None,
                              "partial": False}
     try:
@@ -76,11 +86,15 @@ def _run_step(node: LabNode, step: RunbookStep, outcomes: dict[str, dict[str, An
         verdict, reason, found = _verdict(node, check, request, outcomes)
         if verdict in ("done", "stale"):
             return {**entry, "status": verdict, "reason": reason, "result": found}
+        if check_only:
+            return {**entry, "status": "pending", "reason": "would be applied"}
         entry["result"] = dispatch(node, request)
         entry["status"] = "applied"
         if check["kind"] == "restart":
             with node.lock:
                 node.runbook_marks.add(str(check["mark"]))  # Set-RestartMark
+    except _Waits as exc:
+        entry.update(status="pending", reason=str(exc))
     except PartialChangeError as exc:
         entry.update(error=str(exc), partial=True, result=exc.result)
     except ActionError as exc:
@@ -90,6 +104,8 @@ def _run_step(node: LabNode, step: RunbookStep, outcomes: dict[str, dict[str, An
 
 def _ref_value(from_step: str, field: str, outcomes: dict[str, dict[str, Any]]) -> str:
     """``Get-RefValue``."""
+    if outcomes.get(from_step, {}).get("status") == "pending":
+        raise _Waits(f"it needs the {field} of {from_step}, which is made when the runbook runs")
     result = outcomes.get(from_step, {}).get("result")
     if not isinstance(result, dict) or field not in result:
         raise ActionError(f"it needs the {field} of {from_step}, which this runbook did not produce")
@@ -108,6 +124,8 @@ def _service_name(node: LabNode, role: str) -> str:
 
 def _changed(outcome: dict[str, Any]) -> bool:
     """``Test-Changed``."""
+    if outcome.get("status") == "pending":
+        return True
     if outcome.get("status") != "applied":
         return False
     result = outcome.get("result")

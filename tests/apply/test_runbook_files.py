@@ -306,3 +306,26 @@ def test_the_fixed_parts_are_ascii_and_never_evaluate_strings() -> None:
             assert forbidden not in code, forbidden
     assert grammar_problems(head + "$RunbookData = 'e30='\n" + tail) == []
     assert head.count("$RunbookData") == 0 and tail.count("$RunbookData =") == 0  # one assignment: the data line
+
+
+def test_check_only_changes_nothing_and_its_output_is_not_imported(demo: Any, tmp_path: Path) -> None:
+    plan, state = demo
+    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
+    emit(plan, folder)
+    before = {n.name: len(n.journal) for n in state.nodes()}
+    documents = {}
+    for script in sorted((folder / "wave-01").glob("*.ps1")):
+        data = parse_runbook(script.read_text(encoding="ascii"))
+        node = state.node(data.node)
+        assert node is not None
+        documents[data.node], code = run_runbook(node, data, check_only=True)
+        assert code == 0
+        script.with_suffix(".result.json").write_text(json.dumps(documents[data.node]), encoding="ascii")
+    assert {n.name: len(n.journal) for n in state.nodes()} == before
+    worker3 = [(s["id"], s["status"]) for s in documents["WORKER03"]["steps"]]
+    assert worker3 == [("s001", "pending"), ("s002", "pending"), ("s004", "pending")]
+    assert "made when the runbook runs" in documents["WORKER03"]["steps"][1]["reason"]
+    assert [s["status"] for s in documents["WORKER02"]["steps"]] == ["pending", "pending"]
+    refused = cli("fix", "--import-results", folder, "--journal", journal)
+    assert refused.exit_code == 2 and "-CheckOnly result" in refused.output, refused.output
+    assert not journal.exists()

@@ -45,7 +45,9 @@ function Find-ServiceName([string]$Role) {
 }
 
 function Test-Changed($Outcome) {
-    # An applied step counts as a change unless its answer says it changed nothing (as --apply counts it).
+    # An applied step counts as a change unless its answer says it changed nothing (as --apply counts it);
+    # with -CheckOnly a step that would be applied counts as one.
+    if ($Outcome.status -eq 'pending') { return $true }
     if ($Outcome.status -ne 'applied') { return $false }
     $result = $Outcome.result
     if (($result -is [System.Collections.IDictionary]) -and $result.Contains('changed')) { return [bool]$result['changed'] }
@@ -188,12 +190,20 @@ function Get-StepVerdict($Step, $Request, $Outcomes) {
     Stop-Action "the runbook names an unknown check"
 }
 
+$RunbookWaits = $false
+
 function Get-RefValue($Ref, $Outcomes) {
     # A value an earlier step of this runbook returned (the thumbprint or DER of the certificate it made).
     $from = Get-Text $Ref 'from_step' '^s[0-9]{3,6}$'
     $field = Get-Text $Ref 'field' '^(thumbprint|der_b64)$'
     $result = $null
-    if ($Outcomes.Contains($from)) { $result = $Outcomes[$from].result }
+    if ($Outcomes.Contains($from)) {
+        $result = $Outcomes[$from].result
+        if ($Outcomes[$from].status -eq 'pending') {
+            $script:RunbookWaits = $true
+            Stop-Action "it needs the $field of $from, which is made when the runbook runs"
+        }
+    }
     if (-not ($result -is [System.Collections.IDictionary]) -or -not $result.Contains($field)) {
         Stop-Action "it needs the $field of $from, which this runbook did not produce"
     }
@@ -234,6 +244,11 @@ function Invoke-RunbookStep($Step, $Outcomes) {
             $entry.reason = $verdict.reason
             return $entry
         }
+        if ($CheckOnly) {
+            $entry.status = 'pending'
+            $entry.reason = 'would be applied'
+            return $entry
+        }
         $entry.result = Invoke-AgentRequest $request
         $entry.status = 'applied'
         if ([string]$Step.check.kind -eq 'restart') {
@@ -242,6 +257,12 @@ function Invoke-RunbookStep($Step, $Outcomes) {
         }
     } catch {
         $entry.error = [string]$_.Exception.Message
+        if ($CheckOnly -and $script:RunbookWaits) {
+            $entry.status = 'pending'
+            $entry.reason = $entry.error
+            $entry.error = $null
+            $script:RunbookWaits = $false
+        }
         if ($script:Partial) {
             $entry.partial = $true
             $entry.result = $script:PartialResult
@@ -273,7 +294,7 @@ try {
     $RunbookOutcome = [ordered]@{
         format = 'scaleguard-runbook-result/1'; plan_sha256 = [string]$data.plan_sha256; run_id = [string]$data.run_id
         cluster = [string]$data.cluster; node = $node; wave = [int]$data.wave; computer = [string]$env:COMPUTERNAME
-        steps = $reported.ToArray()
+        check_only = [bool]$CheckOnly; steps = $reported.ToArray()
     }
 } catch {
     [Console]::Error.WriteLine("scaleguard runbook: $($_.Exception.Message)")

@@ -3,6 +3,8 @@
 #
 # Run it elevated on the node it names, e.g.
 #   powershell.exe -NoProfile -ExecutionPolicy Bypass -File WORKER03.ps1 > WORKER03.result.json
+# With -CheckOnly it changes nothing: it reports what each step would do (done, pending, stale), e.g. the
+# day before the change window; such a result is not imported.
 # and give the result file back to `scaleguard fix --import-results` (see README.txt next to it).
 #
 # Everything specific to this node is the base64 data line below: JSON holding the node's steps, each with
@@ -14,7 +16,7 @@
 # 4 when PowerShell does not run in FullLanguage mode (AppLocker/WDAC).
 # No value from the plan is PowerShell code here: the data line is only ever decoded as JSON.
 #Requires -RunAsAdministrator
-param()
+param([switch]$CheckOnly, [Parameter(ValueFromRemainingArguments = $true)][object[]]$RunbookIgnored)
 $RunbookLanguage = $ExecutionContext.SessionState.LanguageMode
 if ($RunbookLanguage -ne 'FullLanguage') { Write-Error "scaleguard: PowerShell runs in $RunbookLanguage (AppLocker/WDAC); the runbook needs FullLanguage"; exit 4 }
 $ScaleguardSecret = $null
