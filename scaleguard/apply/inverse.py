@@ -130,30 +130,25 @@ def _delete_binding(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
 def _write_config(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     if not result.get("changed", True) or not request.get("backup_name"):
         return Inverse(note="the file was not changed")
-    return Inverse(
-        [
-            {
-                "op": "restore_file",
-                "path": request["path"],
-                "backup_name": request["backup_name"],
-                "backup_sha256": result.get("backup_sha256") or result.get("before_sha256"),
-                "expected_sha256": result.get("after_sha256"),
-            }
-        ]
-    )
+    return _restore(request["path"], request, result)
 
 
 def _set_setting(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     """A runbook's edit on the node: the node found the file itself, so its path is in the answer."""
     if not result.get("changed") or not request.get("backup_name") or not result.get("path"):
         return Inverse(note="the file was not changed")
+    return _restore(result["path"], request, result)
+
+
+def _restore(path: Any, request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    backup_sha256 = result.get("backup_sha256") or result.get("before_sha256")
     return Inverse(
         [
             {
                 "op": "restore_file",
-                "path": result["path"],
+                "path": path,
                 "backup_name": request["backup_name"],
-                "backup_sha256": result.get("backup_sha256") or result.get("before_sha256"),
+                "backup_sha256": backup_sha256,
                 "expected_sha256": result.get("after_sha256"),
             }
         ]
