@@ -944,8 +944,8 @@ function Close-LeaseLock($Mutex) {
     $Mutex.Dispose()
 }
 
-function Initialize-LeaseKey {
-    # The parent key gets a protected DACL: SYSTEM and Administrators full control, nobody else may write.
+function Initialize-ScaleguardKey {
+    # scaleguard's key gets a protected DACL: SYSTEM and Administrators full control, nobody else may write.
     if (-not (Test-Path -LiteralPath $ScaleguardRegistry)) { [void](New-Item -Path $ScaleguardRegistry) }
     $acl = New-Object System.Security.AccessControl.RegistrySecurity
     $acl.SetAccessRuleProtection($true, $false)
@@ -957,6 +957,10 @@ function Initialize-LeaseKey {
         $acl.AddAccessRule($rule)
     }
     Set-Acl -LiteralPath $ScaleguardRegistry -AclObject $acl
+}
+
+function Initialize-LeaseKey {
+    Initialize-ScaleguardKey
     if (-not (Test-Path -LiteralPath $LeaseRegistry)) { [void](New-Item -Path $LeaseRegistry) }
 }
 

@@ -10,7 +10,7 @@ function Test-RestartMark([string]$Name) {
 
 function Set-RestartMark([string]$Name) {
     # Under scaleguard's own key (SYSTEM and Administrators only, as the lease's): this plan step restarted.
-    if (-not (Test-Path -LiteralPath $ScaleguardRegistry)) { Initialize-LeaseKey }
+    if (-not (Test-Path -LiteralPath $ScaleguardRegistry)) { Initialize-ScaleguardKey }
     if (-not (Test-Path -LiteralPath $RunbookRegistry)) { [void](New-Item -Path $RunbookRegistry) }
     Set-ItemProperty -LiteralPath $RunbookRegistry -Name $Name -Value ([DateTime]::UtcNow.ToString('o')) -Type String
 }
