@@ -870,7 +870,3 @@ class Executor:
     ) -> StepReport:
         return StepReport(step.id, step.unit, step.cluster, step.node, step.action, status, detail, result)
 
-
-def apply_plan(plan: Plan, transport: Transport, journal: Journal, **kwargs: Any) -> ApplyReport:
-    """Apply ``plan`` (see the module docstring for the ordering and rollback rules)."""
-    return Executor(plan, transport, journal, **kwargs).run()

@@ -124,7 +124,6 @@ SECRET_FIELDS = ("password",)
 """Request fields that never travel in the JSON (see :func:`stdin_payload`)."""
 SERVICE_OPS = frozenset({"start_service", "stop_service", "restart_service"})
 EXIT_PARTIAL = 3
-EXIT_LANGUAGE_MODE = 4
 
 
 def action_payload(request: dict[str, Any]) -> tuple[str, bytes]:

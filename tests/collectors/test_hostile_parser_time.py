@@ -21,7 +21,7 @@ from scaleguard.collectors.parsers.certs import CertificateParseError, load_cert
 from scaleguard.collectors.parsers.config import parse_config_with_notes
 from scaleguard.collectors.parsers.keys import key_facts_from_json
 from scaleguard.collectors.parsers.netsh import NetshParseError, parse_sslcert_with_notes
-from scaleguard.collectors.parsers.psjson import PowerShellJsonError, loads_powershell_json, parse_ps_date
+from scaleguard.collectors.parsers.psjson import PowerShellJsonError, loads_powershell_json
 from scaleguard.collectors.parsers.text import declared_xml_encoding, decode_text
 from scaleguard.remediators.configedit import ConfigEditError, edit_setting
 from scaleguard.remoting.channel import describe_stderr
@@ -84,10 +84,6 @@ def _thumbprint(data: bytes) -> object:
     return normalize_thumbprint(text), thumbprint_problems(text)
 
 
-def _date(data: bytes) -> object:
-    return parse_ps_date(data.decode("ascii", "replace"))
-
-
 def _stderr(data: bytes) -> object:
     return describe_stderr(data)
 
@@ -139,7 +135,6 @@ CASES: list[tuple[str, Callable[[bytes], object], Callable[[int], bytes], int]] 
      TEXT_LIMIT),
     ("xml-encoding-declaration", _text, lambda n: ("<?xml encoding='" + "a" * n)[:n].encode(), TEXT_LIMIT),
     ("thumbprint-noise", _thumbprint, lambda n: _repeat("a \u200e", n // 3).encode(), TEXT_LIMIT),
-    ("ps-date-digits", _date, lambda n: ("/Date(" + "1" * (n - 8) + ")/").encode(), TEXT_LIMIT),
     ("clixml-repeated-blocks", _stderr, lambda n: _repeat('#< CLIXML<Objs><S S="Error">x</S></Objs>', n).encode(),
      TEXT_LIMIT),
     ("clixml-repeated-headers", _stderr, lambda n: _repeat("#< CLIXML", n).encode(), TEXT_LIMIT),

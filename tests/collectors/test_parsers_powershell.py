@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import codecs
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,7 +14,6 @@ from scaleguard.collectors.parsers.psjson import (
     as_rows,
     ci_get,
     loads_powershell_json,
-    parse_ps_date,
 )
 from scaleguard.collectors.parsers.services import services_from_json
 from scaleguard.lab.evidence import powershell_json
@@ -67,17 +66,6 @@ def test_ci_get_prefers_exact_then_any_case() -> None:
     assert ci_get({"name": "a"}, "Name") == "a"
     assert ci_get({"Status": 4}, "State", "Status") == 4
     assert ci_get({"x": 1}, "Name") is None
-
-
-def test_ms_dates() -> None:
-    assert parse_ps_date("/Date(1700000000000)/") == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
-    assert parse_ps_date("\\/Date(1700000000000)\\/") == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
-    with_offset = parse_ps_date("/Date(1700000000000+0100)/")
-    assert with_offset == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
-    assert with_offset is not None and with_offset.utcoffset() == timedelta(hours=1)
-    assert with_offset.tzinfo == timezone(timedelta(hours=1))
-    assert parse_ps_date("2023-11-14") is None
-    assert parse_ps_date(5) is None
 
 
 def test_services_from_win32_service_strings() -> None:

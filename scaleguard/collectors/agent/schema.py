@@ -8,7 +8,7 @@ agent could not read it (``errors`` then says why), which the snapshot keeps as 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -119,6 +119,3 @@ class AgentDocument(_Strict):
     ssisdb: AgentSsisDb | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True)

@@ -10,9 +10,7 @@ PowerShell, so hand-edited files can say ``name`` for ``Name``. These helpers ab
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from scaleguard.collectors.parsers.text import as_text
@@ -23,7 +21,6 @@ class PowerShellJsonError(ValueError):
     """The text is not JSON at all (a truncated export, an error message redirected into the file)."""
 
 
-_MS_DATE = re.compile(r"^\\?/Date\((?P<ms>-?\d{1,16})(?P<offset>[+-]\d{4})?\)\\?/$")
 """Linear (the digit run cannot overlap the sign of the offset); at most 16 digits, so no huge integer."""
 _TRAILING_JUNK = "\x00\x1a \t\r\n\ufeff"
 
@@ -69,25 +66,6 @@ def ci_get(row: Mapping[str, Any], *names: str) -> Any:
 def has_key(row: Mapping[str, Any], name: str) -> bool:
     """Whether ``name`` is a property of ``row`` at all (absent ≠ ``null``: absent means not exported)."""
     return any(key.lower() == name.lower() for key in row)
-
-
-def parse_ps_date(value: Any) -> datetime | None:
-    """``/Date(1700000000000)/`` (with or without the escaped slashes and offset) → aware datetime."""
-    if not isinstance(value, str):
-        return None
-    match = _MS_DATE.match(value.strip())
-    if match is None:
-        return None
-    try:
-        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=int(match.group("ms")))
-    except OverflowError:
-        return None
-    offset = match.group("offset")
-    if offset:
-        sign = 1 if offset[0] == "+" else -1
-        zone = timezone(sign * timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
-        return moment.astimezone(zone)
-    return moment
 
 
 def as_int(value: Any) -> int | None:

@@ -59,7 +59,6 @@ class Shell:
     id: str
     expires_after_first_command: bool = False
     commands: dict[str, Command] = field(default_factory=dict)
-    commands_run: int = 0
 
 
 class SimulatedHost:
@@ -133,7 +132,6 @@ class SimulatedHost:
                 )
                 code = soap.QUOTA_MAX_OPERATIONS
                 return 500, soap.fault(request, code, reason, self.machine, wmi_error=code)
-            shell.commands_run += 1
             if shell.expires_after_first_command:
                 self._shells.pop(shell.id, None)
         element = request.find("Command")
