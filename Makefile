@@ -9,8 +9,6 @@ LAB_PASSWORD ?= scaleguard-demo-lab
 
 # python-gssapi and pykrb5 (Kerberos over WinRM, through pyspnego) compile against MIT krb5's headers;
 # as root with apt they are installed here, otherwise the message says what to install.
-# editable_mode=compat puts the checkout on sys.path with a .pth file; setuptools' default for a flat
-# layout (a meta path finder) prints an "Editable installation" notice on every install.
 $(BIN)/scaleguard: pyproject.toml
 	@command -v krb5-config >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -18,7 +16,7 @@ $(BIN)/scaleguard: pyproject.toml
 	  else echo "scaleguard builds python-gssapi: install MIT Kerberos headers first (Debian/Ubuntu: libkrb5-dev, RHEL: krb5-devel)" >&2; exit 2; fi; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
 venv: $(BIN)/scaleguard
