@@ -31,10 +31,13 @@ from scaleguard.apply.runbook_script import (
 from scaleguard.apply.runbook_waves import Known, RunbookRefused, next_wave, refusals, runbook_step, stop_failed
 from scaleguard.remediators.actions import CertificateTrouble, CreateCertificate, checked_der
 from scaleguard.remediators.model import Plan
+from scaleguard.remediators.validate import MAX_PLAN_BYTES
+from scaleguard.safefile import UnsafeFile, read_limited
 
 MANIFEST = "runbook.json"
 PLAN_COPY = "plan.json"
 MAX_RESULT_BYTES = 4 * 1024 * 1024
+MAX_SCRIPT_BYTES = 16 * 1024 * 1024
 README = """scaleguard change-window runbooks for plan {sha}
 
 Wave {wave:02d} is in {folder}/: one PowerShell script per node ({count} here). For each node:
@@ -180,8 +183,8 @@ def _write_wave(folder: Path, plan: Plan, manifest: Manifest, known: dict[str, K
 def read_manifest(folder: Path) -> tuple[Manifest, bytes]:
     """The folder's manifest and the plan bytes it names (their SHA-256 must be the manifest's)."""
     try:
-        manifest = Manifest.model_validate_json((folder / MANIFEST).read_bytes())
-        plan_bytes = (folder / PLAN_COPY).read_bytes()
+        manifest = Manifest.model_validate_json(read_limited(folder / MANIFEST, MAX_PLAN_BYTES))
+        plan_bytes = read_limited(folder / PLAN_COPY, MAX_PLAN_BYTES)
     except OSError as exc:
         raise RunbookError([f"{folder} is not a runbook folder: {exc}"]) from exc
     except ValidationError as exc:
@@ -220,15 +223,18 @@ def check_results(folder: Path, plan: Plan, manifest: Manifest) -> tuple[WaveEnt
     for script in wave.scripts:
         path = folder / script.file.replace(".ps1", ".result.json")
         try:
-            emitted = hashlib.sha256((folder / script.file).read_bytes()).hexdigest()
+            emitted = hashlib.sha256(read_limited(folder / script.file, MAX_SCRIPT_BYTES)).hexdigest()
         except OSError:
             emitted = ""
         if emitted != script.sha256:
             reasons.append(f"{folder / script.file}: not the script that was emitted (SHA-256 differs, or it is gone)")
             continue
         try:
-            raw = decode_result(path.read_bytes())
+            raw = decode_result(read_limited(path, MAX_RESULT_BYTES))
             result = RunbookResult.model_validate(raw)
+        except UnsafeFile as exc:
+            reasons.append(f"{exc}; not read")
+            continue
         except OSError:
             reasons.append(f"{path}: missing (run {script.file} on {script.node} and put its output there)")
             continue

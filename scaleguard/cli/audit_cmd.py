@@ -260,7 +260,7 @@ def _run(options: AuditOptions, console: Console) -> AuditResult:
 
 
 def _usage_exit(console: Console, message: str) -> NoReturn:
-    console.print(f"[bold red]scaleguard audit: error:[/] {console_text(message)}")
+    console.print(f"[bold red]scaleguard audit: error:[/] {console_text(message, multiline=True)}")
     console.print("Try 'scaleguard audit --help'.")
     raise typer.Exit(int(ExitCode.USAGE))
 

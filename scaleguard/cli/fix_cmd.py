@@ -263,7 +263,7 @@ def _default_journal() -> Path:
 
 
 def _usage_exit(console: Console, message: str) -> NoReturn:
-    console.print(f"[bold red]scaleguard fix: error:[/] {console_text(message)}")
+    console.print(f"[bold red]scaleguard fix: error:[/] {console_text(message, multiline=True)}")
     raise typer.Exit(int(ExitCode.USAGE))
 
 
@@ -401,10 +401,11 @@ def _fix(
 
 def _read_plan(plan_file: Path, max_nodes: int | None) -> tuple[Plan, str]:
     """The validated plan and the SHA-256 of its bytes; an invalid one ends the run before any contact."""
-    from scaleguard.remediators.validate import PlanInvalid, load_plan
+    from scaleguard.remediators.validate import MAX_PLAN_BYTES, PlanInvalid, load_plan
+    from scaleguard.safefile import read_limited
 
     try:
-        loaded = load_plan(plan_file.read_bytes())
+        loaded = load_plan(read_limited(plan_file, MAX_PLAN_BYTES))
     except OSError as exc:
         raise FixUsageError(f"--plan {plan_file}: {exc}") from exc
     except PlanInvalid as exc:

@@ -44,6 +44,7 @@ from scaleguard.collectors.parsers.keys import apply_key_facts, key_facts_from_j
 from scaleguard.collectors.parsers.netsh import NetshParseError, parse_sslcert_with_notes
 from scaleguard.collectors.parsers.psjson import PowerShellJsonError, loads_powershell_json
 from scaleguard.collectors.parsers.services import services_from_json
+from scaleguard.safefile import OPEN_FLAGS
 from scaleguard.safetext import os_name
 from scaleguard.snapshot.model import (
     Certificate,
@@ -71,9 +72,6 @@ CERT_SUFFIXES = frozenset({".cer", ".crt", ".pem", ".der", ".p7b", ".p7c", ""})
 SKIPPED_FOLDERS = frozenset({"__macosx"})
 MASTER_FILE = "MasterSettings.config"
 WORKER_FILE = "WorkerSettings.config"
-_OPEN_FLAGS = (
-    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
-)
 BUDGET_MIB_ENV = "SCALEGUARD_NODE_BUDGET_MIB"
 BUDGET_SECONDS_ENV = "SCALEGUARD_NODE_BUDGET_SECONDS"
 _LISTING_CHECK_EVERY = 256
@@ -276,7 +274,7 @@ class _NodeReader:
         if _is_link(entry):
             raise _Unreadable("is a symbolic link; links are not followed")
         try:
-            fd = os.open(entry.path, _OPEN_FLAGS)
+            fd = os.open(entry.path, OPEN_FLAGS)
         except OSError as exc:
             raise _Unreadable(f"cannot be opened ({exc.strerror or exc})") from exc
         try:

@@ -40,6 +40,8 @@ from scaleguard.remediators.actions import (
 )
 from scaleguard.remediators.model import PLAN_SCHEMA, Plan, Step
 
+MAX_PLAN_BYTES = 64 * 1024 * 1024
+"""A plan for thousands of nodes is a few MiB; a plan.json beyond this is not read at all."""
 REMOVING_REMEDIATIONS = (Remediation.ROTATE_WORKER_CERTIFICATE, Remediation.REMOVE_STALE_WORKER_CERTIFICATES)
 
 

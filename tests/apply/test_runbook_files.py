@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -216,6 +217,32 @@ def test_a_result_that_is_not_a_result_is_refused(demo: Any, tmp_path: Path, con
     (folder / "wave-01" / "WORKER02.result.json").write_bytes(content)
     refused = cli("fix", "--import-results", folder, "--journal", journal)
     assert refused.exit_code == 2 and reason in refused.output, refused.output
+    assert not journal.exists()
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_a_result_that_is_a_link_or_a_pipe_is_not_read(demo: Any, tmp_path: Path, kind: str) -> None:
+    """A link is not followed out of the folder, a pipe is not waited on; each reason is a line of its own."""
+    plan, state = demo
+    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
+    emit(plan, folder)
+    run_wave(state, folder, 1)
+    result = folder / "wave-01" / "WORKER02.result.json"
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(result.read_bytes())
+    result.unlink()
+    if kind == "link":
+        result.symlink_to(outside)
+    else:
+        os.mkfifo(result)
+    (folder / "wave-01" / "WORKER03.result.json").unlink()
+    refused = cli("fix", "--import-results", folder, "--journal", journal)
+    assert refused.exit_code == 2, refused.output
+    lines = refused.output.splitlines()
+    expected = "is a symbolic link; links are not followed" if kind == "link" else "is not a regular file"
+    assert any(line.strip().startswith(str(result)) and expected in line for line in lines), refused.output
+    assert any(line.strip().startswith(str(folder / "wave-01" / "WORKER03.result.json")) for line in lines)
+    assert "\\x0a" not in refused.output
     assert not journal.exists()
 
 
