@@ -21,11 +21,13 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from scaleguard.apply.journal import EntryStatus, Journal
 from scaleguard.apply.runbook_script import (
     NodeName,
+    NotARunbook,
     RunbookData,
     RunbookResult,
     RunId,
     Sha256,
     StepId,
+    parse_runbook,
     runbook_script,
 )
 from scaleguard.apply.runbook_waves import Known, RunbookRefused, next_wave, refusals, runbook_step, stop_failed
@@ -213,21 +215,29 @@ class ImportReport:
     finished: bool = False
 
 
-def check_results(folder: Path, plan: Plan, manifest: Manifest) -> tuple[WaveEntry, list[RunbookResult]]:
-    """Every result of the current wave, each checked against its script (or RunbookError, all reasons)."""
+def check_results(
+    folder: Path, plan: Plan, manifest: Manifest
+) -> tuple[WaveEntry, list[tuple[RunbookResult, RunbookData]]]:
+    """Every result of the current wave with the data of its script (read once: the bytes whose SHA-256 was
+    checked are the ones parsed), each checked against that script (or RunbookError, all reasons)."""
     wave = next((w for w in manifest.waves if not w.imported), None)
     if wave is None:
         raise RunbookError(["every wave's results are already imported; nothing to do"])
     reasons: list[str] = []
-    results: list[RunbookResult] = []
+    results: list[tuple[RunbookResult, RunbookData]] = []
     for script in wave.scripts:
         path = folder / script.file.replace(".ps1", ".result.json")
         try:
-            emitted = hashlib.sha256(read_limited(folder / script.file, MAX_SCRIPT_BYTES)).hexdigest()
+            text = read_limited(folder / script.file, MAX_SCRIPT_BYTES)
         except OSError:
-            emitted = ""
-        if emitted != script.sha256:
+            text = b""
+        if hashlib.sha256(text).hexdigest() != script.sha256:
             reasons.append(f"{folder / script.file}: not the script that was emitted (SHA-256 differs, or it is gone)")
+            continue
+        try:
+            data = parse_runbook(text.decode("ascii"))
+        except (NotARunbook, UnicodeDecodeError) as exc:  # it was emitted so: only a changed scaleguard
+            reasons.append(f"{folder / script.file}: {exc}")
             continue
         try:
             raw = decode_result(read_limited(path, MAX_RESULT_BYTES))
@@ -242,7 +252,7 @@ def check_results(folder: Path, plan: Plan, manifest: Manifest) -> tuple[WaveEnt
             reasons.append(f"{path}: not a runbook result ({str(exc).splitlines()[0][:200]})")
             continue
         reasons += [f"{path}: {problem}" for problem in _problems(plan, manifest, wave, script, result)]
-        results.append(result)
+        results.append((result, data))
     if reasons:
         raise RunbookError(reasons)
     return wave, results
@@ -299,12 +309,10 @@ def _created_problems(result: dict[str, Any] | None, store: str) -> list[str]:
 
 
 def record(
-    journal: Journal, plan: Plan, plan_json: str, manifest: Manifest, folder: Path, results: list[RunbookResult],
-    wave: WaveEntry,
+    journal: Journal, plan: Plan, plan_json: str, manifest: Manifest, folder: Path,
+    results: list[tuple[RunbookResult, RunbookData]], wave: WaveEntry,
 ) -> ImportReport:
     """Journal every step of every (checked) result, as ``--apply`` journals its steps."""
-    from scaleguard.apply.runbook_script import parse_runbook
-
     run_id = manifest.run_id
     if journal.run(run_id) is None:
         journal.start_run(
@@ -313,9 +321,7 @@ def record(
         )
     known = manifest.known()
     report = ImportReport(wave=wave.wave)
-    for result in results:
-        script = next(s for s in wave.scripts if s.node == result.node and s.cluster == result.cluster)
-        data = parse_runbook((folder / script.file).read_text(encoding="ascii"))
+    for result, data in results:
         requests = {s.id: dict(s.request) for s in data.steps}
         refs = {s.id: s.refs for s in data.steps}
         answers: dict[str, dict[str, Any] | None] = {}

@@ -173,8 +173,7 @@ def fix(
                 )
             assert emit_runbook is not None
             if plan_file is not None:
-                the_plan, sha256 = _read_plan(plan_file, max_nodes)
-                data = plan_file.read_bytes()
+                the_plan, sha256, data = _read_plan(plan_file, max_nodes)
                 _show(the_plan, sha256, None, err, out_console)
             else:
                 found, snap = _inputs(inventory, findings, snapshot, tuple(policies or []), concurrency, insecure, err)
@@ -313,7 +312,7 @@ def _fix(
     reviewed: str | None = None  # the SHA-256 of the plan.json the operator gave
     written = out if plan_file is None else None  # a reviewed plan.json is never rewritten
     if plan_file is not None:
-        the_plan, reviewed = _read_plan(plan_file, max_nodes)
+        the_plan, reviewed, _bytes = _read_plan(plan_file, max_nodes)
     elif findings_path is not None or not apply:
         findings_file, snap = _inputs(inventory, findings_path, snapshot_path, policy_dirs, concurrency, insecure, err)
         the_plan = _make_plan(
@@ -399,13 +398,15 @@ def _fix(
         lease.release()
 
 
-def _read_plan(plan_file: Path, max_nodes: int | None) -> tuple[Plan, str]:
-    """The validated plan and the SHA-256 of its bytes; an invalid one ends the run before any contact."""
+def _read_plan(plan_file: Path, max_nodes: int | None) -> tuple[Plan, str, bytes]:
+    """The validated plan, the SHA-256 of its bytes and those bytes (read once: what is used is what was
+    validated); an invalid one ends the run before any contact."""
     from scaleguard.remediators.validate import MAX_PLAN_BYTES, PlanInvalid, load_plan
     from scaleguard.safefile import read_limited
 
     try:
-        loaded = load_plan(read_limited(plan_file, MAX_PLAN_BYTES))
+        data = read_limited(plan_file, MAX_PLAN_BYTES)
+        loaded = load_plan(data)
     except OSError as exc:
         raise FixUsageError(f"--plan {plan_file}: {exc}") from exc
     except PlanInvalid as exc:
@@ -413,7 +414,7 @@ def _read_plan(plan_file: Path, max_nodes: int | None) -> tuple[Plan, str]:
     the_plan = loaded.plan
     if max_nodes is not None and len(the_plan.nodes()) > max_nodes:
         raise FixUsageError(f"the plan touches {len(the_plan.nodes())} nodes, more than --max-nodes {max_nodes}")
-    return the_plan, loaded.sha256
+    return the_plan, loaded.sha256, data
 
 
 def _make_plan(
