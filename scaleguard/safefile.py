@@ -16,17 +16,21 @@ OPEN_FLAGS = (
     os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
 )
 """No final link followed, no wait on a pipe: how every file from outside is opened (the evidence reader too)."""
+MIB = 1024 * 1024
 
 
 class UnsafeFile(OSError):
     """The file is a link, not a regular file, or larger than allowed; the message says which."""
 
 
-def read_limited(path: Path, limit: int) -> bytes:
-    """The bytes of the regular file ``path`` (at most ``limit``); raises :class:`UnsafeFile` or OSError."""
-    if path.is_symlink():
+def read_limited(path: Path, limit: int, *, named: bool = False) -> bytes:
+    """The bytes of the regular file ``path`` (at most ``limit``); raises :class:`UnsafeFile` or OSError.
+
+    A link is refused, except for a file the user ``named`` on the command line (an inventory kept
+    elsewhere and linked in is theirs to choose); a file found inside a folder is never a link."""
+    if not named and path.is_symlink():
         raise UnsafeFile(f"{path} is a symbolic link; links are not followed")
-    fd = os.open(path, OPEN_FLAGS)
+    fd = os.open(path, OPEN_FLAGS & ~getattr(os, "O_NOFOLLOW", 0) if named else OPEN_FLAGS)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

@@ -54,3 +54,41 @@ def test_fix_refuses_such_a_plan_with_the_usage_exit_code(tmp_path: Path, kind: 
     assert result.exit_code == 2, result.output
     assert ("symbolic link" if kind == "link" else "not a regular file") in result.output
     assert not (tmp_path / "j.sqlite").exists()
+
+
+def test_a_file_named_on_the_command_line_may_be_a_link(tmp_path: Path) -> None:
+    target = tmp_path / "shared" / "inventory.yaml"
+    target.parent.mkdir()
+    target.write_bytes(b"clusters: []\n")
+    link = tmp_path / "inventory.yaml"
+    link.symlink_to(target)
+    assert read_limited(link, 3000, named=True) == b"clusters: []\n"
+    os.mkfifo(tmp_path / "pipe.yaml")
+    with pytest.raises(UnsafeFile, match="not a regular file"):
+        read_limited(tmp_path / "pipe.yaml", 3000, named=True)
+
+
+def test_a_policy_file_linked_into_a_policy_folder_is_not_read(tmp_path: Path) -> None:
+    from scaleguard.policies.loader import load_directory
+
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("not: a policy\n", encoding="utf-8")
+    folder = tmp_path / "pack"
+    folder.mkdir()
+    (folder / "linked.yaml").symlink_to(outside)
+    parsed = load_directory(folder)
+    assert parsed.with_lines == []
+    reason = f"cannot read: {folder / 'linked.yaml'} is a symbolic link; links are not followed"
+    assert [p.reason for p in parsed.problems] == [reason]
+
+
+@pytest.mark.parametrize("flag", ["--inventory", "--waivers"])
+def test_an_inventory_or_waiver_file_that_is_a_pipe_is_a_usage_error_not_a_hang(tmp_path: Path, flag: str) -> None:
+    from scaleguard.lab.scenario import demo_scenario
+
+    pipe = tmp_path / "named.yaml"
+    os.mkfifo(pipe)
+    evidence = demo_scenario(defects=False).write(tmp_path / "CONTOSO-SSIS")
+    source = ["--evidence", str(evidence), flag, str(pipe)] if flag == "--waivers" else [flag, str(pipe)]
+    result = CliRunner().invoke(app, ["audit", *source, "--out", str(tmp_path / "out"), "--no-progress"])
+    assert result.exit_code == 2, result.output

@@ -15,6 +15,7 @@ import yaml
 from scaleguard.console import console as make_console
 from scaleguard.exitcodes import ExitCode
 from scaleguard.remoting.errors import InventoryError
+from scaleguard.safefile import MIB, read_limited
 from scaleguard.safetext import console_text
 
 from .groups import app
@@ -39,7 +40,7 @@ def import_inventory(
 
     console = make_console(soft_wrap=True)
     try:
-        text = source.read_text(encoding="utf-8-sig")
+        text = read_limited(source, 16 * MIB, named=True).decode("utf-8-sig")
         if not looks_like_ansible(text):
             raise InventoryError(f"{source}: not an Ansible inventory (no [group] sections or hosts/children)")
         document = native_document(source, text)

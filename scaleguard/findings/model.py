@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from scaleguard.safefile import MIB, read_limited
+
 
 class Remediation(StrEnum):
     """Every name a finding's ``remediation`` may carry, declared once: policies choose one, the planner
@@ -183,4 +185,4 @@ class FindingsFile(BaseModel):
 
     @classmethod
     def read(cls, path: Path) -> FindingsFile:
-        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        return cls.model_validate_json(read_limited(path, 1024 * MIB, named=True))

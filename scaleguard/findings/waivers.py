@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from scaleguard.findings.model import Finding, Status
+from scaleguard.safefile import MIB, read_limited
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's composer when PyYAML was built with it (same nodes and line marks, a tenth of the time)."""
@@ -156,7 +157,7 @@ def load_waivers(path: Path, *, today: date, max_days: int | None = None) -> Wai
     cap what a waiver author may grant.
     """
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_limited(path, 64 * MIB, named=True).decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise WaiverError(f"{path}: cannot read the waiver file: {exc}") from exc
     try:

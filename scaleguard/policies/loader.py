@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from scaleguard.policies import fact_schema
 from scaleguard.policies.functions import BUILTIN_FUNCTIONS, FUNCTIONS
 from scaleguard.policies.model import Policy, Programs, Scope
+from scaleguard.safefile import MIB, read_limited
 
 VARIABLES = (
     "now",
@@ -131,6 +132,10 @@ def is_builtin_pack(directory: Path) -> bool:
         return False
 
 
+POLICY_FILE_LIMIT = 4 * MIB
+"""A policy file is a few KiB of YAML; a larger one is refused unread."""
+
+
 @lru_cache(maxsize=1)
 def _builtin() -> tuple[tuple[Policy, ...], tuple[PolicyError, ...]]:
     policies: list[Policy] = []
@@ -171,7 +176,7 @@ def load_directory(directory: Path) -> ParsedFile:
     out = ParsedFile([], [])
     for path in files:
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            text = read_limited(path, POLICY_FILE_LIMIT).decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             out.problems.append(PolicyError(path, None, f"cannot read: {exc}"))
             continue

@@ -45,6 +45,7 @@ import yaml
 
 from scaleguard.remoting import ansible_inventory
 from scaleguard.remoting.errors import InventoryError
+from scaleguard.safefile import MIB, read_limited
 
 Scheme = Literal["http", "https"]
 AuthMethod = Literal["basic", "ntlm", "kerberos", "negotiate", "certificate"]
@@ -187,7 +188,7 @@ class Inventory:
 def load_inventory(path: Path) -> Inventory:
     """Parse and check ``path``; raises :class:`InventoryError` listing every problem found."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_limited(path, 16 * MIB, named=True).decode("utf-8-sig")
     except OSError as exc:
         raise InventoryError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, field_serializer, model_validator
 
+from scaleguard.safefile import MIB, read_limited
+
 SCHEMA_VERSION = "1.1"
 _DER_TABLE = "der_by_thumbprint"
 """Serialization context key: the DER each thumbprint is written with once (see :meth:`Snapshot.write`)."""
@@ -318,8 +320,7 @@ class Snapshot(_Model):
 
     @classmethod
     def read(cls, path: Path) -> Snapshot:
-        data = path.read_text(encoding="utf-8")
-        snap = cls.model_validate_json(data)
+        snap = cls.model_validate_json(read_limited(path, 1024 * MIB, named=True))
         if snap.schema_version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
             raise ValueError(f"{path}: snapshot schema {snap.schema_version} is not supported")
         return snap
