@@ -53,7 +53,9 @@ from scaleguard.remediators import drift
 from scaleguard.remediators.actions import AGENT_OP, FileRef, RestartService, SecretRef, StepRef
 from scaleguard.remediators.configedit import ConfigEditError, edit_setting
 from scaleguard.remediators.model import Plan, Step
+from scaleguard.remediators.pfx import PFX_LIMIT
 from scaleguard.remediators.resolve import ResolveError, resolve
+from scaleguard.safefile import read_limited
 from scaleguard.snapshot.model import NodeSnapshot, Snapshot
 
 StepStatus = Literal[
@@ -546,7 +548,8 @@ class Executor:
                 request[key] = self.secrets(value)
                 logged[key] = {"secret": value.secret_env or value.secret_prompt}
             elif isinstance(value, FileRef):
-                request[f"{key}_b64"] = base64.b64encode(Path(value.local_file).read_bytes()).decode("ascii")
+                content = read_limited(Path(value.local_file), PFX_LIMIT, named=True)
+                request[f"{key}_b64"] = base64.b64encode(content).decode("ascii")
                 logged[f"{key}_b64"] = {"file": value.local_file}
             else:
                 request[key] = logged[key] = value

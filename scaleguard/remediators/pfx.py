@@ -18,6 +18,10 @@ from cryptography.x509.oid import NameOID
 
 from scaleguard.remediators.base import MasterPfx
 from scaleguard.remediators.model import SecretRef
+from scaleguard.safefile import read_limited
+
+PFX_LIMIT = 1024 * 1024
+"""A PFX is a few KiB; the file a plan names is never read beyond this."""
 
 
 class PfxError(ValueError):
@@ -27,7 +31,7 @@ class PfxError(ValueError):
 def load_master_pfx(path: Path, password: str | None, reference: SecretRef) -> MasterPfx:
     try:
         key, cert, _chain = pkcs12.load_key_and_certificates(
-            path.read_bytes(), password.encode("utf-8") if password else None
+            read_limited(path, PFX_LIMIT, named=True), password.encode("utf-8") if password else None
         )
     except (OSError, ValueError) as exc:
         raise PfxError(f"{path}: cannot be opened ({exc})") from exc
