@@ -1,4 +1,4 @@
-"""``scaleguard fix --undo RUN``: put back what a run left in place, newest action first.
+"""``scaleguard fix --undo RUN``: put back what a run left in place, newest action first on each node.
 
 What a run left in place is every action it journaled as done (or started but never answered, when the
 run was interrupted) that no rollback or earlier undo has already reverted. Each is reverted with the
@@ -8,7 +8,9 @@ entries point at the actions they revert — so undoing the same run twice does 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -97,7 +99,15 @@ def undo_run(
     *,
     on_event: Callable[[str, str], None] | None = None,
     undo_id: str | None = None,
+    concurrency: int = 8,
 ) -> UndoReport:
+    """Revert what ``run_id`` left in place, up to ``concurrency`` nodes at once.
+
+    Each node's actions are reverted newest first, one at a time. An action that a step on another node
+    relied on (the plan's ``depends_on``: a worker pinned a certificate the master had just trusted) is
+    reverted only once that step's revert is over, so use is undone before trust as trust came before
+    use. Every such wait is on a newer action, so nothing waits in a circle. Restarts come last, once
+    per service, in parallel too."""
     emit = on_event or (lambda _kind, _text: None)
     run = journal.run(run_id)
     if run is None:
@@ -110,36 +120,97 @@ def undo_run(
     )
     report = UndoReport(run_id=undo_id, undo_of=run_id)
     deferred: list[tuple[Entry, dict[str, Any]]] = []
-    for entry in todo:
+
+    def revert(entry: Entry) -> list[tuple[Entry, dict[str, Any], str | None]]:
         plan = inverse(entry.request, entry.result if entry.status == "done" else None)
         if plan.note:
             report.notes.append(f"{entry.step_id or entry.seq} {entry.node} {entry.action}: {plan.note}")
-        for request in plan.requests:
-            _send(journal, transport, report, undo_id, entry, request, emit)
-        deferred += [(entry, request) for request in plan.deferred]
-    for entry, request in once_per_service(deferred, lambda e: (e.cluster, e.node)):
-        _send(journal, transport, report, undo_id, entry, request, emit)
+        deferred.extend((entry, request) for request in plan.deferred)
+        return [(entry, request, _send(journal, transport, undo_id, entry, request)) for request in plan.requests]
+
+    def restart(pair: tuple[Entry, dict[str, Any]]) -> list[tuple[Entry, dict[str, Any], str | None]]:
+        entry, request = pair
+        return [(entry, request, _send(journal, transport, undo_id, entry, request))]
+
+    workers = max(1, concurrency)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="undo") as pool:
+        for _entry, sent in _in_order(pool, todo, _waits(todo, journal.plan_json(run_id)), revert):
+            _record(report, sent, emit)
+        for sent in pool.map(restart, once_per_service(deferred, lambda e: (e.cluster, e.node))):
+            _record(report, sent, emit)
     journal.finish_run(undo_id, "done" if report.ok else "failed")
     return report
 
 
-def _send(
-    journal: Journal,
-    transport: Transport,
-    report: UndoReport,
-    undo_id: str,
-    entry: Entry,
-    request: dict[str, Any],
-    emit: Callable[[str, str], None],
-) -> None:
-    error = send_revert(
+def _waits(todo: list[Entry], plan_json: str | None) -> dict[int, set[int]]:
+    """seq → the pending seqs that must be reverted first: those of steps that depended on its step."""
+    try:
+        steps = json.loads(plan_json or "{}").get("steps") or []
+        needs = {str(s["id"]): {str(d) for d in s.get("depends_on") or []} for s in steps if isinstance(s, dict)}
+    except (ValueError, AttributeError, KeyError, TypeError):
+        needs = {}  # a journal without a readable plan: each node newest first is still kept
+    seqs: dict[str, set[int]] = {}
+    for entry in todo:
+        if entry.step_id:
+            seqs.setdefault(entry.step_id, set()).add(entry.seq)
+    waits: dict[int, set[int]] = {}
+    for step_id, needed in needs.items():
+        for seq_after in seqs.get(step_id, ()):
+            for before in needed:
+                for seq in seqs.get(before, ()):
+                    if seq < seq_after:
+                        waits.setdefault(seq, set()).add(seq_after)
+    return waits
+
+
+_Sent = list[tuple[Entry, dict[str, Any], str | None]]
+
+
+def _in_order(
+    pool: ThreadPoolExecutor, todo: list[Entry], waits: dict[int, set[int]], revert: Callable[[Entry], _Sent]
+) -> Iterator[tuple[Entry, _Sent]]:
+    """Run ``revert`` on every entry: one at a time per node in the given order, nodes in parallel,
+    each entry only after the entries it waits for."""
+    chains: dict[tuple[str, str], list[Entry]] = {}
+    for entry in todo:
+        chains.setdefault((entry.cluster.lower(), entry.node.lower()), []).append(entry)
+    done: set[int] = set()
+    running: dict[Future[tuple[Entry, _Sent]], tuple[str, str]] = {}
+    while chains or running:
+        for node, chain in list(chains.items()):
+            if node not in running.values() and waits.get(chain[0].seq, set()) <= done:
+                running[pool.submit(_paired, revert, chain.pop(0))] = node
+                if not chain:
+                    del chains[node]
+        if not running:  # cannot happen (every wait is on a newer entry); never hang if it did
+            node, chain = next(iter(chains.items()))
+            waits.pop(chain[0].seq, None)
+            continue
+        finished, _pending = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            del running[future]
+            entry, sent = future.result()
+            done.add(entry.seq)
+            yield entry, sent
+
+
+def _paired(revert: Callable[[Entry], _Sent], entry: Entry) -> tuple[Entry, _Sent]:
+    return entry, revert(entry)
+
+
+def _send(journal: Journal, transport: Transport, undo_id: str, entry: Entry, request: dict[str, Any]) -> str | None:
+    return send_revert(
         journal, transport, undo_id, phase="undo", cluster=entry.cluster, node=entry.node, request=request,
         step_id=entry.step_id, unit=entry.unit, inverts=(entry.run_id, entry.seq),
     )
-    label = f"{entry.step_id or entry.seq} {entry.node} {request.get('op')}"
-    if error is not None:
-        report.errors.append(f"{label}: {error}")
-        emit("fail", f"{label}: {error}")
-        return
-    report.reverted.append(label)
-    emit("undo", label)
+
+
+def _record(report: UndoReport, sent: _Sent, emit: Callable[[str, str], None]) -> None:
+    for entry, request, error in sent:
+        label = f"{entry.step_id or entry.seq} {entry.node} {request.get('op')}"
+        if error is not None:
+            report.errors.append(f"{label}: {error}")
+            emit("fail", f"{label}: {error}")
+        else:
+            report.reverted.append(label)
+            emit("undo", label)

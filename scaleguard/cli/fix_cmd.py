@@ -715,6 +715,7 @@ def _undo(
                 journal,
                 on_event=lambda kind, text: err.print(f"  {kind:>5} {console_text(text)}"),
                 undo_id=undo_id,
+                concurrency=run.controls.concurrency,
             )
         except UndoError as exc:
             raise FixUsageError(str(exc)) from exc

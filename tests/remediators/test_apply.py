@@ -311,3 +311,52 @@ def test_a_previous_binding_that_cannot_be_recreated_is_reported_not_hidden(setu
     assert not undone.ok and "binding not changed" in undone.errors[0]
     assert s.state.node("MASTER01").bindings[0].store == "Root"
     assert [e.status for e in s.journal.entries(undone.run_id)].count("failed") == 1
+
+
+class SlowLabTransport(LabTransport):
+    """Every request takes ``delay_s`` (a WinRM round trip), and the most requests in flight at once is kept."""
+
+    def __init__(self, state: Any, delay_s: float) -> None:
+        super().__init__(state)
+        self.delay_s = delay_s
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._lock = __import__("threading").Lock()
+
+    def client(self, cluster: str, node: str) -> Any:
+        inner = super().client(cluster, node)
+        outer = self
+
+        class Client:
+            def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+                with outer._lock:
+                    outer.in_flight += 1
+                    outer.most_in_flight = max(outer.most_in_flight, outer.in_flight)
+                try:
+                    __import__("time").sleep(outer.delay_s)
+                    return inner.request(payload)  # type: ignore[no-any-return]
+                finally:
+                    with outer._lock:
+                        outer.in_flight -= 1
+
+        return Client()
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+def test_undo_reverts_nodes_in_parallel_and_use_before_trust(setup: Any, concurrency: int) -> None:
+    """A master rotation undone: each worker's pin goes back before the master's binding does, and the
+    master's binding goes back before the workers stop trusting the new certificate (the reverse of
+    trust before use); nodes are reverted at once up to --concurrency, and everything is as before."""
+    s = setup({"workers": ["WORKER01", "WORKER02", "WORKER03"], "certs": {"master": EXPIRING}})
+    report = s.apply(s.plan(finding("SO-M07", "MASTER01", "rotate-master-certificate")))
+    assert report.status == "done"
+    slow = SlowLabTransport(s.state, delay_s=0.05)
+    undone = undo_run(report.run_id, slow, s.journal, concurrency=concurrency)
+    assert undone.ok, undone.errors
+    assert cluster_state(s.state) == s.before_state
+    assert slow.most_in_flight == 1 if concurrency == 1 else slow.most_in_flight > 1
+    reverts = [(e.node, e.action) for e in s.journal.entries(undone.run_id)]  # in the order they began
+    binding = reverts.index(("MASTER01", "set_binding"))
+    for worker in ("WORKER01", "WORKER02", "WORKER03"):
+        assert reverts.index((worker, "restore_file")) < binding
+        assert binding < reverts.index((worker, "remove_certificate"))
