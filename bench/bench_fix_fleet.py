@@ -9,7 +9,8 @@ own default) every restart also waits for its service to stop and start, which n
 Measured in one run, in this process: a plain collection of every node (what ``audit`` spends on the
 network), then the whole ``scaleguard fix --inventory --apply --yes`` (lease, fresh collection, plan,
 parallel apply, release, re-collection and re-evaluation), then an ``audit`` whose exit code says whether
-the cluster is clean. Goal: fix time ≤ 4 × collection time.
+the cluster is clean. Goal: fix time ≤ 4 × collection time. Then ``fix --undo`` of that run, timed, and an
+``audit`` that must find the cluster as it was (the expiring master certificate fails again, exit 1).
 
 The serial time beside it is *computed*, not run (a serial run takes tens of minutes): the agent requests
 the pre-parallel executor sent one at a time (one per step, plus a read per config write) times the
@@ -81,9 +82,25 @@ def main() -> int:
                       "--concurrency", str(args.concurrency)],
                 catch_exceptions=False,
             )
+            with Journal(journal) as j:
+                run_id = j.runs()[0].run_id
+            start = time.perf_counter()
+            undone = CliRunner().invoke(
+                app, ["fix", "--undo", run_id, "--inventory", str(lab.inventory), "--yes", "--journal", str(journal),
+                      "--concurrency", str(args.concurrency)],
+                catch_exceptions=False,
+            )
+            undo_s = time.perf_counter() - start
+            after_undo = CliRunner().invoke(
+                app, ["audit", "--inventory", str(lab.inventory), "--out", str(Path(tmp) / "audit-undone"),
+                      "--concurrency", str(args.concurrency)],
+                catch_exceptions=False,
+            )
         with Journal(journal) as j:
-            run = j.runs()[0]
+            run = j.run(run_id)
+            assert run is not None
             entries = [e for e in j.entries(run.run_id) if e.phase == "apply" and e.status == "done"]
+            reverts = [e for r in j.runs() if r.undo_of == run_id for e in j.entries(r.run_id) if e.status == "done"]
     apply_s = _seconds(run.started_at, run.finished_at)
     rounds: dict[tuple[str, str], float] = {}
     for entry in entries:
@@ -103,8 +120,13 @@ def main() -> int:
     print(f"serial (computed): {requests} requests one at a time × median round {round_s:.2f} s + 2 collections "
           f"at concurrency 1 ≈ {serial_s:.0f} s ({serial_s / fix_s:.0f}× the parallel fix)")
     print(f"audit after the fix: exit {audit.exit_code} ({'clean' if audit.exit_code == 0 else 'NOT clean'})")
-    if fixed.exit_code != 0 or audit.exit_code != 0:
-        print(fixed.output[-3000:])
+    revert_s = statistics.median(_seconds(e.started_at, e.finished_at) for e in reverts) if reverts else 0.0
+    print(f"fix --undo: {undo_s:.2f} s (exit {undone.exit_code}; {len(reverts)} reverts; one at a time they would "
+          f"take ≈ {len(reverts) * revert_s:.0f} s at the median revert of {revert_s:.2f} s)")
+    print(f"audit after the undo: exit {after_undo.exit_code} "
+          f"({'as before the fix' if after_undo.exit_code == 1 else 'NOT as before'})")
+    if fixed.exit_code != 0 or audit.exit_code != 0 or undone.exit_code != 0 or after_undo.exit_code != 1:
+        print(fixed.output[-3000:], undone.output[-3000:])
         return 1
     return 0 if ratio <= 4 else 1
 
