@@ -350,7 +350,8 @@ def set_config_setting(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
     if edited.content != spliced:
         raise ActionError(f"{path}: the edit would change more than the value of {setting}; not changed")
     _trusted_backup_folder(node)
-    if read_bytes(node, backup_path) is not None:
+    left = read_bytes(node, backup_path)
+    if left is not None and left != current:  # a backup of exactly these bytes is kept (a run stopped before)
         raise ActionError(f"the backup {backup_path} already exists; not overwritten")
     node.files[backup_path] = current
     _write_bytes(node, path, edited.content)

@@ -356,3 +356,48 @@ def test_check_only_changes_nothing_and_its_output_is_not_imported(demo: Any, tm
     refused = cli("fix", "--import-results", folder, "--journal", journal)
     assert refused.exit_code == 2 and "-CheckOnly result" in refused.output, refused.output
     assert not journal.exists()
+
+
+def _statements(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_param_is_the_first_statement_and_elevation_and_bitness_refuse_with_exit_2() -> None:
+    """Only what PowerShell 5.1 would show on a host: param() must be the script's first statement, and a
+    runbook that cannot start says 2 (#Requires -RunAsAdministrator would end it with powershell.exe's own
+    code, which callers read as "a step stale or failed")."""
+    head, _tail = runbook_parts()
+    lines = _statements(head)
+    assert lines[0].startswith("param([switch]$CheckOnly,")
+    assert not [line for line in head.lower().splitlines() if line.replace(" ", "").startswith("#requires-run")]
+    statements = "\n".join(lines)
+    for test in ("IsInRole([System.Security.Principal.WindowsBuiltInRole]::Administrator)", "Is64BitProcess"):
+        after = statements.split(test, 1)[1]
+        assert after.split("}", 1)[0].rstrip().endswith("exit 2"), test
+    assert statements.index("LanguageMode") < statements.index("IsInRole")  # .NET calls only in FullLanguage
+    assert statements.index("Is64BitProcess") < statements.index("$ScaleguardSecret")
+
+
+def test_every_exit_code_of_a_runbook_is_one_the_readme_documents() -> None:
+    head, tail = runbook_parts()
+    codes = {int(c) for c in re.findall(r"\bexit (\d+)", "\n".join(_statements(head + tail)))}
+    assert codes == {0, 1, 2, 4}
+
+
+def test_every_convertto_json_of_a_shipped_script_passes_a_depth_deeper_than_its_documents() -> None:
+    """ConvertTo-Json's default -Depth 2 turns deeper values into their type names, silently."""
+    root = Path(__file__).resolve().parents[2] / "scaleguard"
+    calls = [(p, line) for p in root.rglob("*.ps1") for line in p.read_text().splitlines()
+             if "convertto-json" in line.lower() and not line.lstrip().startswith("#")]
+    assert len(calls) >= 2
+    for path, line in calls:
+        depth = re.search(r"-Depth (\d+)", line)
+        assert depth is not None and int(depth.group(1)) >= 8, (path, line)
+
+
+def test_the_driver_knows_its_node_by_the_full_host_name_not_only_the_netbios_name() -> None:
+    """%COMPUTERNAME% is cut to 15 characters; Dns.GetHostName() is the full host name."""
+    _head, tail = runbook_parts()
+    test = tail.split("function Test-ThisNode", 1)[1].split("\nfunction ", 1)[0]
+    assert "$env:COMPUTERNAME" in test and "[System.Net.Dns]::GetHostName()" in test
+    assert "GetHostEntry" not in test  # a DNS query could answer with another machine's name

@@ -444,6 +444,28 @@ def test_set_config_setting_changes_only_the_value_and_keeps_the_encoding(encodi
     assert again["changed"] is False and again["backup_path"] is None  # already the value: nothing written
 
 
+def test_set_config_setting_runs_again_after_a_locked_file_but_never_overwrites_another_backup() -> None:
+    """A runbook's backup name is fixed: the backup a run left when File.Replace met a locked file holds the
+    bytes still there, so a second run keeps it and edits; a backup of other bytes is still refused."""
+    target = node()
+    text = settings_xml("MasterSettings", {"PortNumber": 8391, "SSLCertThumbprint": "old"}).encode()
+    target.master_config = text
+    target.faults.locked_files = [target.config_path("master")]
+    with pytest.raises(ActionError, match="being used by another process"):
+        dispatch(target, setting_request())
+    assert target.master_config == text and list(target.files.values()) == [text]
+    target.faults.locked_files = []
+    result = dispatch(target, setting_request())
+    assert result["changed"] is True and target.master_config == text.replace(b">old<", f">{THUMB}<".encode())
+    assert target.files[result["backup_path"]] == text
+    other = node()
+    other.master_config = text
+    other.files[result["backup_path"]] = b"earlier"
+    with pytest.raises(ActionError, match="already exists"):
+        dispatch(other, setting_request())
+    assert other.master_config == text and other.files[result["backup_path"]] == b"earlier"
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [

@@ -415,3 +415,7 @@ def test_set_config_setting_finds_the_file_itself_and_edits_with_indexof() -> No
     assert "$ThumbprintPattern" in edit and "$EndpointPattern" in edit
     assert "Get-BinnFolders" in code(body(script, "Find-ConfigFile"))
     assert "UTF8Encoding -ArgumentList $false, $true" in code(body(script, "Read-ConfigText"))  # throws on bad bytes
+    # a backup left by a run stopped before the write is kept only when it holds the bytes there now
+    keep = next(line for line in edit.splitlines() if "already exists" in line)
+    assert keep.lstrip().startswith("elseif") and "Get-Sha256 ([System.IO.File]::ReadAllBytes($backup))" in keep
+    assert "-ne $before" in keep

@@ -351,8 +351,10 @@ function Invoke-SetConfigSetting($Request) {
     [Array]::Copy($current, 0, $content, 0, $decoded.bom)
     [Array]::Copy($body, 0, $content, $decoded.bom, $body.Length)
     Initialize-BackupFolder $backup
-    if (Test-Path -LiteralPath $backup) { Stop-Action "the backup $backup already exists; not overwritten" }
-    [System.IO.File]::WriteAllBytes($backup, $current)
+    # A runbook's backup name is fixed, so a run stopped before the write (a locked file) left this backup:
+    # holding exactly the bytes there now, it is that file's backup and is kept, so the runbook can run again.
+    if (-not (Test-Path -LiteralPath $backup)) { [System.IO.File]::WriteAllBytes($backup, $current) }
+    elseif ((Get-Sha256 ([System.IO.File]::ReadAllBytes($backup))) -ne $before) { Stop-Action "the backup $backup already exists; not overwritten" }
     if ((Get-Sha256 ([System.IO.File]::ReadAllBytes($backup))) -ne $before) { Stop-Action 'the backup could not be verified' }
     $result.backup_path = $backup
     $result.backup_sha256 = $before

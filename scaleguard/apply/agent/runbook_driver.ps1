@@ -30,9 +30,14 @@ function Read-RunbookData {
 
 function Test-ThisNode([string]$Node) {
     # The runbook of another node is never run here (a plan names a node by its name or its FQDN).
-    $name = ([string]$env:COMPUTERNAME).ToUpperInvariant()
+    # %COMPUTERNAME% is the NetBIOS name, cut to 15 characters; Dns.GetHostName() is the full host name
+    # (local, no DNS query), so a node named WORKERNODE-PROD01 is recognised too. An address is refused.
     $wanted = $Node.ToUpperInvariant()
-    return (($wanted -ceq $name) -or $wanted.StartsWith($name + '.'))
+    foreach ($own in @([string]$env:COMPUTERNAME, [System.Net.Dns]::GetHostName())) {
+        $name = ([string]$own).ToUpperInvariant()
+        if (($name.Length -gt 0) -and (($wanted -ceq $name) -or $wanted.StartsWith($name + '.', [StringComparison]::Ordinal))) { return $true }
+    }
+    return $false
 }
 
 function Find-ServiceName([string]$Role) {
