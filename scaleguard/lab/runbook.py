@@ -56,6 +56,7 @@ def run_runbook(node: LabNode, data: RunbookData, *, check_only: bool = False) -
             )
             continue
         entry = _run_step(node, step, outcomes, check_only)
+        entry.update(reason=_limit(entry["reason"], 2000), error=_limit(entry["error"], 4000))
         outcomes[step.id] = entry
         reported.append(entry)
         if entry["status"] in ("stale", "failed"):
@@ -100,6 +101,11 @@ def _run_step(
     except ActionError as exc:
         entry["error"] = str(exc)
     return entry
+
+
+def _limit(text: str | None, most: int) -> str | None:
+    """``Limit-RunbookText``: a reason or error quoting node text stays within what the import accepts."""
+    return text if text is None or len(text) <= most else text[:most] + " [cut]"
 
 
 def _ref_value(from_step: str, field: str, outcomes: dict[str, dict[str, Any]]) -> str:

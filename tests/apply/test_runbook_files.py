@@ -401,3 +401,28 @@ def test_the_driver_knows_its_node_by_the_full_host_name_not_only_the_netbios_na
     test = tail.split("function Test-ThisNode", 1)[1].split("\nfunction ", 1)[0]
     assert "$env:COMPUTERNAME" in test and "[System.Net.Dns]::GetHostName()" in test
     assert "GetHostEntry" not in test  # a DNS query could answer with another machine's name
+
+
+def test_a_stale_reason_quoting_a_huge_settings_value_is_cut_so_the_result_still_imports(
+    demo: Any, tmp_path: Path
+) -> None:
+    """The reason quotes the file's value; uncut, a 6000-character value made the node's whole result refused."""
+    plan, state = demo
+    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
+    emit(plan, folder)
+    worker = state.node("WORKER02")
+    assert worker is not None and worker.worker_config is not None
+    worker.worker_config = re.sub(
+        rb"<MasterHttpsCertThumbprint>[0-9A-F]{40}<", b"<MasterHttpsCertThumbprint>" + b"F" * 6000 + b"<",
+        worker.worker_config,
+    )
+    run_wave(state, folder, 1)
+    document = json.loads((folder / "wave-01" / "WORKER02.result.json").read_text(encoding="ascii"))
+    assert [s["status"] for s in document["steps"]] == ["stale", "skipped"]
+    reason = document["steps"][0]["reason"]
+    assert len(reason) == 2000 + len(" [cut]") and reason.endswith("F [cut]")
+    imported = cli("fix", "--import-results", folder, "--journal", journal)
+    assert imported.exit_code == 1 and "stale" in imported.output, imported.output
+    _head, tail = runbook_parts()  # the driver cuts as the lab does
+    assert "$entry.reason = Limit-RunbookText $entry.reason 2000" in tail
+    assert "$entry.error = Limit-RunbookText $entry.error 4000" in tail

@@ -277,6 +277,15 @@ function Invoke-RunbookStep($Step, $Outcomes) {
     return $entry
 }
 
+function Limit-RunbookText($Text, [int]$Max) {
+    # A reason or error quotes node text (a settings value, netsh output): cut so the result stays within what
+    # --import-results accepts (reason 4096, error 8192 characters), or the node's whole result is refused.
+    if ($null -eq $Text) { return $null }
+    $value = [string]$Text
+    if ($value.Length -le $Max) { return $value }
+    return ($value.Substring(0, $Max) + ' [cut]')
+}
+
 $RunbookOutcome = $null
 $RunbookStopped = $null
 try {
@@ -292,6 +301,8 @@ try {
             continue
         }
         $entry = Invoke-RunbookStep $step $outcomes
+        $entry.reason = Limit-RunbookText $entry.reason 2000
+        $entry.error = Limit-RunbookText $entry.error 4000
         $outcomes[$id] = $entry
         $reported.Add($entry)
         if (($entry.status -eq 'stale') -or ($entry.status -eq 'failed')) { $RunbookStopped = "not run: $id before it is $($entry.status)" }
