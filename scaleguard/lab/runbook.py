@@ -11,6 +11,7 @@ mirrors a function of the driver, and refuses where that function would fail: ne
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from typing import Any
@@ -44,7 +45,8 @@ def run_runbook(node: LabNode, data: RunbookData, *, check_only: bool = False) -
     ``check_only`` is the script's ``-CheckOnly`` switch (the WinRM path cannot pass it: the bootstrap's
     argument goes to the runbook's ignored remaining arguments, as on Windows)."""
     wanted, name = data.node.upper(), node.name.upper()
-    if wanted != name and not wanted.startswith(name + "."):
+    if _is_address(wanted) or (wanted != name and not wanted.startswith(name + ".")):
+        # Test-ThisNode: %COMPUTERNAME% and Dns.GetHostName() are names, never an address
         raise RunbookRefused(f"this runbook is for {data.node}, not {node.name.upper()}")
     outcomes: dict[str, dict[str, Any]] = {}
     reported: list[dict[str, Any]] = []
@@ -101,6 +103,14 @@ def _run_step(
     except ActionError as exc:
         entry["error"] = str(exc)
     return entry
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _limit(text: str | None, most: int) -> str | None:

@@ -147,6 +147,9 @@ def test_the_lab_runs_only_runbooks_scaleguard_wrote(demo: Any, tmp_path: Path) 
     assert other is not None
     with pytest.raises(RunbookRefused, match="this runbook is for WORKER02"):
         run_runbook(other, data)
+    other.name = "10.0.0.12"  # a node known by its address: Windows' names never match it, nor does the lab
+    with pytest.raises(RunbookRefused, match="this runbook is for 10.0.0.12"):
+        run_runbook(other, data.model_copy(update={"node": "10.0.0.12"}))
     assert runbook_script(RunbookData.model_validate(json.loads(data.to_json()))) == text
 
 
