@@ -54,6 +54,7 @@ def main() -> int:
 
     password = secrets.token_urlsafe(16)
     os.environ[PASSWORD_ENV] = password
+    os.environ["SCALEGUARD_HISTORY"] = "off"  # never write the developer's history file
     nodes = args.workers + 1
     with tempfile.TemporaryDirectory(prefix="scaleguard-bench-fix-") as tmp:
         folder = Path(tmp) / "fleet"

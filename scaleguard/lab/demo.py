@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaleguard.history.store import HISTORY_ENV
 from scaleguard.lab.process import LabProcess
 from scaleguard.lab.serve import PASSWORD_ENV
 
@@ -46,7 +47,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None]) -> dict[str, Path
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DemoFailed(f"{root} exists and is not an empty folder; remove it or choose a new one")
     password = os.environ.get(PASSWORD_ENV) or DEFAULT_PASSWORD
-    env = {**os.environ, PASSWORD_ENV: password}
+    # its audits keep their history in the demo folder, so the demo leaves nothing in the user's data folder
+    env = {**os.environ, PASSWORD_ENV: password, HISTORY_ENV: str(root / "history.sqlite")}
     evidence = root / "CONTOSO-SSIS"
     quiet = [] if options.progress else ["--no-progress"]
 

@@ -32,6 +32,7 @@ def test_the_demo_runs_every_step_and_ends_clean(tmp_path: Path) -> None:
     for name in ("report", "live-report", "after-fix"):
         assert (folder / name / "report.html").is_file()
     assert (folder / "fix" / "plan.json").is_file() and (folder / "fix" / "journal.sqlite").is_file()
+    assert (folder / "history.sqlite").is_file()  # the audits' history stays in the demo folder
     assert f"report after the fix (clean): {(folder / 'after-fix' / 'report.html').resolve()}" in " ".join(
         out.split()
     )
