@@ -196,10 +196,9 @@ def fresh_read(
     from scaleguard.apply.transport import inventory_of
     from scaleguard.collectors.agent.convert import node_from_agent
     from scaleguard.collectors.agent.schema import AgentDocument
-    from scaleguard.collectors.live import plan_jobs, report_unlisted_workers, run_jobs
+    from scaleguard.collectors.live import live_snapshot, plan_jobs, run_jobs
     from scaleguard.pipeline import AuditOptions, evaluate
     from scaleguard.remoting.credentials import CredentialResolver
-    from scaleguard.snapshot.model import ClusterSnapshot
 
     parsed = inventory_of(inventory)
     started = datetime.now(UTC)
@@ -219,16 +218,7 @@ def fresh_read(
         if (job.cluster.name, job.node.name) not in read
     ]
     read.update(run_jobs(jobs, concurrency=concurrency, insecure=insecure, progress=False))
-    clusters = []
-    for cluster in parsed.clusters:
-        nodes = [read[(cluster.name, n.name)] for n in cluster.nodes]
-        report_unlisted_workers(cluster, nodes)
-        clusters.append(
-            ClusterSnapshot(
-                cluster=cluster.name, collected_at=started, source=str(inventory), mode="live", nodes=nodes
-            )
-        )
-    snapshot = Snapshot(clusters=clusters)
+    snapshot = live_snapshot(parsed, read, started=started, source=str(inventory))
     options = AuditOptions(out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, progress=False)
     findings, _ = evaluate(snapshot, options, now or datetime.now(UTC))
     return snapshot, findings

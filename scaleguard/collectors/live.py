@@ -78,18 +78,20 @@ def collect_inventory(
     jobs = plan_jobs(parsed, insecure=insecure, resolver=resolver or CredentialResolver())
     started = datetime.now(UTC)
     results = run_jobs(jobs, concurrency=concurrency, insecure=insecure, progress=progress)
+    return live_snapshot(parsed, results, started=started, source=str(inventory))
+
+
+def live_snapshot(
+    inventory: Inventory, read: dict[tuple[str, str], NodeSnapshot], *, started: datetime, source: str
+) -> Snapshot:
+    """The snapshot of ``inventory`` from every node ``read`` (by cluster and node name), in inventory
+    order, each cluster's unlisted workers reported."""
     clusters = []
-    for cluster in parsed.clusters:
-        nodes = [results[(cluster.name, n.name)] for n in cluster.nodes]
+    for cluster in inventory.clusters:
+        nodes = [read[(cluster.name, n.name)] for n in cluster.nodes]
         report_unlisted_workers(cluster, nodes)
         clusters.append(
-            ClusterSnapshot(
-                cluster=cluster.name,
-                collected_at=started,
-                source=str(inventory),
-                mode="live",
-                nodes=nodes,
-            )
+            ClusterSnapshot(cluster=cluster.name, collected_at=started, source=source, mode="live", nodes=nodes)
         )
     return Snapshot(clusters=clusters)
 

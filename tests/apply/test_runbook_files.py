@@ -63,6 +63,16 @@ def run_wave(state: LabState, folder: Path, wave: int) -> None:
         script.with_suffix(".result.json").write_text(json.dumps(document), encoding="ascii")
 
 
+def repin_worker02(state: LabState, value: bytes) -> None:
+    """WORKER02's MasterHttpsCertThumbprint changed on the node after the plan was made."""
+    worker = state.node("WORKER02")
+    assert worker is not None and worker.worker_config is not None
+    worker.worker_config = re.sub(
+        rb"<MasterHttpsCertThumbprint>[0-9A-F]{40}<", b"<MasterHttpsCertThumbprint>" + value + b"<",
+        worker.worker_config,
+    )
+
+
 def emit(plan: Path, folder: Path) -> None:
     emitted = cli("fix", "--plan", plan, "--emit-runbook", folder)
     assert emitted.exit_code == 0, emitted.output
@@ -265,13 +275,7 @@ def test_a_stale_step_stops_its_node_and_what_depends_on_it(demo: Any, tmp_path:
     plan, state = demo
     folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
     emit(plan, folder)
-    worker = state.node("WORKER02")
-    assert worker is not None and worker.worker_config is not None
-    # someone re-pinned WORKER02 to yet another master certificate since the plan was made
-    worker.worker_config = re.sub(
-        rb"<MasterHttpsCertThumbprint>[0-9A-F]{40}<", b"<MasterHttpsCertThumbprint>" + b"F" * 40 + b"<",
-        worker.worker_config,
-    )
+    repin_worker02(state, b"F" * 40)  # someone re-pinned WORKER02 since the plan was made
     run_wave(state, folder, 1)
     document = json.loads((folder / "wave-01" / "WORKER02.result.json").read_text(encoding="ascii"))
     assert [s["status"] for s in document["steps"]] == ["stale", "skipped"]
@@ -413,12 +417,7 @@ def test_a_stale_reason_quoting_a_huge_settings_value_is_cut_so_the_result_still
     plan, state = demo
     folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
     emit(plan, folder)
-    worker = state.node("WORKER02")
-    assert worker is not None and worker.worker_config is not None
-    worker.worker_config = re.sub(
-        rb"<MasterHttpsCertThumbprint>[0-9A-F]{40}<", b"<MasterHttpsCertThumbprint>" + b"F" * 6000 + b"<",
-        worker.worker_config,
-    )
+    repin_worker02(state, b"F" * 6000)
     run_wave(state, folder, 1)
     document = json.loads((folder / "wave-01" / "WORKER02.result.json").read_text(encoding="ascii"))
     assert [s["status"] for s in document["steps"]] == ["stale", "skipped"]
