@@ -15,8 +15,6 @@ certificates expire on the same day are one marker saying so, not 1,000 overlapp
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +26,7 @@ from markupsafe import Markup
 from scaleguard.findings.causes import setting
 from scaleguard.policies.model import Thresholds
 from scaleguard.reports.base import ReportContext
-from scaleguard.reports.csv_report import neutralise
+from scaleguard.reports.csv_report import csv_bytes, field, neutralise
 from scaleguard.rules.thumbprint import comparable
 from scaleguard.snapshot.model import Certificate, ClusterSnapshot, NodeSnapshot, Snapshot, days_left
 
@@ -220,25 +218,18 @@ class ExpiryCsvReporter:
 
     def render(self, ctx: ReportContext) -> bytes:
         forecast = expiry_forecast(ctx.snapshot, ctx.now, ctx.thresholds)
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
-        writer.writerow(CSV_COLUMNS)
-        for row in forecast.rows:
-            cells = [
-                forecast.bucket(row),
-                str(row.days_left),
-                row.cert.not_after.isoformat(timespec="seconds"),
-                row.cert.thumbprint,
-                ROLES[row.role],
-                row.cluster,
-                row.node,
-                row.store,
-                row.cert.subject,
-                row.cert.issuer,
-                row.owner,
-            ]
-            writer.writerow([neutralise(c) for c in cells])
-        return out.getvalue().encode("utf-8-sig")
+        rows = [
+            ",".join([
+                field(neutralise(cell))
+                for cell in (
+                    forecast.bucket(row), str(row.days_left), row.cert.not_after.isoformat(timespec="seconds"),
+                    row.cert.thumbprint, ROLES[row.role], row.cluster, row.node, row.store, row.cert.subject,
+                    row.cert.issuer, row.owner,
+                )
+            ]) + "\r\n"
+            for row in forecast.rows
+        ]
+        return csv_bytes(CSV_COLUMNS, rows)
 
 
 # -------------------------------------------------------------------------------------------------- SVG

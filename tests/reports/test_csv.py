@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 
@@ -10,7 +11,7 @@ import pytest
 from report_samples import HOSTILE
 
 from scaleguard.reports.base import ReportContext
-from scaleguard.reports.csv_report import COLUMNS, CsvReporter, neutralise
+from scaleguard.reports.csv_report import COLUMNS, CsvReporter, field, neutralise
 
 
 @pytest.mark.parametrize(
@@ -64,3 +65,21 @@ def test_evidence_is_json_and_hostile_cells_are_neutralised(context: ReportConte
     for column in COLUMNS:
         for cell in frame[column]:
             assert not cell.lstrip(" ").startswith(("=", "+", "@", "\t", "\r")), (column, cell)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        ["plain", "CN=WORKER01", ""],
+        ["a,b", 'say "hi"', '"', ",", '""'],
+        ["line\nbreak", "cr\ronly", "\r\n", "\n"],
+        [" lead", "tab\there", "'quoted'", "semi;colon", "nul\x00byte", "\u2028sep", "\x85next"],
+        [HOSTILE, "é 😀", '{"a":"b,c"}', "{}"],
+    ],
+)
+def test_fields_are_quoted_as_the_csv_module_quotes_them(row: list[str]) -> None:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(row)
+    line = ",".join(map(field, row)) + "\r\n"
+    assert line == out.getvalue()
+    assert next(csv.reader(io.StringIO(line, newline=""))) == row
