@@ -250,7 +250,16 @@ class _Plan:
     def __init__(self, policy: Policy, cluster: str) -> None:
         self.policy = policy
         self.programs: Programs = policy.programs
-        self.cluster = cluster
+        self.shared = {
+            "policy": policy.id,
+            "name": policy.name,
+            "title": policy.title,
+            "cluster": cluster,
+            "scope": policy.scope.value,
+            "remediation": policy.remediation,
+            "references": policy.references,
+            "waiver": None,
+        }
 
     def finding(
         self,
@@ -263,26 +272,18 @@ class _Plan:
         subject: str | None = None,
         applicable: bool = True,
     ) -> Finding:
-        # every value is already of its field's type: validating them again would cost as much as judging
-        policy = self.policy
-        values: dict[str, Any] = {
-            "policy": policy.id,
-            "name": policy.name,
-            "title": policy.title,
-            "cluster": self.cluster,
-            "node": target,
-            "scope": policy.scope.value,
-            "status": status,
-            "severity": severity,
-            "message": message,
-            "evidence": evidence or {},
-            "remediation": policy.remediation,
-            "references": list(policy.references),
-            "subject": subject,
-            "waiver": None,
-            "applicable": applicable,
-        }
-        return Finding.model_construct(**values)
+        return Finding.model_validate(
+            {
+                **self.shared,
+                "node": target,
+                "status": status,
+                "severity": severity,
+                "message": message,
+                "evidence": evidence or {},
+                "subject": subject,
+                "applicable": applicable,
+            }
+        )
 
 
 def _tri_state(value: Any, what: str) -> bool | None:
@@ -311,25 +312,16 @@ def _missing_message(missing: list[str]) -> str:
 
 
 def _sources(policy: Policy) -> list[str]:
-    """Every CEL expression of ``policy`` (and its required fact paths)."""
-    sources = [
-        *policy.requires,
-        policy.check,
-        policy.for_each,
-        policy.applies_if,
-        policy.subject,
-        *policy.let.values(),
-        *(g.when for g in policy.grades),
-    ]
-    return [s for s in sources if s]
+    """Every CEL expression of ``policy`` and its required fact paths."""
+    return [*policy.requires, *_cel_sources(policy)]
 
 
 def _cel_sources(policy: Policy) -> list[str]:
     """The expressions CEL runs for ``policy``. ``requires`` paths are not among them: they are looked up
     in the full Python facts, so keeping them out means a required whole value (``requires:
     [worker_cert]``) is not converted into every node's CEL context for nothing."""
-    required = set(policy.requires)
-    return [s for s in _sources(policy) if s not in required]
+    sources = [policy.check, policy.for_each, policy.applies_if, policy.subject, *policy.let.values()]
+    return [s for s in [*sources, *(g.when for g in policy.grades)] if s]
 
 
 def _mentions(policy: Policy, pattern: re.Pattern[str]) -> bool:
@@ -371,6 +363,4 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
     return str(value)

@@ -23,11 +23,17 @@ AccessSpec = dict[str, frozenset[str] | None]
 _PATTERNS = {var: re.compile(rf"(?<![\w.]){var}\b(?:\s*\.\s*([A-Za-z_]\w*))?") for var in TOP_LEVEL}
 _NULL_BEFORE = re.compile(r"\bnull\s*[!=]=\s*$")
 _NULL_AFTER = re.compile(r"\s*[!=]=\s*null\b")
+_TEXT = re.compile(
+    r"""[rR][bB]?(?:'{3}.*?'{3}|"{3}.*?"{3}|'[^'\n]*'|"[^"\n]*")"""
+    r"""|'{3}(?:\\.|[^\\])*?'{3}|"{3}(?:\\.|[^\\])*?"{3}|'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*"|//[^\n]*""",
+    re.DOTALL,
+)
+"""CEL string literals and comments: words in them (``'... this node'``) are not variables."""
 
 
 def access_spec(sources: Iterable[str]) -> AccessSpec:
     """What of each top-level variable the expressions in ``sources`` may read (unused ones are absent)."""
-    texts = [s for s in sources if s]
+    texts = [_TEXT.sub('""', s) for s in sources if s]
     spec: AccessSpec = {}
     for var, pattern in _PATTERNS.items():
         keys: set[str] = set()

@@ -180,6 +180,12 @@ def test_store_facts_are_built_when_a_policy_reads_them(tmp_path: Path) -> None:
     assert finding.evidence["expired"] == [materialiser.cert("gone").thumbprint]
 
 
+def test_a_check_that_is_also_a_required_path_is_given_its_fact(tmp_path: Path) -> None:
+    text = policy_text("XX-W01", "in-root", "requires: [worker.in_root]\ncheck: worker.in_root\n")
+    finding = evaluate(cluster(tmp_path), user_policies(tmp_path, text), now=NOW)[0]
+    assert (finding.status, finding.message) == (Status.PASS, "A title")
+
+
 def test_null_check_is_not_assessed_with_the_message(tmp_path: Path) -> None:
     policies = user_policies(tmp_path, policy_text("XX-W01", "cannot-decide", "check: 'null'\n"))
     finding = evaluate(cluster(tmp_path), policies, now=NOW)[0]

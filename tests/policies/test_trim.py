@@ -21,6 +21,10 @@ from scaleguard.policies import trim
         ("worker_cert['found_in'] == null", None),
         ("worker_cert == null_value", None),
         ("f(null) == worker_cert", None),
+        # words in string literals and comments are not reads
+        ("worker_cert.subject + ' (no worker_cert here)'", frozenset({"subject"})),
+        (r"""'it\'s worker_cert' + "worker_cert" + r'\' + worker_cert.serial""", frozenset({"serial"})),
+        ("'''worker_cert'''.size() > 0 || worker_cert.expired // or worker_cert", frozenset({"expired"})),
     ],
 )
 def test_which_keys_an_expression_reads(source: str, expected: frozenset[str] | None) -> None:
