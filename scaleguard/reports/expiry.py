@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
-from typing import Any
+from typing import Any, NamedTuple
 
 from markupsafe import Markup
 
@@ -73,8 +73,7 @@ def bucket_of(days: int, limits: Thresholds) -> str:
     return "later"
 
 
-@dataclass(frozen=True)
-class ExpiryRow:
+class ExpiryRow(NamedTuple):
     cluster: str
     node: str
     store: str
@@ -98,8 +97,9 @@ class ExpiryForecast:
         """Per bucket: distinct certificates and the copies of them across nodes."""
         out = {key: {"certificates": 0, "copies": 0} for key, _ in buckets(self.limits)}
         seen: set[str] = set()
+        limits = self.limits
         for row in self.rows:
-            bucket = self.bucket(row)
+            bucket = bucket_of(row.days_left, limits)
             out[bucket]["copies"] += 1
             if row.cert.thumbprint not in seen:
                 seen.add(row.cert.thumbprint)
@@ -113,7 +113,9 @@ class ExpiryForecast:
         # copies per certificate counted in one pass, not one pass over every row per listed certificate
         copies = Counter(row.cert.thumbprint for row in self.rows)
         for row in self.rows:
-            if row.cert.thumbprint in seen or len(soonest) >= limit:
+            if len(soonest) >= limit:
+                break
+            if row.cert.thumbprint in seen:
                 continue
             seen.add(row.cert.thumbprint)
             soonest.append(
@@ -262,11 +264,12 @@ def timeline_svg(forecast: ExpiryForecast, *, past_days: int = 30, ahead_days: i
     def x(days: float) -> float:
         return round(_LEFT + (min(max(days, lo), hi) - lo) / (hi - lo) * plot, 1)
 
+    aria = escape(_aria(forecast))
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" id="expiry-timeline" class="expiry-timeline" role="img" '
         f'viewBox="0 0 {_WIDTH} {_HEIGHT}" width="100%" preserveAspectRatio="xMinYMin meet" '
-        f'aria-label="{escape(_aria(forecast))}" font-family="system-ui, sans-serif" font-size="11">',
-        f"<title>{escape(_aria(forecast))}</title>",
+        f'aria-label="{aria}" font-family="system-ui, sans-serif" font-size="11">',
+        f"<title>{aria}</title>",
     ]
     high, medium = forecast.limits.expiry_high_days, forecast.limits.expiry_medium_days
     edges = [(lo, 0, "expired"), (0, high, "high"), (high, medium, "medium"), (medium, hi, "later")]

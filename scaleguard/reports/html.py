@@ -39,7 +39,6 @@ from scaleguard.reports.view import (
     policy_rows,
     severity_status_matrix,
     sorted_findings,
-    status_counts,
 )
 from scaleguard.snapshot.model import days_left
 
@@ -90,26 +89,21 @@ class HtmlReporter:
         # one count for the header and the tab: the rows that are nodes (the cluster's own row, where
         # cluster-wide policies report, is listed in the table but is not a node)
         node_total = sum(1 for n in nodes if n.state != "cluster")
-        problems = []
-        not_applicable = 0
-        for f in findings:  # one pass; a 1,000-node audit has 14,000 findings
-            status = f.status
-            if status is Status.ERROR or status is Status.FAIL:
-                problems.append(f)
-            elif status is Status.NOT_ASSESSED and not f.applicable:
-                not_applicable += 1
+        matrix = severity_status_matrix(findings)
+        counts = {s: sum(matrix[sev][s] for sev in SEVERITY_ORDER) for s in STATUS_ORDER}
+        problems = counts[Status.ERROR] + counts[Status.FAIL]  # sorted problems first: the list's head
         html = self._template.render(
             meta=_metadata(ctx, len(policies), node_total),
             insecure=ctx.findings.insecure,
             unencrypted=ctx.findings.unencrypted_nodes,
             statuses=STATUS_ORDER,
             severities=SEVERITY_ORDER,
-            counts=status_counts(findings),
-            not_applicable=not_applicable,
-            matrix=severity_status_matrix(findings),
+            counts=counts,
+            not_applicable=sum(p.not_applicable for p in policies),
+            matrix=matrix,
             total=len(findings),
-            top_problems=problems[:TOP_PROBLEMS],
-            more_problems=max(0, len(problems) - TOP_PROBLEMS),
+            top_problems=findings[:min(problems, TOP_PROBLEMS)],
+            more_problems=max(0, problems - TOP_PROBLEMS),
             policies=policies,
             node_total=node_total,
             data=script_json(_payload(ctx, findings, policies, nodes)),
@@ -172,6 +166,7 @@ def _payload(
                             expiry_class(left, ctx.thresholds), key, c.signature_hash or "", c.self_signed,
                         ])
                     holdings.append([where, store.name, idx, c.has_private_key])
+    rows, fixes = _finding_rows(findings, policy_index, node_index, policies)
     return {
         "statuses": [s.value for s in STATUS_ORDER],
         "severities": [s.value for s in SEVERITY_ORDER],
@@ -193,8 +188,8 @@ def _payload(
             }
             for n in nodes
         ],
-        "findings": _finding_rows(findings, policy_index, node_index, policies),
-        "fixSteps": {name: fix_step(name) for name in sorted({f.remediation for f in findings if f.remediation})},
+        "findings": rows,
+        "fixSteps": {name: fix_step(name) for name in sorted(fixes)},
         "certs": certs,
         "holdings": holdings,
     }
@@ -203,24 +198,30 @@ def _payload(
 def _finding_rows(
     findings: list[Finding], policy_index: dict[str, int], node_index: dict[tuple[str, str], int],
     policies: list[PolicyRow],
-) -> list[list[Any]]:
+) -> tuple[list[list[Any]], set[str]]:
     """Per finding: [policy, node, status, severity, message, evidence, subject, waiver, own remediation or
-    null, applicable (0 for a check that cannot apply in this mode, e.g. a live-only check offline)].
+    null, applicable (0 for a check that cannot apply in this mode, e.g. a live-only check offline)]; and
+    every remediation the findings name (the page shows each one's manual step).
 
     One loop with its lookups held locally: this runs once per finding (14,000 per 1,000-node audit)."""
     shared_fix = [p.remediation for p in policies]
     value = ENUM_TEXT
     node_of: dict[tuple[str, str], int] = {}
     rows = []
+    fixes: set[str] = set()
     for f in findings:
         p = policy_index[f.policy]
         key = (f.cluster, f.node)
         n = node_of.get(key)
         if n is None:
             n = node_of[key] = node_index[(f.cluster, f.node.lower())]
-        own = f.remediation
+        own = f.remediation or None
+        if own is not None:
+            fixes.add(own)
+            if own == shared_fix[p]:
+                own = None
         rows.append([
-            p, n, value[f.status], value[f.severity], f.message, f.evidence, f.subject or "", f.waiver,
-            own if own and own != shared_fix[p] else None, 1 if f.applicable else 0,
+            p, n, value[f.status], value[f.severity], f.message, f.evidence, f.subject or "", f.waiver, own,
+            1 if f.applicable else 0,
         ])
-    return rows
+    return rows, fixes

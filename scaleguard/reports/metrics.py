@@ -91,7 +91,7 @@ class _AuditCollector:
             "Findings of the audit by cluster, severity and status.",
             labels=["cluster", "severity", "status"],
         )
-        for cluster in sorted({f.cluster for f in self.findings.findings}):
+        for cluster in sorted({cluster for cluster, _, _ in counts}):
             for severity in Severity:
                 for status in Status:
                     family.add_metric([cluster, severity.value, status.value], counts[(cluster, severity, status)])
