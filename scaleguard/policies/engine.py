@@ -34,11 +34,11 @@ from scaleguard.policies import fact_schema, trim
 from scaleguard.policies.facts import build_cluster_facts
 from scaleguard.policies.functions import FUNCTIONS
 from scaleguard.policies.model import Mode, Policy, Programs, Scope, Thresholds
-from scaleguard.snapshot.model import ClusterSnapshot, CollectionState, NodeSnapshot, Snapshot
+from scaleguard.snapshot.model import ClusterSnapshot, CollectionState, Snapshot
 
 _STORE_FACTS = re.compile(r"\.(?:root|my)\b")
-_SHARED = ("now", "thresholds", "cluster", "masters")
-"""The variables every subject of a cluster shares (see :meth:`_Judge.use`)."""
+_SUBJECT = ("node", "master", "worker", "master_cert", "worker_cert", "item")
+"""The variables of one subject (see :class:`_Judge`); the others are the whole cluster's."""
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
@@ -72,49 +72,37 @@ def _evaluate_cluster(
         "thresholds": limits.facts(),
         "cluster": facts.cluster,
         "masters": facts.masters,
-        "node": None,
-        "master": None,
-        "worker": None,
-        "master_cert": None,
-        "worker_cert": None,
-        "item": None,
+        **dict.fromkeys(_SUBJECT),
     }
-    judge = _Judge(cluster)
     compiled = [(p, _Plan(p, cluster.cluster)) for p in policies]
-    # per set of roles (a handful per cluster): the policies that apply and what of the facts they read
-    by_roles: dict[tuple[str, ...], tuple[list[tuple[Policy, _Plan]], trim.AccessSpec]] = {}
-
-    def judge_cluster() -> list[Finding]:
-        found: list[Finding] = []
-        for policy, plan in compiled:
-            if policy.scope is Scope.CLUSTER:
-                judge.use(variables, _spec_of([policy]))
-                found.extend(judge.cluster_policy(policy, plan))
-        return found
-
-    def judge_node(node: NodeSnapshot) -> list[Finding]:
+    found = [
+        finding
+        for policy, plan in compiled
+        if policy.scope is Scope.CLUSTER
+        for finding in _Judge(cluster, variables, _spec_of([policy])).cluster_policy(policy, plan)
+    ]
+    # per set of roles (a handful per cluster): the policies that apply, judged in one CEL context
+    by_roles: dict[tuple[str, ...], tuple[list[tuple[Policy, _Plan]], _Judge]] = {}
+    for node in cluster.nodes:
         roles = tuple(node.roles())
         if roles not in by_roles:
             applying = [(p, plan) for p, plan in compiled if p.scope.value in roles]
-            by_roles[roles] = applying, _spec_of([p for p, _ in applying])
-        todo, spec = by_roles[roles]
+            by_roles[roles] = applying, _Judge(cluster, variables, _spec_of([p for p, _ in applying]))
+        todo, judge = by_roles[roles]
         if node.collection.state is not CollectionState.OK or not todo:
-            return []
+            continue
         mine = facts.nodes[node.name]
         judge.use(
             {
-                **variables,
                 "node": mine.node,
                 "master": mine.master,
                 "worker": mine.worker,
                 "master_cert": mine.master_cert,
                 "worker_cert": mine.worker_cert,
-            },
-            spec,
+            }
         )
-        return [judge.one(policy, plan, node.name) for policy, plan in todo]
-
-    return [*judge_cluster(), *(f for node in cluster.nodes for f in judge_node(node))]
+        found.extend(judge.one(policy, plan, node.name) for policy, plan in todo)
+    return found
 
 
 def _spec_of(policies: list[Policy]) -> trim.AccessSpec:
@@ -122,34 +110,25 @@ def _spec_of(policies: list[Policy]) -> trim.AccessSpec:
 
 
 class _Judge:
-    """Runs the steps of the module docstring for one cluster.
+    """Runs the steps of the module docstring for the subjects of one cluster that share an access spec.
 
     ``variables`` holds the full facts (``requires`` is looked up there); the CEL context holds only what
-    the policies at hand can read (see :mod:`scaleguard.policies.trim`). From one subject to the next
-    only the per-subject variables are converted again: when the access spec and the shared values
-    (``_SHARED``, the very same objects) are unchanged, the context is updated in place, which saves
-    converting ``cluster`` and ``masters`` once per node (a third of a node's context).
+    the policies at hand can read (see :mod:`scaleguard.policies.trim`). The variables every subject
+    shares (``now``, ``thresholds``, ``cluster``, ``masters``) are converted into CEL once; from one
+    subject to the next only its own variables (``_SUBJECT``) are converted again.
     """
 
-    def __init__(self, cluster: ClusterSnapshot) -> None:
+    def __init__(self, cluster: ClusterSnapshot, variables: dict[str, Any], spec: trim.AccessSpec) -> None:
         self.cluster = cluster
         self.mode = Mode(cluster.mode)
-        self.variables: dict[str, Any] = {}
-        self.spec: trim.AccessSpec = {}
-        self.own_spec: trim.AccessSpec = {}
-        self.shared: list[Any] = []
-        self.ctx = cel.Context(functions=dict(FUNCTIONS))
-
-    def use(self, variables: dict[str, Any], spec: trim.AccessSpec) -> None:
-        shared = [variables.get(name) for name in _SHARED]
-        same = spec is self.spec and all(a is b for a, b in zip(shared, self.shared, strict=True))
         self.variables = variables
-        if same:
-            self.ctx.update(trim.trim(variables, self.own_spec))
-            return
-        self.spec, self.shared = spec, shared
-        self.own_spec = {name: keys for name, keys in spec.items() if name not in _SHARED}
+        self.own_spec = {name: keys for name, keys in spec.items() if name in _SUBJECT}
         self.ctx = cel.Context(variables=trim.trim(variables, spec), functions=dict(FUNCTIONS))
+
+    def use(self, own: dict[str, Any]) -> None:
+        """Make ``own`` (values of ``_SUBJECT`` variables) the next subject's."""
+        self.variables = {**self.variables, **own}
+        self.ctx.update(trim.trim(own, self.own_spec))
 
     def cluster_policy(self, policy: Policy, plan: _Plan) -> list[Finding]:
         programs = plan.programs
@@ -165,10 +144,10 @@ class _Judge:
         # `item` next to a whole `cluster.nodes` would reconvert every node for every item.
         item_sources = [s for s in _cel_sources(policy) if s is not policy.for_each]
         spec = trim.access_spec(item_sources)
-        per_item = _Judge(self.cluster)
+        per_item = _Judge(self.cluster, self.variables, spec)
         findings = []
         for item in items:
-            per_item.use({**self.variables, "item": item}, spec)
+            per_item.use({"item": item})
             findings.append(per_item.one(policy, plan, str(item["name"])))
         return findings
 
@@ -292,14 +271,12 @@ def _tri_state(value: Any, what: str) -> bool | None:
     raise TypeError(f"{what} must give true, false or null, not {type(value).__name__} {value!r}")
 
 
-def _lookup(variables: Mapping[str, Any], path: str) -> Any:
+def _lookup(variables: dict[str, Any], path: str) -> Any:
     current: Any = variables
     for part in path.split("."):
-        if not isinstance(current, Mapping):
+        if type(current) is not dict:
             return None
         current = current.get(part)
-        if current is None:
-            return None
     return current
 
 
