@@ -270,7 +270,6 @@ class _NodeReader:
         return found
 
     def _read(self, entry: os.DirEntry[str], limit: int, what: str) -> bytes:
-        self._check_budget()
         if _is_link(entry):
             raise _Unreadable("is a symbolic link; links are not followed")
         try:

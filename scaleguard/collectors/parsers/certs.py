@@ -5,11 +5,12 @@ or MD5 signatures, several CN attributes (``CN=name;CN=ip``), negative serials. 
 because a certificate we cannot read is a certificate we cannot judge.
 
 Cost matters (a fleet audit parses tens of thousands of certificates, mostly the same master and root
-certificates again and again), so facts are cached by the SHA-1 of the DER — which is the Windows
-thumbprint we need anyway — and the only signature check, for ``self_signed``, runs only when the issuer
-and subject encodings are byte-for-byte equal. The serial is read straight from the DER, which both gives
-Windows' own hex rendering (two's complement, leading ``00`` kept) and tells us up front whether
-`cryptography` is about to warn about a non-positive serial, so warnings are only silenced when needed.
+certificates again and again), so facts are cached by the DER itself (a dict key hashes faster than
+SHA-1, which is taken once per distinct certificate, as its Windows thumbprint), and the only signature
+check, for ``self_signed``, runs only when the issuer and subject encodings are byte-for-byte equal.
+The serial is read straight from the DER, which both gives Windows' own hex rendering (two's complement,
+leading ``00`` kept) and tells us up front whether `cryptography` is about to warn about a non-positive
+serial, so warnings are only silenced when needed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import copy
 import hashlib
 import re
 import threading
@@ -127,17 +129,15 @@ def clear_cache() -> None:
 
 
 def _certificate(facts: _Facts, source: str) -> Certificate:
-    """A copy of the validated prototype: the per-store fields (source, key facts) are set by the
-    caller, and the lists are fresh so that no two store entries share a mutable list."""
-    prototype = facts.prototype
-    return prototype.model_copy(
-        update={
-            "source": source,
-            "common_names": prototype.common_names.copy(),
-            "san_dns": prototype.san_dns.copy(),
-            "san_ip": prototype.san_ip.copy(),
-        }
-    )
+    """A shallow copy of the validated prototype with this entry's source and fresh lists, so that no
+    two store entries share a mutable list (the per-entry key facts are set by the caller)."""
+    certificate = copy.copy(facts.prototype)
+    fields = vars(certificate)
+    fields["source"] = source
+    fields["common_names"] = [*fields["common_names"]]
+    fields["san_dns"] = [*fields["san_dns"]]
+    fields["san_ip"] = [*fields["san_ip"]]
+    return certificate
 
 
 def _is_exact_der_sequence(data: bytes) -> bool:
@@ -312,8 +312,7 @@ def _layout(der: bytes) -> _Layout | None:
 
 
 def _facts(der: bytes) -> _Facts:
-    digest = hashlib.sha1(der, usedforsecurity=False).digest()
-    cached = _cache.get(digest)
+    cached = _cache.get(der)
     if cached is not None:
         return cached
     layout = _layout(der)
@@ -323,9 +322,9 @@ def _facts(der: bytes) -> _Facts:
             # MakeCert-era negative serials: cryptography warns but parses; the warning is not ours to show
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-                facts = _extract(der, digest, layout)
+                facts = _extract(der, layout)
         else:
-            facts = _extract(der, digest, layout)
+            facts = _extract(der, layout)
     except CertificateParseError:
         raise
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -333,11 +332,11 @@ def _facts(der: bytes) -> _Facts:
     with _cache_lock:
         if len(_cache) >= _CACHE_LIMIT:
             del _cache[next(iter(_cache))]  # oldest first: insertion order is good enough here
-        _cache[digest] = facts
+        _cache[der] = facts
     return facts
 
 
-def _extract(der: bytes, digest: bytes, layout: _Layout | None) -> _Facts:
+def _extract(der: bytes, layout: _Layout | None) -> _Facts:
     cert = x509.load_der_x509_certificate(der)
     notes: list[str] = []
     subject = cert.subject
@@ -354,7 +353,7 @@ def _extract(der: bytes, digest: bytes, layout: _Layout | None) -> _Facts:
     # identical encodings print identically: parsing the issuer again would only cost time
     issuer_text = subject_text if names_equal else cert.issuer.rfc4514_string()
     prototype = Certificate(
-        thumbprint=digest.hex().upper(),
+        thumbprint=hashlib.sha1(der, usedforsecurity=False).hexdigest().upper(),
         subject=subject_text,
         issuer=issuer_text,
         common_names=_common_names(subject),

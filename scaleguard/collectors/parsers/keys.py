@@ -77,7 +77,7 @@ def apply_key_facts(facts: Iterable[KeyFact], stores: Iterable[CertificateStore 
 
 def _canonical(row: dict[str, Any]) -> dict[str, Any]:
     """Column names as PowerShell spells them; hand-edited files may use any case (PowerShell ignores it)."""
-    if _COLUMNS.issuperset(row):
+    if row.keys() <= _COLUMNS:
         return row  # what ConvertTo-Json writes: no copy needed
     return {_COLUMN_BY_LOWER.get(str(key).lower(), str(key)): item for key, item in row.items()}
 
