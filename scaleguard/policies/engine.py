@@ -195,19 +195,17 @@ class _Judge:
                 )
         except Exception as exc:  # noqa: BLE001 - any CEL failure is the policy's error finding
             return _error(plan, target, stage, exc)
-        evidence = {k: v if type(v) in _PLAIN else _jsonable(v) for k, v in lets.items()}
-        subject_text = None if subject is None else str(subject)
         if verdict is True:
-            text = render(policy.pass_message, lets) if policy.pass_message else policy.title
-            return plan.finding(target, Status.PASS, policy.severity, text, evidence=evidence, subject=subject_text)
-        if verdict is None:
+            status, text = Status.PASS, render(policy.pass_message, lets) if policy.pass_message else policy.title
+        elif verdict is None:
+            status = Status.NOT_ASSESSED
             text = "Could not decide from the collected facts: " + render(policy.message, lets)
-            return plan.finding(
-                target, Status.NOT_ASSESSED, policy.severity, text, evidence=evidence, subject=subject_text
-            )
-        status = Status.ERROR if policy.fail_status == "error" else Status.FAIL
+        else:
+            status = Status.ERROR if policy.fail_status == "error" else Status.FAIL
+            text = render(policy.message, lets)
+        evidence = {k: v if type(v) in _PLAIN else _jsonable(v) for k, v in lets.items()}
         return plan.finding(
-            target, status, severity, render(policy.message, lets), evidence=evidence, subject=subject_text
+            target, status, severity, text, evidence=evidence, subject=None if subject is None else str(subject)
         )
 
 

@@ -88,7 +88,7 @@ def build_cluster_facts(
     }
     nodes = {n.name: _variables(n, index, include_stores, master_roots) for n in cluster.nodes}
     masters = [nodes[n.name].master for n in cluster.nodes if n.is_master]
-    workers = [n for n in cluster.nodes if n.worker_config is not None]
+    workers = [nodes[n.name].worker for n in cluster.nodes if n.worker_config is not None]
     ssisdb_node, ssisdb_thumbprint = _ssisdb_thumbprint(cluster)
     facts: Facts = {
         "name": cluster.cluster,
@@ -99,7 +99,7 @@ def build_cluster_facts(
         "worker_count": len(workers),
         "master_thumbprints": _distinct(m["thumbprint"] for m in masters if m),
         "master_service_running": _any_running([m for m in masters if m]),
-        "master_endpoints": _endpoint_groups(workers),
+        "master_endpoints": _endpoint_groups([w for w in workers if w]),
         "ssisdb_thumbprint": ssisdb_thumbprint,
         "ssisdb_node": ssisdb_node,
     }
@@ -445,13 +445,11 @@ def _any_running(masters: list[Facts]) -> bool | None:
     return False if all(s is not None for s in services) else None
 
 
-def _endpoint_groups(workers: list[NodeSnapshot]) -> list[Facts]:
-    """The workers by the master endpoint they name (from the settings alone, not the workers' facts,
-    which are built only when a worker is judged)."""
+def _endpoint_groups(workers: list[Facts]) -> list[Facts]:
+    """The workers (their ``worker`` facts) by the master endpoint they name."""
     groups: dict[str, Facts] = {}
-    for w in workers:
-        assert w.worker_config is not None
-        endpoint = _endpoint(w.worker_config.get("MasterEndpoint"))
+    for worker in workers:
+        endpoint = worker["endpoint"]
         if endpoint is None or endpoint["normalized"] is None:
             continue
         group = groups.setdefault(
@@ -463,7 +461,7 @@ def _endpoint_groups(workers: list[NodeSnapshot]) -> list[Facts]:
                 "workers": [],
             },
         )
-        group["workers"].append(w.name)
+        group["workers"].append(worker["name"])
     return list(groups.values())
 
 
