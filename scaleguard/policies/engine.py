@@ -1,8 +1,8 @@
 """Evaluate policies against a snapshot: pure (no I/O), one finding per policy and subject, passes included.
 
-Per cluster the facts are built once and converted into one CEL context; per node only the per-node
-variables (``node``, ``master``, ``worker`` and their certificates) are replaced, because converting Python
-values into CEL is the expensive part (a reused context makes a typical CEL evaluation cost a few µs).
+Per cluster the facts are built once; the nodes of one set of roles share one CEL context, in which per
+node only the per-node variables (``node``, ``master``, ``worker`` and their certificates) are replaced,
+because converting Python values into CEL is the expensive part of an evaluation.
 
 Order of judgement for one policy and one subject, each step able to end it:
 
