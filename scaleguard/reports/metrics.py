@@ -65,22 +65,21 @@ class _AuditCollector:
         not_after = GaugeMetricFamily(
             "scaleguard_certificate_not_after_timestamp_seconds",
             "Not-after of a certificate Scale Out depends on (Unix time), per copy in a node's store.",
-            labels=CERT_LABELS,
             unit="seconds",
         )
         days = GaugeMetricFamily(
             "scaleguard_certificate_days_left",
             "Whole days until the certificate expires at the audit's time (negative once expired).",
-            labels=CERT_LABELS,
         )
         seen: set[tuple[str, ...]] = set()  # one series per label set: node_exporter rejects duplicates
         for row in expiry_rows(self.snapshot, self.now):
-            labels = (row.cluster, row.node, row.role, row.store, row.cert.thumbprint)
-            if labels in seen:
+            key = (row.cluster, row.node, row.role, row.store, row.cert.thumbprint)
+            if key in seen:
                 continue
-            seen.add(labels)
-            not_after.add_metric(list(labels), row.cert.not_after.timestamp())
-            days.add_metric(list(labels), row.days_left)
+            seen.add(key)
+            labels = dict(zip(CERT_LABELS, key, strict=True))  # one dict for both samples: only read
+            not_after.add_sample(not_after.name, labels, row.cert.not_after.timestamp())
+            days.add_sample(days.name, labels, row.days_left)
         yield not_after
         yield days
 

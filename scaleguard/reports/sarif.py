@@ -69,8 +69,9 @@ def sarif_log(ctx: ReportContext) -> dict[str, Any]:
     default_base = LocationBase(None, ff.source, ff.mode)
     policies = {str(p.get("id")): p for p in ff.policies}
     results = []
+    fail, error, waived = Status.FAIL, Status.ERROR, Status.WAIVED  # by identity: one test per finding
     for f in ff.findings:
-        if f.status in (Status.FAIL, Status.ERROR) or (f.status is Status.WAIVED and _was_open(f)):
+        if (status := f.status) is fail or status is error or (status is waived and _was_open(f)):
             base = bases.get(f.cluster, default_base)
             where = base.location(artifact(f, policies.get(f.policy, {}), clusters.get(f.cluster)))
             results.append(_result(f, index[f.policy], baseline, where))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 
 import defusedxml.ElementTree as SafeET
 
 from scaleguard.findings.model import Finding, FindingsFile, Severity, Status
 from scaleguard.reports.base import ReportContext
-from scaleguard.reports.junit import JunitReporter
+from scaleguard.reports.junit import JunitReporter, xml_text
 from scaleguard.snapshot.model import Snapshot
 
 NOW = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
@@ -104,6 +105,16 @@ def test_control_characters_from_nodes_cannot_break_the_xml() -> None:
     failure = case.find("failure")
     assert failure is not None and failure.get("message") == "bad \ufffd[31m <&> ]]>"
     assert case.get("name") == "WRK\ufffd01"
+
+
+def test_exactly_the_characters_outside_xml_char_are_replaced() -> None:
+    # XML 1.0 Char: #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF]
+    def allowed(cp: int) -> bool:
+        return cp in (0x9, 0xA, 0xD) or 0x20 <= cp <= 0xD7FF or 0xE000 <= cp <= 0xFFFD or cp >= 0x10000
+
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+    expected = "".join(ch if allowed(ord(ch)) else "\ufffd" for ch in every)
+    assert xml_text(every) == expected
 
 
 def test_several_clusters_and_repeated_subjects_stay_distinguishable() -> None:
