@@ -202,16 +202,11 @@ def _node_tallies(findings: Iterable[Finding]) -> dict[tuple[str, str], _NodeTal
     """Per (cluster, lower-cased node): one pass over the findings (a 1,000-node audit has 14,000), where
     grouping them first and then counting each group took three passes."""
     tallies: dict[tuple[str, str], _NodeTally] = {}
-    lowered: dict[str, str] = {}
     for f in findings:
-        name = f.node
-        low = lowered.get(name)
-        if low is None:
-            low = lowered[name] = name.lower()
-        key = (f.cluster, low)
+        key = (f.cluster, f.node.lower())
         tally = tallies.get(key)
         if tally is None:
-            tally = tallies[key] = _NodeTally(name)
+            tally = tallies[key] = _NodeTally(f.node)
         status = f.status
         tally.counts[status] += 1
         if status in _PROBLEMS:
