@@ -92,7 +92,9 @@ class HtmlReporter:
         matrix = severity_status_matrix(findings)
         counts = {s: sum(matrix[sev][s] for sev in SEVERITY_ORDER) for s in STATUS_ORDER}
         problems = counts[Status.ERROR] + counts[Status.FAIL]  # sorted problems first: the list's head
-        html = self._template.render(
+        # encoded part by part: the template's own text is not ASCII, and a whole page of wide text
+        # (the JSON island is megabytes of ASCII) costs several times as much to join and encode
+        parts = self._template.generate(
             meta=_metadata(ctx, len(policies), node_total),
             insecure=ctx.findings.insecure,
             unencrypted=ctx.findings.unencrypted_nodes,
@@ -110,7 +112,7 @@ class HtmlReporter:
             nightly=nightly_view(ctx),
             limits=ctx.thresholds,
         )
-        return html.encode("utf-8")
+        return b"".join(part.encode("utf-8") for part in parts)
 
 
 def _metadata(ctx: ReportContext, policies: int, nodes: int) -> dict[str, str]:
