@@ -42,12 +42,8 @@ def key_facts_from_json(value: Any) -> tuple[list[KeyFact], list[str]]:
         if thumbprint is None:
             notes.append(f"row {index}: Thumbprint {raw_thumbprint!r} is not a thumbprint; skipped")
             continue
-        facts.append(KeyFact(
-            thumbprint=thumbprint,
-            store=_store_of(row),
-            has_private_key=as_bool(row.get("HasPrivateKey")),
-            key_readers=_readers(row, thumbprint, notes),
-        ))
+        readers = _readers(row, thumbprint, notes)
+        facts.append(KeyFact(thumbprint, _store_of(row), as_bool(row.get("HasPrivateKey")), readers))
     return facts, notes
 
 
@@ -61,8 +57,9 @@ def apply_key_facts(facts: Iterable[KeyFact], stores: Iterable[CertificateStore 
     for store in stores:
         if store is None:
             continue
+        name = store.name.lower()
         for certificate in store.certificates:
-            for key in ((certificate.thumbprint, store.name.lower()), (certificate.thumbprint, None)):
+            for key in ((certificate.thumbprint, name), (certificate.thumbprint, None)):
                 match = by_store.get(key)
                 if match is not None:
                     # both start as None (unknown): set only what the row knows (pydantic setattr is slow)
