@@ -2,7 +2,8 @@
 
 The Rust CEL core has no case folding and no TLS host matching; doing either with CEL string macros would
 be unreadable and wrong at the edges (wildcards match exactly one label, IPv6 has several spellings).
-Each function is a Python callback (≈1.5 µs a call), so the pack uses them only where they decide.
+Each function is a Python callback, dearer than CEL's own operators, so the pack uses them only where
+they decide.
 """
 
 from __future__ import annotations

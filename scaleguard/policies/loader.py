@@ -210,8 +210,7 @@ def parse_policy_text(text: str, source: str) -> ParsedFile:
 
 _SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's loader where PyYAML was built with it: the same safe subset and the same node marks (the
-lines of error messages), and much faster than the pure-Python one, which was most of the audit's policy
-loading."""
+lines of error messages), and much faster than the pure-Python one."""
 
 
 def _documents(text: str) -> Iterator[tuple[yaml.Node, Any]]:
