@@ -46,6 +46,7 @@ from .groups import app
 if TYPE_CHECKING:
     from scaleguard.apply.lease import ClusterLease
     from scaleguard.apply.runner import Controls
+    from scaleguard.apply.transport import WinRMTransport
     from scaleguard.findings.model import Finding, FindingsFile
     from scaleguard.remediators.base import MasterPfx
     from scaleguard.remediators.model import Plan, SecretRef
@@ -154,7 +155,9 @@ def fix(
     try:
         if master_hash not in ("sha256", "sha1"):
             raise FixUsageError("--master-hash must be sha256 or sha1")
-        journal_path = journal or _default_journal()
+        from scaleguard.apply.journal import default_journal_path
+
+        journal_path = journal or default_journal_path()
         run = _run_options(concurrency, canary, max_unavailable, max_failures, break_lease, lease_ttl)
         valid_for = _duration(plan_valid_for)
         if undo is not None:
@@ -254,13 +257,6 @@ def _duration(text: str) -> timedelta:
 
 
 
-
-def _default_journal() -> Path:
-    from scaleguard.apply.journal import default_journal_path
-
-    return default_journal_path()
-
-
 def _usage_exit(console: Console, message: str) -> NoReturn:
     console.print(f"[bold red]scaleguard fix: error:[/] {console_text(message, multiline=True)}")
     raise typer.Exit(int(ExitCode.USAGE))
@@ -341,7 +337,7 @@ def _fix(
     lease.keep_renewed()
     try:
         # the fresh read, taken under the lease: what the drift checks compare with, and the "before"
-        findings_file, snap = _fresh(inventory, lease.documents, policy_dirs, concurrency, insecure, err)
+        findings_file, snap = _inputs(inventory, None, None, policy_dirs, concurrency, insecure, err, lease.documents)
         if the_plan is None:
             the_plan = _make_plan(
                 findings_file, snap, inventory, max_nodes, master_hash, master_pfx, pfx_env, secret_cache,
@@ -464,14 +460,10 @@ def _show(the_plan: Plan, reviewed: str | None, out: Path | None, err: Console, 
 def _lease(inventory: Path, run_id: str, run: RunOptions, insecure: bool, err: Console) -> ClusterLease:
     """The lease on every master of the inventory, through a transport of its own."""
     from scaleguard.apply.lease import ClusterLease
-    from scaleguard.apply.transport import WinRMTransport, inventory_of
+    from scaleguard.apply.transport import inventory_of
 
-    try:
-        parsed = inventory_of(inventory)
-        transport = WinRMTransport(inventory, insecure=insecure)
-    except _usage_errors() as exc:
-        raise FixUsageError(str(exc)) from exc
-    masters = [(c.name, n.name) for c in parsed.clusters for n in c.masters]
+    transport = _transport(inventory, insecure)
+    masters = [(c.name, n.name) for c in inventory_of(inventory).clusters for n in c.masters]
     return ClusterLease(
         transport,
         masters,
@@ -479,6 +471,15 @@ def _lease(inventory: Path, run_id: str, run: RunOptions, insecure: bool, err: C
         ttl_s=run.lease_ttl,
         on_event=lambda kind, text: err.print(f"  {kind:>5} {console_text(text)}"),
     )
+
+
+def _transport(inventory: Path, insecure: bool) -> WinRMTransport:
+    from scaleguard.apply.transport import WinRMTransport
+
+    try:
+        return WinRMTransport(inventory, insecure=insecure)
+    except _usage_errors() as exc:
+        raise FixUsageError(str(exc)) from exc
 
 
 def _inputs(
@@ -489,7 +490,10 @@ def _inputs(
     concurrency: int,
     insecure: bool,
     err: Console,
+    documents: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> tuple[FindingsFile, Snapshot]:
+    """The findings file and snapshot to plan from; given the ``documents`` a lease read, every node is
+    read after the lease was taken (the masters in the very round that took it)."""
     from scaleguard.findings.model import FindingsFile
     from scaleguard.snapshot.model import Snapshot
 
@@ -501,33 +505,16 @@ def _inputs(
             raise FixUsageError(f"cannot read the findings/snapshot: {exc}") from exc
     if inventory is None:
         raise FixUsageError("give --inventory FILE (live) or --findings FILE [--snapshot FILE]")
-    from scaleguard.apply.verify import reaudit
+    from scaleguard.apply.verify import fresh_read, reaudit
 
     err.print("collecting and evaluating…")
     try:
-        snap, found = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
-    except _usage_errors() as exc:
-        raise FixUsageError(str(exc)) from exc
-    return FindingsFile(generated_at=datetime.now(UTC), source=str(inventory), mode="live", findings=found), snap
-
-
-def _fresh(
-    inventory: Path,
-    documents: dict[tuple[str, str], dict[str, Any]],
-    policy_dirs: tuple[Path, ...],
-    concurrency: int,
-    insecure: bool,
-    err: Console,
-) -> tuple[FindingsFile, Snapshot]:
-    """Every node read after the lease was taken (the masters in the very round that took it)."""
-    from scaleguard.apply.verify import fresh_read
-    from scaleguard.findings.model import FindingsFile
-
-    err.print("collecting and evaluating…")
-    try:
-        snap, found = fresh_read(
-            inventory, documents, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency
-        )
+        if documents is None:
+            snap, found = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
+        else:
+            snap, found = fresh_read(
+                inventory, documents, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency
+            )
     except _usage_errors() as exc:
         raise FixUsageError(str(exc)) from exc
     return FindingsFile(generated_at=datetime.now(UTC), source=str(inventory), mode="live", findings=found), snap
@@ -575,14 +562,10 @@ def _apply(
 ) -> int:
     from scaleguard.apply.journal import Journal
     from scaleguard.apply.runner import Executor
-    from scaleguard.apply.transport import WinRMTransport
     from scaleguard.apply.verify import after_run, canary_verdict, compare, recollect
     from scaleguard.remediators.render import apply_view, verification_view
 
-    try:
-        transport = WinRMTransport(inventory, insecure=insecure)
-    except _usage_errors() as exc:
-        raise FixUsageError(str(exc)) from exc
+    transport = _transport(inventory, insecure)
 
     def canary_check(nodes: list[tuple[str, str]]) -> str | None:
         err.print(f"re-collecting and re-evaluating the canaries ({', '.join(n for _c, n in nodes)})…")
@@ -681,7 +664,6 @@ def _undo(
 ) -> int:
     from scaleguard.apply.journal import Journal, new_run_id
     from scaleguard.apply.lease import LeaseHeld
-    from scaleguard.apply.transport import WinRMTransport
     from scaleguard.apply.undo import UndoError, pending_entries, undo_run
     from scaleguard.remediators.render import undo_view
 
@@ -704,10 +686,10 @@ def _undo(
             return int(ExitCode.FAILING)
         lease.keep_renewed()
         try:
-            transport = WinRMTransport(inventory, insecure=insecure)
-        except _usage_errors() as exc:
+            transport = _transport(inventory, insecure)
+        except FixUsageError:
             lease.release()
-            raise FixUsageError(str(exc)) from exc
+            raise
         try:
             report = undo_run(
                 run_id,
