@@ -47,19 +47,36 @@ def reaudit(
     now: datetime | None = None,
 ) -> tuple[Snapshot, list[Finding]]:
     """Collect and evaluate exactly as ``scaleguard audit --inventory`` does (no reports written)."""
-    from scaleguard.pipeline import AuditOptions, collect, evaluate
+    from scaleguard.pipeline import AuditOptions, collect
 
     options = AuditOptions(
-        out_dir=Path("."),
-        inventory=inventory,
-        policy_dirs=policy_dirs,
-        insecure=insecure,
-        progress=False,
+        out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, insecure=insecure, progress=False,
         concurrency=concurrency,
     )
-    snapshot = collect(options)
+    return _evaluated(collect(options), inventory, policy_dirs, now)
+
+
+def _evaluated(
+    snapshot: Snapshot, inventory: Path, policy_dirs: tuple[Path, ...], now: datetime | None
+) -> tuple[Snapshot, list[Finding]]:
+    from scaleguard.pipeline import AuditOptions, evaluate
+
+    options = AuditOptions(out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, progress=False)
     findings, _ = evaluate(snapshot, options, now or datetime.now(UTC))
     return snapshot, findings
+
+
+def _from_document(name: str, document: dict[str, Any] | None, *, insecure: bool) -> NodeSnapshot | None:
+    """The node as its collect agent's document shows it (converted as the live collector converts it);
+    None when there is no document this collector can read, and the node is collected again."""
+    from scaleguard.collectors.agent.convert import node_from_agent
+    from scaleguard.collectors.agent.schema import AgentDocument
+
+    try:
+        agent = AgentDocument.model_validate(document) if document is not None else None
+    except ValueError:
+        return None
+    return node_from_agent(name, agent, insecure=insecure, duration_ms=0.0) if agent is not None else None
 
 
 def compare(plan: Plan, before: list[Finding], after: list[Finding]) -> Verification:
@@ -93,7 +110,6 @@ def recollect(
     policies judge a worker against its master, so the rest of the cluster stays as last read)."""
     from scaleguard.apply.transport import inventory_of
     from scaleguard.collectors.live import plan_jobs, run_jobs
-    from scaleguard.pipeline import AuditOptions, evaluate
     from scaleguard.remoting.credentials import CredentialResolver
 
     wanted = {(c.lower(), n.lower()) for c, n in nodes}
@@ -114,10 +130,7 @@ def recollect(
         )
         for cluster in base.clusters
     ]
-    snapshot = base.model_copy(update={"clusters": clusters})
-    options = AuditOptions(out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, progress=False)
-    findings, _ = evaluate(snapshot, options, now or datetime.now(UTC))
-    return snapshot, findings
+    return _evaluated(base.model_copy(update={"clusters": clusters}), inventory, policy_dirs, now)
 
 
 def canary_verdict(
@@ -153,8 +166,6 @@ def after_run(
     as the read taken under the lease found it (the lease kept other runs away); every other node is
     collected again."""
     from scaleguard.apply.transport import inventory_of
-    from scaleguard.collectors.agent.convert import node_from_agent
-    from scaleguard.collectors.agent.schema import AgentDocument
 
     schemes = {(c.name.lower(), n.name.lower()): n.transport.scheme for c, n in inventory_of(inventory).nodes()}
     again: list[tuple[str, str]] = []
@@ -163,14 +174,9 @@ def after_run(
         nodes: list[NodeSnapshot] = []
         for node in cluster.nodes:
             key = (cluster.cluster.lower(), node.name.lower())
-            document = documents.get(key)
-            try:
-                parsed = AgentDocument.model_validate(document) if document is not None else None
-            except ValueError:
-                parsed = None  # not a document this collector can read: the node is collected again
-            if parsed is not None:
-                https = schemes.get(key) == "https"
-                nodes.append(node_from_agent(node.name, parsed, insecure=insecure and https, duration_ms=0.0))
+            read = _from_document(node.name, documents.get(key), insecure=insecure and schemes.get(key) == "https")
+            if read is not None:
+                nodes.append(read)
                 continue
             nodes.append(node)
             if key in touched:
@@ -194,10 +200,7 @@ def fresh_read(
     """What ``reaudit`` gives, for the read an apply takes under its lease: the masters read in the round
     that took the lease (``documents``) are not read again, every other node is collected."""
     from scaleguard.apply.transport import inventory_of
-    from scaleguard.collectors.agent.convert import node_from_agent
-    from scaleguard.collectors.agent.schema import AgentDocument
     from scaleguard.collectors.live import live_snapshot, plan_jobs, run_jobs
-    from scaleguard.pipeline import AuditOptions, evaluate
     from scaleguard.remoting.credentials import CredentialResolver
 
     parsed = inventory_of(inventory)
@@ -205,20 +208,13 @@ def fresh_read(
     read: dict[tuple[str, str], NodeSnapshot] = {}
     for cluster, node in parsed.nodes():
         document = documents.get((cluster.name.lower(), node.name.lower()))
-        try:
-            agent = AgentDocument.model_validate(document) if document is not None else None
-        except ValueError:
-            agent = None  # collected again below
-        if agent is not None:
-            https = insecure and node.transport.scheme == "https"
-            read[(cluster.name, node.name)] = node_from_agent(node.name, agent, insecure=https, duration_ms=0.0)
+        found = _from_document(node.name, document, insecure=insecure and node.transport.scheme == "https")
+        if found is not None:
+            read[(cluster.name, node.name)] = found
     jobs = [
         job
         for job in plan_jobs(parsed, insecure=insecure, resolver=CredentialResolver())
         if (job.cluster.name, job.node.name) not in read
     ]
     read.update(run_jobs(jobs, concurrency=concurrency, insecure=insecure, progress=False))
-    snapshot = live_snapshot(parsed, read, started=started, source=str(inventory))
-    options = AuditOptions(out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, progress=False)
-    findings, _ = evaluate(snapshot, options, now or datetime.now(UTC))
-    return snapshot, findings
+    return _evaluated(live_snapshot(parsed, read, started=started, source=str(inventory)), inventory, policy_dirs, now)
