@@ -34,7 +34,7 @@ from scaleguard.apply.runbook_script import (
     RunbookRef,
     RunbookStep,
 )
-from scaleguard.apply.runner import backup_name
+from scaleguard.apply.runner import backup_name, step_changed
 from scaleguard.remediators.actions import (
     AGENT_OP,
     CopyCertificate,
@@ -259,15 +259,11 @@ def _restart_check(
     looks at those outcomes), or in an earlier wave (then only once: the node keeps a mark)."""
     same = [s for s in plan.steps if s.unit == step.unit and s.node == step.node and s.id != step.id]
     earlier = {s.id for s in script[: script.index(step)]}
-    changed = any(known[s.id].status == "applied" and _changed(known[s.id].result) for s in same)
+    changed = any(known[s.id].status == "applied" and step_changed(known[s.id].result) for s in same)
     return CheckRestart(
         after=[s.id for s in same if s.id in earlier], unit_changed=changed or not same,
         mark=f"{plan_sha256[:16]}-{step.id}",
     )
-
-
-def _changed(result: dict[str, Any] | None) -> bool:
-    return result is None or bool(result.get("changed", True))
 
 
 def _value(value: Any, known: dict[str, Known]) -> Any:

@@ -208,7 +208,8 @@ def _op(step: Step) -> str:
     return AGENT_OP[step.action]
 
 
-def _changed(result: dict[str, Any] | None) -> bool:
+def step_changed(result: dict[str, Any] | None) -> bool:
+    """Whether a done step changed the node (an unknown answer counts as changed): a restart is due only then."""
     return result is None or bool(result.get("changed", True))
 
 
@@ -513,7 +514,7 @@ class Executor:
         if step.action == "restart_service":
             same = [s for s in self.plan.steps if s.unit == step.unit and s.node == step.node and s.id != step.id]
             if same and not any(
-                (self.status[s.id] == "done" and _changed(self.results.get(s.id))) or s in [b[0] for b in batch]
+                (self.status[s.id] == "done" and step_changed(self.results.get(s.id))) or s in [b[0] for b in batch]
                 for s in same
             ):
                 return drift.Drift("done", "nothing else in its unit changed on this node")
@@ -593,22 +594,18 @@ class Executor:
     def _send(self, item: _Round) -> dict[str, Any]:
         client = self.transport.client(*self._names(item.node))
         requests = [r for _s, _q, r, _l in item.steps] + [{"op": "read_file", "path": p} for p in item.reads]
-        if item.read_after:
-            read = {"op": "collect", "schema": AGENT_SCHEMA}
-            answer = client.request({"op": "batch", "actions": requests, "collect": read})
-            if not isinstance(answer.get("results"), list) or len(answer["results"]) > len(requests):
-                raise OutcomeUnknown(f"{item.node[1]}: the agent's batch answer is malformed")
-            return answer
-        if len(requests) == 1:
+        if len(requests) == 1 and not item.read_after:
             try:
                 return {"results": [{"ok": True, "result": client.request(requests[0])}]}
             except ActionFailed as exc:
                 return {"results": [{"ok": False, "error": str(exc)}]}
             except PartialChange as exc:  # exit code 3: what was there before comes with it
                 return {"results": [{"ok": False, "error": str(exc), "partial": True, "result": exc.result}]}
-        answer = client.request({"op": "batch", "actions": requests})
-        results = answer.get("results")
-        if not isinstance(results, list) or len(results) > len(requests):
+        batch: dict[str, Any] = {"op": "batch", "actions": requests}
+        if item.read_after:
+            batch["collect"] = {"op": "collect", "schema": AGENT_SCHEMA}
+        answer = client.request(batch)
+        if not isinstance(answer.get("results"), list) or len(answer["results"]) > len(requests):
             raise OutcomeUnknown(f"{item.node[1]}: the agent's batch answer is malformed")
         return answer
 
