@@ -199,10 +199,6 @@ class Journal:
         rows = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at").fetchall()
         return [Run(*row) for row in rows]
 
-    def plan_sha256(self, run_id: str) -> str | None:
-        row = self._db.execute("SELECT plan_sha256 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return str(row[0]) if row and row[0] is not None else None
-
     def plan_json(self, run_id: str) -> str | None:
         row = self._db.execute("SELECT plan_json FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return str(row[0]) if row and row[0] is not None else None

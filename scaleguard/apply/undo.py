@@ -179,7 +179,7 @@ def _in_order(
     while chains or running:
         for node, chain in list(chains.items()):
             if node not in running.values() and waits.get(chain[0].seq, set()) <= done:
-                running[pool.submit(_paired, revert, chain.pop(0))] = node
+                running[pool.submit(lambda entry: (entry, revert(entry)), chain.pop(0))] = node
                 if not chain:
                     del chains[node]
         if not running:  # cannot happen (every wait is on a newer entry); never hang if it did
@@ -192,10 +192,6 @@ def _in_order(
             entry, sent = future.result()
             done.add(entry.seq)
             yield entry, sent
-
-
-def _paired(revert: Callable[[Entry], _Sent], entry: Entry) -> tuple[Entry, _Sent]:
-    return entry, revert(entry)
 
 
 def _send(journal: Journal, transport: Transport, undo_id: str, entry: Entry, request: dict[str, Any]) -> str | None:
