@@ -72,27 +72,22 @@ def serve(
 
     console = make_console()
     mode = auth.lower()
-    if mode not in ("basic", "ntlm", "kerberos"):
-        console.print(
-            "[bold red]scaleguard lab serve: error:[/] --auth must be basic, ntlm or kerberos, "
-            f"not {console_text(auth)}"
-        )
-        raise typer.Exit(int(ExitCode.USAGE))
-    auth_mode = cast(Literal["basic", "ntlm", "kerberos"], mode)
-    options = LabOptions(
-        evidence=evidence,
-        inventory_out=inventory_out,
-        latency_ms=latency_ms,
-        exec_ms=exec_ms,
-        service_ms=service_ms,
-        https=https,
-        auth=auth_mode,
-        spn_domain=spn_domain.strip(".").lower(),
-        port_base=port_base,
-        faults=faults,
-        timeout_s=host_timeout,
-    )
     try:
+        if mode not in ("basic", "ntlm", "kerberos"):
+            raise LabError(f"--auth must be basic, ntlm or kerberos, not {auth}")
+        options = LabOptions(
+            evidence=evidence,
+            inventory_out=inventory_out,
+            latency_ms=latency_ms,
+            exec_ms=exec_ms,
+            service_ms=service_ms,
+            https=https,
+            auth=cast(Literal["basic", "ntlm", "kerberos"], mode),
+            spn_domain=spn_domain.strip(".").lower(),
+            port_base=port_base,
+            faults=faults,
+            timeout_s=host_timeout,
+        )
         code = serve_forever(options, announce=lambda text: console.print(console_text(text)))
     except LabError as exc:
         console.print(f"[bold red]scaleguard lab serve: error:[/] {console_text(str(exc))}")
