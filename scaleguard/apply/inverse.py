@@ -37,33 +37,20 @@ def inverse(request: dict[str, Any], result: dict[str, Any] | None) -> Inverse:
     return handler(request, result)
 
 
+def _removal(store: Any, thumbprint: Any, *, delete_key: bool) -> Inverse:
+    """What takes out a certificate the request put in (with its key only when the request made the key)."""
+    return Inverse([{"op": "remove_certificate", "store": store, "thumbprint": thumbprint, "delete_key": delete_key}])
+
+
 def _create(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    return Inverse(
-        [
-            {
-                "op": "remove_certificate",
-                "store": request["store"],
-                "thumbprint": result["thumbprint"],
-                "delete_key": True,
-            }
-        ]
-    )
+    return _removal(request["store"], result["thumbprint"], delete_key=True)
 
 
 def _import(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     if result.get("already_present"):
         return Inverse(note="the certificate was already there")
     store = request.get("store") or request.get("to_store")
-    return Inverse(
-        [
-            {
-                "op": "remove_certificate",
-                "store": store,
-                "thumbprint": result["thumbprint"],
-                "delete_key": request.get("op") == "import_pfx",
-            }
-        ]
-    )
+    return _removal(store, result["thumbprint"], delete_key=request.get("op") == "import_pfx")
 
 
 def _remove(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
@@ -90,16 +77,7 @@ def _remove(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
 def _restore_cert(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     if result.get("already_present"):
         return Inverse(note="the certificate was already there")
-    return Inverse(
-        [
-            {
-                "op": "remove_certificate",
-                "store": request["store"],
-                "thumbprint": result["thumbprint"],
-                "delete_key": False,
-            }
-        ]
-    )
+    return _removal(request["store"], result["thumbprint"], delete_key=False)
 
 
 def _binding(previous: dict[str, Any] | None, ip_port: str) -> dict[str, Any]:
