@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import platformdirs
 
+from scaleguard.remediators.model import Step
+
 Phase = Literal["apply", "rollback", "undo"]
 EntryStatus = Literal["started", "done", "failed", "unknown", "skipped"]
 
@@ -255,19 +257,12 @@ class Journal:
                 (status, json.dumps(result) if result is not None else None, error, _now(), run_id, seq),
             )
 
-    def skip(
-        self,
-        run_id: str,
-        *,
-        phase: Phase,
-        cluster: str,
-        node: str,
-        request: dict[str, Any],
-        step_id: str | None,
-        unit: str | None,
-        reason: str,
-    ) -> None:
-        seq = self.begin(run_id, phase=phase, cluster=cluster, node=node, request=request, step_id=step_id, unit=unit)
+    def skip(self, run_id: str, step: Step, reason: str) -> None:
+        """A plan step that was not sent (already done, stale, or held back by a failure)."""
+        seq = self.begin(
+            run_id, phase="apply", cluster=step.cluster, node=step.node, request={"op": step.action}, step_id=step.id,
+            unit=step.unit,
+        )
         self.end(run_id, seq, "skipped", error=reason)
 
     def entries(self, run_id: str) -> list[Entry]:

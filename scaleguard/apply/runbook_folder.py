@@ -350,18 +350,11 @@ def record(
             else:
                 reason = outcome.reason or ""
                 text = {"done": f"already done: {reason}", "stale": f"stale: {reason}"}.get(outcome.status, reason)
-                journal.skip(
-                    run_id, phase="apply", cluster=step.cluster, node=step.node, request={"op": step.action},
-                    step_id=step.id, unit=step.unit, reason=text,
-                )
+                journal.skip(run_id, step, text)
             known[outcome.id] = Known(outcome.status, outcome.reason or outcome.error or "", outcome.result, wave.wave)
             report.recorded[outcome.id] = outcome.status
     for step_id in stop_failed(plan, known):
-        step = plan.step(step_id)
-        journal.skip(
-            run_id, phase="apply", cluster=step.cluster, node=step.node, request={"op": step.action},
-            step_id=step.id, unit=step.unit, reason=known[step_id].reason,
-        )
+        journal.skip(run_id, plan.step(step_id), known[step_id].reason)
         report.skipped.append(step_id)
     wave.imported = True
     manifest.remember(known)

@@ -841,25 +841,13 @@ class Executor:
                 self._unchanged(step, "every finding its unit fixes already passes")
 
     def _unchanged(self, step: Step, reason: str) -> None:
-        self.journal.skip(
-            self.report.run_id, phase="apply", cluster=step.cluster, node=step.node, request={"op": step.action},
-            step_id=step.id, unit=step.unit, reason=f"already done: {reason}",
-        )
+        self.journal.skip(self.report.run_id, step, f"already done: {reason}")
         self.status[step.id] = "unchanged"
         self.report.steps[step.id] = self._step_report(step, "unchanged", detail=reason)
         self.emit("skip", f"{step.id} {step.node} {step.action}: already done ({reason})")
 
     def _skip(self, step: Step, reason: str) -> None:
-        self.journal.skip(
-            self.report.run_id,
-            phase="apply",
-            cluster=step.cluster,
-            node=step.node,
-            request={"op": step.action},
-            step_id=step.id,
-            unit=step.unit,
-            reason=reason,
-        )
+        self.journal.skip(self.report.run_id, step, reason)
         self.status[step.id] = "skipped"
         if step.id not in self.report.steps:
             self.report.steps[step.id] = self._step_report(step, "skipped", detail=reason)
