@@ -91,7 +91,7 @@ def _loggable(request: dict[str, Any]) -> dict[str, Any]:
     return {k: ("<redacted>" if k in ("password", "pfx_b64", SECRET_KEY) else v) for k, v in request.items()}
 
 
-def _store(request: dict[str, Any], key: str = "store") -> str:
+def store_name(request: dict[str, Any], key: str = "store") -> str:
     """``Get-StoreName``: Root or My, any case; anything else (null included) is refused."""
     value = request.get(key)
     for known in STORES:
@@ -387,7 +387,7 @@ def _cert_document(cert: LabCert, store: str) -> dict[str, Any]:
 @lab_action("create_certificate")
 def create_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """``New-SelfSignedCertificate`` with every parameter from the request: none has a default here."""
-    store = _store(request)
+    store = store_name(request)
     names = [str(n) for n in request.get("common_names") or []]
     if not names:
         raise ActionError("the request needs 'common_names'")
@@ -430,7 +430,7 @@ def _add(node: LabNode, store: str, cert: LabCert) -> dict[str, Any]:
 
 @lab_action("import_certificate")
 def import_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    store = _store(request)
+    store = store_name(request)
     try:
         der = base64.b64decode(_text(request, "der_b64"), validate=True)
     except ValueError as exc:
@@ -445,7 +445,7 @@ def import_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
 def import_pfx(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """The password comes only from the payload's secret (``$ScaleguardSecret``), never the JSON. A PFX
     encrypted with AES (PBES2) is refused as Windows Server 2016 refuses it."""
-    store = _store(request)
+    store = store_name(request)
     try:
         data = base64.b64decode(_text(request, "pfx_b64"), validate=True)
     except ValueError as exc:
@@ -479,7 +479,8 @@ def import_pfx(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
 
 @lab_action("copy_certificate")
 def copy_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    source, target, thumbprint = _store(request, "from_store"), _store(request, "to_store"), _thumbprint(request)
+    source, target = store_name(request, "from_store"), store_name(request, "to_store")
+    thumbprint = _thumbprint(request)
     cert = node.find_cert(source, thumbprint)
     if cert is None:
         raise ActionError(f"the certificate is not in LocalMachine\\{source}")
@@ -501,7 +502,7 @@ def _key_used_elsewhere(node: LabNode, store: str, thumbprint: str) -> str | Non
 
 @lab_action("remove_certificate")
 def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    store, thumbprint = _store(request), _thumbprint(request)
+    store, thumbprint = store_name(request), _thumbprint(request)
     cert = node.find_cert(store, thumbprint)
     if cert is None:
         return {"store": store, "thumbprint": thumbprint, "removed": False}
@@ -543,7 +544,7 @@ def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
 
 @lab_action("restore_certificate")
 def restore_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    store, thumbprint, backup_path = _store(request), _thumbprint(request), _backup_path(request)
+    store, thumbprint, backup_path = store_name(request), _thumbprint(request), _backup_path(request)
     if read_bytes(node, backup_path) is None:
         raise ActionError(f"no certificate backup at {backup_path}")
     saved = json.loads(_read_backup(node, request, backup_path))
@@ -563,7 +564,7 @@ def restore_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any
 
 def _key(node: LabNode, request: dict[str, Any]) -> tuple[LabKey, list[str]]:
     """The key behind a store copy and its ACL's readers; refused when the lab does not know them."""
-    store, thumbprint = _store(request), _thumbprint(request)
+    store, thumbprint = store_name(request), _thumbprint(request)
     _text(request, "account")
     cert = node.find_cert(store, thumbprint)
     if cert is None:
@@ -618,7 +619,7 @@ def _binding_store(request: dict[str, Any]) -> str | None:
         return None
     if request["cert_store"] is None:
         raise ActionError("'cert_store' must be Root or My, or left out (HTTP.sys then uses MY)")
-    _store(request, "cert_store")
+    store_name(request, "cert_store")
     return str(request["cert_store"])  # as spelled: a restored binding is the one that was there
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scaleguard.apply.runbook_script import RESULT_SCHEMA, RunbookData, RunbookStep
-from scaleguard.lab.actions import STORES, config_setting
+from scaleguard.lab.actions import config_setting, store_name
 from scaleguard.lab.dispatch import dispatch
 from scaleguard.lab.state import ActionError, LabBinding, LabNode, PartialChangeError, Role
 from scaleguard.rules.account import account_matches
@@ -148,14 +148,6 @@ def _changed(outcome: dict[str, Any]) -> bool:
     return bool(result.get("changed", True)) if isinstance(result, dict) else True
 
 
-def _store(check: dict[str, Any]) -> str:
-    store = check.get("store")
-    found = next((s for s in STORES if isinstance(store, str) and s.lower() == store.lower()), None)
-    if found is None:
-        raise ActionError("'store' must be Root or My")
-    return found
-
-
 def _thumb(check: dict[str, Any], key: str = "thumbprint") -> str:
     value = check.get(key)
     if not isinstance(value, str) or not value:
@@ -167,7 +159,7 @@ def _thumb(check: dict[str, Any], key: str = "thumbprint") -> str:
 
 
 def _created(node: LabNode, check: dict[str, Any], request: dict[str, Any], outcomes: Any) -> Verdict:
-    store = _store(check)
+    store = store_name(check)
     found = [c for c in node.store(store) if c.friendly_name == check["friendly_name"] and c.key is not None]
     if not found:
         return TODO
@@ -180,14 +172,14 @@ def _created(node: LabNode, check: dict[str, Any], request: dict[str, Any], outc
 
 
 def _present(node: LabNode, check: dict[str, Any], request: dict[str, Any], outcomes: Any) -> Verdict:
-    store, thumb = _store(check), _thumb(check)
+    store, thumb = store_name(check), _thumb(check)
     if node.find_cert(store, thumb) is not None:
         return "done", f"LocalMachine\\{store} already holds {thumb}", None
     return TODO
 
 
 def _absent(node: LabNode, check: dict[str, Any], request: dict[str, Any], outcomes: Any) -> Verdict:
-    store, thumb = _store(check), _thumb(check)
+    store, thumb = store_name(check), _thumb(check)
     if node.find_cert(store, thumb) is None:
         return "done", f"LocalMachine\\{store} no longer holds {thumb}", None
     return TODO
@@ -196,7 +188,7 @@ def _absent(node: LabNode, check: dict[str, Any], request: dict[str, Any], outco
 def _key_readable(node: LabNode, check: dict[str, Any], request: dict[str, Any], outcomes: Any) -> Verdict:
     """``Test-KeyReadable``: a key the lab cannot open or whose ACL it does not know is left to the action."""
     try:
-        cert = node.find_cert(_store(check), _thumb(check))
+        cert = node.find_cert(store_name(check), _thumb(check))
     except ActionError:
         return TODO
     key = cert.usable_key if cert is not None and cert.key_known else None
