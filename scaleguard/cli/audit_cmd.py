@@ -110,7 +110,9 @@ def audit(
             thresholds=_thresholds(expiry_high_days, expiry_medium_days, min_rsa_bits),
             progress=progress and not quiet,
         )
-        clusters = _cluster_folders(options)
+        from scaleguard.reports.index import cluster_folders
+
+        clusters = cluster_folders(options.evidence) if options.evidence is not None else None
         if clusters is not None:
             raise typer.Exit(int(_audit_each(options, clusters, console, quiet=quiet)))
         result = _run(options, console)
@@ -121,14 +123,6 @@ def audit(
     else:
         _print_notify_failures(console, result)  # trouble even on a clean run: the alert did not go out
     raise typer.Exit(int(result.exit_code))
-
-
-def _cluster_folders(options: AuditOptions) -> list[Path] | None:
-    if options.evidence is None:
-        return None
-    from scaleguard.reports.index import cluster_folders
-
-    return cluster_folders(options.evidence)
 
 
 def _audit_each(options: AuditOptions, clusters: list[Path], console: Console, *, quiet: bool) -> ExitCode:
