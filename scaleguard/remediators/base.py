@@ -162,31 +162,32 @@ class PlanContext:
             return holding[0]
         return next(iter(self.clusters.values()), None) if len(self.clusters) == 1 else None
 
-    def draft(
-        self, remediation: Remediation, cluster: ClusterIntent, target: str, summary: str, phase: int
-    ) -> UnitDraft:
-        return UnitDraft(self, remediation, cluster.name, target, summary, phase)
+    def draft(self, remediator: Remediator, cluster: ClusterIntent, target: str, summary: str) -> UnitDraft:
+        return UnitDraft(self, remediator.name, cluster.name, target, summary, remediator.phase)
 
-    def commit(self, draft: UnitDraft, findings: Iterable[Finding]) -> Unit | None:
+    def commit(self, draft: UnitDraft, findings: Iterable[Finding]) -> None:
         """Keep ``draft`` if it has steps; every finding it answers is recorded as planned by it."""
         findings = list(findings)
         if not draft.steps:
-            return None
+            return
         draft.findings = [finding_key(f, draft.cluster) for f in findings]
         self.units.append((draft.phase, draft))
         for finding in findings:
             self.record(finding, draft.cluster, "planned", unit=draft.id, note=draft.summary)
-        return draft.build()
+
+    def answered(self, finding: Finding, cluster: str) -> bool:
+        """Whether ``finding`` has its disposition already (the first answer stands)."""
+        key = finding_key(finding, cluster)
+        return any(d.finding == key for d in self.dispositions)
 
     def record(
         self, finding: Finding, cluster: str, outcome: Outcome, *, unit: str | None = None, note: str = ""
     ) -> None:
-        key = finding_key(finding, cluster)
-        if any(d.finding == key for d in self.dispositions):
+        if self.answered(finding, cluster):
             return
         self.dispositions.append(
             Disposition(
-                finding=key,
+                finding=finding_key(finding, cluster),
                 cluster=cluster,
                 node=finding.node,
                 policy=finding.policy,
@@ -197,11 +198,10 @@ class PlanContext:
             )
         )
 
-    def covered(self, finding: Finding, cluster: str, provider: str | None, note: str) -> None:
-        if provider:
-            self.record(finding, cluster, "covered", unit=provider, note=note)
-        else:
-            self.record(finding, cluster, "nothing_to_do", note=note)
+    def covered(self, findings: Iterable[Finding], cluster: str, provider: str | None, note: str) -> None:
+        """Findings another unit (``provider``) answers, or nothing needs doing for."""
+        for finding in findings:
+            self.record(finding, cluster, "covered" if provider else "nothing_to_do", unit=provider or None, note=note)
 
     def manual_all(self, findings: Iterable[Finding], cluster: str, reason: str) -> None:
         """Every finding of a group left to a person, for one reason (a node the plan cannot touch)."""
@@ -209,8 +209,7 @@ class PlanContext:
             self.manual(finding, cluster, reason)
 
     def manual(self, finding: Finding, cluster: str, reason: str, steps: list[str] | None = None) -> None:
-        key = finding_key(finding, cluster)
-        if any(d.finding == key for d in self.dispositions):
+        if self.answered(finding, cluster):
             return
         self.manual_items.append(
             ManualItem(
@@ -232,8 +231,8 @@ class Remediator(ABC):
     phase: ClassVar[int]
 
     @abstractmethod
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        """Plan every finding (each ends up planned, covered, manual or nothing-to-do)."""
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
+        """Plan every finding into ``ctx`` (each ends up planned, covered, manual or nothing-to-do)."""
 
 
 def group_by_node(

@@ -14,7 +14,6 @@ from typing import ClassVar
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.intent import BindingFact, show
-from scaleguard.remediators.model import Unit
 from scaleguard.remediators.steps import port_of, rebind
 
 
@@ -22,8 +21,7 @@ class RepairMasterBinding(Remediator):
     name: ClassVar[Remediation] = Remediation.REPAIR_MASTER_BINDING
     phase: ClassVar[int] = 50
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        units = []
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, master, group in group_by_node(findings, ctx):
             if master is None or not master.snap.is_master or master.master is None:
                 ctx.manual_all(group, cluster.name, "the node is not a master with a readable MasterSettings.config")
@@ -51,21 +49,10 @@ class RepairMasterBinding(Remediator):
             wrong = [b for b in on_port if b.cert_hash != thumb or (b.store or "").lower() != "root"]
             if on_port and not wrong:
                 provider = next((b.provided_by for b in on_port if b.provided_by), None)
-                for finding in group:
-                    ctx.covered(
-                        finding,
-                        cluster.name,
-                        provider,
-                        f"the binding on port {port} already serves {show(thumb)}",
-                    )
+                ctx.covered(group, cluster.name, provider, f"the binding on port {port} already serves {show(thumb)}")
                 continue
-            draft = ctx.draft(
-                self.name,
-                cluster,
-                master.name,
-                f"bind {show(thumb)} from Root on port {port} of {master.name}",
-                self.phase,
-            )
+            summary = f"bind {show(thumb)} from Root on port {port} of {master.name}"
+            draft = ctx.draft(self, cluster, master.name, summary)
             draft.depend(cert.provided_by)
             setting = master.setting("master", "SSLCertThumbprint")
             draft.depend(setting.provided_by if setting else None)
@@ -73,7 +60,4 @@ class RepairMasterBinding(Remediator):
             for binding in targets:
                 rebind(draft, master, binding, thumb, binding.app_id or ctx.options.new_guid())
             draft.restart(master, "master")
-            unit = ctx.commit(draft, group)
-            if unit is not None:
-                units.append(unit)
-        return units
+            ctx.commit(draft, group)

@@ -13,7 +13,7 @@ from typing import ClassVar
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import GrantKeyRead
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
-from scaleguard.remediators.model import StepRef, Unit
+from scaleguard.remediators.model import StepRef
 from scaleguard.remediators.steps import service_account
 from scaleguard.remediators.trust import worker_cert
 from scaleguard.rules.account import account_matches, worker_account_problem
@@ -23,8 +23,7 @@ class GrantWorkerKeyAccess(Remediator):
     name: ClassVar[Remediation] = Remediation.GRANT_WORKER_KEY_ACCESS
     phase: ClassVar[int] = 80
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        units = []
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, worker, group in group_by_node(findings, ctx):
             if worker is None or not worker.snap.is_worker or worker.worker is None:
                 ctx.manual_all(group, cluster.name, "the node is not a worker with a readable WorkerSettings.config")
@@ -41,36 +40,17 @@ class GrantWorkerKeyAccess(Remediator):
                 continue
             account = service_account(service)
             if cert.readers is not None and any(account_matches(r, account) for r in cert.readers):
-                for finding in group:
-                    ctx.covered(
-                        finding,
-                        cluster.name,
-                        cert.provided_by,
-                        f"the new worker certificate's key is granted to {account}"
-                        if cert.provided_by
-                        else f"{account} can already read the key",
-                    )
+                note = f"the new worker certificate's key is granted to {account}" if cert.provided_by else None
+                ctx.covered(group, cluster.name, cert.provided_by, note or f"{account} can already read the key")
                 continue
-            draft = ctx.draft(
-                self.name,
-                cluster,
-                worker.name,
-                f"let {account} read the worker key on {worker.name}",
-                self.phase,
-            )
+            draft = ctx.draft(self, cluster, worker.name, f"let {account} read the worker key on {worker.name}")
             draft.depend(cert.provided_by)
             problem = worker_account_problem(account)
             if problem is not None:
                 ctx.manual_all(group, cluster.name, f"the worker service account {account!r} {problem}")
                 continue
-            draft.step(
-                worker,
-                GrantKeyRead(store="My", thumbprint=cert.thumbprint, account=account),
-            )
+            draft.step(worker, GrantKeyRead(store="My", thumbprint=cert.thumbprint, account=account))
             if not isinstance(cert.thumbprint, StepRef):
                 cert.readers = [*(cert.readers or []), account]
             draft.restart(worker, "worker")
-            unit = ctx.commit(draft, group)
-            if unit is not None:
-                units.append(unit)
-        return units
+            ctx.commit(draft, group)

@@ -6,14 +6,13 @@ from typing import ClassVar
 
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator
-from scaleguard.remediators.model import Unit
 
 
 class ManualRemediator(Remediator):
     name: ClassVar[Remediation] = Remediation.MANUAL
     phase: ClassVar[int] = 200
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for finding in findings:
             cluster = ctx.cluster_of(finding)
             remediation = finding.remediation or "manual"
@@ -23,4 +22,3 @@ class ManualRemediator(Remediator):
                 else f"scaleguard has no remediator named {remediation!r}"
             )
             ctx.manual(finding, cluster.name if cluster else finding.cluster, reason)
-        return []

@@ -15,9 +15,9 @@ from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.describe import display
 from scaleguard.remediators.intent import ClusterIntent, NodeIntent, endpoint_well_formed
-from scaleguard.remediators.model import StepRef, Unit
+from scaleguard.remediators.model import StepRef
 from scaleguard.remediators.steps import port_of, write_setting
-from scaleguard.remediators.worker_config import plan_endpoints
+from scaleguard.remediators.worker_config import choose_endpoint, point_workers
 from scaleguard.rules.thumbprint import is_clean, normalize_thumbprint
 
 FIELDS = {
@@ -31,28 +31,18 @@ class NormalizeConfigThumbprint(Remediator):
     name: ClassVar[Remediation] = Remediation.NORMALIZE_CONFIG_THUMBPRINT
     phase: ClassVar[int] = 40
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        units = []
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, node, group in group_by_node(findings, ctx):
             if node is None:
                 ctx.manual_all(group, cluster.name, "the node is not in the snapshot")
                 continue
-            draft = ctx.draft(
-                self.name, cluster, node.name, f"normalize thumbprints in {node.name}'s settings", self.phase
-            )
-            answered = []
-            for finding in group:
-                outcome = self._finding(finding, cluster, node, draft, ctx)
-                if outcome == "planned":
-                    answered.append(finding)
-            unit = ctx.commit(draft, answered)
-            if unit is not None:
-                units.append(unit)
-        return units
+            draft = ctx.draft(self, cluster, node.name, f"normalize thumbprints in {node.name}'s settings")
+            ctx.commit(draft, [f for f in group if self._finding(f, cluster, node, draft, ctx)])
 
     def _finding(
         self, finding: Finding, cluster: ClusterIntent, node: NodeIntent, draft: UnitDraft, ctx: PlanContext
-    ) -> str:
+    ) -> bool:
+        """Plan one finding into ``draft``; True when the unit answers it (else it is manual or covered)."""
         roles = ROLES_BY_POLICY.get(finding.policy) or tuple(node.snap.roles())
         problems: list[str] = []
         changed_roles: list[str] = []
@@ -90,19 +80,11 @@ class NormalizeConfigThumbprint(Remediator):
                 endpoint = node.setting("worker", "MasterEndpoint")
                 value = endpoint.value if endpoint and isinstance(endpoint.value, str) else None
                 if endpoint is not None and not endpoint_well_formed(value):
-                    steps_before = len(draft.steps)
-                    plan_endpoints(
-                        Remediation.FIX_WORKER_MASTER_ENDPOINT,
-                        self.phase,
-                        cluster,
-                        [node],
-                        [],
-                        ctx,
-                        target=node.name,
-                        draft=draft,
-                        restart=False,
+                    chosen = choose_endpoint(cluster)
+                    repointed = not isinstance(chosen, str) and point_workers(
+                        draft, cluster, chosen, [node], [], ctx, restart=False
                     )
-                    if len(draft.steps) == steps_before:
+                    if not repointed:
                         problems.append(
                             f"MasterEndpoint {display(value)} is not an https URL and no safe replacement was found"
                         )
@@ -116,14 +98,10 @@ class NormalizeConfigThumbprint(Remediator):
                     f"{cluster.name}/{node.name} {finding.policy}: partly fixed; still to do by "
                     f"hand: {'; '.join(problems)}"
                 )
-            return "planned"
+            return True
         if problems:
             ctx.manual(finding, cluster.name, "; ".join(problems))
-            return "manual"
-        ctx.covered(
-            finding,
-            cluster.name,
-            providers[0] if providers else None,
-            "every thumbprint is already exactly 40 hex digits",
-        )
-        return "covered"
+        else:
+            note = "every thumbprint is already exactly 40 hex digits"
+            ctx.covered([finding], cluster.name, next(iter(providers), None), note)
+        return False

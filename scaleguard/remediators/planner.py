@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from scaleguard.findings.model import Finding, FindingsFile, Status
-from scaleguard.remediators.base import PlanContext, PlanOptions, Remediator, UnitDraft, finding_key
+from scaleguard.remediators.base import PlanContext, PlanOptions, Remediator, UnitDraft
 from scaleguard.remediators.binding import RepairMasterBinding
 from scaleguard.remediators.intent import ClusterIntent
 from scaleguard.remediators.key_access import GrantWorkerKeyAccess
@@ -68,9 +68,7 @@ def plan(findings: FindingsFile, snapshot: Snapshot, options: PlanOptions | None
             remediator.plan(group, ctx)
     for finding in failing:
         cluster = ctx.cluster_of(finding)
-        key = finding_key(finding, cluster.name if cluster else finding.cluster)
-        if not any(d.finding == key for d in ctx.dispositions):
-            ctx.manual(finding, cluster.name if cluster else finding.cluster, "no remediator answered this finding")
+        ctx.manual(finding, cluster.name if cluster else finding.cluster, "no remediator answered this finding")
     units, steps = _number([draft for _, draft in sorted(ctx.units, key=lambda pair: pair[0])])
     unit_ids = {old: new.id for old, new in units}
     generated_at = options.now or datetime.now(UTC)
@@ -146,7 +144,6 @@ def _number(drafts: list[UnitDraft]) -> tuple[list[tuple[str, Unit]], list[Step]
                 )
             )
     return units, steps
-
 
 
 def _renumber_expect(expect: Expected | None, step_ids: dict[str, str]) -> Expected | None:

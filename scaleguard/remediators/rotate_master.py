@@ -28,7 +28,7 @@ from scaleguard.remediators.intent import (
     Thumb,
     endpoint_host,
 )
-from scaleguard.remediators.model import StepRef, Unit
+from scaleguard.remediators.model import StepRef
 from scaleguard.remediators.steps import (
     ALWAYS_KEY_READERS,
     add_cert,
@@ -45,7 +45,7 @@ class RotateMasterCertificate(Remediator):
     name: ClassVar[Remediation] = Remediation.ROTATE_MASTER_CERTIFICATE
     phase: ClassVar[int] = 10
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         by_cluster: dict[str, tuple[ClusterIntent, list[Finding]]] = {}
         for finding in sorted(findings, key=lambda f: (f.node.lower(), f.policy)):
             cluster = ctx.cluster_of(finding)
@@ -53,33 +53,27 @@ class RotateMasterCertificate(Remediator):
                 ctx.manual(finding, finding.cluster, "the finding's node is not in the snapshot")
                 continue
             by_cluster.setdefault(cluster.name, (cluster, []))[1].append(finding)
-        units = []
         for cluster, group in by_cluster.values():
-            unit = self._plan_cluster(cluster, group, ctx)
-            if unit is not None:
-                units.append(unit)
-        return units
+            self._plan_cluster(cluster, group, ctx)
 
-    def _plan_cluster(self, cluster: ClusterIntent, findings: list[Finding], ctx: PlanContext) -> Unit | None:
+    def _plan_cluster(self, cluster: ClusterIntent, findings: list[Finding], ctx: PlanContext) -> None:
         masters = cluster.masters
         refusal = self._refusal(cluster, masters, ctx)
         if refusal is not None:
-            for finding in findings:
-                ctx.manual(finding, cluster.name, refusal)
-            return None
+            ctx.manual_all(findings, cluster.name, refusal)
+            return
         names = master_cert_names(cluster, ctx)
         pfx = ctx.options.master_pfx
         if pfx is not None:
             missing = [n for n in endpoint_hosts(cluster) if n.lower() not in (x.lower() for x in pfx.names)]
             if missing:
-                for finding in findings:
-                    ctx.manual(
-                        finding,
-                        cluster.name,
-                        f"the certificate in {pfx.path} does not carry {', '.join(missing)}, "
-                        "which workers use to reach the master",
-                    )
-                return None
+                ctx.manual_all(
+                    findings,
+                    cluster.name,
+                    f"the certificate in {pfx.path} does not carry {', '.join(missing)}, "
+                    "which workers use to reach the master",
+                )
+                return
             if not pfx.self_signed:
                 ctx.warnings.append(
                     f"{cluster.name}: the master certificate from {pfx.path} is not self-signed; a "
@@ -87,13 +81,8 @@ class RotateMasterCertificate(Remediator):
                     "unless SCHANNEL "
                     "ClientAuthTrustMode=2 or SendTrustedIssuerList=0 is set (SO-M11)"
                 )
-        draft = ctx.draft(
-            self.name,
-            cluster,
-            masters[0].name,
-            f"rotate the master certificate of {cluster.name} ({', '.join(m.name for m in masters)})",
-            self.phase,
-        )
+        summary = f"rotate the master certificate of {cluster.name} ({', '.join(m.name for m in masters)})"
+        draft = ctx.draft(self, cluster, masters[0].name, summary)
         new_cert, create_steps = self._create(draft, masters, names, ctx)
         trust_steps = self._trust_on_workers(draft, cluster, masters, new_cert, create_steps)
         restart_steps = []
@@ -118,7 +107,7 @@ class RotateMasterCertificate(Remediator):
                 depends_on=tuple(restart_steps),
             )
             draft.restart(worker, "worker")
-        return ctx.commit(draft, findings)
+        ctx.commit(draft, findings)
 
     def _refusal(self, cluster: ClusterIntent, masters: list[NodeIntent], ctx: PlanContext) -> str | None:
         if not masters:
@@ -149,7 +138,6 @@ class RotateMasterCertificate(Remediator):
         if pfx is not None:
             steps = []
             for master in masters:
-                old = ctx.clusters[master.cluster].master_thumb(master)
                 steps.append(
                     draft.step(
                         master,
@@ -184,18 +172,15 @@ class RotateMasterCertificate(Remediator):
                 has_key=True,
                 provided_by=draft.id,
             ), steps
-        master = masters[0]
-        old = ctx.clusters[master.cluster].master_thumb(master)
         cert, step = create_certificate(
             draft,
-            master,
+            masters[0],
             "Root",
             names,
             hash_name=options.master_hash,
             key_bits=options.key_bits,
             valid_days=options.valid_days,
             friendly_name="SSIS Scale Out Master",
-            old=old,
         )
         return cert, [step]
 
@@ -212,15 +197,7 @@ class RotateMasterCertificate(Remediator):
         for worker in cluster.workers:
             if worker.name.lower() in master_names:
                 continue  # the certificate was created (or imported) in this node's Root already
-            steps.append(
-                import_cert(
-                    draft,
-                    worker,
-                    "Root",
-                    cert,
-                    depends_on=tuple(create_steps),
-                )
-            )
+            steps.append(import_cert(draft, worker, "Root", cert, depends_on=tuple(create_steps)))
         return steps
 
     def _switch_master(

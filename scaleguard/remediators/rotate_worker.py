@@ -17,7 +17,6 @@ from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import GrantKeyRead
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, Thumb, thumb_key
-from scaleguard.remediators.model import Unit
 from scaleguard.remediators.steps import (
     ALWAYS_KEY_READERS,
     create_certificate,
@@ -34,17 +33,13 @@ class RotateWorkerCertificate(Remediator):
     name: ClassVar[Remediation] = Remediation.ROTATE_WORKER_CERTIFICATE
     phase: ClassVar[int] = 20
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        units = []
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, worker, group in group_by_node(findings, ctx):
             refusal = self._refusal(cluster, worker)
             if refusal is not None or worker is None:
                 ctx.manual_all(group, cluster.name, refusal or "the node is not in the snapshot")
-                continue
-            unit = self._plan_worker(cluster, worker, group, ctx)
-            if unit is not None:
-                units.append(unit)
-        return units
+            else:
+                self._plan_worker(cluster, worker, group, ctx)
 
     @staticmethod
     def _refusal(cluster: ClusterIntent, worker: NodeIntent | None) -> str | None:
@@ -72,7 +67,7 @@ class RotateWorkerCertificate(Remediator):
 
     def _plan_worker(
         self, cluster: ClusterIntent, worker: NodeIntent, findings: list[Finding], ctx: PlanContext
-    ) -> Unit | None:
+    ) -> None:
         options = ctx.options
         service = worker.service("worker")
         assert service is not None
@@ -80,9 +75,7 @@ class RotateWorkerCertificate(Remediator):
         names = worker_cert_names(worker)
         old_setting = worker.setting("worker", "WorkerHttpsCertThumbprint")
         old = old_setting.thumb() if old_setting else None
-        draft = ctx.draft(
-            self.name, cluster, worker.name, f"rotate the worker certificate of {worker.name}", self.phase
-        )
+        draft = ctx.draft(self, cluster, worker.name, f"rotate the worker certificate of {worker.name}")
         cert, create = create_certificate(
             draft,
             worker,
@@ -92,32 +85,13 @@ class RotateWorkerCertificate(Remediator):
             key_bits=options.key_bits,
             valid_days=options.valid_days,
             friendly_name="SSIS Scale Out Worker",
-            old=old,
         )
-        trust = [
-            import_cert(
-                draft,
-                worker,
-                "Root",
-                cert,
-            )
-        ]
+        trust = [import_cert(draft, worker, "Root", cert)]
         for master in cluster.masters:
             if master.name.lower() == worker.name.lower():
                 continue
-            trust.append(
-                import_cert(
-                    draft,
-                    master,
-                    "Root",
-                    cert,
-                    depends_on=(create,),
-                )
-            )
-        grant = draft.step(
-            worker,
-            GrantKeyRead(store="My", thumbprint=cert.thumbprint, account=account),
-        )
+            trust.append(import_cert(draft, master, "Root", cert, depends_on=(create,)))
+        grant = draft.step(worker, GrantKeyRead(store="My", thumbprint=cert.thumbprint, account=account))
         cert.readers = [*ALWAYS_KEY_READERS, account]
         write_setting(draft, worker, "worker", "WorkerHttpsCertThumbprint", cert.thumbprint, depends_on=(*trust, grant))
         stale_certs = stale_certificates(worker, old, keep=cert.thumbprint)
@@ -125,7 +99,7 @@ class RotateWorkerCertificate(Remediator):
         draft.restart(worker, "worker")
         for stale in stale_certs:
             remove_old_cert(draft, worker, stale)
-        return ctx.commit(draft, findings)
+        ctx.commit(draft, findings)
 
 
 def worker_cert_names(worker: NodeIntent) -> list[str]:

@@ -22,7 +22,7 @@ from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import SetSchannelValue
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.intent import NodeIntent, SchannelFact
-from scaleguard.remediators.model import SchannelWas, Unit
+from scaleguard.remediators.model import SchannelWas
 
 VALUE_NAME: Final = "ClientAuthTrustMode"
 EXCLUSIVE_CA_TRUST: Final = 2
@@ -37,8 +37,7 @@ class SetSchannelTrustMode(Remediator):
     # planned after every remediator that may restart a master, so their restarts are known here
     phase: ClassVar[int] = 55
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        units = []
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, master, group in group_by_node(findings, ctx):
             refusal = None
             if master is None or not master.snap.is_master:
@@ -50,23 +49,17 @@ class SetSchannelTrustMode(Remediator):
                 continue
             current = master.schannel
             if current.trusts_issued_roots:
-                for finding in group:
-                    ctx.covered(
-                        finding,
-                        cluster.name,
-                        current.provided_by,
-                        f"SCHANNEL on {master.name} already has ClientAuthTrustMode "
-                        f"{_shown(current.client_auth_trust_mode)}, SendTrustedIssuerList "
-                        f"{_shown(current.send_trusted_issuer_list)}",
-                    )
+                ctx.covered(
+                    group,
+                    cluster.name,
+                    current.provided_by,
+                    f"SCHANNEL on {master.name} already has ClientAuthTrustMode "
+                    f"{_shown(current.client_auth_trust_mode)}, SendTrustedIssuerList "
+                    f"{_shown(current.send_trusted_issuer_list)}",
+                )
                 continue
-            draft = ctx.draft(
-                self.name,
-                cluster,
-                master.name,
-                f"set SCHANNEL {VALUE_NAME}={EXCLUSIVE_CA_TRUST} on {master.name}",
-                self.phase,
-            )
+            summary = f"set SCHANNEL {VALUE_NAME}={EXCLUSIVE_CA_TRUST} on {master.name}"
+            draft = ctx.draft(self, cluster, master.name, summary)
             draft.step(
                 master,
                 SetSchannelValue(name=VALUE_NAME, value=EXCLUSIVE_CA_TRUST),
@@ -74,10 +67,7 @@ class SetSchannelTrustMode(Remediator):
             )
             master.schannel = SchannelFact(EXCLUSIVE_CA_TRUST, current.send_trusted_issuer_list, draft.id)
             self._restart(draft, master, ctx)
-            unit = ctx.commit(draft, group)
-            if unit is not None:
-                units.append(unit)
-        return units
+            ctx.commit(draft, group)
 
     @staticmethod
     def _restart(draft: UnitDraft, master: NodeIntent, ctx: PlanContext) -> None:

@@ -16,7 +16,7 @@ from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import SetServiceStartMode
 from scaleguard.remediators.actions import StartService as StartServiceStep
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node, role_of
-from scaleguard.remediators.model import StartModeWas, Unit
+from scaleguard.remediators.model import StartModeWas
 
 ROLES_BY_POLICY = {"SO-M09": ("master",), "SO-W11": ("worker",)}
 MODE_ONLY_PHASE = -10
@@ -26,8 +26,7 @@ class StartService(Remediator):
     name: ClassVar[Remediation] = Remediation.START_SERVICE
     phase: ClassVar[int] = 100
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        units = []
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, node, group in group_by_node(findings, ctx):
             if node is None:
                 ctx.manual_all(group, cluster.name, "the node is not in the snapshot")
@@ -39,7 +38,7 @@ class StartService(Remediator):
             if not roles or any(s is None for s in services):
                 ctx.manual_all(group, cluster.name, "the Scale Out service name is unknown")
                 continue
-            draft = ctx.draft(self.name, cluster, node.name, f"start the Scale Out service on {node.name}", self.phase)
+            draft = ctx.draft(self, cluster, node.name, f"start the Scale Out service on {node.name}")
             starts = False
             for role_name, service in zip(roles, services, strict=True):
                 assert service is not None
@@ -59,10 +58,5 @@ class StartService(Remediator):
             if not starts:
                 draft.phase = MODE_ONLY_PHASE
             if not draft.steps:
-                for finding in group:
-                    ctx.covered(finding, cluster.name, None, "the service already runs and starts automatically")
-                continue
-            unit = ctx.commit(draft, group)
-            if unit is not None:
-                units.append(unit)
-        return units
+                ctx.covered(group, cluster.name, None, "the service already runs and starts automatically")
+            ctx.commit(draft, group)

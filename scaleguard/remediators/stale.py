@@ -13,7 +13,7 @@ from typing import ClassVar
 
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
-from scaleguard.remediators.model import StepRef, Unit
+from scaleguard.remediators.model import StepRef
 from scaleguard.remediators.rotate_worker import referenced
 from scaleguard.remediators.steps import remove_old_cert
 from scaleguard.remediators.trust import worker_cert
@@ -23,8 +23,7 @@ class RemoveStaleWorkerCertificates(Remediator):
     name: ClassVar[Remediation] = Remediation.REMOVE_STALE_WORKER_CERTIFICATES
     phase: ClassVar[int] = 90
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        units = []
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, worker, group in group_by_node(findings, ctx):
             if worker is None or worker.worker is None or worker.my is None:
                 ctx.manual_all(group, cluster.name, "the worker's settings or LocalMachine\\My were not collected")
@@ -34,13 +33,8 @@ class RemoveStaleWorkerCertificates(Remediator):
                 ctx.manual_all(group, cluster.name, cert)
                 continue
             if isinstance(cert.thumbprint, StepRef):
-                for finding in group:
-                    ctx.covered(
-                        finding,
-                        cluster.name,
-                        cert.provided_by,
-                        "the worker certificate rotation removes the old certificates",
-                    )
+                note = "the worker certificate rotation removes the old certificates"
+                ctx.covered(group, cluster.name, cert.provided_by, note)
                 continue
             in_use = referenced(worker)
             stale = [
@@ -49,19 +43,9 @@ class RemoveStaleWorkerCertificates(Remediator):
                 if isinstance(c.thumbprint, str) and key not in in_use and c.subject == cert.subject
             ]
             if not stale:
-                for finding in group:
-                    ctx.covered(finding, cluster.name, None, "no unreferenced certificate shares the worker's subject")
+                ctx.covered(group, cluster.name, None, "no unreferenced certificate shares the worker's subject")
                 continue
-            draft = ctx.draft(
-                self.name,
-                cluster,
-                worker.name,
-                f"remove old worker certificates on {worker.name}",
-                self.phase,
-            )
+            draft = ctx.draft(self, cluster, worker.name, f"remove old worker certificates on {worker.name}")
             for old in stale:
                 remove_old_cert(draft, worker, old)
-            unit = ctx.commit(draft, group)
-            if unit is not None:
-                units.append(unit)
-        return units
+            ctx.commit(draft, group)

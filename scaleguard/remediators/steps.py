@@ -95,7 +95,6 @@ def create_certificate(
     key_bits: int,
     valid_days: int,
     friendly_name: str,
-    old: Thumb | None,
 ) -> tuple[CertFact, str]:
     """A new self-signed certificate made ON ``node`` (the key never leaves it), as both rotations need.
 

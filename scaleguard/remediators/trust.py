@@ -22,7 +22,6 @@ from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import CopyCertificate, ca_reason
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, show
-from scaleguard.remediators.model import Unit
 from scaleguard.remediators.rotate_master import master_thumbs
 from scaleguard.remediators.steps import add_cert, import_cert
 
@@ -38,19 +37,12 @@ class ImportRootCertificate(Remediator):
     name: ClassVar[Remediation] = Remediation.IMPORT_ROOT_CERTIFICATE
     phase: ClassVar[int] = 30
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        units = []
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, node, group in group_by_node(findings, ctx):
             if node is None:
                 ctx.manual_all(group, cluster.name, "the node is not in the snapshot")
                 continue
-            draft = ctx.draft(
-                self.name,
-                cluster,
-                node.name,
-                f"import missing Root certificates on/for {node.name}",
-                self.phase,
-            )
+            draft = ctx.draft(self, cluster, node.name, f"import missing Root certificates on/for {node.name}")
             restart_roles: list[tuple[NodeIntent, str]] = []
             answered: list[Finding] = []
             for finding in group:
@@ -61,19 +53,11 @@ class ImportRootCertificate(Remediator):
                     answered.append(finding)
                     restart_roles += [r for r in restarts if r not in restart_roles]
                 else:
-                    provider = next(iter(providers), None)
-                    ctx.covered(
-                        finding,
-                        cluster.name,
-                        provider,
-                        "the certificate is (or will be) in that Root store already",
-                    )
+                    note = "the certificate is (or will be) in that Root store already"
+                    ctx.covered([finding], cluster.name, next(iter(providers), None), note)
             for target, role in restart_roles:
                 draft.restart(target, role)
-            unit = ctx.commit(draft, answered)
-            if unit is not None:
-                units.append(unit)
-        return units
+            ctx.commit(draft, answered)
 
     def _finding(
         self, finding: Finding, cluster: ClusterIntent, node: NodeIntent, draft: UnitDraft
@@ -235,11 +219,6 @@ def _worker_in_masters(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDr
         if refusal is not None:
             return refusal
         draft.depend(cert.provided_by)
-        import_cert(
-            draft,
-            master,
-            "Root",
-            cert,
-        )
+        import_cert(draft, master, "Root", cert)
         changed = True
     return ([(worker, "worker")] if changed else []), provider

@@ -20,7 +20,7 @@ from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import SetMasterEndpoint, SettingWas
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.intent import ClusterIntent, NodeIntent, endpoint_host, show
-from scaleguard.remediators.model import StepRef, Unit
+from scaleguard.remediators.model import StepRef
 from scaleguard.remediators.rotate_master import master_thumbs
 from scaleguard.remediators.steps import import_cert, port_of, write_setting
 from scaleguard.remediators.trust import master_cert_for
@@ -33,20 +33,16 @@ class RepinWorkerMasterThumbprint(Remediator):
     name: ClassVar[Remediation] = Remediation.REPIN_WORKER_MASTER_THUMBPRINT
     phase: ClassVar[int] = 70
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        units = []
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, worker, group in group_by_node(findings, ctx):
-            result = self._plan_worker(cluster, worker, group, ctx)
-            if result is not None:
-                units.append(result)
-        return units
+            self._plan_worker(cluster, worker, group, ctx)
 
     def _plan_worker(
         self, cluster: ClusterIntent, worker: NodeIntent | None, group: list[Finding], ctx: PlanContext
-    ) -> Unit | None:
+    ) -> None:
         if worker is None or not worker.snap.is_worker or worker.worker is None:
             ctx.manual_all(group, cluster.name, "the node is not a worker with a readable WorkerSettings.config")
-            return None
+            return
         pin = worker.setting("worker", "MasterHttpsCertThumbprint")
         thumbs = master_thumbs(cluster, worker)
         refusal = None
@@ -60,86 +56,67 @@ class RepinWorkerMasterThumbprint(Remediator):
             )
         if refusal is not None or pin is None:
             ctx.manual_all(group, cluster.name, refusal or "")
-            return None
+            return
         target = thumbs[0]
         if pin.thumb() == target and (isinstance(pin.value, StepRef) or is_clean(pin.value)):
-            for finding in group:
-                ctx.covered(finding, cluster.name, pin.provided_by, f"the worker already pins {show(target)}")
-            return None
+            ctx.covered(group, cluster.name, pin.provided_by, f"the worker already pins {show(target)}")
+            return
         cert = master_cert_for(cluster, worker)
         trusted = worker.cert("Root", target)
         if trusted is None and isinstance(cert, str):
             ctx.manual_all(group, cluster.name, cert)
-            return None
-        draft = ctx.draft(self.name, cluster, worker.name, f"pin {show(target)} on {worker.name}", self.phase)
+            return
+        draft = ctx.draft(self, cluster, worker.name, f"pin {show(target)} on {worker.name}")
         for master in cluster.masters_of(worker):
             setting = master.setting("master", "SSLCertThumbprint")
             draft.depend(setting.provided_by if setting else None)
         if trusted is None:
             assert not isinstance(cert, str)
             draft.depend(cert.provided_by)
-            import_cert(
-                draft,
-                worker,
-                "Root",
-                cert,
-            )
+            import_cert(draft, worker, "Root", cert)
         else:
             draft.depend(trusted.provided_by)
         write_setting(draft, worker, "worker", "MasterHttpsCertThumbprint", target)
         draft.restart(worker, "worker")
-        return ctx.commit(draft, group)
+        ctx.commit(draft, group)
 
 
 class FixWorkerMasterEndpoint(Remediator):
     name: ClassVar[Remediation] = Remediation.FIX_WORKER_MASTER_ENDPOINT
     phase: ClassVar[int] = 60
 
-    def plan(self, findings: list[Finding], ctx: PlanContext) -> list[Unit]:
-        units = []
+    def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, node, group in group_by_node(findings, ctx):
+            chosen = choose_endpoint(cluster)
+            if isinstance(chosen, str):
+                ctx.manual_all(group, cluster.name, chosen)
+                continue
+            url = f"https://{_host(chosen[0])}:{chosen[1]}"
+            target = node.name if node is not None else cluster.name
+            draft = ctx.draft(self, cluster, target, f"point {target} at {url}")
             workers = [node] if node is not None and node.snap.is_worker else cluster.workers
-            unit = plan_endpoints(
-                self.name,
-                self.phase,
-                cluster,
-                workers,
-                group,
-                ctx,
-                target=node.name if node is not None else cluster.name,
-            )
-            if unit is not None:
-                units.append(unit)
-        return units
+            if not point_workers(draft, cluster, chosen, workers, group, ctx):
+                ctx.covered(group, cluster.name, None, f"MasterEndpoint already names {url}")
+            ctx.commit(draft, group)
 
 
-def plan_endpoints(
-    remediation: Remediation,
-    phase: int,
+def point_workers(
+    draft: UnitDraft,
     cluster: ClusterIntent,
+    endpoint: tuple[str, int],
     workers: list[NodeIntent],
     findings: list[Finding],
     ctx: PlanContext,
     *,
-    target: str,
-    draft: UnitDraft | None = None,
     restart: bool = True,
-) -> Unit | None:
-    """Point every worker in ``workers`` at a host the master certificate carries (one unit)."""
-    chosen = choose_endpoint(cluster)
-    if isinstance(chosen, str):
-        for finding in findings:
-            ctx.manual(finding, cluster.name, chosen)
-        return None
-    host, port = chosen
-    own = draft is None
-    if draft is None:
-        draft = ctx.draft(remediation, cluster, target, f"point {target} at https://{_host(host)}:{port}", phase)
+) -> bool:
+    """Point every worker in ``workers`` at ``endpoint`` (from :func:`choose_endpoint`); whether any changed."""
+    host, port = endpoint
     for master in cluster.masters:
         for setting_name in ("PortNumber", "SSLCertThumbprint"):
             setting = master.setting("master", setting_name)
             draft.depend(setting.provided_by if setting else None)
-    changed = []
+    changed = False
     for worker in workers:
         if worker.worker is None or worker.setting("worker", "MasterEndpoint") is None:
             for finding in findings:
@@ -159,14 +136,8 @@ def plan_endpoints(
         worker.set_setting("worker", "MasterEndpoint", new_value, draft.id)
         if restart:
             draft.restart(worker, "worker")
-        changed.append(worker)
-    if not own:
-        return None
-    if not changed:
-        for finding in findings:
-            ctx.covered(finding, cluster.name, None, f"MasterEndpoint already names https://{_host(host)}:{port}")
-        return None
-    return ctx.commit(draft, findings)
+        changed = True
+    return changed
 
 
 def choose_endpoint(cluster: ClusterIntent) -> tuple[str, int] | str:
