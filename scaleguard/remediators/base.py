@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import PARAMS, ActionParams, RestartService, Role, SecretRef, step_refs
-from scaleguard.remediators.intent import ClusterIntent, NodeIntent, Thumb
+from scaleguard.remediators.intent import ClusterIntent, NodeIntent
 from scaleguard.remediators.manual_steps import documented_steps
 from scaleguard.remediators.model import ActionName, Disposition, Expected, ManualItem, Outcome, Step, Unit
 
@@ -250,9 +250,3 @@ def group_by_node(
             groups[key] = (cluster, cluster.node(finding.node), [])
         groups[key][2].append(finding)
     return list(groups.values())
-
-
-def same_thumb(a: Thumb | None, b: Thumb | None) -> bool:
-    if a is None or b is None:
-        return False
-    return a == b

@@ -3,6 +3,11 @@
 What a reviewer signs off must be what the node receives: these texts are computed from the step's
 validated parameters every time they are shown, never stored in the plan, so editing a parameter in
 ``plan.json`` changes the review table with it and no stored prose can disguise a step.
+
+Microsoft's procedure ("Deal with certificates in SSIS Scale Out") is written in MakeCert, netsh,
+certmgr and winhttpcertcfg commands; showing each step in those words lets a reviewer check the plan
+against the page and redo any step by hand. The commands are for people only: the agent never runs
+them (it receives the same values as JSON data).
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
-from scaleguard.remediators import commands
 from scaleguard.remediators.actions import (
     BindingWas,
     CopyCertificate,
@@ -34,6 +38,7 @@ from scaleguard.remediators.actions import (
 from scaleguard.remediators.model import Step
 
 CONFIG_FILE = {"master": "MasterSettings.config", "worker": "WorkerSettings.config"}
+SCHANNEL_KEY = "HKLM\\SYSTEM\\CurrentControlSet\\Control\\SecurityProviders\\SCHANNEL"
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,10 @@ def service_of(params: SetServiceStartMode | StartService | RestartService) -> s
     return f"SSISScaleOut{params.role.capitalize()}<version>"
 
 
+def _write_config(path: str, setting: str, value: str) -> str:
+    return f"update {setting} in {path} to {value} (a backup is kept on the node)"
+
+
 def _setting_was(step: Step, setting: str) -> str:
     expect = step.expect
     if isinstance(expect, SettingWas):
@@ -79,39 +88,40 @@ def describe(step: Step) -> StepText:  # noqa: PLR0911 - one branch per action
     p = step.params
     if isinstance(p, CreateCertificate):
         file_name = p.friendly_name.replace(" ", "") + ".cer"
+        names = ";".join(f"CN={n}" for n in p.common_names)
         return StepText(
             f"no new {p.friendly_name.rsplit(' ', 1)[-1].lower()} certificate yet",
             f"new self-signed certificate {'; '.join('CN=' + n for n in p.common_names)}"
             f"{', SAN ' + ', '.join([*p.san_dns, *p.san_ip]) if p.san_dns or p.san_ip else ''}, RSA {p.key_bits}, "
             f"{p.hash}, {p.valid_days} days, in LocalMachine\\{p.store} with its key (created on this node)",
-            commands.makecert(
-                list(p.common_names), store=p.store, file_name=file_name, hash_name=p.hash, key_bits=p.key_bits
-            ),
+            f'MakeCert.exe -n "{names}" {file_name} -r -ss {p.store} -sr LocalMachine '
+            f"-a {p.hash} -len {p.key_bits} -sky exchange",
         )
     if isinstance(p, ImportCertificate):
         return StepText(
             f"LocalMachine\\{p.store} lacks {show(p.thumbprint)}",
             f"LocalMachine\\{p.store} trusts {show(p.thumbprint)} (public part only)",
-            commands.import_certificate(p.store, f"{show(p.thumbprint)}.cer"),
+            f"certutil -addstore {p.store} {show(p.thumbprint)}.cer",
         )
     if isinstance(p, ImportPfx):
         return StepText(
             f"LocalMachine\\{p.store} without {p.thumbprint}",
             f"certificate {p.thumbprint} from {p.pfx.local_file} in LocalMachine\\{p.store} with its key "
             f"(password from {p.password.secret_env or p.password.secret_prompt})",
-            commands.import_pfx(p.store, p.pfx.local_file),
+            f"certutil -importPFX {p.store} {p.pfx.local_file}",
         )
     if isinstance(p, CopyCertificate):
         return StepText(
             f"certificate {p.thumbprint} in LocalMachine\\{p.from_store} only",
             f"certificate {p.thumbprint} also in LocalMachine\\{p.to_store} (key association kept)",
-            commands.copy_certificate(p.from_store, p.to_store, p.thumbprint),
+            f"certutil -store {p.from_store} {p.thumbprint} (export) ; certutil -addstore {p.to_store} "
+            f"<exported .cer> ; certutil -repairstore {p.to_store} {p.thumbprint}",
         )
     if isinstance(p, RemoveCertificate):
         return StepText(
             f"LocalMachine\\{p.store} holds {p.thumbprint}",
             "removed (key kept, backup on the node, restorable)",
-            commands.remove_certificate(p.store, p.thumbprint),
+            f"certmgr.exe /del /c /sha1 {p.thumbprint} /s /r localmachine {p.store}",
         )
     if isinstance(p, SetBinding):
         binding = step.expect if isinstance(step.expect, BindingWas) else None
@@ -124,35 +134,35 @@ def describe(step: Step) -> StepText:  # noqa: PLR0911 - one branch per action
             if binding is not None
             else f"{p.ip_port} as it is"
         )
+        add = f"netsh http add sslcert ipport={p.ip_port} certhash={show(p.cert_hash)} "
+        add += f"certstorename={p.cert_store} appid={p.app_id}"
         return StepText(
             before,
             f"{p.ip_port} → {show(p.cert_hash)} (store {p.cert_store}, appid {p.app_id})",
-            commands.set_binding(
-                p.ip_port, show(p.cert_hash), p.cert_store, p.app_id, existing=existing or binding is None
-            ),
+            f"netsh http delete sslcert ipport={p.ip_port} ; {add}" if existing or binding is None else add,
         )
     if isinstance(p, WriteConfig):
         return StepText(
             _setting_was(step, p.setting),
             f"{p.setting} = {display(p.value)}",
-            commands.write_config(p.path or CONFIG_FILE[p.config], p.setting, show(p.value)),
+            _write_config(p.path or CONFIG_FILE[p.config], p.setting, show(p.value)),
         )
     if isinstance(p, SetMasterEndpoint):
         return StepText(
             _setting_was(step, "MasterEndpoint"),
             f"MasterEndpoint = {display(p.url)}",
-            commands.write_config(p.path or CONFIG_FILE["worker"], "MasterEndpoint", p.url),
+            _write_config(p.path or CONFIG_FILE["worker"], "MasterEndpoint", p.url),
         )
     if isinstance(p, GrantKeyRead):
+        subject = (
+            f"<subject of the certificate {p.thumbprint.from_step} creates>"
+            if isinstance(p.thumbprint, StepRef)
+            else f"<subject of certificate {p.thumbprint}>"
+        )
         return StepText(
             f"{p.account} cannot read the key of {show(p.thumbprint)}",
             f"{p.account} can read the key",
-            commands.grant_key_read(
-                f"<subject of the certificate {p.thumbprint.from_step} creates>"
-                if isinstance(p.thumbprint, StepRef)
-                else f"<subject of certificate {p.thumbprint}>",
-                p.account,
-            ),
+            f"winhttpcertcfg.exe -g -c LOCAL_MACHINE\\My -s {subject} -a {p.account}",
         )
     if isinstance(p, SetServiceStartMode):
         name = service_of(p)
@@ -160,17 +170,17 @@ def describe(step: Step) -> StepText:  # noqa: PLR0911 - one branch per action
         return StepText(
             f"{name} start mode {mode or 'unknown'}",
             f"{name} start mode {p.mode}",
-            commands.set_start_mode(name, p.mode),
+            f"Set-Service -Name {name} -StartupType {p.mode}",
         )
     if isinstance(p, StartService):
         name = service_of(p)
-        return StepText(f"{name} not running", f"{name} Running", commands.start_service(name))
+        return StepText(f"{name} not running", f"{name} Running", f"sc start {name}")
     if isinstance(p, RestartService):
         name = service_of(p)
         return StepText(
             f"{name} running with the old state",
             f"{name} restarted if running (picks up the change)",
-            commands.restart_service(name),
+            f"Restart-Service -Name {name}",
         )
     assert isinstance(p, SetSchannelValue)
     schannel = step.expect if isinstance(step.expect, SchannelWas) else None
@@ -180,5 +190,5 @@ def describe(step: Step) -> StepText:  # noqa: PLR0911 - one branch per action
         else f"{p.name} as it is",
         f"{p.name} = {p.value} (REG_DWORD); LocalMachine\\Root is left as it is; "
         "the master service must restart to pick it up",
-        commands.set_schannel_value(p.name, p.value),
+        f"reg add {SCHANNEL_KEY} /v {p.name} /t REG_DWORD /d {p.value} /f",
     )

@@ -176,10 +176,6 @@ class NodeIntent:
     def store(self, name: str) -> dict[str, CertFact] | None:
         return self.root if name.lower() == "root" else self.my
 
-    def has_cert(self, store: str, thumb: Thumb) -> bool | None:
-        certs = self.store(store)
-        return None if certs is None else thumb_key(thumb) in certs
-
     def cert(self, store: str, thumb: Thumb) -> CertFact | None:
         certs = self.store(store)
         return None if certs is None else certs.get(thumb_key(thumb))

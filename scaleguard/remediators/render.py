@@ -158,6 +158,3 @@ def plan_text(plan: Plan, sha256: str | None = None) -> str:
     console.print(plan_view(plan, sha256), soft_wrap=False)
     return console.export_text()
 
-
-def print_to(console: Console, renderable: RenderableType) -> None:
-    console.print(renderable, soft_wrap=False)
