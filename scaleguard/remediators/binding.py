@@ -13,7 +13,8 @@ from typing import ClassVar
 
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
-from scaleguard.remediators.intent import BindingFact, show
+from scaleguard.remediators.describe import show
+from scaleguard.remediators.intent import BindingFact
 from scaleguard.remediators.steps import port_of, rebind
 
 

@@ -28,12 +28,6 @@ def thumb_key(thumb: Thumb) -> str:
     return thumb if isinstance(thumb, str) else thumb.key()
 
 
-def show(thumb: Thumb | None) -> str:
-    if thumb is None:
-        return "(none)"
-    return thumb if isinstance(thumb, str) else thumb.key()
-
-
 @dataclass
 class CertFact:
     thumbprint: Thumb

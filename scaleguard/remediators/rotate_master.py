@@ -15,6 +15,7 @@ would mean exporting a key from one node to the other: that is only done with an
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 from scaleguard.findings.model import Finding, Remediation
@@ -136,42 +137,16 @@ class RotateMasterCertificate(Remediator):
         options = ctx.options
         pfx = options.master_pfx
         if pfx is not None:
+            cert = CertFact(pfx.thumbprint, pfx.der_b64, pfx.subject, list(pfx.common_names), list(pfx.names))
+            cert.has_key, cert.provided_by = True, draft.id
             steps = []
             for master in masters:
-                steps.append(
-                    draft.step(
-                        master,
-                        ImportPfx(
-                            store="Root",
-                            thumbprint=pfx.thumbprint,
-                            pfx=FileRef(local_file=pfx.path),
-                            password=pfx.password,
-                        ),
-                    )
+                params = ImportPfx(
+                    store="Root", thumbprint=pfx.thumbprint, pfx=FileRef(local_file=pfx.path), password=pfx.password
                 )
-                add_cert(
-                    master,
-                    "Root",
-                    CertFact(
-                        thumbprint=pfx.thumbprint,
-                        der_b64=pfx.der_b64,
-                        subject=pfx.subject,
-                        common_names=list(pfx.common_names),
-                        names=list(pfx.names),
-                        has_key=True,
-                        readers=list(ALWAYS_KEY_READERS),
-                        provided_by=draft.id,
-                    ),
-                )
-            return CertFact(
-                pfx.thumbprint,
-                pfx.der_b64,
-                pfx.subject,
-                list(pfx.common_names),
-                list(pfx.names),
-                has_key=True,
-                provided_by=draft.id,
-            ), steps
+                steps.append(draft.step(master, params))
+                add_cert(master, "Root", replace(cert, readers=list(ALWAYS_KEY_READERS)))
+            return cert, steps
         cert, step = create_certificate(
             draft,
             masters[0],

@@ -6,6 +6,8 @@ intended state honest: a remediator cannot plan a change without the next one se
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from scaleguard.remediators.actions import (
     CreateCertificate,
     ImportCertificate,
@@ -68,20 +70,7 @@ def import_cert(
         ImportCertificate(store="Root", thumbprint=cert.thumbprint, der_b64=cert.der_b64),
         depends_on=depends_on,
     )
-    add_cert(
-        node,
-        store,
-        CertFact(
-            thumbprint=cert.thumbprint,
-            der_b64=cert.der_b64,
-            subject=cert.subject,
-            common_names=list(cert.common_names),
-            names=list(cert.names),
-            has_key=False,
-            readers=None,
-            provided_by=draft.id,
-        ),
-    )
+    add_cert(node, store, replace(cert, has_key=False, readers=None, provided_by=draft.id))
     return step
 
 

@@ -16,12 +16,14 @@ Only public parts travel (DER from the snapshot); the affected service restarts 
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import ClassVar
 
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import CopyCertificate, ca_reason
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
-from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent, show
+from scaleguard.remediators.describe import show
+from scaleguard.remediators.intent import CertFact, ClusterIntent, NodeIntent
 from scaleguard.remediators.rotate_master import master_thumbs
 from scaleguard.remediators.steps import add_cert, import_cert
 
@@ -114,20 +116,7 @@ def _master_own(cluster: ClusterIntent, master: NodeIntent, draft: UnitDraft) ->
     if refusal is not None:
         return refusal
     draft.step(master, CopyCertificate(from_store="My", to_store="Root", thumbprint=thumb, der_b64=in_my.der_b64))
-    add_cert(
-        master,
-        "Root",
-        CertFact(
-            thumb,
-            in_my.der_b64,
-            in_my.subject,
-            list(in_my.common_names),
-            list(in_my.names),
-            has_key=True,
-            readers=in_my.readers,
-            provided_by=draft.id,
-        ),
-    )
+    add_cert(master, "Root", replace(in_my, thumbprint=thumb, provided_by=draft.id))
     draft.depend(in_my.provided_by)
     return [(master, "master")], None
 

@@ -19,7 +19,8 @@ from typing import ClassVar
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import SetMasterEndpoint, SettingWas
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
-from scaleguard.remediators.intent import ClusterIntent, NodeIntent, endpoint_host, show
+from scaleguard.remediators.describe import show
+from scaleguard.remediators.intent import ClusterIntent, NodeIntent, endpoint_host
 from scaleguard.remediators.model import StepRef
 from scaleguard.remediators.rotate_master import master_thumbs
 from scaleguard.remediators.steps import import_cert, port_of, write_setting
