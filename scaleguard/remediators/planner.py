@@ -9,6 +9,9 @@ steps are numbered in execution order, so ``s001`` runs first and a reviewer rea
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from scaleguard.findings.model import Finding, FindingsFile, Status
 from scaleguard.remediators.base import PlanContext, PlanOptions, Remediator, UnitDraft
@@ -16,7 +19,7 @@ from scaleguard.remediators.binding import RepairMasterBinding
 from scaleguard.remediators.intent import ClusterIntent
 from scaleguard.remediators.key_access import GrantWorkerKeyAccess
 from scaleguard.remediators.manual import ManualRemediator
-from scaleguard.remediators.model import Expected, Plan, PlanOptionsRecord, Step, StepRef, Unit
+from scaleguard.remediators.model import Plan, PlanOptionsRecord, Step, StepRef, Unit
 from scaleguard.remediators.normalize import NormalizeConfigThumbprint
 from scaleguard.remediators.rotate_master import RotateMasterCertificate
 from scaleguard.remediators.rotate_worker import RotateWorkerCertificate
@@ -43,6 +46,7 @@ REMEDIATORS: tuple[Remediator, ...] = (
 )
 BY_NAME = {r.name: r for r in REMEDIATORS}
 ACTIONABLE = (Status.FAIL, Status.ERROR)
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class PlanRefused(Exception):
@@ -112,47 +116,26 @@ def _number(drafts: list[UnitDraft]) -> tuple[list[tuple[str, Unit]], list[Step]
     steps: list[Step] = []
     for draft in drafts:
         built = draft.build()
-        units.append(
-            (
-                draft.id,
-                built.model_copy(
-                    update={
-                        "id": unit_ids[draft.id],
-                        "depends_on": [unit_ids[u] for u in built.depends_on if u in unit_ids],
-                        "steps": [step_ids[s] for s in built.steps],
-                    }
-                ),
-            )
-        )
+        depends_on = [unit_ids[u] for u in built.depends_on if u in unit_ids]
+        renumbered = {"id": unit_ids[draft.id], "depends_on": depends_on, "steps": [step_ids[s] for s in built.steps]}
+        units.append((draft.id, built.model_copy(update=renumbered)))
         for step in draft.steps:
-            params = step.params.model_copy(
-                update={
-                    name: StepRef(from_step=step_ids[value.from_step], field=value.field)
-                    for name in type(step.params).model_fields
-                    if isinstance(value := getattr(step.params, name), StepRef)
-                }
-            )
-            steps.append(
-                step.model_copy(
-                    update={
-                        "id": step_ids[step.id],
-                        "unit": unit_ids[draft.id],
-                        "params": params,
-                        "depends_on": [step_ids[d] for d in step.depends_on],
-                        "expect": _renumber_expect(step.expect, step_ids),
-                    }
-                )
-            )
+            update = {
+                "id": step_ids[step.id],
+                "unit": unit_ids[draft.id],
+                "params": _renumbered(step.params, step_ids),
+                "depends_on": [step_ids[d] for d in step.depends_on],
+                "expect": _renumbered(step.expect, step_ids) if step.expect is not None else None,
+            }
+            steps.append(step.model_copy(update=update))
     return units, steps
 
 
-def _renumber_expect(expect: Expected | None, step_ids: dict[str, str]) -> Expected | None:
-    """A planned value that is another step's certificate follows the renumbering too."""
-    if expect is None:
-        return None
+def _renumbered(model: _Model, step_ids: dict[str, str]) -> _Model:
+    """``model`` with every field that is another step's certificate following the renumbering."""
     updates = {
-        key: StepRef(from_step=step_ids[value.from_step], field=value.field)
-        for key, value in ((k, getattr(expect, k)) for k in ("value", "cert_hash") if hasattr(expect, k))
-        if isinstance(value, StepRef)
+        name: StepRef(from_step=step_ids[value.from_step], field=value.field)
+        for name in type(model).model_fields
+        if isinstance(value := getattr(model, name), StepRef)
     }
-    return expect.model_copy(update=updates) if updates else expect
+    return model.model_copy(update=updates) if updates else model
