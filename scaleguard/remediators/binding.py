@@ -9,8 +9,6 @@ it there), rebinding would break the master, so the finding becomes manual.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.describe import show
@@ -19,8 +17,8 @@ from scaleguard.remediators.steps import port_of, rebind
 
 
 class RepairMasterBinding(Remediator):
-    name: ClassVar[Remediation] = Remediation.REPAIR_MASTER_BINDING
-    phase: ClassVar[int] = 50
+    name = Remediation.REPAIR_MASTER_BINDING
+    phase = 50
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, master, group in group_by_node(findings, ctx):

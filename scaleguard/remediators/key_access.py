@@ -8,8 +8,6 @@ service list was not collected). A certificate without a private key cannot be g
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import GrantKeyRead
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
@@ -20,8 +18,8 @@ from scaleguard.rules.account import account_matches, worker_account_problem
 
 
 class GrantWorkerKeyAccess(Remediator):
-    name: ClassVar[Remediation] = Remediation.GRANT_WORKER_KEY_ACCESS
-    phase: ClassVar[int] = 80
+    name = Remediation.GRANT_WORKER_KEY_ACCESS
+    phase = 80
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, worker, group in group_by_node(findings, ctx):

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator
 
 
 class ManualRemediator(Remediator):
-    name: ClassVar[Remediation] = Remediation.MANUAL
-    phase: ClassVar[int] = 200
+    name = Remediation.MANUAL
+    phase = 200
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for finding in findings:

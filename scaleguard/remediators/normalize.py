@@ -9,8 +9,6 @@ malformed ``MasterEndpoint`` is fixed the way fix-worker-master-endpoint does it
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
 from scaleguard.remediators.describe import display
@@ -28,8 +26,8 @@ ROLES_BY_POLICY = {"SO-M01": ("master",), "SO-W01": ("worker",)}
 
 
 class NormalizeConfigThumbprint(Remediator):
-    name: ClassVar[Remediation] = Remediation.NORMALIZE_CONFIG_THUMBPRINT
-    phase: ClassVar[int] = 40
+    name = Remediation.NORMALIZE_CONFIG_THUMBPRINT
+    phase = 40
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, node, group in group_by_node(findings, ctx):

@@ -16,7 +16,6 @@ would mean exporting a key from one node to the other: that is only done with an
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import ClassVar
 
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import FileRef, ImportPfx
@@ -43,8 +42,8 @@ from scaleguard.rules.host import valid_host
 
 
 class RotateMasterCertificate(Remediator):
-    name: ClassVar[Remediation] = Remediation.ROTATE_MASTER_CERTIFICATE
-    phase: ClassVar[int] = 10
+    name = Remediation.ROTATE_MASTER_CERTIFICATE
+    phase = 10
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         by_cluster: dict[str, tuple[ClusterIntent, list[Finding]]] = {}

@@ -11,8 +11,6 @@ last, once the service no longer holds it — by thumbprint, never by CN: the do
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import GrantKeyRead
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
@@ -30,8 +28,8 @@ from scaleguard.rules.host import valid_host
 
 
 class RotateWorkerCertificate(Remediator):
-    name: ClassVar[Remediation] = Remediation.ROTATE_WORKER_CERTIFICATE
-    phase: ClassVar[int] = 20
+    name = Remediation.ROTATE_WORKER_CERTIFICATE
+    phase = 20
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, worker, group in group_by_node(findings, ctx):

@@ -16,7 +16,7 @@ master itself.
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import Final
 
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import SetSchannelValue
@@ -33,9 +33,9 @@ def _shown(value: int | None) -> str:
 
 
 class SetSchannelTrustMode(Remediator):
-    name: ClassVar[Remediation] = Remediation.SET_SCHANNEL_TRUST_MODE
+    name = Remediation.SET_SCHANNEL_TRUST_MODE
     # planned after every remediator that may restart a master, so their restarts are known here
-    phase: ClassVar[int] = 55
+    phase = 55
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, master, group in group_by_node(findings, ctx):

@@ -10,8 +10,6 @@ here, where a finding asked for it.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import SetServiceStartMode
 from scaleguard.remediators.actions import StartService as StartServiceStep
@@ -23,8 +21,8 @@ MODE_ONLY_PHASE = -10
 
 
 class StartService(Remediator):
-    name: ClassVar[Remediation] = Remediation.START_SERVICE
-    phase: ClassVar[int] = 100
+    name = Remediation.START_SERVICE
+    phase = 100
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, node, group in group_by_node(findings, ctx):

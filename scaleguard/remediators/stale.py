@@ -9,8 +9,6 @@ the service does not use them.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.base import PlanContext, Remediator, group_by_node
 from scaleguard.remediators.model import StepRef
@@ -20,8 +18,8 @@ from scaleguard.remediators.trust import worker_cert
 
 
 class RemoveStaleWorkerCertificates(Remediator):
-    name: ClassVar[Remediation] = Remediation.REMOVE_STALE_WORKER_CERTIFICATES
-    phase: ClassVar[int] = 90
+    name = Remediation.REMOVE_STALE_WORKER_CERTIFICATES
+    phase = 90
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, worker, group in group_by_node(findings, ctx):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 from dataclasses import replace
-from typing import ClassVar
 
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import CopyCertificate, ca_reason
@@ -36,8 +35,8 @@ ASPECTS_BY_POLICY = {
 
 
 class ImportRootCertificate(Remediator):
-    name: ClassVar[Remediation] = Remediation.IMPORT_ROOT_CERTIFICATE
-    phase: ClassVar[int] = 30
+    name = Remediation.IMPORT_ROOT_CERTIFICATE
+    phase = 30
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, node, group in group_by_node(findings, ctx):
@@ -138,10 +137,7 @@ def master_cert_for(cluster: ClusterIntent, worker: NodeIntent) -> CertFact | st
 def _worker_trusts_master(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDraft) -> _Result:
     if not worker.snap.is_worker:
         return "the node is not a worker"
-    cert = master_cert_for(cluster, worker)
-    if isinstance(cert, str):
-        return cert
-    return _into_worker_root(draft, worker, cert)
+    return _into_worker_root(draft, worker, master_cert_for(cluster, worker))
 
 
 def worker_cert(worker: NodeIntent) -> CertFact | str:
@@ -156,14 +152,14 @@ def worker_cert(worker: NodeIntent) -> CertFact | str:
 
 
 def _worker_own_root(cluster: ClusterIntent, worker: NodeIntent, draft: UnitDraft) -> _Result:
-    cert = worker_cert(worker)
+    return _into_worker_root(draft, worker, worker_cert(worker))
+
+
+def _into_worker_root(draft: UnitDraft, worker: NodeIntent, cert: CertFact | str) -> _Result:
+    """``cert`` into the worker's Root unless it is there already (then: who put it there, if this plan);
+    a text is why there is no certificate to import."""
     if isinstance(cert, str):
         return cert
-    return _into_worker_root(draft, worker, cert)
-
-
-def _into_worker_root(draft: UnitDraft, worker: NodeIntent, cert: CertFact) -> _Result:
-    """``cert`` into the worker's Root unless it is there already (then: who put it there, if this plan)."""
     present = worker.cert("Root", cert.thumbprint)
     if present is not None:
         return [], present.provided_by

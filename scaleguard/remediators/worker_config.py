@@ -14,8 +14,6 @@ already reach the master by it (it resolves); without such a host the master cer
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from scaleguard.findings.model import Finding, Remediation
 from scaleguard.remediators.actions import SetMasterEndpoint, SettingWas
 from scaleguard.remediators.base import PlanContext, Remediator, UnitDraft, group_by_node
@@ -31,8 +29,8 @@ from scaleguard.rules.thumbprint import is_clean
 
 
 class RepinWorkerMasterThumbprint(Remediator):
-    name: ClassVar[Remediation] = Remediation.REPIN_WORKER_MASTER_THUMBPRINT
-    phase: ClassVar[int] = 70
+    name = Remediation.REPIN_WORKER_MASTER_THUMBPRINT
+    phase = 70
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, worker, group in group_by_node(findings, ctx):
@@ -83,8 +81,8 @@ class RepinWorkerMasterThumbprint(Remediator):
 
 
 class FixWorkerMasterEndpoint(Remediator):
-    name: ClassVar[Remediation] = Remediation.FIX_WORKER_MASTER_ENDPOINT
-    phase: ClassVar[int] = 60
+    name = Remediation.FIX_WORKER_MASTER_ENDPOINT
+    phase = 60
 
     def plan(self, findings: list[Finding], ctx: PlanContext) -> None:
         for cluster, node, group in group_by_node(findings, ctx):
