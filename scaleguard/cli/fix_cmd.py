@@ -167,6 +167,11 @@ def fix(
 
             if apply or (emit_runbook is not None and import_results is not None):
                 raise FixUsageError("--emit-runbook, --import-results and --apply exclude each other")
+            if master_pfx is not None:  # planning without it would silently rotate to a self-signed certificate
+                raise FixUsageError(
+                    "--master-pfx cannot go into a runbook (it never carries a PFX or its password); "
+                    "rotate the master with --apply"
+                )
             if import_results is not None:
                 raise typer.Exit(
                     import_runbook_results(

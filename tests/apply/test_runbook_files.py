@@ -90,6 +90,20 @@ def every_wave(plan: Path, state: LabState, folder: Path, journal: Path) -> list
         wave += 1
 
 
+def test_a_master_pfx_is_refused_rather_than_left_out_of_the_runbook_plan(tmp_path: Path) -> None:
+    evidence = demo_scenario(defects=True).write(tmp_path / "CONTOSO-SSIS")
+    assert cli("audit", "--evidence", evidence, "--out", tmp_path / "audit", "--no-progress").exit_code == 1
+    pfx = tmp_path / "master.pfx"
+    pfx.write_bytes(b"not read: the flags are refused first")
+    refused = cli(
+        "fix", "--findings", tmp_path / "audit" / "findings.json", "--master-pfx", pfx,
+        "--emit-runbook", tmp_path / "rb",
+    )
+    assert refused.exit_code == 2
+    assert "--master-pfx cannot go into a runbook" in refused.output
+    assert not (tmp_path / "rb").exists()
+
+
 def test_every_runbook_of_the_demo_plan_passes_the_grammar_check(demo: Any, tmp_path: Path) -> None:
     plan, state = demo
     scripts = every_wave(plan, state, tmp_path / "rb", tmp_path / "j.sqlite")
