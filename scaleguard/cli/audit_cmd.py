@@ -110,9 +110,12 @@ def audit(
             thresholds=_thresholds(expiry_high_days, expiry_medium_days, min_rsa_bits),
             progress=progress and not quiet,
         )
-        from scaleguard.reports.index import cluster_folders
+        from scaleguard.collectors.evidence import cluster_folders
 
-        clusters = cluster_folders(options.evidence) if options.evidence is not None else None
+        try:
+            clusters = cluster_folders(options.evidence) if options.evidence is not None else None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
         if clusters is not None:
             raise typer.Exit(int(_audit_each(options, clusters, console, quiet=quiet)))
         result = _run(options, console)

@@ -125,6 +125,53 @@ def read_evidence(path: Path) -> ClusterSnapshot:
     )
 
 
+NODE_MARKERS = frozenset(
+    {"mastersettings.config", "workersettings.config", "sslcert.txt", "certs", "host.json", "services.json",
+     "keys.json", "schannel.json", "ssisdb.json"}
+)
+"""What only a node folder holds (names compared case-insensitively, as on Windows)."""
+
+
+def cluster_folders(evidence: Path) -> list[Path] | None:
+    """The cluster folders when ``evidence`` holds several clusters (sub-folders that hold node folders),
+    else None: ``evidence`` is one cluster. A link among the sub-folders of such a folder is refused
+    (``ValueError``), never followed: it may lead anywhere, and skipping it would drop a cluster unseen."""
+    children = _subfolders(evidence)
+    if not children or any(is_node_folder(c) for c in children):
+        return None
+    clusters = [c for c in children if any(is_node_folder(n) for n in _subfolders(c))]
+    if not clusters:
+        return None
+    with os.scandir(evidence) as entries:
+        links = sorted(os_name(e.name) for e in entries if _is_link(e) and not e.name.startswith("."))
+    if links:
+        raise ValueError(f"{os_name(str(evidence))}: {', '.join(links)}: a symbolic link among the cluster folders; "
+                         "links are not followed (copy the cluster folder in, or audit it on its own)")
+    return clusters
+
+
+def _subfolders(path: Path) -> list[Path]:
+    """Real sub-folders (not links), hidden and skipped ones left out, in name order."""
+    try:
+        with os.scandir(path) as entries:
+            found = [Path(e.path) for e in entries
+                     if _is_dir(e) and not e.name.startswith(".") and e.name.casefold() not in SKIPPED_FOLDERS]
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: p.name.casefold())
+
+
+def is_node_folder(path: Path) -> bool:
+    """Whether ``path`` is a real folder (not a link) holding what only a node folder holds."""
+    try:
+        if path.is_symlink():
+            return False
+        with os.scandir(path) as entries:
+            return any(e.name.lower() in NODE_MARKERS for e in entries)
+    except OSError:
+        return False
+
+
 def node_folders(path: Path) -> list[Path]:
     """The node folders of the cluster folder ``path``, in name order (what :func:`read_evidence` reads)."""
     if not path.is_dir():

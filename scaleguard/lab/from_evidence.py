@@ -26,7 +26,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from scaleguard.collectors.agent.schema import AgentSsisDb
-from scaleguard.collectors.evidence import SKIPPED_FOLDERS, node_folders, read_node_with_settings_bytes
+from scaleguard.collectors.evidence import (
+    cluster_folders,
+    is_node_folder,
+    node_folders,
+    read_node_with_settings_bytes,
+)
 from scaleguard.collectors.parsers.config import ConfigKind
 from scaleguard.collectors.parsers.psjson import PowerShellJsonError, loads_powershell_json
 from scaleguard.lab.state import (
@@ -47,9 +52,6 @@ from scaleguard.snapshot.model import CertificateStore, CollectionState, ConfigF
 
 SSISDB_FILE = "ssisdb.json"
 SSISDB_LIMIT = 1024 * 1024
-_NODE_MARKERS = frozenset(
-    {"certs", "sslcert.txt", "mastersettings.config", "workersettings.config", "host.json"}
-)
 _SERVICE_VERSION = re.compile(r"SSISScaleOut(?:Master|Worker)(\d{3})", re.IGNORECASE)
 _AGENT_ID_NAMESPACE = uuid.UUID("5c0a1e5e-1ab0-4d1e-9a3b-5ca1e9a0d5b1")
 
@@ -63,7 +65,12 @@ def load_state(
     takes to start or stop. Raises ``ValueError`` for a folder the lab cannot serve faithfully.
     """
     state = LabState()
-    for folder in cluster_folders(evidence):
+    if not evidence.is_dir():
+        raise FileNotFoundError(f"{evidence}: not a folder")
+    folders = cluster_folders(evidence) or [evidence]
+    if folders == [evidence] and not any(is_node_folder(n) for n in node_folders(evidence)):
+        raise FileNotFoundError(f"{evidence}: no node folders (nor cluster folders holding them) found")
+    for folder in folders:
         cluster = LabCluster(name=folder.name)
         snapshots: list[NodeSnapshot] = []
         for node_dir in node_folders(folder):
@@ -79,31 +86,6 @@ def load_state(
         state.clusters.append(cluster)
     _attach_faults(state, faults or {})
     return state
-
-
-def cluster_folders(evidence: Path) -> list[Path]:
-    """``evidence`` is one cluster folder (node folders inside) or a folder of cluster folders."""
-    if not evidence.is_dir():
-        raise FileNotFoundError(f"{evidence}: not a folder")
-    children = _folders(evidence)
-    if any(_looks_like_node(p) for p in children):
-        return [evidence]
-    clusters = [p for p in children if any(_looks_like_node(c) for c in _folders(p))]
-    if not clusters:
-        raise FileNotFoundError(f"{evidence}: no node folders (nor cluster folders holding them) found")
-    return clusters
-
-
-def _folders(path: Path) -> list[Path]:
-    return sorted(
-        (p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")
-         and p.name.casefold() not in SKIPPED_FOLDERS),
-        key=lambda p: p.name.casefold(),
-    )
-
-
-def _looks_like_node(path: Path) -> bool:
-    return any(child.name.lower() in _NODE_MARKERS for child in path.iterdir())
 
 
 def node_from_snapshot(

@@ -17,36 +17,8 @@ from urllib.parse import quote
 
 from scaleguard.exitcodes import ExitCode
 
-NODE_MARKERS = frozenset(
-    {"mastersettings.config", "workersettings.config", "sslcert.txt", "certs", "host.json", "services.json",
-     "keys.json", "schannel.json", "ssisdb.json"}
-)
-"""What only a node folder holds (names compared case-insensitively, as on Windows)."""
 VERDICTS = {ExitCode.OK: "clean", ExitCode.FAILING: "failing", ExitCode.INCOMPLETE: "incomplete",
             ExitCode.USAGE: "usage error"}
-
-
-def _is_node_folder(path: Path) -> bool:
-    try:
-        return any(entry.name.lower() in NODE_MARKERS for entry in path.iterdir())
-    except OSError:
-        return False
-
-
-def _folders(path: Path) -> list[Path]:
-    return sorted(
-        (p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name.lower() != "__macosx"),
-        key=lambda p: p.name.lower(),
-    )
-
-
-def cluster_folders(evidence: Path) -> list[Path] | None:
-    """The cluster folders when ``evidence`` holds several clusters, else None (it is one cluster)."""
-    children = _folders(evidence)
-    if not children or any(_is_node_folder(c) for c in children):
-        return None
-    clusters = [c for c in children if any(_is_node_folder(n) for n in _folders(c))]
-    return clusters or None
 
 
 @dataclass(frozen=True)

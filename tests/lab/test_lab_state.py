@@ -250,3 +250,20 @@ def test_a_service_request_ends_when_the_service_gets_there(tmp_path: Path) -> N
     assert row["State"] == "Stop Pending"  # what a concurrent audit sees meanwhile
     _, nothing_to_wait = dispatch_timed(node, {"op": "collect", "sections": ["identity"]})
     assert nothing_to_wait == 0.0
+
+
+def test_the_lab_reads_one_cluster_or_a_folder_of_clusters_and_refuses_a_linked_one(tmp_path: Path) -> None:
+    single = demo_scenario(defects=False).write(tmp_path / "one" / "CONTOSO-SSIS")
+    assert [c.name for c in load_state(single).clusters] == ["CONTOSO-SSIS"]
+    several = tmp_path / "several"
+    demo_scenario(defects=False).write(several / "CONTOSO-SSIS")
+    other = demo_scenario(2, defects=False)
+    other.cluster = "FABRIKAM-SSIS"
+    other.write(tmp_path / "outside" / "FABRIKAM-SSIS")
+    assert [c.name for c in load_state(tmp_path / "one").clusters] == ["CONTOSO-SSIS"]
+    (several / "FABRIKAM-SSIS").symlink_to(tmp_path / "outside" / "FABRIKAM-SSIS", target_is_directory=True)
+    with pytest.raises(ValueError, match="links are not followed"):
+        load_state(several)
+    (tmp_path / "empty" / "NOTANODE").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no node folders"):
+        load_state(tmp_path / "empty")

@@ -35,3 +35,17 @@ def test_a_single_cluster_folder_is_audited_as_before(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["audit", "--evidence", str(evidence), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     assert (tmp_path / "out" / "report.html").is_file() and not (tmp_path / "out" / "index.html").exists()
+
+
+def test_a_linked_cluster_folder_is_refused_not_followed(tmp_path: Path) -> None:
+    evidence = tmp_path / "evidence"
+    demo_scenario(defects=True).write(evidence / "CONTOSO-SSIS")
+    elsewhere = demo_scenario(2, defects=False)
+    elsewhere.cluster = "FABRIKAM-SSIS"
+    elsewhere.write(tmp_path / "outside" / "FABRIKAM-SSIS")
+    (evidence / "FABRIKAM-SSIS").symlink_to(tmp_path / "outside" / "FABRIKAM-SSIS", target_is_directory=True)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["audit", "--evidence", str(evidence), "--out", str(out)])
+    assert result.exit_code == 2, result.stderr
+    assert "FABRIKAM-SSIS: a symbolic link among the cluster folders; links are not followed" in result.stderr
+    assert not out.exists() or not any(out.rglob("report.html"))
