@@ -46,8 +46,11 @@ def test_help_has_an_example_and_no_python_type_names(command: tuple[str, ...]) 
     assert PYTHON_TYPES.findall(result.output) == []
 
 
-def test_shell_completion_is_offered() -> None:
+def test_shell_completion_is_offered(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
+    # the shell is named, not detected from the parent processes (a run started in the background has no
+    # shell among them, and typer would then ignore the name and fail)
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     script = runner.invoke(app, ["--show-completion", "bash"])
     assert script.exit_code == 0 and "complete" in script.output and "scaleguard" in script.output
 
