@@ -83,7 +83,7 @@ def record_history(
         findings=current,
     )
     try:
-        record, previous, _ = HistoryStore(path).record(run, compare=compare)
+        record, previous = HistoryStore(path).record(run, compare=compare)
     except (sqlite3.Error, OSError, ValueError) as exc:
         return None, [f"history not recorded in {path}: {exc}"]
     since = SincePrevious(

@@ -168,7 +168,7 @@ class HistoryStore:
 
     def record(
         self, run: NewRun, *, compare: Callable[[dict[str, StoredFinding]], tuple[int, int]]
-    ) -> tuple[RunRecord, RunRecord | None, dict[str, StoredFinding] | None]:
+    ) -> tuple[RunRecord, RunRecord | None]:
         """Store ``run`` after comparing it with the previous run of its scope, atomically.
 
         ``compare(previous_findings)`` returns the (new, resolved) counts stored with the run; it runs
@@ -234,7 +234,7 @@ class HistoryStore:
             new_problems=new,
             resolved_problems=resolved,
         )
-        return record, previous, before
+        return record, previous
 
     def runs(self, *, scope: str | None = None, limit: int | None = None) -> list[RunRecord]:
         """Runs oldest first (the last ``limit`` of them); an absent file simply has no runs."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -31,14 +30,8 @@ from requests.auth import AuthBase
 from winrm.exceptions import WinRMError
 from winrm.transport import Transport
 
-log = logging.getLogger(__name__)
-
 SpnegoProtocol = Literal["kerberos", "negotiate"]
 AUTH_SCHEMES = ("negotiate", "kerberos")
-
-
-class KerberosUnavailable(Exception):
-    """GSSAPI (python-gssapi/pykrb5 over MIT or Heimdal krb5) cannot be used in this installation."""
 
 
 def kerberos_unavailable_reason() -> str | None:
