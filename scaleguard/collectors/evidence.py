@@ -273,8 +273,8 @@ class _NodeReader:
 
     # -- plumbing ------------------------------------------------------------------------------------
 
-    def _note(self, level: DiagnosticLevel, source: str, message: str) -> None:
-        self.diagnostics.append(Diagnostic(level=level, source=source, message=message))
+    def _note(self, level: DiagnosticLevel, source: str, *messages: str) -> None:
+        self.diagnostics.extend(Diagnostic(level=level, source=source, message=m) for m in messages)
 
     def _guarded(self, source: str, default: _T, read: Callable[[], _T]) -> _T:
         try:
@@ -370,8 +370,7 @@ class _NodeReader:
             return ConfigFile(path=file_name, parse_error=reason)
         if config.parse_error:
             self._note(DiagnosticLevel.WARNING, file_name, config.parse_error)
-        for note in notes:
-            self._note(DiagnosticLevel.INFO, file_name, note)
+        self._note(DiagnosticLevel.INFO, file_name, *notes)
         return config
 
     def _payload(self, name: str, limit: int, what: str) -> tuple[str, bytes] | None:
@@ -399,8 +398,7 @@ class _NodeReader:
         except NetshParseError as exc:
             self._note(DiagnosticLevel.WARNING, name, f"{exc}; HTTP.sys bindings unknown")
             return None
-        for note in notes:
-            self._note(DiagnosticLevel.INFO, name, note)
+        self._note(DiagnosticLevel.INFO, name, *notes)
         return bindings
 
     def _json(self, name: str) -> tuple[str, object] | None:
@@ -426,8 +424,7 @@ class _NodeReader:
         if value is None:
             self._note(DiagnosticLevel.INFO, name, "is empty: no SSIS Scale Out service was exported")
         services, notes = services_from_json(value)
-        for note in notes:
-            self._note(DiagnosticLevel.LOW, name, note)
+        self._note(DiagnosticLevel.LOW, name, *notes)
         return services
 
     def _keys(self, root: CertificateStore | None, my: CertificateStore | None) -> None:
@@ -436,8 +433,7 @@ class _NodeReader:
             return None
         name, value = found
         facts, notes = key_facts_from_json(value)
-        for note in notes:
-            self._note(DiagnosticLevel.LOW, name, note)
+        self._note(DiagnosticLevel.LOW, name, *notes)
         unmatched = apply_key_facts(facts, (root, my))
         if unmatched:
             listed = ", ".join(f"{f.store or '?'}\\{f.thumbprint}" for f in unmatched[:5])
@@ -452,8 +448,7 @@ class _NodeReader:
             return HostIdentity(computer_name=self.name)
         name, value = found
         identity, notes = host_from_json(value, self.name)
-        for note in notes:
-            self._note(DiagnosticLevel.LOW, name, note)
+        self._note(DiagnosticLevel.LOW, name, *notes)
         return identity
 
     def _schannel(self) -> Schannel | None:
@@ -462,8 +457,7 @@ class _NodeReader:
             return None
         name, value = found
         schannel, notes = schannel_from_json(value)
-        for note in notes:
-            self._note(DiagnosticLevel.LOW, name, note)
+        self._note(DiagnosticLevel.LOW, name, *notes)
         return schannel
 
     def _stores(self) -> tuple[CertificateStore | None, CertificateStore | None]:
@@ -534,8 +528,7 @@ class _NodeReader:
         except Exception as exc:  # noqa: BLE001 - one odd file must not cost the store
             self._note(DiagnosticLevel.ERROR, source, f"could not be read ({type(exc).__name__}: {exc})")
             return []
-        for note in notes:
-            self._note(DiagnosticLevel.INFO, source, note)
+        self._note(DiagnosticLevel.INFO, source, *notes)
         return certificates
 
     def _collection(self, master: ConfigFile | None, worker: ConfigFile | None) -> Collection:

@@ -27,6 +27,7 @@ from scaleguard.findings.causes import setting
 from scaleguard.policies.model import Thresholds
 from scaleguard.reports.base import ReportContext
 from scaleguard.reports.csv_report import csv_bytes, field, neutralise
+from scaleguard.reports.view import bucket_of
 from scaleguard.rules.thumbprint import comparable
 from scaleguard.snapshot.model import Certificate, ClusterSnapshot, NodeSnapshot, Snapshot, days_left
 
@@ -61,16 +62,6 @@ def buckets(limits: Thresholds) -> tuple[tuple[str, str], ...]:
         ("medium", f"≤ {limits.expiry_medium_days} days"),
         ("later", f"> {limits.expiry_medium_days} days"),
     )
-
-
-def bucket_of(days: int, limits: Thresholds) -> str:
-    if days < 0:
-        return "expired"
-    if days <= limits.expiry_high_days:
-        return "high"
-    if days <= limits.expiry_medium_days:
-        return "medium"
-    return "later"
 
 
 class ExpiryRow(NamedTuple):

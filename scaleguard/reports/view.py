@@ -50,16 +50,21 @@ def severity_status_matrix(findings: Iterable[Finding]) -> dict[Severity, dict[S
 
 
 
-def expiry_class(days: int | None, limits: Thresholds) -> str:
-    if days is None:
-        return "unknown"
+def bucket_of(days: int, limits: Thresholds) -> str:
     if days < 0:
         return "expired"
     if days <= limits.expiry_high_days:
-        return "soon"
+        return "high"
     if days <= limits.expiry_medium_days:
-        return "warn"
-    return "ok"
+        return "medium"
+    return "later"
+
+
+_EXPIRY_CLASS = {"expired": "expired", "high": "soon", "medium": "warn", "later": "ok"}
+
+
+def expiry_class(days: int | None, limits: Thresholds) -> str:
+    return "unknown" if days is None else _EXPIRY_CLASS[bucket_of(days, limits)]
 
 
 @dataclass

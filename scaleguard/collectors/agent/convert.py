@@ -54,8 +54,8 @@ class _Builder:
         self.name = name
         self.diagnostics: list[Diagnostic] = []
 
-    def note(self, level: DiagnosticLevel, source: str, message: str) -> None:
-        self.diagnostics.append(Diagnostic(level=level, source=source, message=message))
+    def note(self, level: DiagnosticLevel, source: str, *messages: str) -> None:
+        self.diagnostics.extend(Diagnostic(level=level, source=source, message=m) for m in messages)
 
     def build(self, doc: AgentDocument, *, insecure: bool, duration_ms: float) -> NodeSnapshot:
         for error in doc.errors:
@@ -102,8 +102,7 @@ class _Builder:
         reported = doc.identity.computer_name.strip() or self.name
         raw = {"fqdn": doc.identity.fqdn, "addresses": doc.identity.addresses}
         identity, notes = host_from_json(raw, reported)
-        for note in notes:
-            self.note(DiagnosticLevel.LOW, "identity", note)
+        self.note(DiagnosticLevel.LOW, "identity", *notes)
         if reported.lower() != self.name.lower():
             self.note(
                 DiagnosticLevel.INFO,
@@ -130,8 +129,7 @@ class _Builder:
         config, notes = parse_config_with_notes(data, chosen.path, kind=role)
         if config.parse_error:
             self.note(DiagnosticLevel.WARNING, chosen.path, config.parse_error)
-        for note in notes:
-            self.note(DiagnosticLevel.INFO, chosen.path, note)
+        self.note(DiagnosticLevel.INFO, chosen.path, *notes)
         return config
 
     def pick_version(
@@ -175,8 +173,7 @@ class _Builder:
         except (binascii.Error, ValueError, CertificateParseError) as exc:
             self.note(DiagnosticLevel.LOW, source, f"ignored: {exc}")
             return []
-        for note in notes:
-            self.note(DiagnosticLevel.INFO, source, note)
+        self.note(DiagnosticLevel.INFO, source, *notes)
         for certificate in certificates:
             certificate.has_private_key = row.has_private_key
             readers = row.key_readers if row.has_private_key else None
@@ -206,8 +203,7 @@ class _Builder:
         except (binascii.Error, NetshParseError, ValueError) as exc:
             self.note(DiagnosticLevel.WARNING, source, f"{exc}; HTTP.sys bindings unknown")
             return None
-        for note in notes:
-            self.note(DiagnosticLevel.INFO, source, note)
+        self.note(DiagnosticLevel.INFO, source, *notes)
         return bindings
 
     def registry_binding(
@@ -233,16 +229,14 @@ class _Builder:
         if doc.services is None:
             return None
         services, notes = services_from_json([s.model_dump() for s in doc.services])
-        for note in notes:
-            self.note(DiagnosticLevel.LOW, "services", note)
+        self.note(DiagnosticLevel.LOW, "services", *notes)
         return services
 
     def schannel(self, doc: AgentDocument) -> Schannel | None:
         if doc.schannel is None:
             return None
         schannel, notes = schannel_from_json(doc.schannel.model_dump())
-        for note in notes:
-            self.note(DiagnosticLevel.LOW, "schannel", note)
+        self.note(DiagnosticLevel.LOW, "schannel", *notes)
         return schannel
 
     def ssisdb(self, doc: AgentDocument) -> SsisDb | None:
