@@ -52,16 +52,13 @@ def stored_findings(findings: Iterable[Finding]) -> dict[str, StoredFinding]:
             message=f.message[:_MESSAGE_LIMIT],
         )
         held = out.get(fp)
-        if held is None or _worse(row, held):
+        if held is None or _weight(row) > _weight(held):
             out[fp] = row
     return out
 
 
-def _worse(a: StoredFinding, b: StoredFinding) -> bool:
-    return (_STATUS_WEIGHT.get(a.status, 0), Severity(a.severity).rank) > (
-        _STATUS_WEIGHT.get(b.status, 0),
-        Severity(b.severity).rank,
-    )
+def _weight(f: StoredFinding) -> tuple[int, int]:
+    return _STATUS_WEIGHT.get(f.status, 0), Severity(f.severity).rank
 
 
 @dataclass(frozen=True)

@@ -252,12 +252,7 @@ class _YamlReader:
             if what == "vars":
                 group.vars.update(self.mapping(sub, f"group {name!r} vars"))
             elif what == "hosts":
-                if isinstance(sub, yaml.ScalarNode) and self.value(sub) is None:
-                    continue
-                if not isinstance(sub, yaml.MappingNode):
-                    self.inv.error(sub.start_mark.line + 1, f"group {name!r} hosts must be a mapping")
-                    continue
-                for host_key, host_vars in sub.value:
+                for host_key, host_vars in self.pairs(sub, f"group {name!r} hosts"):
                     host_line = host_key.start_mark.line + 1
                     pattern = str(self.value(host_key))
                     values = self.mapping(host_vars, f"host {pattern!r}")
@@ -265,12 +260,7 @@ class _YamlReader:
                         group.hosts.setdefault(host, {}).update(values)
                         group.host_lines.setdefault(host, host_line)
             elif what == "children":
-                if isinstance(sub, yaml.ScalarNode) and self.value(sub) is None:
-                    continue
-                if not isinstance(sub, yaml.MappingNode):
-                    self.inv.error(sub.start_mark.line + 1, f"group {name!r} children must be a mapping")
-                    continue
-                for child_key, child in sub.value:
+                for child_key, child in self.pairs(sub, f"group {name!r} children"):
                     child_name = self.value(child_key)
                     if isinstance(child_name, str):
                         group.children.append(child_name)
@@ -279,13 +269,17 @@ class _YamlReader:
                 self.inv.error(sub_key.start_mark.line + 1, f"group {name!r}: unknown key {what!r} "
                                "(hosts, vars or children)")
 
-    def mapping(self, node: yaml.Node, what: str) -> dict[str, Any]:
+    def pairs(self, node: yaml.Node, what: str) -> list[tuple[yaml.Node, yaml.Node]]:
+        """A mapping's key and value nodes: none for an empty value, an error for anything else."""
         if isinstance(node, yaml.ScalarNode) and self.value(node) is None:
-            return {}
+            return []
         if not isinstance(node, yaml.MappingNode):
             self.inv.error(node.start_mark.line + 1, f"{what} must be a mapping")
-            return {}
-        return {str(self.value(k)): self.value(v) for k, v in node.value}
+            return []
+        return list(node.value)
+
+    def mapping(self, node: yaml.Node, what: str) -> dict[str, Any]:
+        return {str(self.value(k)): self.value(v) for k, v in self.pairs(node, what)}
 
     @staticmethod
     def value(node: yaml.Node) -> Any:
