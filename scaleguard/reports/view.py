@@ -48,8 +48,6 @@ def severity_status_matrix(findings: Iterable[Finding]) -> dict[Severity, dict[S
     return matrix
 
 
-
-
 def bucket_of(days: int, limits: Thresholds) -> str:
     if days < 0:
         return "expired"
