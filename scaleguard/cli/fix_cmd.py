@@ -342,7 +342,9 @@ def _fix(
     lease.keep_renewed()
     try:
         # the fresh read, taken under the lease: what the drift checks compare with, and the "before"
-        findings_file, snap = _inputs(inventory, None, None, policy_dirs, concurrency, insecure, err, lease.documents)
+        findings_file, snap = _inputs(
+            inventory, None, None, policy_dirs, concurrency, insecure, err, documents=lease.documents
+        )
         if the_plan is None:
             the_plan = _make_plan(
                 findings_file, snap, inventory, max_nodes, master_hash, master_pfx, pfx_env, secret_cache,

@@ -78,6 +78,16 @@ def emit(plan: Path, folder: Path) -> None:
     assert emitted.exit_code == 0, emitted.output
 
 
+def first_wave_run(demo: tuple[Path, LabState], tmp_path: Path) -> tuple[LabState, Path, Path]:
+    """The demo plan's runbooks emitted into ``tmp_path/rb`` and their first wave run in the lab; the
+    lab state, the runbook folder and a journal path that nothing has written yet."""
+    plan, state = demo
+    folder = tmp_path / "rb"
+    emit(plan, folder)
+    run_wave(state, folder, 1)
+    return state, folder, tmp_path / "j.sqlite"
+
+
 def every_wave(plan: Path, state: LabState, folder: Path, journal: Path) -> list[Path]:
     emit(plan, folder)
     wave = 1
@@ -90,9 +100,7 @@ def every_wave(plan: Path, state: LabState, folder: Path, journal: Path) -> list
         wave += 1
 
 
-def test_a_master_pfx_is_refused_rather_than_left_out_of_the_runbook_plan(tmp_path: Path) -> None:
-    evidence = demo_scenario(defects=True).write(tmp_path / "CONTOSO-SSIS")
-    assert cli("audit", "--evidence", evidence, "--out", tmp_path / "audit", "--no-progress").exit_code == 1
+def test_a_master_pfx_is_refused_rather_than_left_out_of_the_runbook_plan(demo: Any, tmp_path: Path) -> None:
     pfx = tmp_path / "master.pfx"
     pfx.write_bytes(b"not read: the flags are refused first")
     refused = cli(
@@ -202,10 +210,7 @@ HOSTILE_RESULTS: dict[str, tuple[Any, str]] = {
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_RESULTS))
 def test_a_hostile_result_is_refused_and_nothing_is_journaled(demo: Any, tmp_path: Path, case: str) -> None:
-    plan, state = demo
-    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
-    emit(plan, folder)
-    run_wave(state, folder, 1)
+    state, folder, journal = first_wave_run(demo, tmp_path)
     result = folder / "wave-01" / "WORKER03.result.json"
     document = json.loads(result.read_text(encoding="ascii"))
     assert document["steps"][0]["id"] == "s001" and document["steps"][0]["status"] == "applied"
@@ -237,10 +242,7 @@ def test_a_ca_created_into_root_is_refused(tmp_path: Path) -> None:
     ids=["oversized", "not-json", "utf16-but-not-an-object"],
 )
 def test_a_result_that_is_not_a_result_is_refused(demo: Any, tmp_path: Path, content: bytes, reason: str) -> None:
-    plan, state = demo
-    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
-    emit(plan, folder)
-    run_wave(state, folder, 1)
+    state, folder, journal = first_wave_run(demo, tmp_path)
     (folder / "wave-01" / "WORKER02.result.json").write_bytes(content)
     refused = cli("fix", "--import-results", folder, "--journal", journal)
     assert refused.exit_code == 2 and reason in refused.output, refused.output
@@ -250,10 +252,7 @@ def test_a_result_that_is_not_a_result_is_refused(demo: Any, tmp_path: Path, con
 @pytest.mark.parametrize("kind", ["link", "fifo"])
 def test_a_result_that_is_a_link_or_a_pipe_is_not_read(demo: Any, tmp_path: Path, kind: str) -> None:
     """A link is not followed out of the folder, a pipe is not waited on; each reason is a line of its own."""
-    plan, state = demo
-    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
-    emit(plan, folder)
-    run_wave(state, folder, 1)
+    state, folder, journal = first_wave_run(demo, tmp_path)
     result = folder / "wave-01" / "WORKER02.result.json"
     outside = tmp_path / "outside.json"
     outside.write_bytes(result.read_bytes())
@@ -275,10 +274,7 @@ def test_a_result_that_is_a_link_or_a_pipe_is_not_read(demo: Any, tmp_path: Path
 
 def test_a_result_written_by_powershell_redirection_is_read(demo: Any, tmp_path: Path) -> None:
     """``>`` in Windows PowerShell 5.1 writes UTF-16LE with a byte order mark."""
-    plan, state = demo
-    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
-    emit(plan, folder)
-    run_wave(state, folder, 1)
+    state, folder, journal = first_wave_run(demo, tmp_path)
     for result in (folder / "wave-01").glob("*.result.json"):
         result.write_bytes(b"\xff\xfe" + result.read_text(encoding="ascii").encode("utf-16-le"))
     imported = cli("fix", "--import-results", folder, "--journal", journal)
@@ -301,10 +297,7 @@ def test_a_stale_step_stops_its_node_and_what_depends_on_it(demo: Any, tmp_path:
 
 
 def test_results_of_a_script_changed_after_it_was_emitted_are_refused(demo: Any, tmp_path: Path) -> None:
-    plan, state = demo
-    folder, journal = tmp_path / "rb", tmp_path / "j.sqlite"
-    emit(plan, folder)
-    run_wave(state, folder, 1)
+    state, folder, journal = first_wave_run(demo, tmp_path)
     script = folder / "wave-01" / "WORKER02.ps1"
     script.write_text(script.read_text(encoding="ascii") + "\n# edited\n", encoding="ascii")
     refused = cli("fix", "--import-results", folder, "--journal", journal)
