@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -28,8 +29,12 @@ def evidence(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def free_port_block(size: int) -> int:
-    """A base port with ``size`` free ports after it (best effort: checked, then released)."""
-    for base in range(47000, 60000, 97):
+    """A base port with ``size`` free ports after it (best effort: checked, then released).
+
+    The search starts at a random port: suites run side by side on one machine would otherwise all pick the
+    same first block, and one suite's lab would answer on the port another suite has just seen freed."""
+    start = random.SystemRandom().randrange(20000, 60000)
+    for base in [*range(start, 60000, 97), *range(20000, start, 97)]:
         sockets = []
         try:
             for offset in range(size):
@@ -88,6 +93,11 @@ def test_sigterm_stops_the_lab_and_frees_its_ports(evidence: Path, tmp_path: Pat
     assert process.stop() == 0
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", base), timeout=2).close()
+    for port in ports:  # nothing listens any more: the port can be bound again (TIME_WAIT aside)
+        with socket.socket() as again:
+            again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            again.bind(("127.0.0.1", port))
+            again.listen()
 
 
 def test_the_lab_refuses_to_start_without_its_password(evidence: Path, tmp_path: Path) -> None:
