@@ -301,7 +301,7 @@ def _cel_sources(policy: Policy) -> list[str]:
 
 def _mentions(policy: Policy, pattern: re.Pattern[str]) -> bool:
     """Whether any expression (or required fact) of ``policy`` may read what ``pattern`` names."""
-    return any(pattern.search(s) for s in _sources(policy))
+    return any(pattern.search(trim.code_of(s)) for s in _sources(policy))
 
 
 def render(template: str, values: Mapping[str, Any]) -> str:

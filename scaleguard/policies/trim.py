@@ -31,9 +31,14 @@ _TEXT = re.compile(
 """CEL string literals and comments: words in them (``'... this node'``) are not variables."""
 
 
+def code_of(source: str) -> str:
+    """``source`` with each string literal and comment emptied to ``""``: what is left can name facts."""
+    return _TEXT.sub('""', source)
+
+
 def access_spec(sources: Iterable[str]) -> AccessSpec:
     """What of each top-level variable the expressions in ``sources`` may read (unused ones are absent)."""
-    texts = [_TEXT.sub('""', s) for s in sources if s]
+    texts = [code_of(s) for s in sources if s]
     spec: AccessSpec = {}
     for var, pattern in _PATTERNS.items():
         keys: set[str] = set()

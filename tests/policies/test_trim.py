@@ -40,3 +40,15 @@ def test_a_null_test_answers_the_same_on_the_trimmed_value(value: dict[str, obje
     for text in (source, "worker_cert != null", "null == worker_cert"):
         whole = cel.evaluate(text, {"worker_cert": value})
         assert cel.evaluate(text, trimmed) == whole
+
+
+@pytest.mark.parametrize(
+    ("source", "code"),
+    [
+        ("node.root.certificates.size() > 0", "node.root.certificates.size() > 0"),
+        ("'see node.root' + node.name", '"" + node.name'),
+        ("node.name // node.my is not read", 'node.name ""'),
+    ],
+)
+def test_code_of_leaves_out_what_cannot_name_a_fact(source: str, code: str) -> None:
+    assert trim.code_of(source) == code
