@@ -77,8 +77,9 @@ class Step(_Model):
     @model_validator(mode="before")
     @classmethod
     def _params_of_action(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("params"), dict) and data.get("action") in PARAMS:
-            return {**data, "params": PARAMS[data["action"]].model_validate(data["params"])}
+        action = data.get("action") if isinstance(data, dict) else None
+        if isinstance(action, str) and action in PARAMS and isinstance(data.get("params"), dict):
+            return {**data, "params": PARAMS[action].model_validate(data["params"])}
         return data
 
     @model_validator(mode="after")

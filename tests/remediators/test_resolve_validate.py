@@ -138,6 +138,13 @@ def _string_for_an_integer(raw: dict[str, Any]) -> None:
     raw["units"][0]["steps"].append("s003")
 
 
+def _action_not_a_name(value: object) -> Callable[[dict[str, Any]], None]:
+    def edit(raw: dict[str, Any]) -> None:
+        raw["steps"][1]["action"] = value
+
+    return edit
+
+
 BROKEN: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "reference to a step that creates nothing": (
         _ref_to_a_step_that_creates_nothing,
@@ -149,6 +156,10 @@ BROKEN: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "expect about another setting": (_expect_of_another_setting, "step s002: Value error, expect (setting)"),
     "schema 1": (_old_schema, "plan: schema 'scaleguard-plan/1'"),
     "a string for an integer (strict types)": (_string_for_an_integer, "step s003: params.port"),
+    # found by fuzzing: an unhashable action crashed the check of the parameters with a TypeError
+    "an action that is a list": (_action_not_a_name(["write_config"]), "step s002: action"),
+    "an action that is an object": (_action_not_a_name({"write_config": 1}), "step s002: action"),
+    "an action that is a number": (_action_not_a_name(7), "step s002: action"),
 }
 
 
