@@ -261,20 +261,26 @@ class ClusterSnapshot(_Model):
     @model_validator(mode="before")
     @classmethod
     def _restore_der(cls, data: Any) -> Any:
-        """Put each certificate's DER back from the cluster's table (a 1.1 file) and drop the table."""
+        """Put each certificate's DER back from the cluster's table (a 1.1 file) and drop the table.
+
+        The file is hostile input: anything not shaped as expected is left as it is, for the fields'
+        own validation to refuse."""
         if not isinstance(data, dict) or not data.get("certificates"):
             return data
         table = data["certificates"]
-        for node in data.get("nodes") or ():
+        if not isinstance(table, dict):
+            return data
+        for node in _items(data.get("nodes")):
             for store_name in ("root", "my"):
                 store = node.get(store_name) if isinstance(node, dict) else getattr(node, store_name, None)
                 certificates = store.get("certificates") if isinstance(store, dict) else getattr(
                     store, "certificates", None
                 )
-                for cert in certificates or ():
+                for cert in _items(certificates):
                     if isinstance(cert, dict):
-                        if cert.get("der_b64") is None and cert.get("thumbprint") in table:
-                            cert["der_b64"] = table[cert["thumbprint"]]
+                        thumbprint = cert.get("thumbprint")
+                        if cert.get("der_b64") is None and isinstance(thumbprint, str) and thumbprint in table:
+                            cert["der_b64"] = table[thumbprint]
                     elif isinstance(cert, Certificate) and cert.der_b64 is None:
                         cert.der_b64 = table.get(cert.thumbprint)
         return {**data, "certificates": None}
@@ -289,6 +295,10 @@ class ClusterSnapshot(_Model):
     @property
     def workers(self) -> list[NodeSnapshot]:
         return [n for n in self.nodes if n.is_worker]
+
+
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 class Snapshot(_Model):

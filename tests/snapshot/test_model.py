@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,4 +86,37 @@ def test_an_unknown_major_version_is_refused(snapshot: Snapshot, tmp_path: Path)
     path = tmp_path / "snapshot.json"
     path.write_bytes(snapshot.to_json().replace(b'"schema_version":"1.1"', b'"schema_version":"2.0"', 1))
     with pytest.raises(ValueError, match="snapshot schema 2.0 is not supported"):
+        Snapshot.read(path)
+
+
+def _thumbprint_a_list(cluster: dict[str, Any]) -> None:
+    cluster["nodes"][0]["root"]["certificates"][0]["thumbprint"] = ["A" * 40]
+
+
+def _table_a_list(cluster: dict[str, Any]) -> None:
+    cluster["certificates"] = [*cluster["certificates"]]
+
+
+def _nodes_a_number(cluster: dict[str, Any]) -> None:
+    cluster["nodes"] = 7
+
+
+def _certificates_a_number(cluster: dict[str, Any]) -> None:
+    cluster["nodes"][0]["root"]["certificates"] = 7
+
+
+@pytest.mark.parametrize(
+    "edit", [_thumbprint_a_list, _table_a_list, _nodes_a_number, _certificates_a_number], ids=lambda e: e.__name__
+)
+def test_a_hostile_file_is_refused_as_invalid_not_crashed_on(
+    snapshot: Snapshot, tmp_path: Path, edit: Callable[[dict[str, Any]], None]
+) -> None:
+    """Found by fuzzing ``fix --findings/--snapshot``: these shapes raised TypeError while the DER table was
+    put back, which ``fix`` does not expect from a bad file (it refuses ValueError with exit 2)."""
+    path = tmp_path / "snapshot.json"
+    snapshot.write(path)
+    document = json.loads(path.read_text(encoding="utf-8"))
+    edit(document["clusters"][0])
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(ValueError):
         Snapshot.read(path)
