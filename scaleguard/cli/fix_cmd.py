@@ -432,7 +432,7 @@ def _make_plan(
     out_console: Console,
     valid_for: timedelta,
 ) -> Plan:
-    from scaleguard.remediators import PlanOptions, PlanRefused
+    from scaleguard.remediators import PlanInputInvalid, PlanOptions, PlanRefused
     from scaleguard.remediators import plan as make_plan
     from scaleguard.remediators.render import plan_view
 
@@ -444,6 +444,8 @@ def _make_plan(
         return make_plan(findings_file, snap, options)
     except PlanRefused as exc:
         out_console.print(plan_view(exc.plan))
+        raise FixUsageError(str(exc)) from exc
+    except PlanInputInvalid as exc:
         raise FixUsageError(str(exc)) from exc
 
 

@@ -7,6 +7,6 @@ step so a run can be undone. The ordering rules are in docs/architecture.md ("Re
 
 from scaleguard.remediators.base import MasterPfx, PlanOptions
 from scaleguard.remediators.model import Plan, Step, Unit
-from scaleguard.remediators.planner import PlanRefused, plan
+from scaleguard.remediators.planner import PlanInputInvalid, PlanRefused, plan
 
-__all__ = ["MasterPfx", "Plan", "PlanOptions", "PlanRefused", "Step", "Unit", "plan"]
+__all__ = ["MasterPfx", "Plan", "PlanOptions", "PlanInputInvalid", "PlanRefused", "Step", "Unit", "plan"]

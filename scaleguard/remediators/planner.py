@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from scaleguard.findings.model import Finding, FindingsFile, Status
 from scaleguard.remediators.base import PlanContext, PlanOptions, Remediator, UnitDraft
@@ -19,7 +19,7 @@ from scaleguard.remediators.binding import RepairMasterBinding
 from scaleguard.remediators.intent import ClusterIntent
 from scaleguard.remediators.key_access import GrantWorkerKeyAccess
 from scaleguard.remediators.manual import ManualRemediator
-from scaleguard.remediators.model import Plan, PlanOptionsRecord, Step, StepRef, Unit
+from scaleguard.remediators.model import Name, Plan, PlanOptionsRecord, Step, StepRef, Unit
 from scaleguard.remediators.normalize import NormalizeConfigThumbprint
 from scaleguard.remediators.rotate_master import RotateMasterCertificate
 from scaleguard.remediators.rotate_worker import RotateWorkerCertificate
@@ -57,11 +57,19 @@ class PlanRefused(Exception):
         self.plan = plan
 
 
+class PlanInputInvalid(ValueError):
+    """The findings or snapshot name a cluster or node that no plan step may carry; nothing is planned."""
+
+
+_STEP_NAME: TypeAdapter[str] = TypeAdapter(Name)
+
+
 def plan(findings: FindingsFile, snapshot: Snapshot, options: PlanOptions | None = None) -> Plan:
     """The ordered, deduplicated plan for every failing finding (pure: no I/O)."""
     options = options or PlanOptions()
-    ctx = PlanContext(options=options, clusters={c.cluster: ClusterIntent.from_snapshot(c) for c in snapshot.clusters})
     failing = [f for f in findings.findings if f.status in ACTIONABLE]
+    _check_names(failing, snapshot)
+    ctx = PlanContext(options=options, clusters={c.cluster: ClusterIntent.from_snapshot(c) for c in snapshot.clusters})
     by_remediation: dict[str, list[Finding]] = {}
     for finding in failing:
         name = finding.remediation if finding.remediation in BY_NAME else "manual"
@@ -103,6 +111,25 @@ def plan(findings: FindingsFile, snapshot: Snapshot, options: PlanOptions | None
             result,
         )
     return result
+
+
+def _check_names(failing: list[Finding], snapshot: Snapshot) -> None:
+    """Refuse, before planning, names a step could not carry (a findings or snapshot file is hostile input):
+    found half-way through, they would stop the planner with a half-built plan."""
+    names = {name for f in failing for name in (f.cluster, f.node)}
+    names |= {name for c in snapshot.clusters for name in (c.cluster, *(n.name for n in c.nodes))}
+    bad = []
+    for name in sorted(names):
+        try:
+            _STEP_NAME.validate_python(name)
+        except ValidationError:
+            bad.append(name)
+    if bad:
+        shown = ", ".join(repr(name[:80]) for name in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise PlanInputInvalid(
+            f"cannot plan: {len(bad)} cluster or node name(s) no plan step may carry (1 to 253 characters, "
+            f"no control character, '/' or '\\'): {shown}"
+        )
 
 
 def _number(drafts: list[UnitDraft]) -> tuple[list[tuple[str, Unit]], list[Step]]:

@@ -45,3 +45,18 @@ def test_a_plan_from_the_audit_imports_the_worker_certificate_from_snapshot_json
     imports = [s for s in plan["steps"] if s["action"] == "import_certificate"]
     assert [(s["node"], s["params"]["store"]) for s in imports] == [("MASTER01", "Root")]
     assert base64.b64decode(imports[0]["params"]["der_b64"]) == worker_der, "the DER the worker exported"
+
+
+def test_a_node_folder_name_no_plan_may_carry_is_a_usage_error_not_a_crash(tmp_path: Path) -> None:
+    """A folder name Linux allows but a plan step refuses (a backslash): the audit reports the node, and
+    fix refuses to plan (exit 2, naming it) instead of stopping half-way with a traceback."""
+    _scenario, evidence, _der = _master_lacks_worker_cert(tmp_path)
+    (evidence / "WORKER02").rename(evidence / "WORKER\\02")
+    audit_out = tmp_path / "audit"
+    audited = runner.invoke(app, ["audit", "--evidence", str(evidence), "--out", str(audit_out)])
+    assert audited.exit_code == 1, audited.stderr
+    planned = runner.invoke(app, ["fix", "--findings", str(audit_out / "findings.json"), "--out",
+                                  str(tmp_path / "fix")])
+    assert planned.exit_code == 2, planned.stderr
+    assert "no plan step may carry" in planned.stderr and "'WORKER\\\\02'" in planned.stderr
+    assert not (tmp_path / "fix" / "plan.json").exists()

@@ -13,7 +13,7 @@ from fixcases import finding, findings_file, options
 from test_plan_cases import make_pfx
 
 from scaleguard.findings.model import Status
-from scaleguard.remediators import PlanRefused, plan
+from scaleguard.remediators import PlanInputInvalid, PlanRefused, plan
 from scaleguard.remediators.model import Plan, SecretRef
 
 EXPIRING = {"cn": ["master01.contoso.test", "MASTER01", "10.0.1.1"], "days_from": -700, "days": 710}
@@ -38,6 +38,22 @@ def test_max_nodes_refuses_a_larger_plan(cluster: Any) -> None:
         options(max_nodes=3),
     )
     assert len(allowed.nodes()) == 3
+
+
+@pytest.mark.parametrize("bad", ["WORKER/01", "WORKER\\01", "WORKER\x0701", "W" * 254])
+@pytest.mark.parametrize("where", ["finding", "snapshot"])
+def test_a_name_no_step_may_carry_is_refused_before_planning(cluster: Any, bad: str, where: str) -> None:
+    """Found by fuzzing ``fix --findings``: such a name stopped the planner half-way with a pydantic error."""
+    c = cluster({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
+    snapshot = c.snapshot.model_copy(deep=True)
+    snapshot.clusters[0].nodes[-1].name = bad
+    failing = finding("SO-M07", "MASTER01", "rotate-master-certificate")
+    if where == "finding":
+        failing = finding("SO-W10", bad, "rotate-worker-certificate")
+    with pytest.raises(PlanInputInvalid) as refused:
+        plan(findings_file(failing), snapshot, options())
+    assert str(refused.value).startswith("cannot plan: 1 cluster or node name(s) no plan step may carry")
+    assert repr(bad[:80]) in str(refused.value)
 
 
 def test_plan_json_round_trips(cluster: Any) -> None:
