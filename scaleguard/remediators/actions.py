@@ -30,7 +30,8 @@ from scaleguard.rules.host import is_ip, valid_host
 
 Role = Literal["master", "worker"]
 Thumbprint = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{40}$")]
-ServiceName = Annotated[str, StringConstraints(pattern=r"^SSISScaleOut(Master|Worker)1[4-9]0$")]
+SERVICE_NAME = r"^SSISScaleOut(Master|Worker)1[4-9]0$"
+ServiceName = Annotated[str, StringConstraints(pattern=SERVICE_NAME)]
 AppId = Annotated[
     str,
     StringConstraints(pattern=r"^\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}$"),

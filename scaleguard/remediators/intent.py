@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from scaleguard.remediators.actions import SERVICE_NAME
 from scaleguard.remediators.model import StepRef
 from scaleguard.rules.endpoint import parse_endpoint
 from scaleguard.rules.thumbprint import normalize_thumbprint
@@ -205,7 +206,11 @@ class NodeIntent:
         """The Scale Out service of ``role`` as collected, or its documented name when not collected."""
         prefix = "ssisscaleoutmaster" if role == "master" else "ssisscaleoutworker"
         if self.services is not None:
-            found = sorted((s for k, s in self.services.items() if k.startswith(prefix)), key=lambda s: s.name)
+            # a name outside the documented pattern (node data) is no Scale Out service a step may name
+            found = sorted(
+                (s for k, s in self.services.items() if k.startswith(prefix) and re.fullmatch(SERVICE_NAME, s.name)),
+                key=lambda s: s.name,
+            )
             if found:
                 return found[-1]
         version = self.sql_version()

@@ -74,10 +74,18 @@ def plan(findings: FindingsFile, snapshot: Snapshot, options: PlanOptions | None
     for finding in failing:
         name = finding.remediation if finding.remediation in BY_NAME else "manual"
         by_remediation.setdefault(name, []).append(finding)
-    for remediator in sorted(REMEDIATORS, key=lambda r: r.phase):
-        group = by_remediation.get(remediator.name)
-        if group:
-            remediator.plan(group, ctx)
+    try:
+        for remediator in sorted(REMEDIATORS, key=lambda r: r.phase):
+            group = by_remediation.get(remediator.name)
+            if group:
+                remediator.plan(group, ctx)
+    except ValidationError as exc:  # a collected value no step may carry: refuse the plan, never half-build it
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise PlanInputInvalid(
+            f"cannot plan: a value collected from the nodes cannot be carried in a plan step ({exc.title}"
+            f"{'.' + where if where else ''}: {error['msg']}; found {str(error.get('input'))[:120]!r})"
+        ) from exc
     for finding in failing:
         cluster = ctx.cluster_of(finding)
         ctx.manual(finding, cluster.name if cluster else finding.cluster, "no remediator answered this finding")

@@ -56,6 +56,33 @@ def test_a_name_no_step_may_carry_is_refused_before_planning(cluster: Any, bad: 
     assert repr(bad[:80]) in str(refused.value)
 
 
+def test_a_service_name_outside_the_documented_pattern_is_not_one_a_step_names(cluster: Any) -> None:
+    """Found by fuzzing node answers: a node listing ``SSISScaleOutWorker150[::]:0`` next to its real service
+    had the restart step name it, which the step's model refuses, so planning stopped with a traceback."""
+    c = cluster({"workers": ["WORKER01"], "certs": {"master": EXPIRING}})
+    snapshot = c.snapshot.model_copy(deep=True)
+    worker = next(n for n in snapshot.clusters[0].nodes if n.name == "WORKER01")
+    assert worker.services
+    real = worker.services[0]
+    worker.services.append(real.model_copy(update={"name": real.name + "[::]:0"}))
+    planned = plan(findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), snapshot, options())
+    restarts = [s for s in planned.steps if s.action == "restart_service" and s.node == "WORKER01"]
+    assert [s.params.name for s in restarts] == [real.name]  # type: ignore[union-attr]
+
+
+def test_a_collected_value_no_step_may_carry_refuses_the_plan_naming_it(cluster: Any) -> None:
+    """The net under every remediator: a node value a step's model refuses (here a binding's appid that is
+    no GUID) refuses the whole plan with that value, never a half-built plan or a traceback."""
+    c = cluster({"nodes": {"MASTER01": {"bindings": [{"ip_port": "0.0.0.0:8391", "cert": "master", "store": None}]}}})
+    snapshot = c.snapshot.model_copy(deep=True)
+    master = next(n for n in snapshot.clusters[0].nodes if n.name == "MASTER01")
+    assert master.bindings
+    master.bindings[0].app_id = "$(whoami)"
+    with pytest.raises(PlanInputInvalid) as refused:
+        plan(findings_file(finding("SO-M06", "MASTER01", "repair-master-binding")), snapshot, options())
+    assert "SetBinding.app_id" in str(refused.value) and "'$(whoami)'" in str(refused.value)
+
+
 def test_plan_json_round_trips(cluster: Any) -> None:
     c = cluster({"certs": {"master": EXPIRING}})
     original = plan(findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")), c.snapshot, options())
