@@ -1,0 +1,193 @@
+"""Fuzzing what ``fix`` reads: a reviewed plan.json, an audit's findings.json and snapshot.json, and what
+each node answers the collector.
+
+The seeds are real: the demo lab's evidence with its planted defects, the snapshot and findings its audit
+makes, the plan made from them, and the agent document every lab node prints for ``collect``. Hypothesis
+mutates the JSON structure (a value replaced by an odd one of any type, a key dropped or added, a list
+element repeated, one part copied over another, text appended to a string) and checks the promises ``fix``
+makes about hostile input:
+
+- a plan.json is loaded or refused with reasons (:class:`PlanInvalid`), nothing else;
+- findings and snapshot files are read or refused as invalid (``ValueError``); from whatever reads, the
+  planner makes a plan that passes the same checks a reviewed plan.json does, or refuses (exit 2);
+- a node's answer becomes a node or a per-node collection failure; the cluster with that node is evaluated
+  without raising, and planned as above.
+
+What earlier runs found (each crashed ``fix`` with a traceback) is kept as plain tests next to the code
+it guards: a step action that is a list (test_resolve_validate), a snapshot whose DER table or node list
+has the wrong type (tests/snapshot), a node or cluster name no step may carry, a service named outside the
+documented pattern and a binding appid that is no GUID (test_plan). Bounded for CI by ``max_examples``
+and a per-example ``deadline``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from scaleguard.collectors.agent.convert import node_from_agent
+from scaleguard.collectors.evidence import read_evidence
+from scaleguard.collectors.live import parse_agent_output
+from scaleguard.findings.model import FindingsFile
+from scaleguard.lab.dispatch import dispatch
+from scaleguard.lab.from_evidence import load_state
+from scaleguard.lab.scenario import demo_scenario
+from scaleguard.pipeline import AuditOptions, evaluate, load_policies
+from scaleguard.remediators import PlanInputInvalid, PlanRefused, plan
+from scaleguard.remediators.validate import PlanInvalid, load_plan
+from scaleguard.remoting.channel import ChannelError
+from scaleguard.remoting.inventory import InventoryNode, Transport
+from scaleguard.snapshot.model import Snapshot
+
+NOW = datetime.now(UTC)
+FUZZ = settings(
+    max_examples=60,
+    deadline=timedelta(seconds=5),
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+ODD: list[Any] = [
+    None, True, False, 0, -1, 2**64, 1.5, "", " ", "x" * 5000, "\u202e\x07", "\x00", "0" * 40, "../../etc/passwd",
+    "C:\\Windows", "WORKER\\02", "$(whoami)", "'; Remove-Item C:\\ -Recurse; '", "[", "::::", "https://h:99999",
+    "SSISScaleOutWorker150[::]:0", "ssisscaleoutworker150", "9999-12-31T23:59:59Z", "{00000000-0000-0000-0000}",
+    [], {}, [None], {"a": 1},
+]
+Path_ = tuple[Any, ...]
+
+
+class Seeds:
+    """The demo lab, audited and planned once for the whole module."""
+
+    def __init__(self, folder: Path) -> None:
+        evidence = demo_scenario().write(folder / "CONTOSO-SSIS")
+        self.options = AuditOptions(out_dir=folder)
+        self.policies = load_policies(self.options)
+        self.snapshot = Snapshot(clusters=[read_evidence(evidence)])
+        found, _ = evaluate(self.snapshot, self.options, NOW, policies=self.policies)
+        self.findings = FindingsFile(generated_at=NOW, source="demo", findings=found)
+        self.plan = json.loads(plan(self.findings, self.snapshot).to_json())
+        assert self.plan["steps"], "the demo's planted defects make a plan with steps"
+        self.findings_doc = json.loads(self.findings.model_dump_json())
+        self.snapshot_doc = json.loads(self.snapshot.model_dump_json())
+        state = load_state(evidence)
+        self.agent_docs: dict[str, dict[str, Any]] = {}
+        for node in self.snapshot.clusters[0].nodes:
+            lab_node = state.node(node.name)
+            assert lab_node is not None
+            self.agent_docs[node.name] = json.loads(json.dumps(dispatch(lab_node, {"op": "collect"})))
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory: pytest.TempPathFactory) -> Seeds:
+    return Seeds(tmp_path_factory.mktemp("fuzz-fix"))
+
+
+def _places(value: Any, path: Path_ = ()) -> list[Path_]:
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _places(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _places(item, (*path, index))
+    return found
+
+
+def _at(value: Any, path: Path_) -> Any:
+    for part in path:
+        value = value[part]
+    return value
+
+
+def mutated(data: st.DataObject, document: Any) -> Any:
+    """``document`` with one to three structural edits drawn by Hypothesis."""
+    doc = copy.deepcopy(document)
+    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+        places = _places(doc)
+        if not places:
+            break
+        path = data.draw(st.sampled_from(places), label="where")
+        parent, key = _at(doc, path[:-1]), path[-1]
+        how = data.draw(st.sampled_from(["replace", "replace", "append", "drop", "repeat", "copy", "add"]))
+        odd = data.draw(st.sampled_from(ODD) | st.text(max_size=40) | st.integers(), label="value")
+        if how == "replace":
+            parent[key] = odd
+        elif how == "append" and isinstance(parent[key], str):
+            parent[key] += odd if isinstance(odd, str) else json.dumps(odd)
+        elif how == "drop":
+            del parent[key]
+        elif how == "repeat" and isinstance(parent, list):
+            parent.append(copy.deepcopy(parent[key]))
+        elif how == "copy":
+            parent[key] = copy.deepcopy(_at(doc, data.draw(st.sampled_from(places), label="from")))
+        elif how == "add" and isinstance(parent[key], dict):
+            parent[key][data.draw(st.sampled_from(["extra", "name", "port", "thumbprint", "services"]))] = odd
+    return doc
+
+
+def _plans_or_refuses(findings: FindingsFile, snapshot: Snapshot) -> None:
+    try:
+        made = plan(findings, snapshot)
+    except (PlanRefused, PlanInputInvalid):
+        event("planning refused")
+        return
+    event(f"planned {'no' if made.empty else 'some'} steps")
+    load_plan(made.to_json().encode("utf-8"))  # a plan the planner makes holds together as a reviewed one does
+
+
+@FUZZ
+@given(st.data())
+def test_a_mutated_plan_is_loaded_or_refused_with_reasons(seeds: Seeds, data: st.DataObject) -> None:
+    document = mutated(data, seeds.plan)
+    try:
+        load_plan(json.dumps(document).encode("utf-8"))
+    except PlanInvalid as refused:
+        assert refused.errors
+        event("plan refused")
+    else:
+        event("plan loaded")
+
+
+@FUZZ
+@given(st.data())
+def test_mutated_audit_artefacts_are_refused_or_planned(seeds: Seeds, data: st.DataObject) -> None:
+    findings_doc, snapshot_doc = seeds.findings_doc, seeds.snapshot_doc
+    if data.draw(st.booleans(), label="mutate the findings (else the snapshot)"):
+        findings_doc = mutated(data, findings_doc)
+    else:
+        snapshot_doc = mutated(data, snapshot_doc)
+    try:
+        findings = FindingsFile.model_validate_json(json.dumps(findings_doc))
+        snapshot = Snapshot.model_validate_json(json.dumps(snapshot_doc))
+    except ValueError:
+        event("artefact refused as invalid")
+        return
+    _plans_or_refuses(findings, snapshot)
+
+
+@FUZZ
+@given(st.data())
+def test_a_mutated_node_answer_becomes_a_node_or_a_failure_and_the_cluster_is_judged_and_planned(
+    seeds: Seeds, data: st.DataObject
+) -> None:
+    name = data.draw(st.sampled_from(sorted(seeds.agent_docs)), label="node")
+    document = mutated(data, seeds.agent_docs[name])
+    inventory_node = InventoryNode(name=name, host="127.0.0.1", roles=("worker",), transport=Transport())
+    try:
+        parsed = parse_agent_output(json.dumps(document).encode("utf-8"), inventory_node)
+    except ChannelError:
+        event("answer refused: the node fails collection")
+        return
+    node = node_from_agent(name, parsed, insecure=False, duration_ms=1.0)
+    cluster = seeds.snapshot.clusters[0]
+    snapshot = Snapshot(clusters=[cluster.model_copy(update={"nodes": [node if n.name == name else n
+                                                                        for n in cluster.nodes]})])
+    found, _ = evaluate(snapshot, seeds.options, NOW, policies=seeds.policies)
+    _plans_or_refuses(FindingsFile(generated_at=NOW, source="fuzz", findings=found), snapshot)
