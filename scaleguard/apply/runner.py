@@ -32,6 +32,7 @@ replays the inverse of whatever it left in place.
 from __future__ import annotations
 
 import base64
+import binascii
 import getpass
 import hashlib
 import math
@@ -206,6 +207,16 @@ def _outage(step: Step) -> bool:
 def _op(step: Step) -> str:
     """The agent operation carrying out ``step`` (a ``MasterEndpoint`` change is a settings-file edit)."""
     return AGENT_OP[step.action]
+
+
+def _file_content(outcome: Any) -> bytes | None:
+    """The bytes of a ``read_file`` answer; None when it failed or is not base64 (node data)."""
+    if not (isinstance(outcome, dict) and outcome.get("ok") and isinstance(outcome.get("result"), dict)):
+        return None
+    try:
+        return base64.b64decode(str(outcome["result"].get("content_b64", "")), validate=True)
+    except binascii.Error:
+        return None
 
 
 def step_changed(result: dict[str, Any] | None) -> bool:
@@ -592,6 +603,14 @@ class Executor:
     # --- one round on the wire (pool threads: no shared state touched) ----------------------------------
 
     def _send(self, item: _Round) -> dict[str, Any]:
+        try:
+            return self._round_trip(item)
+        except (ActionFailed, OutcomeUnknown):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a fault nobody foresaw: the round may have changed the node
+            raise OutcomeUnknown(f"{item.node[1]}: the round failed ({type(exc).__name__}: {exc})") from exc
+
+    def _round_trip(self, item: _Round) -> dict[str, Any]:
         client = self.transport.client(*self._names(item.node))
         requests = [r for _s, _q, r, _l in item.steps] + [{"op": "read_file", "path": p} for p in item.reads]
         if len(requests) == 1 and not item.read_after:
@@ -680,10 +699,11 @@ class Executor:
                 self._failures.append(_Failure(step, "", [], stale=False))
         for offset, path in enumerate(item.reads):
             outcome = results[len(item.steps) + offset] if len(item.steps) + offset < len(results) else None
-            if isinstance(outcome, dict) and outcome.get("ok") and isinstance(outcome.get("result"), dict):
-                self.files[(item.node, path)] = base64.b64decode(str(outcome["result"].get("content_b64", "")))
+            content = _file_content(outcome)
+            if content is not None:
+                self.files[(item.node, path)] = content
             elif not item.steps:
-                error = str(outcome.get("error")) if isinstance(outcome, dict) else "no answer"
+                error = str(outcome.get("error") or "no content") if isinstance(outcome, dict) else "no answer"
                 self._failures.append(_Failure(self._next_write(item.node), f"cannot read {path}: {error}", []))
         self._settle_units()
 

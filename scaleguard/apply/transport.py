@@ -204,7 +204,7 @@ class AgentClient:
             raise ActionFailed(reason)
         try:
             documents = read_documents(result.stdout)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # node data: a 5,000-digit number, brackets 100,000 deep
             raise OutcomeUnknown(f"{self.name}: the agent's answer is not JSON") from exc
         if not documents or not all(isinstance(d, dict) for d in documents) or len(documents) > 2:
             raise OutcomeUnknown(f"{self.name}: the agent's answer is not a JSON object")

@@ -20,6 +20,7 @@ from scaleguard.apply.journal import Journal
 from scaleguard.apply.runner import Executor
 from scaleguard.apply.transport import (
     AgentClient,
+    OutcomeUnknown,
     PartialChange,
     action_payload,
     actions_script,
@@ -104,6 +105,19 @@ def test_exit_code_3_is_a_partial_change_carrying_what_was_before() -> None:
     assert inverse({"op": "start_service", "name": "SSISScaleOutWorker150"}, raised.value.result).requests == [
         {"op": "stop_service", "name": "SSISScaleOutWorker150"}
     ]
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [b"[" * 100_000, b'{"a":' * 50_000, b"1" * 5_000, b"not json", b"[1, 2]", b"{} {} {}"],
+    ids=["brackets 100,000 deep", "objects 50,000 deep", "a 5,000-digit number", "text", "an array", "three"],
+)
+def test_an_answer_that_is_not_one_json_object_is_an_unknown_outcome(stdout: bytes) -> None:
+    """Node data: whatever stdout holds, the action's outcome is unknown (rolled back as such), never an
+    exception the executor does not expect (the deep ones raised RecursionError)."""
+    client = AgentClient(Answering(CommandResult(stdout, b"", 0)), timeout_s=30, name="W1")  # type: ignore[arg-type]
+    with pytest.raises(OutcomeUnknown, match="W1: the agent's answer is not"):
+        client.request({"op": "start_service", "name": "SSISScaleOutWorker150"})
 
 
 # --- finding 2: a binding that had no store is restored without one ----------------------------------------

@@ -208,6 +208,53 @@ def test_an_unknown_outcome_is_rolled_back_from_the_backup(setup: Any) -> None:
     assert cluster_state(s.state) == s.before_state
 
 
+class Tampering(LabTransport):
+    """The node does what it is asked; its answer to the first request with ``op`` is replaced by ``tamper``'s."""
+
+    def __init__(self, state: Any, op: str, tamper: Any) -> None:
+        super().__init__(state)
+        self.op, self.tamper, self.done = op, tamper, False
+
+    def client(self, cluster: str, node: str) -> Any:
+        inner, outer = super().client(cluster, node), self
+
+        class Client:
+            def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+                answer = inner.request(payload)
+                if not outer.done and any(a["op"] == outer.op for a in payload.get("actions", [payload])):
+                    outer.done = True
+                    return outer.tamper(answer)  # type: ignore[no-any-return]
+                return answer
+
+        return Client()
+
+
+def _not_base64(answer: dict[str, Any]) -> dict[str, Any]:
+    results = [{**r, "result": {**r["result"], "content_b64": "@@not base64@@"}} for r in answer["results"]]
+    return {**answer, "results": results}
+
+
+def _raises(_answer: dict[str, Any]) -> dict[str, Any]:
+    raise RuntimeError("a fault no one foresaw, after the node acted")
+
+
+@pytest.mark.parametrize(
+    ("op", "tamper", "status"),
+    [("read_file", _not_base64, "failed"), ("write_config", _raises, "unknown")],
+    ids=["a read answer that is not base64", "an unforeseen error after the write"],
+)
+def test_a_hostile_or_broken_answer_fails_the_unit_and_leaves_the_node_as_before(
+    setup: Any, op: str, tamper: Any, status: str
+) -> None:
+    """Found by review after fuzzing: both used to escape the executor with the round's steps still running."""
+    s = setup({"nodes": {"WORKER01": {"worker_settings": {"MasterHttpsCertThumbprint": "{master|spaced}"}}}})
+    report = s.apply(s.plan(), Tampering(s.state, op, tamper))
+    assert report.units == {"u01": "failed"}
+    assert report.steps["s001"].status == status
+    assert cluster_state(s.state) == s.before_state
+    assert all(e.status != "running" for e in s.journal.entries(report.run_id))
+
+
 def test_interrupted_run_is_undone_and_a_second_undo_does_nothing(setup: Any) -> None:
     s = setup({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
 
