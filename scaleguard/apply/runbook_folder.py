@@ -31,6 +31,7 @@ from scaleguard.apply.runbook_script import (
     runbook_script,
 )
 from scaleguard.apply.runbook_waves import Known, RunbookRefused, next_wave, refusals, runbook_step, stop_failed
+from scaleguard.collectors.parsers.psjson import loads_powershell_json
 from scaleguard.remediators.actions import CertificateTrouble, CreateCertificate, checked_der
 from scaleguard.remediators.model import Plan
 from scaleguard.remediators.validate import MAX_PLAN_BYTES
@@ -197,12 +198,11 @@ def read_manifest(folder: Path) -> tuple[Manifest, bytes]:
 
 
 def decode_result(data: bytes) -> Any:
-    """A result file as PowerShell may have written it: UTF-8 (BOM or not) or UTF-16 with its BOM
-    (``>`` in Windows PowerShell 5.1 writes UTF-16LE)."""
+    """A result file as PowerShell may have written it (``>`` in Windows PowerShell 5.1 writes UTF-16LE),
+    read by the one reader of PowerShell's JSON (node data: nesting and number size are bounded there)."""
     if len(data) > MAX_RESULT_BYTES:
         raise ValueError(f"larger than {MAX_RESULT_BYTES} bytes")
-    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
-    return json.loads(data.decode("utf-16") if utf16 else data.decode("utf-8-sig"))
+    return loads_powershell_json(data)
 
 
 @dataclass

@@ -219,6 +219,12 @@ def parse_agent_output(stdout: bytes, node: InventoryNode) -> AgentDocument:
             f"malformed agent output from {node.host}: not JSON ({exc.msg} at character {exc.pos} of "
             f"{len(text)})",
         ) from exc
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number, brackets 100,000 deep
+        raise ChannelError(
+            CollectionState.FAILED,
+            f"malformed agent output from {node.host}: not JSON Python can hold ({type(exc).__name__}, "
+            f"{len(text)} characters)",
+        ) from exc
     if may_hold_surrogates(text):
         data = plain_json(data)
     if not isinstance(data, dict) or data.get("schema") != AGENT_SCHEMA:

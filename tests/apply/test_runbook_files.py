@@ -238,8 +238,9 @@ def test_a_ca_created_into_root_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "reason"),
     [(b"{" + b" " * (4 * 1024 * 1024 + 1) + b"}", "larger than"), (b"<html>not json</html>", "not a runbook result"),
-     (b"\xff\xfe" + "[]".encode("utf-16-le"), "not a runbook result")],
-    ids=["oversized", "not-json", "utf16-but-not-an-object"],
+     (b"\xff\xfe" + "[]".encode("utf-16-le"), "not a runbook result"),
+     (b"[" * 100_000, "not a runbook result"), (b"9" * 5_000, "not a runbook result")],
+    ids=["oversized", "not-json", "utf16-but-not-an-object", "nested-100000-deep", "a-5000-digit-number"],
 )
 def test_a_result_that_is_not_a_result_is_refused(demo: Any, tmp_path: Path, content: bytes, reason: str) -> None:
     state, folder, journal = first_wave_run(demo, tmp_path)

@@ -281,6 +281,8 @@ def test_unreadable_sections_stay_unknown_with_the_agents_reason() -> None:
     [
         (b"", "not JSON"),
         (b'WARNING: something\r\n{"schema": ', "not JSON"),
+        (b"[" * 100_000, "not JSON"),  # RecursionError: the node was reported as "collection crashed"
+        (b"9" * 5_000, "not JSON"),  # ValueError past Python's limit on digits
         (b"[1, 2]", "expected schema scaleguard-agent/1"),
         (json.dumps({"schema": "other/9"}).encode(), "expected schema scaleguard-agent/1, got 'other/9'"),
         (json.dumps({"schema": "scaleguard-agent/1", "op": "collect"}).encode(), "identity"),
