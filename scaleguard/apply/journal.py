@@ -191,10 +191,7 @@ class Journal:
             db.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", (status, _now(), run_id))
 
     def run(self, run_id: str) -> Run | None:
-        row = self._db.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?",
-            (run_id,),
-        ).fetchone()
+        row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         return Run(*row) if row else None
 
     def runs(self) -> list[Run]:
@@ -225,20 +222,8 @@ class Journal:
             seq = int(row[0])
             db.execute(
                 _INSERT_ENTRY,
-                (
-                    run_id,
-                    seq,
-                    phase,
-                    step_id,
-                    unit,
-                    cluster,
-                    node,
-                    str(request.get("op")),
-                    json.dumps(request),
-                    inverts[0] if inverts else None,
-                    inverts[1] if inverts else None,
-                    _now(),
-                ),
+                (run_id, seq, phase, step_id, unit, cluster, node, str(request.get("op")), json.dumps(request),
+                 *(inverts or (None, None)), _now()),
             )
         return seq
 
@@ -266,31 +251,10 @@ class Journal:
         self.end(run_id, seq, "skipped", error=reason)
 
     def entries(self, run_id: str) -> list[Entry]:
-        rows = self._db.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE run_id = ? ORDER BY seq",
-            (run_id,),
-        ).fetchall()
-        return [
-            Entry(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                r[6],
-                r[7],
-                json.loads(r[8]),
-                json.loads(r[9]) if r[9] else None,
-                r[10],
-                r[11],
-                r[12],
-                r[13],
-                r[14],
-                r[15],
-            )
-            for r in rows
-        ]
+        query = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE run_id = ? ORDER BY seq"
+        rows = self._db.execute(query, (run_id,)).fetchall()
+        decoded = [(*r[:8], json.loads(r[8]), json.loads(r[9]) if r[9] else None, *r[10:]) for r in rows]
+        return [Entry(*row) for row in decoded]
 
     def inverted(self, run_id: str) -> set[int]:
         """Sequence numbers of ``run_id`` already undone successfully (by its rollback or any undo run)."""

@@ -442,7 +442,8 @@ class Executor:
                     self._failures.append(_Failure(step, verdict.reason, [], stale=True))
                 break
             if _outage(step) and not outage:
-                if self._outage_limit() is not None and self._outages >= (self._outage_limit() or 0):
+                limit = self.controls.max_unavailable
+                if limit is not None and self._outages >= limit.of(self._worker_total or 1):
                     break
                 outage = True
             if _op(step) == "write_config" and (key, str(self.fields[step.id].get("path"))) not in self.files:
@@ -490,12 +491,6 @@ class Executor:
             self.emit("fail", self.report.halted)
             return True
         return False
-
-    def _outage_limit(self) -> int | None:
-        limit = self.controls.max_unavailable
-        if limit is None:
-            return None
-        return limit.of(self._worker_total or 1)
 
     def _prerequisites(self, step: Step) -> tuple[bool, list[str]]:
         """(still waiting, prerequisites that will never succeed); remembers one it waits for."""
@@ -844,11 +839,9 @@ class Executor:
 
     def _mark_rolled_back(self, entry: _Done, ok: bool, note: str) -> None:
         current = self.report.steps.get(entry.step.id)
-        if current is not None and current.status in ("failed", "unknown", "stale"):
+        if current is not None and current.status in ("failed", "unknown", "stale", "rollback_failed"):
             return
         status: StepStatus = "rolled_back" if ok else "rollback_failed"
-        if current is not None and current.status == "rollback_failed":
-            return
         self.status[entry.step.id] = status
         self.report.steps[entry.step.id] = self._step_report(entry.step, status, detail=note, result=entry.result)
 

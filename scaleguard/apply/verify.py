@@ -44,7 +44,6 @@ def reaudit(
     policy_dirs: tuple[Path, ...] = (),
     insecure: bool = False,
     concurrency: int = 8,
-    now: datetime | None = None,
 ) -> tuple[Snapshot, list[Finding]]:
     """Collect and evaluate exactly as ``scaleguard audit --inventory`` does (no reports written)."""
     from scaleguard.pipeline import AuditOptions, collect
@@ -53,16 +52,14 @@ def reaudit(
         out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, insecure=insecure, progress=False,
         concurrency=concurrency,
     )
-    return _evaluated(collect(options), inventory, policy_dirs, now)
+    return _evaluated(collect(options), inventory, policy_dirs)
 
 
-def _evaluated(
-    snapshot: Snapshot, inventory: Path, policy_dirs: tuple[Path, ...], now: datetime | None
-) -> tuple[Snapshot, list[Finding]]:
+def _evaluated(snapshot: Snapshot, inventory: Path, policy_dirs: tuple[Path, ...]) -> tuple[Snapshot, list[Finding]]:
     from scaleguard.pipeline import AuditOptions, evaluate
 
     options = AuditOptions(out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, progress=False)
-    findings, _ = evaluate(snapshot, options, now or datetime.now(UTC))
+    findings, _ = evaluate(snapshot, options, datetime.now(UTC))
     return snapshot, findings
 
 
@@ -104,7 +101,6 @@ def recollect(
     policy_dirs: tuple[Path, ...] = (),
     insecure: bool = False,
     concurrency: int = 8,
-    now: datetime | None = None,
 ) -> tuple[Snapshot, list[Finding]]:
     """Collect only ``nodes`` again and evaluate the whole snapshot with them replaced (the canary check:
     policies judge a worker against its master, so the rest of the cluster stays as last read)."""
@@ -130,7 +126,7 @@ def recollect(
         )
         for cluster in base.clusters
     ]
-    return _evaluated(base.model_copy(update={"clusters": clusters}), inventory, policy_dirs, now)
+    return _evaluated(base.model_copy(update={"clusters": clusters}), inventory, policy_dirs)
 
 
 def canary_verdict(
@@ -157,7 +153,6 @@ def after_run(
     policy_dirs: tuple[Path, ...] = (),
     insecure: bool = False,
     concurrency: int = 8,
-    now: datetime | None = None,
 ) -> tuple[Snapshot, list[Finding]]:
     """The cluster as the run left it, evaluated: what ``reaudit`` gives, with fewer rounds.
 
@@ -183,9 +178,7 @@ def after_run(
                 again.append((cluster.cluster, node.name))
         clusters.append(cluster.model_copy(update={"nodes": nodes, "collected_at": datetime.now(UTC)}))
     base = before.model_copy(update={"clusters": clusters})
-    return recollect(
-        inventory, again, base, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency, now=now
-    )
+    return recollect(inventory, again, base, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
 
 
 def fresh_read(
@@ -195,7 +188,6 @@ def fresh_read(
     policy_dirs: tuple[Path, ...] = (),
     insecure: bool = False,
     concurrency: int = 8,
-    now: datetime | None = None,
 ) -> tuple[Snapshot, list[Finding]]:
     """What ``reaudit`` gives, for the read an apply takes under its lease: the masters read in the round
     that took the lease (``documents``) are not read again, every other node is collected."""
@@ -217,4 +209,4 @@ def fresh_read(
         if (job.cluster.name, job.node.name) not in read
     ]
     read.update(run_jobs(jobs, concurrency=concurrency, insecure=insecure, progress=False))
-    return _evaluated(live_snapshot(parsed, read, started=started, source=str(inventory)), inventory, policy_dirs, now)
+    return _evaluated(live_snapshot(parsed, read, started=started, source=str(inventory)), inventory, policy_dirs)
