@@ -157,11 +157,17 @@ def fix(
             raise FixUsageError("--master-hash must be sha256 or sha1")
         from scaleguard.apply.journal import default_journal_path
 
-        journal_path = journal or default_journal_path()
-        run = _run_options(concurrency, canary, max_unavailable, max_failures, break_lease, lease_ttl)
-        valid_for = _duration(plan_valid_for)
+        o = FixOptions(
+            inventory=inventory, findings=findings, snapshot=snapshot, plan_file=plan_file, out=out, apply=apply,
+            yes=yes, max_nodes=max_nodes, journal=journal or default_journal_path(),
+            master_hash="sha1" if master_hash == "sha1" else "sha256", master_pfx=master_pfx,
+            pfx_env=master_pfx_password_env, policy_dirs=tuple(policies or []), concurrency=concurrency,
+            insecure=insecure, controls=_controls(concurrency, canary, max_unavailable, max_failures),
+            break_lease=break_lease, lease_ttl=lease_ttl, valid_for=_duration(plan_valid_for), progress=progress,
+            err=err, out_console=out_console,
+        )
         if undo is not None:
-            raise typer.Exit(_undo(undo, inventory, journal_path, yes, insecure, run, err))
+            raise typer.Exit(_undo(o, undo))
         if emit_runbook is not None or import_results is not None:
             from scaleguard.cli.fix_runbook import emit_runbooks, import_runbook_results
 
@@ -175,67 +181,47 @@ def fix(
             if import_results is not None:
                 raise typer.Exit(
                     import_runbook_results(
-                        import_results, journal_path, inventory, tuple(policies or []), concurrency, insecure, err,
-                        out_console,
+                        import_results, o.journal, inventory, o.policy_dirs, concurrency, insecure, err, out_console
                     )
                 )
             assert emit_runbook is not None
-            if plan_file is not None:
-                the_plan, sha256, data = _read_plan(plan_file, max_nodes)
-                _show(the_plan, sha256, None, err, out_console)
-            else:
-                found, snap = _inputs(inventory, findings, snapshot, tuple(policies or []), concurrency, insecure, err)
-                the_plan = _make_plan(
-                    found, snap, findings or inventory, max_nodes, "sha1" if master_hash == "sha1" else "sha256",
-                    None, None, {}, out_console, valid_for,
-                )
-                data = the_plan.to_json().encode("utf-8")
-                sha256 = _show(the_plan, None, out, err, out_console)
+            the_plan, sha256, data = _reviewed(o, {})
             raise typer.Exit(emit_runbooks(emit_runbook, the_plan, data, sha256, err))
-        code = _fix(
-            inventory=inventory,
-            findings_path=findings,
-            snapshot_path=snapshot,
-            plan_file=plan_file,
-            out=out,
-            apply=apply,
-            yes=yes,
-            max_nodes=max_nodes,
-            journal_path=journal_path,
-            master_hash="sha1" if master_hash == "sha1" else "sha256",
-            master_pfx=master_pfx,
-            pfx_env=master_pfx_password_env,
-            policy_dirs=tuple(policies or []),
-            concurrency=concurrency,
-            insecure=insecure,
-            run=run,
-            err=err,
-            out_console=out_console,
-            valid_for=valid_for,
-            progress=progress,
-        )
+        code = _fix(o)
     except FixUsageError as exc:
         _usage_exit(err, str(exc))
     raise typer.Exit(code)
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """How an apply (or undo) run goes: its controls and its lease."""
+class FixOptions:
+    """The command line as every stage of ``fix`` reads it (checked: the limits and the duration parsed)."""
 
+    inventory: Path | None
+    findings: Path | None
+    snapshot: Path | None
+    plan_file: Path | None
+    out: Path | None
+    apply: bool
+    yes: bool
+    max_nodes: int | None
+    journal: Path
+    master_hash: Literal["sha256", "sha1"]
+    master_pfx: Path | None
+    pfx_env: str | None
+    policy_dirs: tuple[Path, ...]
+    concurrency: int
+    insecure: bool
     controls: Controls
     break_lease: bool
     lease_ttl: int
+    valid_for: timedelta
+    progress: bool
+    err: Console
+    out_console: Console
 
 
-def _run_options(
-    concurrency: int,
-    canary: int,
-    max_unavailable: str | None,
-    max_failures: str | None,
-    break_lease: bool,
-    lease_ttl: int,
-) -> RunOptions:
+def _controls(concurrency: int, canary: int, max_unavailable: str | None, max_failures: str | None) -> Controls:
     from scaleguard.apply.runner import Controls, Limit
 
     try:
@@ -243,10 +229,7 @@ def _run_options(
         failures = Limit.parse(max_failures) if max_failures is not None else None
     except ValueError as exc:
         raise FixUsageError(f"--max-unavailable/--max-failures: {exc}") from exc
-    controls = Controls(
-        concurrency=concurrency, canary=canary, max_unavailable=unavailable, max_failures=failures
-    )
-    return RunOptions(controls=controls, break_lease=break_lease, lease_ttl=lease_ttl)
+    return Controls(concurrency=concurrency, canary=canary, max_unavailable=unavailable, max_failures=failures)
 
 
 _DURATION = re.compile(r"([1-9][0-9]{0,4})([dhm])")
@@ -259,7 +242,6 @@ def _duration(text: str) -> timedelta:
     if found is None:
         raise FixUsageError(f"--plan-valid-for {text!r}: give a number and d, h or m (e.g. 7d, 12h)")
     return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
-
 
 
 def _usage_exit(console: Console, message: str) -> NoReturn:
@@ -283,74 +265,55 @@ def _usage_errors() -> tuple[type[Exception], ...]:
     return (InventoryError, PolicyError)
 
 
-def _fix(
-    *,
-    inventory: Path | None,
-    findings_path: Path | None,
-    snapshot_path: Path | None,
-    plan_file: Path | None,
-    out: Path | None,
-    apply: bool,
-    yes: bool,
-    max_nodes: int | None,
-    journal_path: Path,
-    master_hash: Literal["sha256", "sha1"],
-    master_pfx: Path | None,
-    pfx_env: str | None,
-    policy_dirs: tuple[Path, ...],
-    concurrency: int,
-    insecure: bool,
-    run: RunOptions,
-    err: Console,
-    out_console: Console,
-    valid_for: timedelta = timedelta(days=7),
-    progress: bool = True,
-) -> int:
-    if apply and inventory is None:
+def _reviewed(o: FixOptions, secret_cache: dict[str, str]) -> tuple[Plan, str, bytes]:
+    """The plan a dry run shows and a runbook is made from, shown, with its SHA-256 and its exact bytes: the
+    reviewed ``--plan`` as read (never rewritten), else one made anew (written into ``--out``)."""
+    if o.plan_file is not None:
+        the_plan, sha256, data = _read_plan(o.plan_file, o.max_nodes)
+        _show(the_plan, sha256, None, o)
+        return the_plan, sha256, data
+    findings_file, snap = _inputs(o)
+    the_plan = _make_plan(o, findings_file, snap, secret_cache)
+    return the_plan, _show(the_plan, None, o.out, o), the_plan.to_json().encode("utf-8")
+
+
+def _fix(o: FixOptions) -> int:
+    err = o.err
+    if not o.apply:
+        if not _reviewed(o, {})[0].empty:
+            err.print("dry run: nothing was changed. Apply with --apply (and --inventory).")
+        return int(ExitCode.OK)
+    inventory = o.inventory
+    if inventory is None:
         raise FixUsageError("--apply needs --inventory to reach the nodes")
     secret_cache: dict[str, str] = {}
     the_plan: Plan | None = None
     reviewed: str | None = None  # the SHA-256 of the plan.json the operator gave
-    written = out if plan_file is None else None  # a reviewed plan.json is never rewritten
-    if plan_file is not None:
-        the_plan, reviewed, _bytes = _read_plan(plan_file, max_nodes)
-    elif findings_path is not None or not apply:
-        findings_file, snap = _inputs(inventory, findings_path, snapshot_path, policy_dirs, concurrency, insecure, err)
-        the_plan = _make_plan(
-            findings_file, snap, findings_path or inventory, max_nodes, master_hash, master_pfx, pfx_env,
-            secret_cache, out_console, valid_for,
-        )
-    if not apply:
-        assert the_plan is not None
-        _show(the_plan, reviewed, written, err, out_console)
-        if not the_plan.empty:
-            err.print("dry run: nothing was changed. Apply with --apply (and --inventory).")
-        return int(ExitCode.OK)
-    assert inventory is not None
+    if o.plan_file is not None:
+        the_plan, reviewed, _bytes = _read_plan(o.plan_file, o.max_nodes)
+    elif o.findings is not None:
+        findings_file, snap = _inputs(o)
+        the_plan = _make_plan(o, findings_file, snap, secret_cache)
     from scaleguard.apply.journal import new_run_id
     from scaleguard.apply.lease import LeaseHeld
 
     run_id = new_run_id()
     try:
-        lease = _lease(inventory, run_id, run, insecure, err)
-        lease.acquire(break_expired=run.break_lease, read_after=True)
+        lease = _lease(o, inventory, run_id)
+        lease.acquire(break_expired=o.break_lease, read_after=True)
     except LeaseHeld as exc:
         err.print(f"[bold red]scaleguard fix: refused:[/] {console_text(str(exc))}. Nothing was changed.")
-        if not run.break_lease:
+        if not o.break_lease:
             err.print("An expired lease (its run was killed) can be broken with --break-lease.")
         return int(ExitCode.FAILING)
     lease.keep_renewed()
     try:
         # the fresh read, taken under the lease: what the drift checks compare with, and the "before"
-        findings_file, snap = _inputs(
-            inventory, None, None, policy_dirs, concurrency, insecure, err, documents=lease.documents
-        )
+        findings_file, snap = _inputs(o, documents=lease.documents)
         if the_plan is None:
-            the_plan = _make_plan(
-                findings_file, snap, inventory, max_nodes, master_hash, master_pfx, pfx_env, secret_cache,
-                out_console, valid_for,
-            )
-        sha256 = _show(the_plan, reviewed, written, err, out_console)
+            the_plan = _make_plan(o, findings_file, snap, secret_cache)
+        written = o.out if o.plan_file is None else None  # a reviewed plan.json is never rewritten
+        sha256 = _show(the_plan, reviewed, written, o)
         if the_plan.empty:
             if the_plan.manual:
                 err.print(
@@ -367,7 +330,7 @@ def _fix(
                 refused("the plan does not fit the cluster as it is now; nothing was changed", misfits)
             )
         _confirm(
-            f"Apply plan {sha256[:12]}: {len(the_plan.steps)} step(s) to {len(the_plan.nodes())} node(s)?", yes
+            f"Apply plan {sha256[:12]}: {len(the_plan.steps)} step(s) to {len(the_plan.nodes())} node(s)?", o.yes
         )
 
         def secrets(ref: SecretRef) -> str:
@@ -378,25 +341,7 @@ def _fix(
                 secret_cache[key] = resolve_secret(ref)
             return secret_cache[key]
 
-        return _apply(
-            the_plan,
-            sha256,
-            inventory,
-            journal_path,
-            findings_file.findings,
-            snap,
-            run_id,
-            lease,
-            policy_dirs,
-            concurrency,
-            insecure,
-            run,
-            out,
-            secrets,
-            err,
-            out_console,
-            progress,
-        )
+        return _apply(o, inventory, the_plan, sha256, findings_file.findings, snap, run_id, lease, secrets)
     finally:
         lease.release()
 
@@ -420,36 +365,26 @@ def _read_plan(plan_file: Path, max_nodes: int | None) -> tuple[Plan, str, bytes
     return the_plan, loaded.sha256, data
 
 
-def _make_plan(
-    findings_file: FindingsFile,
-    snap: Snapshot,
-    source: Path | None,
-    max_nodes: int | None,
-    master_hash: Literal["sha256", "sha1"],
-    master_pfx: Path | None,
-    pfx_env: str | None,
-    secret_cache: dict[str, str],
-    out_console: Console,
-    valid_for: timedelta,
-) -> Plan:
+def _make_plan(o: FixOptions, findings_file: FindingsFile, snap: Snapshot, secret_cache: dict[str, str]) -> Plan:
     from scaleguard.remediators import PlanInputInvalid, PlanOptions, PlanRefused
     from scaleguard.remediators import plan as make_plan
     from scaleguard.remediators.render import plan_view
 
-    pfx = _load_pfx(master_pfx, pfx_env, secret_cache) if master_pfx is not None else None
+    pfx = _load_pfx(o.master_pfx, o.pfx_env, secret_cache) if o.master_pfx is not None else None
     options = PlanOptions(
-        master_hash=master_hash, max_nodes=max_nodes, master_pfx=pfx, source=str(source), valid_for=valid_for
+        master_hash=o.master_hash, max_nodes=o.max_nodes, master_pfx=pfx, source=str(o.findings or o.inventory),
+        valid_for=o.valid_for,
     )
     try:
         return make_plan(findings_file, snap, options)
     except PlanRefused as exc:
-        out_console.print(plan_view(exc.plan))
+        o.out_console.print(plan_view(exc.plan))
         raise FixUsageError(str(exc)) from exc
     except PlanInputInvalid as exc:
         raise FixUsageError(str(exc)) from exc
 
 
-def _show(the_plan: Plan, reviewed: str | None, out: Path | None, err: Console, out_console: Console) -> str:
+def _show(the_plan: Plan, reviewed: str | None, out: Path | None, o: FixOptions) -> str:
     """Show the plan headed by its SHA-256 (of the reviewed file, else of the plan.json written for it),
     write plan.json and plan.txt into ``out``; returns the SHA-256."""
     from scaleguard.remediators.render import plan_text, plan_view
@@ -457,29 +392,23 @@ def _show(the_plan: Plan, reviewed: str | None, out: Path | None, err: Console, 
 
     data = the_plan.to_json().encode("utf-8")
     sha256 = reviewed or plan_sha256(data)
-    out_console.print(plan_view(the_plan, sha256))
+    o.out_console.print(plan_view(the_plan, sha256))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "plan.json").write_bytes(data)
         (out / "plan.txt").write_text(plan_text(the_plan, sha256), encoding="utf-8")
-        err.print(f"plan written to {console_text(str(out / 'plan.json'))} (readable: plan.txt), SHA-256 {sha256}")
+        o.err.print(f"plan written to {console_text(str(out / 'plan.json'))} (readable: plan.txt), SHA-256 {sha256}")
     return sha256
 
 
-def _lease(inventory: Path, run_id: str, run: RunOptions, insecure: bool, err: Console) -> ClusterLease:
+def _lease(o: FixOptions, inventory: Path, run_id: str) -> ClusterLease:
     """The lease on every master of the inventory, through a transport of its own."""
     from scaleguard.apply.lease import ClusterLease
     from scaleguard.apply.transport import inventory_of
 
-    transport = _transport(inventory, insecure)
+    transport = _transport(inventory, o.insecure)  # first: it says what is wrong with the inventory
     masters = [(c.name, n.name) for c in inventory_of(inventory).clusters for n in c.masters]
-    return ClusterLease(
-        transport,
-        masters,
-        run_id,
-        ttl_s=run.lease_ttl,
-        on_event=lambda kind, text: err.print(f"  {kind:>5} {console_text(text)}"),
-    )
+    return ClusterLease(transport, masters, run_id, ttl_s=o.lease_ttl, on_event=_events(o.err))
 
 
 def _transport(inventory: Path, insecure: bool) -> WinRMTransport:
@@ -492,37 +421,31 @@ def _transport(inventory: Path, insecure: bool) -> WinRMTransport:
 
 
 def _inputs(
-    inventory: Path | None,
-    findings_path: Path | None,
-    snapshot_path: Path | None,
-    policy_dirs: tuple[Path, ...],
-    concurrency: int,
-    insecure: bool,
-    err: Console,
-    documents: dict[tuple[str, str], dict[str, Any]] | None = None,
+    o: FixOptions, documents: dict[tuple[str, str], dict[str, Any]] | None = None
 ) -> tuple[FindingsFile, Snapshot]:
-    """The findings file and snapshot to plan from; given the ``documents`` a lease read, every node is
-    read after the lease was taken (the masters in the very round that took it)."""
+    """The findings file and snapshot to plan from; given the ``documents`` a lease read, the live cluster with
+    every node read after the lease was taken (the masters in the very round that took it)."""
     from scaleguard.findings.model import FindingsFile
     from scaleguard.snapshot.model import Snapshot
 
-    if findings_path is not None:
-        snapshot_path = snapshot_path or findings_path.parent / "snapshot.json"
+    if o.findings is not None and documents is None:
+        snapshot_path = o.snapshot or o.findings.parent / "snapshot.json"
         try:
-            return FindingsFile.read(findings_path), Snapshot.read(snapshot_path)
+            return FindingsFile.read(o.findings), Snapshot.read(snapshot_path)
         except (OSError, ValueError) as exc:
             raise FixUsageError(f"cannot read the findings/snapshot: {exc}") from exc
+    inventory = o.inventory
     if inventory is None:
         raise FixUsageError("give --inventory FILE (live) or --findings FILE [--snapshot FILE]")
     from scaleguard.apply.verify import fresh_read, reaudit
 
-    err.print("collecting and evaluating…")
+    o.err.print("collecting and evaluating…")
     try:
         if documents is None:
-            snap, found = reaudit(inventory, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency)
+            snap, found = reaudit(inventory, policy_dirs=o.policy_dirs, insecure=o.insecure, concurrency=o.concurrency)
         else:
             snap, found = fresh_read(
-                inventory, documents, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency
+                inventory, documents, policy_dirs=o.policy_dirs, insecure=o.insecure, concurrency=o.concurrency
             )
     except _usage_errors() as exc:
         raise FixUsageError(str(exc)) from exc
@@ -551,53 +474,36 @@ def _load_pfx(path: Path, env: str | None, cache: dict[str, str]) -> MasterPfx:
 
 
 def _apply(
+    o: FixOptions,
+    inventory: Path,
     the_plan: Plan,
     sha256: str,
-    inventory: Path,
-    journal_path: Path,
     before: list[Finding],
     current: Snapshot,
     run_id: str,
     lease: ClusterLease,
-    policy_dirs: tuple[Path, ...],
-    concurrency: int,
-    insecure: bool,
-    run: RunOptions,
-    out: Path | None,
     secrets: Callable[[SecretRef], str],
-    err: Console,
-    out_console: Console,
-    progress: bool = True,
 ) -> int:
     from scaleguard.apply.journal import Journal
     from scaleguard.apply.runner import Executor
     from scaleguard.apply.verify import after_run, canary_verdict, compare, recollect
     from scaleguard.remediators.render import apply_view, verification_view
 
-    transport = _transport(inventory, insecure)
+    err, out_console = o.err, o.out_console
+    transport = _transport(inventory, o.insecure)
 
     def canary_check(nodes: list[tuple[str, str]]) -> str | None:
         err.print(f"re-collecting and re-evaluating the canaries ({', '.join(n for _c, n in nodes)})…")
         _snap, found = recollect(
-            inventory, nodes, current, policy_dirs=policy_dirs, insecure=insecure, concurrency=concurrency
+            inventory, nodes, current, policy_dirs=o.policy_dirs, insecure=o.insecure, concurrency=o.concurrency
         )
         return canary_verdict(the_plan, before, found, nodes)
 
-    with Journal(journal_path) as journal:
+    with Journal(o.journal) as journal:
         executor = Executor(
-            the_plan,
-            transport,
-            journal,
-            source=str(inventory),
-            secrets=secrets,
-            on_event=_events(err, progress=progress),
-            current=current,
-            findings=before,
-            controls=run.controls,
-            canary_check=canary_check,
-            run_id=run_id,
-            plan_sha256=sha256,
-            read_after=True,
+            the_plan, transport, journal, source=str(inventory), secrets=secrets,
+            on_event=_events(err, progress=o.progress), current=current, findings=before, controls=o.controls,
+            canary_check=canary_check, run_id=run_id, plan_sha256=sha256, read_after=True,
         )
         try:
             report = executor.run()
@@ -612,24 +518,20 @@ def _apply(
     out_console.print(apply_view(report))
     err.print(f"{report.changes} change(s) made on the nodes")
     err.print(
-        f"journal: {console_text(str(journal_path))}  (undo: scaleguard fix --undo {report.run_id} --inventory …)"
+        f"journal: {console_text(str(o.journal))}  (undo: scaleguard fix --undo {report.run_id} --inventory …)"
     )
     err.print("re-collecting and re-evaluating…")
     # every change is made: the lease goes back while the nodes are read again (reading needs no lease)
     releasing = threading.Thread(target=lease.release, name="lease-release")
     releasing.start()
     _snapshot, after = after_run(
-        inventory,
-        current,
-        executor.documents,
-        executor.touched,
-        policy_dirs=policy_dirs,
-        insecure=insecure,
-        concurrency=concurrency,
+        inventory, current, executor.documents, executor.touched, policy_dirs=o.policy_dirs, insecure=o.insecure,
+        concurrency=o.concurrency,
     )
     releasing.join()
     verification = compare(the_plan, before, after)
     out_console.print(verification_view(verification))
+    out = o.out
     if out is not None:
         payload = {
             "run_id": report.run_id,
@@ -668,14 +570,13 @@ def _events(err: Console, *, progress: bool = True) -> Callable[[str, str], None
     return emit
 
 
-def _undo(
-    run_id: str, inventory: Path | None, journal_path: Path, yes: bool, insecure: bool, run: RunOptions, err: Console
-) -> int:
+def _undo(o: FixOptions, run_id: str) -> int:
     from scaleguard.apply.journal import Journal, new_run_id
     from scaleguard.apply.lease import LeaseHeld
     from scaleguard.apply.undo import UndoError, pending_entries, undo_run
     from scaleguard.remediators.render import undo_view
 
+    inventory, journal_path, err = o.inventory, o.journal, o.err
     if inventory is None:
         raise FixUsageError("--undo needs --inventory to reach the nodes")
     if not journal_path.is_file():
@@ -685,28 +586,23 @@ def _undo(
             raise FixUsageError(f"no run {run_id!r} in {journal_path}")
         todo = pending_entries(journal, run_id)
         if todo:
-            _confirm(f"Revert {len(todo)} action(s) of run {run_id}?", yes)
+            _confirm(f"Revert {len(todo)} action(s) of run {run_id}?", o.yes)
         undo_id = new_run_id()
         try:
-            lease = _lease(inventory, undo_id, run, insecure, err)
-            lease.acquire(break_expired=run.break_lease, replaces=run_id)  # the run it undoes may still hold it
+            lease = _lease(o, inventory, undo_id)
+            lease.acquire(break_expired=o.break_lease, replaces=run_id)  # the run it undoes may still hold it
         except LeaseHeld as exc:
             err.print(f"[bold red]scaleguard fix: refused:[/] {console_text(str(exc))}. Nothing was changed.")
             return int(ExitCode.FAILING)
         lease.keep_renewed()
         try:
-            transport = _transport(inventory, insecure)
+            transport = _transport(inventory, o.insecure)
         except FixUsageError:
             lease.release()
             raise
         try:
             report = undo_run(
-                run_id,
-                transport,
-                journal,
-                on_event=lambda kind, text: err.print(f"  {kind:>5} {console_text(text)}"),
-                undo_id=undo_id,
-                concurrency=run.controls.concurrency,
+                run_id, transport, journal, on_event=_events(err), undo_id=undo_id, concurrency=o.concurrency
             )
         except UndoError as exc:
             raise FixUsageError(str(exc)) from exc
