@@ -40,6 +40,7 @@ from scaleguard.lab.state import (
     SQL_VERSIONS,
     ActionError,
     ActionHandler,
+    KeyProvider,
     LabBinding,
     LabCert,
     LabKey,
@@ -100,7 +101,7 @@ def store_name(request: dict[str, Any], key: str = "store") -> str:
     raise ActionError(f"'{key}' must be Root or My")
 
 
-def _thumbprint(request: dict[str, Any], key: str = "thumbprint") -> str:
+def thumbprint_field(request: dict[str, Any], key: str = "thumbprint") -> str:
     """``Get-Thumbprint``: required; every character that is not a hex digit dropped; 40 hex digits."""
     clean = "".join(ch for ch in _text(request, key) if ch in "0123456789abcdefABCDEF").upper()
     if not THUMBPRINT.fullmatch(clean):
@@ -119,11 +120,21 @@ def _integer(request: dict[str, Any], key: str) -> int:
         raise ActionError(f"'{key}' is not a number") from exc
 
 
-def _text(request: dict[str, Any], key: str) -> str:
+def _text(request: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
+    """``Get-Text``: required, a non-empty string, and all of it matching ``pattern`` when given."""
     value = request.get(key)
     if not isinstance(value, str) or not value:
         raise ActionError(f"the request needs {key!r} (a non-empty string)")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise ActionError(f"'{key}' is not acceptable")
     return value
+
+
+def _base64(request: dict[str, Any], key: str) -> bytes:
+    try:
+        return base64.b64decode(_text(request, key), validate=True)
+    except ValueError as exc:
+        raise ActionError(f"'{key}' is not acceptable") from exc
 
 
 def _sha256(data: bytes) -> str:
@@ -132,10 +143,7 @@ def _sha256(data: bytes) -> str:
 
 def _backup_path(request: dict[str, Any]) -> str:
     """Backups live under scaleguard's folder in ProgramData, named by the caller (run and step id)."""
-    name = _text(request, "backup_name")
-    if not BACKUP_NAME.fullmatch(name):
-        raise ActionError("'backup_name' is not acceptable")
-    return f"{BACKUP_ROOT}\\{name}"
+    return f"{BACKUP_ROOT}\\{_text(request, 'backup_name', BACKUP_NAME)}"
 
 
 def _trusted_backup_folder(node: LabNode) -> None:
@@ -144,11 +152,20 @@ def _trusted_backup_folder(node: LabNode) -> None:
         raise ActionError(f"{BACKUP_ROOT} is owned by {UNTRUSTED_OWNER}, not SYSTEM or Administrators; backups refused")
 
 
+def _make_backup(node: LabNode, backup_path: str, data: bytes, *, same_is_fine: bool = False) -> str:
+    """A backup never replaces another (``same_is_fine``: one of exactly these bytes, which a run stopped
+    before made, is kept); returns the backup's SHA-256."""
+    _trusted_backup_folder(node)
+    left = read_bytes(node, backup_path)
+    if left is not None and not (same_is_fine and left == data):
+        raise ActionError(f"the backup {backup_path} already exists; not overwritten")
+    node.files[backup_path] = data
+    return _sha256(data)
+
+
 def _read_backup(node: LabNode, request: dict[str, Any], backup_path: str) -> bytes:
     """``Read-Backup``: the backup, only when it still has the SHA-256 recorded when it was made."""
-    recorded = _text(request, "backup_sha256")
-    if not SHA256_HEX.fullmatch(recorded):
-        raise ActionError("'backup_sha256' is not acceptable")
+    recorded = _text(request, "backup_sha256", SHA256_HEX)
     _trusted_backup_folder(node)
     data = read_bytes(node, backup_path)
     if data is None:
@@ -232,22 +249,13 @@ def read_file(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
 def write_config(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """Writes exactly the bytes it is given (the agent never looks inside them), after a backup."""
     path, backup_path = _config_path(node, request), _backup_path(request)
-    expected = _text(request, "expected_sha256")
-    if not SHA256_HEX.fullmatch(expected):
-        raise ActionError("'expected_sha256' is not acceptable")
-    encoded = _text(request, "content_b64")
-    try:
-        content = base64.b64decode(encoded, validate=True)
-    except ValueError as exc:
-        raise ActionError("'content_b64' is not acceptable") from exc
+    expected = _text(request, "expected_sha256", SHA256_HEX)
+    content = _base64(request, "content_b64")
     current = read_bytes(node, path)
     assert current is not None
     if _sha256(current) != expected:
         raise ActionError(f"{path} changed since it was read; not written")
-    _trusted_backup_folder(node)
-    if read_bytes(node, backup_path) is not None:
-        raise ActionError(f"the backup {backup_path} already exists; not overwritten")
-    node.files[backup_path] = current
+    _make_backup(node, backup_path, current)
     _write_bytes(node, path, content)
     return {
         "path": path,
@@ -267,16 +275,16 @@ ROLE_SETTINGS: dict[str, tuple[str, ...]] = {
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 
 
+def _encoding(data: bytes) -> tuple[bytes, str]:
+    """(byte order mark, codec): UTF-8 or UTF-16 by the file's byte order mark, else UTF-8 (no guessing)."""
+    return next(((bom, codec) for bom, codec in _BOMS if data.startswith(bom)), (b"", "utf-8"))
+
+
 def _strict_text(data: bytes) -> str:
-    """``Read-ConfigText``: UTF-8 or UTF-16 by its byte order mark, else strict UTF-8 (no guessing)."""
-    for bom, codec in _BOMS:
-        if data.startswith(bom):
-            body, name = data[len(bom) :], codec
-            break
-    else:
-        body, name = data, "utf-8"
+    """``Read-ConfigText``: decoded strictly, as :func:`_encoding` says."""
+    bom, codec = _encoding(data)
     try:
-        return body.decode(name)
+        return data[len(bom) :].decode(codec)
     except UnicodeDecodeError as exc:
         raise ActionError("the settings file is not UTF-8 or UTF-16 text; not changed") from exc
 
@@ -326,9 +334,7 @@ def set_config_setting(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
     from scaleguard.remediators.configedit import ConfigEditError, edit_setting
 
     role, setting = setting_request(request)
-    value = _text(request, "value")
-    if not (ENDPOINT if setting == "MasterEndpoint" else THUMBPRINT).fullmatch(value):
-        raise ActionError("'value' is not acceptable")
+    value = _text(request, "value", ENDPOINT if setting == "MasterEndpoint" else THUMBPRINT)
     path, current, old = config_setting(node, role, setting)
     backup_path = _backup_path(request)
     before = _sha256(current)
@@ -342,18 +348,13 @@ def set_config_setting(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
         edited = edit_setting(current, setting, value)
     except ConfigEditError as exc:
         raise ActionError(f"{path}: {exc}; not changed") from exc
-    bom = next((b for b, _codec in _BOMS if current.startswith(b)), b"")
-    codec = next((c for b, c in _BOMS if current.startswith(b)), "utf-8")
+    bom, codec = _encoding(current)
     text = _strict_text(current)
     begin = text.index(f"<{setting}>") + len(setting) + 2
     spliced = bom + (text[:begin] + value + text[begin + len(old) :]).encode(codec)
     if edited.content != spliced:
         raise ActionError(f"{path}: the edit would change more than the value of {setting}; not changed")
-    _trusted_backup_folder(node)
-    left = read_bytes(node, backup_path)
-    if left is not None and left != current:  # a backup of exactly these bytes is kept (a run stopped before)
-        raise ActionError(f"the backup {backup_path} already exists; not overwritten")
-    node.files[backup_path] = current
+    _make_backup(node, backup_path, current, same_is_fine=True)
     _write_bytes(node, path, edited.content)
     return {**result, "after_sha256": _sha256(edited.content), "changed": True, "backup_path": backup_path,
             "backup_sha256": before}
@@ -376,7 +377,7 @@ def restore_file(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
 # --- certificates --------------------------------------------------------------------------------------
 
 
-def _cert_document(cert: LabCert, store: str) -> dict[str, Any]:
+def cert_document(cert: LabCert, store: str) -> dict[str, Any]:
     return {
         "store": store,
         "thumbprint": cert.thumbprint,
@@ -400,8 +401,7 @@ def create_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
     valid_days = _integer(request, "valid_days")
     if key_bits < 2048 or hash_name not in ("sha256", "sha384", "sha1") or valid_days < 1:
         raise ActionError("refusing a weak or invalid certificate request")
-    if not FRIENDLY_NAME.fullmatch(_text(request, "friendly_name")):
-        raise ActionError("'friendly_name' is not acceptable")
+    friendly_name = _text(request, "friendly_name", FRIENDLY_NAME)
     issued = make_certificate(
         CertSpec(
             common_names=tuple(names),
@@ -415,28 +415,27 @@ def create_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
         )
     )
     certs = node.store(store)
-    cert = LabCert(der=issued.der, friendly_name=_text(request, "friendly_name"))
+    cert = LabCert(der=issued.der, friendly_name=friendly_name)
     cert.key = node.new_key(cert.thumbprint, "cng", list(ALWAYS_KEY_READERS))
     certs.append(cert)
-    return _cert_document(cert, store)
+    return cert_document(cert, store)
 
 
-def _add(node: LabNode, store: str, cert: LabCert) -> dict[str, Any]:
-    if node.find_cert(store, cert.thumbprint) is not None:
-        return {**_cert_document(cert, store), "already_present": True}
-    node.store(store).append(cert)
-    return {**_cert_document(cert, store), "already_present": False}
+def _add(node: LabNode, store: str, cert: LabCert, new_key: KeyProvider | None = None) -> dict[str, Any]:
+    """Add ``cert`` unless the store holds it already; ``new_key`` gives an added copy a container of its own."""
+    present = node.find_cert(store, cert.thumbprint) is not None
+    if not present:
+        if new_key is not None:
+            cert.key = node.new_key(cert.thumbprint, new_key, list(ALWAYS_KEY_READERS))
+        node.store(store).append(cert)
+    return {**cert_document(cert, store), "already_present": present}
 
 
 @lab_action("import_certificate")
 def import_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     store = store_name(request)
-    try:
-        der = base64.b64decode(_text(request, "der_b64"), validate=True)
-    except ValueError as exc:
-        raise ActionError("'der_b64' is not acceptable") from exc
-    cert = LabCert(der=der)
-    if _thumbprint(request) != cert.thumbprint:
+    cert = LabCert(der=_base64(request, "der_b64"))
+    if thumbprint_field(request) != cert.thumbprint:
         raise ActionError(f"the certificate is {cert.thumbprint}, not the one requested")
     return _add(node, store, cert)
 
@@ -446,11 +445,8 @@ def import_pfx(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """The password comes only from the payload's secret (``$ScaleguardSecret``), never the JSON. A PFX
     encrypted with AES (PBES2) is refused as Windows Server 2016 refuses it."""
     store = store_name(request)
-    try:
-        data = base64.b64decode(_text(request, "pfx_b64"), validate=True)
-    except ValueError as exc:
-        raise ActionError("'pfx_b64' is not acceptable") from exc
-    wanted = _thumbprint(request)
+    data = _base64(request, "pfx_b64")
+    wanted = thumbprint_field(request)
     secret = request.get(SECRET_KEY)
     if PBES2_OID in data:
         raise ActionError(
@@ -470,25 +466,18 @@ def import_pfx(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     cert = LabCert(der=certificate.public_bytes(Encoding.DER))
     if wanted != cert.thumbprint:
         raise ActionError(f"the PFX certificate is {cert.thumbprint}, not the one requested")
-    if node.find_cert(store, cert.thumbprint) is not None:
-        return {**_cert_document(cert, store), "already_present": True}
-    cert.key = node.new_key(cert.thumbprint, "capi", list(ALWAYS_KEY_READERS))
-    node.store(store).append(cert)
-    return {**_cert_document(cert, store), "already_present": False}
+    return _add(node, store, cert, new_key="capi")
 
 
 @lab_action("copy_certificate")
 def copy_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     source, target = store_name(request, "from_store"), store_name(request, "to_store")
-    thumbprint = _thumbprint(request)
+    thumbprint = thumbprint_field(request)
     cert = node.find_cert(source, thumbprint)
     if cert is None:
         raise ActionError(f"the certificate is not in LocalMachine\\{source}")
-    if node.find_cert(target, thumbprint) is not None:
-        return {**_cert_document(cert, target), "already_present": True}
     # X509Store.Add of a certificate with a key links the copy to the same key container.
-    node.store(target).append(LabCert(der=cert.der, key=cert.key, key_known=cert.key_known))
-    return {**_cert_document(cert, target), "already_present": False}
+    return _add(node, target, LabCert(der=cert.der, key=cert.key, key_known=cert.key_known))
 
 
 def _key_used_elsewhere(node: LabNode, store: str, thumbprint: str) -> str | None:
@@ -502,7 +491,7 @@ def _key_used_elsewhere(node: LabNode, store: str, thumbprint: str) -> str | Non
 
 @lab_action("remove_certificate")
 def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    store, thumbprint = store_name(request), _thumbprint(request)
+    store, thumbprint = store_name(request), thumbprint_field(request)
     cert = node.find_cert(store, thumbprint)
     if cert is None:
         return {"store": store, "thumbprint": thumbprint, "removed": False}
@@ -513,9 +502,6 @@ def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
     backup_path = _backup_path(request) if request.get("backup_name") else None
     backup_sha256 = None
     if backup_path is not None:
-        _trusted_backup_folder(node)
-        if read_bytes(node, backup_path) is not None:
-            raise ActionError(f"the backup {backup_path} already exists; not overwritten")
         # the lab's stand-in for Export('SerializedCert'): the certificate and its key link
         serialized = json.dumps(
             {
@@ -524,8 +510,7 @@ def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
                 "key_known": cert.key_known,
             }
         ).encode("utf-8")
-        node.files[backup_path] = serialized
-        backup_sha256 = _sha256(serialized)
+        backup_sha256 = _make_backup(node, backup_path, serialized)
     node.store(store).remove(cert)
     key_deleted = delete_key and cert.usable_key is not None and kept_for is None
     if cert.key is not None and key_deleted:
@@ -544,7 +529,7 @@ def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
 
 @lab_action("restore_certificate")
 def restore_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-    store, thumbprint, backup_path = store_name(request), _thumbprint(request), _backup_path(request)
+    store, thumbprint, backup_path = store_name(request), thumbprint_field(request), _backup_path(request)
     if read_bytes(node, backup_path) is None:
         raise ActionError(f"no certificate backup at {backup_path}")
     saved = json.loads(_read_backup(node, request, backup_path))
@@ -564,7 +549,7 @@ def restore_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any
 
 def _key(node: LabNode, request: dict[str, Any]) -> tuple[LabKey, list[str]]:
     """The key behind a store copy and its ACL's readers; refused when the lab does not know them."""
-    store, thumbprint = store_name(request), _thumbprint(request)
+    store, thumbprint = store_name(request), thumbprint_field(request)
     _text(request, "account")
     cert = node.find_cert(store, thumbprint)
     if cert is None:
@@ -627,7 +612,7 @@ def _binding_store(request: dict[str, Any]) -> str | None:
 def set_binding(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """``netsh http update sslcert`` over an existing binding (no gap), ``add`` for a new one."""
     ip_port, app_id = _text(request, "ip_port"), _text(request, "app_id")
-    cert_hash = _thumbprint(request, "cert_hash")
+    cert_hash = thumbprint_field(request, "cert_hash")
     store = _binding_store(request)
     look_in = store or "My"
     cert = node.find_cert(look_in, cert_hash)
