@@ -17,14 +17,13 @@ from collections.abc import Callable
 from typing import Any
 
 from scaleguard.apply.runbook_script import RESULT_SCHEMA, RunbookData, RunbookStep
-from scaleguard.lab.actions import config_setting, store_name
+from scaleguard.lab import actions
 from scaleguard.lab.dispatch import dispatch
-from scaleguard.lab.state import ActionError, LabBinding, LabNode, PartialChangeError, Role
+from scaleguard.lab.state import ActionError, LabNode, PartialChangeError, Role
 from scaleguard.rules.account import account_matches
 
 Verdict = tuple[str, str, dict[str, Any] | None]
 TODO: Verdict = ("todo", "", None)
-_MODES = {"auto": "auto", "automatic": "auto", "manual": "manual", "disabled": "disabled"}
 _SERVICE = {
     "master": re.compile(r"SSISScaleOutMaster1[4-9]0", re.I),
     "worker": re.compile(r"SSISScaleOutWorker1[4-9]0", re.I),
@@ -148,38 +147,26 @@ def _changed(outcome: dict[str, Any]) -> bool:
     return bool(result.get("changed", True)) if isinstance(result, dict) else True
 
 
-def _thumb(check: dict[str, Any], key: str = "thumbprint") -> str:
-    value = check.get(key)
-    if not isinstance(value, str) or not value:
-        raise ActionError(f"the request needs '{key}'")
-    clean = "".join(ch for ch in value if ch in "0123456789abcdefABCDEF").upper()
-    if len(clean) != 40:
-        raise ActionError(f"'{key}' is not a 40-hex thumbprint")
-    return clean
-
-
 def _created(node: LabNode, check: dict[str, Any], request: dict[str, Any], outcomes: Any) -> Verdict:
-    store = store_name(check)
+    store = actions.store_name(check)
     found = [c for c in node.store(store) if c.friendly_name == check["friendly_name"] and c.key is not None]
     if not found:
         return TODO
     if len(found) > 1:
         return "stale", f"LocalMachine\\{store} holds {len(found)} certificates named '{check['friendly_name']}'", None
-    import base64
-
-    document = {"store": store, "thumbprint": found[0].thumbprint, "der_b64": base64.b64encode(found[0].der).decode()}
-    return "done", f"this step made {found[0].thumbprint} in LocalMachine\\{store} before", document
+    made = actions.cert_document(found[0], store)
+    return "done", f"this step made {made['thumbprint']} in LocalMachine\\{store} before", made
 
 
 def _present(node: LabNode, check: dict[str, Any], request: dict[str, Any], outcomes: Any) -> Verdict:
-    store, thumb = store_name(check), _thumb(check)
+    store, thumb = actions.store_name(check), actions.thumbprint_field(check)
     if node.find_cert(store, thumb) is not None:
         return "done", f"LocalMachine\\{store} already holds {thumb}", None
     return TODO
 
 
 def _absent(node: LabNode, check: dict[str, Any], request: dict[str, Any], outcomes: Any) -> Verdict:
-    store, thumb = store_name(check), _thumb(check)
+    store, thumb = actions.store_name(check), actions.thumbprint_field(check)
     if node.find_cert(store, thumb) is None:
         return "done", f"LocalMachine\\{store} no longer holds {thumb}", None
     return TODO
@@ -188,7 +175,7 @@ def _absent(node: LabNode, check: dict[str, Any], request: dict[str, Any], outco
 def _key_readable(node: LabNode, check: dict[str, Any], request: dict[str, Any], outcomes: Any) -> Verdict:
     """``Test-KeyReadable``: a key the lab cannot open or whose ACL it does not know is left to the action."""
     try:
-        cert = node.find_cert(store_name(check), _thumb(check))
+        cert = node.find_cert(actions.store_name(check), actions.thumbprint_field(check))
     except ActionError:
         return TODO
     key = cert.usable_key if cert is not None and cert.key_known else None
@@ -203,7 +190,7 @@ def _key_readable(node: LabNode, check: dict[str, Any], request: dict[str, Any],
 def _setting(node: LabNode, check: dict[str, Any], request: dict[str, Any], outcomes: Any) -> Verdict:
     role: Role = "master" if check["role"] == "master" else "worker"
     try:
-        _path, _data, raw = config_setting(node, role, str(check["setting"]))
+        _path, _data, raw = actions.config_setting(node, role, str(check["setting"]))
     except ActionError as exc:
         return "stale", f"the {role} settings file could not be read: {exc}", None
     current, value = raw.strip(), check.get("value")
@@ -216,11 +203,11 @@ def _setting(node: LabNode, check: dict[str, Any], request: dict[str, Any], outc
 
 
 def _binding(node: LabNode, check: dict[str, Any], request: dict[str, Any], outcomes: Any) -> Verdict:
-    ip_port, wanted = str(check["ip_port"]), _thumb(check, "cert_hash")
+    ip_port, wanted = str(check["ip_port"]), actions.thumbprint_field(check, "cert_hash")
     store = str(check.get("cert_store") or "MY")
     if node.bindings is None:
         raise ActionError(f"the lab does not know the bindings of {node.name} (not in the evidence)")
-    now: LabBinding | None = next((b for b in node.bindings if b.ip_port.lower() == ip_port.lower()), None)
+    now = node.binding(ip_port)
     now_hash = (now.cert_hash or "") if now is not None else ""
     if (
         now is not None
@@ -239,8 +226,7 @@ def _schannel(node: LabNode, check: dict[str, Any], request: dict[str, Any], out
     if node.schannel is None:
         return TODO  # Get-SchannelValue cannot read the key: the action itself then says why
     name = str(check["name"])
-    field = "client_auth_trust_mode" if name == "ClientAuthTrustMode" else "send_trusted_issuer_list"
-    current = getattr(node.schannel, field)
+    current = getattr(node.schannel, actions.SCHANNEL_VALUES[name])
     if current == check["value"]:
         return "done", f"{name} is already {current}", None
     if check.get("expected_known") and current != check.get("expected"):
@@ -254,10 +240,10 @@ def _start_mode(node: LabNode, check: dict[str, Any], request: dict[str, Any], o
     now = service.start_mode if service is not None else None
     if now is None:
         return TODO
-    if _MODES.get(now.lower()) == _MODES.get(str(check["mode"]).lower()):
+    if actions.START_MODES.get(now.lower()) == actions.START_MODES.get(str(check["mode"]).lower()):
         return "done", f"{name} already starts {now}", None
     expected = str(check.get("expected") or "")
-    if expected and _MODES.get(now.lower()) != _MODES.get(expected.lower()):
+    if expected and actions.START_MODES.get(now.lower()) != actions.START_MODES.get(expected.lower()):
         return "stale", f"{name} started {expected} when planned, now {now}", None
     return TODO
 
