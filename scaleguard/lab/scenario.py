@@ -355,41 +355,25 @@ def demo_scenario(
     workers: int = 3, *, seed: int = 0, now: datetime | None = None, defects: bool = True
 ) -> Scenario:
     """MASTER01 and ``workers`` workers; with ``defects``, four planted mistakes (see README.txt)."""
-    builder = ClusterBuilder(seed=seed, now=now)
-    width = max(2, len(str(workers)))
-    names = [f"WORKER{i:0{width}d}" for i in range(1, workers + 1)]
-    planted: list[PlantedDefect] = []
-    nodes: list[NodeEvidence] = []
-    worker_certs: list[IssuedCertificate] = []
-    for index, name in enumerate(names):
-        wd = WorkerDefects()
-        if defects and index == 1:
-            wd = WorkerDefects(pins_old_master=True)
-            planted.append(PlantedDefect(
-                name, "WorkerSettings.config still pins the master certificate from before the last rotation "
-                "(MasterHttpsCertThumbprint = the old, expired certificate, which is still in its Root)",
-                ("SO-W02",)))
-        elif defects and index == 2:
-            wd = WorkerDefects(expires_in_days=20, key_unreadable=True)
-            planted.append(PlantedDefect(
-                name, "its worker certificate expires in 20 days, and NT Service\\SSISScaleOutWorker150 "
-                "cannot read its private key (KeyReaders lists only SYSTEM and Administrators)",
-                ("SO-W09", "SO-W10")))
-        node, cert = builder.worker(index, name, wd)
-        nodes.append(node)
-        worker_certs.append(cert)
-    master = builder.master(
-        worker_certs, binding_store=None if defects else "Root", issuing_ca_in_root=defects
-    )
-    if defects:
-        planted.insert(0, PlantedDefect(
-            "MASTER01", "the HTTP.sys binding 0.0.0.0:8391 has Certificate Store Name (null), i.e. MY, "
-            "while the master certificate lives in Root", ("SO-M06",)))
-        planted.insert(1, PlantedDefect(
-            "MASTER01", "Contoso Issuing CA 01 (not self-signed) was imported into the master's Root and "
-            "neither ClientAuthTrustMode=2 nor SendTrustedIssuerList=0 is set (workers get HTTP 403)",
-            ("SO-M11",)))
-    return Scenario(CLUSTER_NAME, [master, *nodes], planted, {master.name: builder.master_extras(names)})
+    if not defects:
+        return _cluster(ClusterBuilder(seed=seed, now=now), workers, {})
+    on_master = [
+        PlantedDefect("MASTER01", "the HTTP.sys binding 0.0.0.0:8391 has Certificate Store Name (null), i.e. MY, "
+                      "while the master certificate lives in Root", ("SO-M06",)),
+        PlantedDefect("MASTER01", "Contoso Issuing CA 01 (not self-signed) was imported into the master's Root "
+                      "and neither ClientAuthTrustMode=2 nor SendTrustedIssuerList=0 is set (workers get HTTP 403)",
+                      ("SO-M11",)),
+    ]
+    on_workers = {
+        1: (WorkerDefects(pins_old_master=True), "WorkerSettings.config still pins the master certificate from "
+            "before the last rotation (MasterHttpsCertThumbprint = the old, expired certificate, which is still "
+            "in its Root)", ("SO-W02",)),
+        2: (WorkerDefects(expires_in_days=20, key_unreadable=True), "its worker certificate expires in 20 days, "
+            "and NT Service\\SSISScaleOutWorker150 cannot read its private key (KeyReaders lists only SYSTEM and "
+            "Administrators)", ("SO-W09", "SO-W10")),
+    }
+    return _cluster(ClusterBuilder(seed=seed, now=now), workers, on_workers, on_master=on_master,
+                    binding_store=None, issuing_ca_in_root=True)
 
 
 def fleet_scenario(
@@ -403,23 +387,34 @@ def fleet_scenario(
     ``master_days_left`` makes the master certificate expire that soon (the fix benchmark rotates it).
     """
     builder = ClusterBuilder(seed=seed, now=now, worker_key_pool=key_pool, master_days_left=master_days_left)
-    width = max(2, len(str(workers)))
-    names = [f"WORKER{i:0{width}d}" for i in range(1, workers + 1)]
     kinds = (
         (WorkerDefects(pins_old_master=True), "pins the old master thumbprint", ("SO-W02",)),
         (WorkerDefects(expires_in_days=20), "worker certificate expires in 20 days", ("SO-W10",)),
         (WorkerDefects(key_unreadable=True), "worker service cannot read its key", ("SO-W09",)),
     )
-    planted: list[PlantedDefect] = []
+    every = range(defect_every - 1, workers, defect_every) if defect_every else range(0)
+    return _cluster(builder, workers, {index: kinds[turn % len(kinds)] for turn, index in enumerate(every)})
+
+
+_Planted = tuple[WorkerDefects, str, tuple[str, ...]]
+
+
+def _cluster(
+    builder: ClusterBuilder, workers: int, on_workers: dict[int, _Planted], *,
+    on_master: Iterable[PlantedDefect] = (), binding_store: str | None = "Root", issuing_ca_in_root: bool = False,
+) -> Scenario:
+    """MASTER01 and WORKER01.. (more digits for big fleets); ``on_workers[index]`` plants a worker's defects."""
+    width = max(2, len(str(workers)))
+    names = [f"WORKER{i:0{width}d}" for i in range(1, workers + 1)]
+    planted = list(on_master)
     nodes: list[NodeEvidence] = []
     certs: list[IssuedCertificate] = []
     for index, name in enumerate(names):
-        wd = WorkerDefects()
-        if defect_every and (index + 1) % defect_every == 0:
-            wd, what, policies = kinds[((index + 1) // defect_every - 1) % len(kinds)]
+        wd, what, policies = on_workers.get(index, (WorkerDefects(), "", ()))
+        if what:
             planted.append(PlantedDefect(name, what, policies))
         node, cert = builder.worker(index, name, wd)
         nodes.append(node)
         certs.append(cert)
-    master = builder.master(certs)
+    master = builder.master(certs, binding_store=binding_store, issuing_ca_in_root=issuing_ca_in_root)
     return Scenario(CLUSTER_NAME, [master, *nodes], planted, {master.name: builder.master_extras(names)})
