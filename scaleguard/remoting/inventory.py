@@ -37,7 +37,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -57,23 +57,6 @@ AUTH_METHODS: tuple[AuthMethod, ...] = ("basic", "ntlm", "kerberos", "negotiate"
 SPNEGO_AUTH = ("kerberos", "negotiate")
 MESSAGE_ENCRYPTION: tuple[MessageEncryption, ...] = ("auto", "never")
 DEFAULT_PORTS = {"http": 5985, "https": 5986}
-TRANSPORT_KEYS = (
-    "scheme",
-    "port",
-    "auth",
-    "ca_bundle",
-    "username",
-    "credential",
-    "client_cert",
-    "client_key",
-    "timeout",
-    "operation_timeout",
-    "spn_service",
-    "spn_hostname",
-    "delegate",
-    "message_encryption",
-    "allow_unencrypted",
-)
 _SECRET_WORDS = ("password", "passwd", "pwd", "secret")
 
 
@@ -120,6 +103,9 @@ class Transport:
         if self.scheme == "https":
             return False
         return self.auth == "basic" or self.message_encryption == "never"
+
+
+TRANSPORT_KEYS = tuple(f.name for f in fields(Transport))
 
 
 @dataclass(frozen=True)
