@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -57,7 +58,6 @@ from scaleguard.snapshot.model import (
     DiagnosticLevel,
     HostIdentity,
     NodeSnapshot,
-    Schannel,
     Service,
     SslBinding,
 )
@@ -207,12 +207,11 @@ def read_node_with_settings_bytes(
     reader: _NodeReader | None = None
     try:
         if node_dir.is_symlink():
-            raise _Refused(f"the node folder {name!r} is a symbolic link; links are not followed, so "
-                           "nothing outside the evidence folder is read")
-        reader = _NodeReader(node_dir, budget or NodeBudget.from_environment())
-        node = reader.read()
-    except _Refused as exc:
-        node = _failed_node(name, str(exc))
+            node = _failed_node(name, f"the node folder {name!r} is a symbolic link; links are not followed, so "
+                                "nothing outside the evidence folder is read")
+        else:
+            reader = _NodeReader(node_dir, budget or NodeBudget.from_environment())
+            node = reader.read()
     except BudgetExceeded as exc:
         node = _failed_node(name, f"the node's evidence was not read to the end: {exc}")
     except Exception as exc:  # noqa: BLE001 - the promise is "never a crash"; the reason is kept
@@ -228,10 +227,6 @@ def _failed_node(name: str, reason: str) -> NodeSnapshot:
         collection=Collection(state=CollectionState.FAILED, reason=reason),
         diagnostics=[Diagnostic(level=DiagnosticLevel.ERROR, source=".", message=reason)],
     )
-
-
-class _Refused(Exception):
-    """The node folder itself may not be read (a link); the message is the node's error."""
 
 
 class _NodeReader:
@@ -255,7 +250,7 @@ class _NodeReader:
         services = self._guarded("services.json", None, self._services)
         self._guarded("keys.json", None, lambda: self._keys(root, my))
         identity = self._guarded("host.json", HostIdentity(computer_name=self.name), self._identity)
-        schannel = self._guarded("schannel.json", None, self._schannel)
+        schannel = self._guarded("schannel.json", None, lambda: self._parsed("schannel.json", schannel_from_json))
         return NodeSnapshot(
             name=self.name,
             identity=identity,
@@ -307,7 +302,7 @@ class _NodeReader:
                 listed.append(entry)
                 if len(listed) % _LISTING_CHECK_EVERY == 0:
                     self._check_budget()
-            for entry in sorted(listed, key=_entry_name):
+            for entry in sorted(listed, key=attrgetter("name")):
                 key = entry.name.lower()
                 if key in found:
                     self._note(DiagnosticLevel.LOW, prefix + os_name(entry.name),
@@ -430,7 +425,7 @@ class _NodeReader:
     def _keys(self, root: CertificateStore | None, my: CertificateStore | None) -> None:
         found = self._json("keys.json")
         if found is None:
-            return None
+            return
         name, value = found
         facts, notes = key_facts_from_json(value)
         self._note(DiagnosticLevel.LOW, name, *notes)
@@ -440,35 +435,39 @@ class _NodeReader:
             more = f" and {len(unmatched) - 5} more" if len(unmatched) > 5 else ""
             self._note(DiagnosticLevel.INFO, name,
                        f"{len(unmatched)} row(s) name certificates not exported under certs/: {listed}{more}")
-        return None
 
-    def _identity(self) -> HostIdentity:
-        found = self._json("host.json")
-        if found is None:
-            return HostIdentity(computer_name=self.name)
-        name, value = found
-        identity, notes = host_from_json(value, self.name)
-        self._note(DiagnosticLevel.LOW, name, *notes)
-        return identity
-
-    def _schannel(self) -> Schannel | None:
-        found = self._json("schannel.json")
+    def _parsed(self, name: str, parse: Callable[[object], tuple[_T, list[str]]]) -> _T | None:
+        """A JSON artefact through its parser (whose notes are LOW), or None when absent or unusable."""
+        found = self._json(name)
         if found is None:
             return None
-        name, value = found
-        schannel, notes = schannel_from_json(value)
-        self._note(DiagnosticLevel.LOW, name, *notes)
-        return schannel
+        file_name, value = found
+        parsed, notes = parse(value)
+        self._note(DiagnosticLevel.LOW, file_name, *notes)
+        return parsed
+
+    def _identity(self) -> HostIdentity:
+        identity = self._parsed("host.json", lambda value: host_from_json(value, self.name))
+        return HostIdentity(computer_name=self.name) if identity is None else identity
+
+    def _subfolder(
+        self, listing: dict[str, os.DirEntry[str]], prefix: str, name: str, unknown: str, hint: str = ""
+    ) -> os.DirEntry[str] | None:
+        """The real folder ``name`` of ``listing``; else None and a warning that says what is ``unknown``."""
+        entry = listing.get(name.lower())
+        if entry is not None and _is_link(entry):
+            self._note(DiagnosticLevel.WARNING, prefix + os_name(entry.name),
+                       f"is a symbolic link; links are not followed, so {unknown}")
+            return None
+        if entry is None or not _is_dir(entry):
+            self._note(DiagnosticLevel.WARNING, prefix + name, f"missing: {unknown}{hint}")
+            return None
+        return entry
 
     def _stores(self) -> tuple[CertificateStore | None, CertificateStore | None]:
-        certs = self.files.get("certs")
-        if certs is not None and _is_link(certs):
-            self._note(DiagnosticLevel.WARNING, os_name(certs.name),
-                       "is a symbolic link; links are not followed, so the Root and My stores are unknown")
-            return None, None
-        if certs is None or not _is_dir(certs):
-            self._note(DiagnosticLevel.WARNING, "certs",
-                       "missing: the Root and My stores are unknown (export them to certs/Root, certs/My)")
+        certs = self._subfolder(self.files, "", "certs", "the Root and My stores are unknown",
+                                " (export them to certs/Root, certs/My)")
+        if certs is None:
             return None, None
         certs_name = os_name(certs.name)
         folders = self._listing(certs.path, certs_name + "/")
@@ -480,14 +479,8 @@ class _NodeReader:
     def _store(
         self, folders: dict[str, os.DirEntry[str]], certs_name: str, name: Literal["Root", "My"]
     ) -> CertificateStore | None:
-        folder = folders.get(name.lower())
-        if folder is not None and _is_link(folder):
-            self._note(DiagnosticLevel.WARNING, f"{certs_name}/{os_name(folder.name)}",
-                       f"is a symbolic link; links are not followed, so LocalMachine\\{name} is unknown")
-            return None
-        if folder is None or not _is_dir(folder):
-            self._note(DiagnosticLevel.WARNING, f"{certs_name}/{name}",
-                       f"missing: LocalMachine\\{name} is unknown")
+        folder = self._subfolder(folders, f"{certs_name}/", name, f"LocalMachine\\{name} is unknown")
+        if folder is None:
             return None
         prefix = f"{certs_name}/{os_name(folder.name)}/"
         certificates: list[Certificate] = []
@@ -543,10 +536,6 @@ class _NodeReader:
 
 class _Skip(Exception):
     """The artefact was present but unusable; its diagnostic is already recorded."""
-
-
-def _entry_name(entry: os.DirEntry[str]) -> str:
-    return entry.name
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
