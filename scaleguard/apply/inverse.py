@@ -15,7 +15,7 @@ saw it. Anything that cannot be undone blindly is reported, never guessed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -24,6 +24,9 @@ class Inverse:
     requests: list[dict[str, Any]] = field(default_factory=list)
     deferred: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""
+    unsure: bool = False
+    """The action was done but its answer does not say what it replaced: whatever this does, the undo
+    cannot be called complete."""
 
 
 def inverse(request: dict[str, Any], result: dict[str, Any] | None) -> Inverse:
@@ -34,7 +37,11 @@ def inverse(request: dict[str, Any], result: dict[str, Any] | None) -> Inverse:
     handler = _INVERSES.get(str(op))
     if handler is None:
         return Inverse(note=f"{op} is not undone")
-    return handler(request, result)
+    try:
+        return handler(request, result)
+    except (KeyError, TypeError, AttributeError):  # node data: the answer does not say what was there before
+        blind = inverse_unknown(request)
+        return replace(blind, note=f"the answer to {op} does not say what it replaced; {blind.note}", unsure=True)
 
 
 def _removal(store: Any, thumbprint: Any, *, delete_key: bool) -> Inverse:

@@ -32,7 +32,7 @@ from scaleguard.apply.runbook_script import (
 )
 from scaleguard.apply.runbook_waves import Known, RunbookRefused, next_wave, refusals, runbook_step, stop_failed
 from scaleguard.collectors.parsers.psjson import loads_powershell_json
-from scaleguard.remediators.actions import CertificateTrouble, CreateCertificate, checked_der
+from scaleguard.remediators.actions import CreateCertificate, created_problems
 from scaleguard.remediators.model import Plan
 from scaleguard.remediators.validate import MAX_PLAN_BYTES
 from scaleguard.safefile import UnsafeFile, read_limited
@@ -286,26 +286,8 @@ def _problems(plan: Plan, manifest: Manifest, wave: WaveEntry, script: ScriptEnt
             problems.append(f"step {outcome.id} is skipped though nothing before it stopped the node")
         params = plan.step(outcome.id).params
         if isinstance(params, CreateCertificate) and outcome.status in ("done", "applied"):
-            problems += [f"step {outcome.id}: {p}" for p in _created_problems(outcome.result, params.store)]
+            problems += [f"step {outcome.id}: {p}" for p in created_problems(outcome.result, params.store)]
     return problems
-
-
-def _created_problems(result: dict[str, Any] | None, store: str) -> list[str]:
-    """A created certificate's thumbprint and DER must agree, and a CA never goes into Root."""
-    if result is None:
-        return ["the created certificate is missing from the result"]
-    thumbprint, der_b64 = result.get("thumbprint"), result.get("der_b64")
-    if not isinstance(thumbprint, str) or not isinstance(der_b64, str) or len(der_b64) > 65536:
-        return ["the result does not carry the created certificate's thumbprint and DER"]
-    if result.get("store") != store:
-        return [f"the certificate was reported in {result.get('store')!r}, the step makes it in {store}"]
-    if len(thumbprint) != 40 or any(ch not in "0123456789ABCDEF" for ch in thumbprint):
-        return [f"{thumbprint[:60]!r} is not a thumbprint"]
-    try:
-        checked_der(der_b64, thumbprint, store)
-    except CertificateTrouble as exc:
-        return [str(exc)]
-    return []
 
 
 def record(

@@ -51,7 +51,15 @@ from scaleguard.apply.undo import once_per_service, send_revert
 from scaleguard.collectors.agent.schema import AGENT_SCHEMA
 from scaleguard.findings.model import Finding
 from scaleguard.remediators import drift
-from scaleguard.remediators.actions import AGENT_OP, FileRef, RestartService, SecretRef, StepRef
+from scaleguard.remediators.actions import (
+    AGENT_OP,
+    CreateCertificate,
+    FileRef,
+    RestartService,
+    SecretRef,
+    StepRef,
+    created_problems,
+)
 from scaleguard.remediators.configedit import ConfigEditError, edit_setting
 from scaleguard.remediators.model import Plan, Step
 from scaleguard.remediators.pfx import PFX_LIMIT
@@ -217,6 +225,14 @@ def _file_content(outcome: Any) -> bytes | None:
         return base64.b64decode(str(outcome["result"].get("content_b64", "")), validate=True)
     except binascii.Error:
         return None
+
+
+def _distrust(step: Step, result: dict[str, Any]) -> str | None:
+    """Why a done step's answer cannot be relied on (node data), or None."""
+    if isinstance(step.params, CreateCertificate):
+        problems = created_problems(result, step.params.store)
+        return f"the node's answer cannot be used: {problems[0]}" if problems else None
+    return None
 
 
 def step_changed(result: dict[str, Any] | None) -> bool:
@@ -680,6 +696,12 @@ class Executor:
                 continue
             result = outcome.get("result")
             result = dict(result) if isinstance(result, dict) else {}
+            distrust = _distrust(step, result)
+            if distrust is not None:  # it did something, but what it says it did cannot be used
+                self.journal.end(run_id, seq, "unknown", error=distrust)
+                self.status[step.id] = "unknown"
+                self._failures.append(_Failure(step, distrust, [_Done(step, seq, logged, None)]))
+                continue
             if _op(step) == "write_config":
                 result["old_values"] = logged.get("old_values", [])
                 self.files[(item.node, str(request["path"]))] = base64.b64decode(str(request["content_b64"]))
@@ -809,7 +831,9 @@ class Executor:
         deferred: list[tuple[_Done, dict[str, Any]]] = []
         for entry in sorted(entries, key=lambda d: d.seq, reverse=True):
             plan = inverse(entry.request, entry.result)
-            ok = all(self._rollback_request(entry, request) for request in plan.requests)
+            ok = all(self._rollback_request(entry, request) for request in plan.requests) and not plan.unsure
+            if plan.unsure:
+                self.report.rollback_errors.append(f"rollback of {entry.step.id} on {entry.step.node}: {plan.note}")
             deferred += [(entry, request) for request in plan.deferred]
             self._mark_rolled_back(entry, ok, plan.note)
             if not ok:

@@ -124,7 +124,8 @@ def undo_run(
     def revert(entry: Entry) -> list[tuple[Entry, dict[str, Any], str | None]]:
         plan = inverse(entry.request, entry.result if entry.status == "done" else None)
         if plan.note:
-            report.notes.append(f"{entry.step_id or entry.seq} {entry.node} {entry.action}: {plan.note}")
+            said = f"{entry.step_id or entry.seq} {entry.node} {entry.action}: {plan.note}"
+            (report.errors if plan.unsure else report.notes).append(said)
         deferred.extend((entry, request) for request in plan.deferred)
         return [(entry, request, _send(journal, transport, undo_id, entry, request)) for request in plan.requests]
 

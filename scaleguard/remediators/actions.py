@@ -143,6 +143,26 @@ def checked_der(der_b64: str, thumbprint: str, store: str) -> None:
         )
 
 
+def created_problems(result: dict[str, Any] | None, store: str) -> list[str]:
+    """Why a node's answer to ``create_certificate`` cannot be relied on (later steps import its DER and
+    bind its thumbprint, and undoing it removes that thumbprint): they must agree, and a CA never goes into
+    Root. Used for ``--apply`` answers and runbook results alike."""
+    if result is None:
+        return ["the created certificate is missing from the result"]
+    thumbprint, der_b64 = result.get("thumbprint"), result.get("der_b64")
+    if not isinstance(thumbprint, str) or not isinstance(der_b64, str) or len(der_b64) > 65536:
+        return ["the result does not carry the created certificate's thumbprint and DER"]
+    if result.get("store") != store:
+        return [f"the certificate was reported in {result.get('store')!r}, the step makes it in {store}"]
+    if len(thumbprint) != 40 or any(ch not in "0123456789ABCDEF" for ch in thumbprint):
+        return [f"{thumbprint[:60]!r} is not a thumbprint"]
+    try:
+        checked_der(der_b64, thumbprint, store)
+    except CertificateTrouble as exc:
+        return [str(exc)]
+    return []
+
+
 class _Params(_Strict):
     def agent_fields(self) -> dict[str, Any]:
         """What the node's agent receives for this step (``expect`` and resolved-later fields excluded)."""

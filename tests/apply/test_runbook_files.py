@@ -226,13 +226,13 @@ def test_a_hostile_result_is_refused_and_nothing_is_journaled(demo: Any, tmp_pat
 
 
 def test_a_ca_created_into_root_is_refused(tmp_path: Path) -> None:
-    from scaleguard.apply.runbook_folder import _created_problems
+    from scaleguard.remediators.actions import created_problems
 
     ca = make_certificate(CertSpec(("Evil Root CA",), ca=True, key_seed=7))
     thumbprint = __import__("hashlib").sha1(ca.der).hexdigest().upper()
     result = {"store": "Root", "thumbprint": thumbprint, "der_b64": base64.b64encode(ca.der).decode()}
-    assert any("a plan never imports a CA into a Root store" in p for p in _created_problems(result, "Root"))
-    assert _created_problems({**result, "store": "My"}, "My") == []  # a CA in My is trusted by nothing
+    assert any("a plan never imports a CA into a Root store" in p for p in created_problems(result, "Root"))
+    assert created_problems({**result, "store": "My"}, "My") == []  # a CA in My is trusted by nothing
 
 
 @pytest.mark.parametrize(

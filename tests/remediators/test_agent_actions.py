@@ -10,6 +10,7 @@ arriving intact inside the JSON request.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ from scaleguard.apply.journal import Journal
 from scaleguard.apply.runner import Executor
 from scaleguard.apply.transport import AGENT_OPS, AgentClient, actions_script, agent_request
 from scaleguard.collectors.agent import PAYLOAD_SEPARATOR, bootstrap_command, split_payload
+from scaleguard.lab.certs import CertSpec, make_certificate
 from scaleguard.remediators.model import Plan, Step, Unit
 from scaleguard.remediators.validate import PlanInvalid, load_plan
 from scaleguard.remoting.channel import CommandResult
@@ -75,6 +77,10 @@ def test_the_script_validates_what_it_passes_to_programs() -> None:
         assert script.count(pattern) >= 2, pattern  # defined and used
 
 
+CREATED = make_certificate(CertSpec(("w1.contoso.test",), key_seed=3))
+"""What the fake agent answers it created: a real certificate, as the executor checks thumbprint and DER agree."""
+
+
 class RecordingChannel:
     """Stands in for HostChannel: records what would go over WinRM and answers like the agent."""
 
@@ -91,7 +97,9 @@ class RecordingChannel:
                 "content_b64": "PFc+PE1hc3RlckVuZHBvaW50PmE8L01hc3RlckVuZHBvaW50PjwvVz4=",
                 "sha256": "0" * 64,
             },
-            "create_certificate": {"thumbprint": "C" * 40, "der_b64": "AAAA"},
+            "create_certificate": {
+                "store": "My", "thumbprint": CREATED.thumbprint, "der_b64": base64.b64encode(CREATED.der).decode()
+            },
         }
         def answer(op: str) -> dict[str, Any]:
             return {**answers.get(op, {}), "changed": True}
@@ -220,7 +228,8 @@ def test_the_executor_sends_exactly_the_typed_parameters(tmp_path: Path) -> None
     assert sorted(by_op) == ["create_certificate", "grant_key_read", "read_file", "restart_service", "write_config"]
     assert len(requests) == 5
     assert by_op["grant_key_read"] == {
-        "op": "grant_key_read", "store": "My", "thumbprint": "C" * 40, "account": "NT Service\\SSISScaleOutWorker150",
+        "op": "grant_key_read", "store": "My", "thumbprint": CREATED.thumbprint,
+        "account": "NT Service\\SSISScaleOutWorker150",
     }
     assert by_op["read_file"] == {"op": "read_file", "path": path}  # the path the live node reported
     write = by_op["write_config"]

@@ -255,6 +255,53 @@ def test_a_hostile_or_broken_answer_fails_the_unit_and_leaves_the_node_as_before
     assert all(e.status != "running" for e in s.journal.entries(report.run_id))
 
 
+def _results(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r["result"] for r in answer.get("results", []) if isinstance(r.get("result"), dict)]
+
+
+def _created_without_thumbprint(answer: dict[str, Any]) -> dict[str, Any]:
+    for result in _results(answer):
+        if "der_b64" in result:
+            result["thumbprint"] = None
+    return answer
+
+
+def _binding_without_its_previous_hash(answer: dict[str, Any]) -> dict[str, Any]:
+    for result in _results(answer):
+        if isinstance(result.get("previous"), dict):
+            result["previous"].pop("cert_hash", None)
+    return answer
+
+
+def test_a_created_certificate_the_answer_does_not_name_is_an_unknown_outcome(setup: Any) -> None:
+    """Found by fuzzing the answers: later steps would have bound ``None``, and rolling back raised KeyError."""
+    s = setup({"workers": ["WORKER01"], "certs": {"master": EXPIRING}})
+    the_plan = s.plan(finding("SO-M07", "MASTER01", "rotate-master-certificate"))
+    assert the_plan.steps[0].action == "create_certificate"
+    report = s.apply(the_plan, Tampering(s.state, "create_certificate", _created_without_thumbprint))
+    assert report.steps["s001"].status == "unknown"
+    assert "the node's answer cannot be used" in report.steps["s001"].detail
+    assert report.units == {"u01": "failed"}
+    assert all(e.status != "running" for e in s.journal.entries(report.run_id))
+    now = cluster_state(s.state)
+    assert now["WORKER01"] == s.before_state["WORKER01"]  # nothing was imported from an answer not understood
+
+
+def test_a_done_step_whose_answer_does_not_say_what_it_replaced_fails_its_rollback(setup: Any) -> None:
+    """Found by fuzzing the answers: the rollback raised KeyError and left the run's other steps as they were."""
+    s = setup({"workers": ["WORKER01"], "certs": {"master": EXPIRING}})
+    s.state.node("MASTER01").faults.fail_ops = {"restart_service": 1}
+    the_plan = s.plan(finding("SO-M07", "MASTER01", "rotate-master-certificate"))
+    report = s.apply(the_plan, Tampering(s.state, "set_binding", _binding_without_its_previous_hash))
+    assert report.units == {"u01": "rollback_failed"}
+    [binding] = [st.id for st in the_plan.steps if st.action == "set_binding"]
+    assert report.steps[binding].status == "rollback_failed"
+    assert any("set_binding does not say what it replaced" in e for e in report.rollback_errors)
+    assert all(e.status != "running" for e in s.journal.entries(report.run_id))
+    undone = undo_run(report.run_id, LabTransport(s.state), s.journal)  # an undo cannot call it undone either
+    assert not undone.ok and any("set_binding does not say what it replaced" in e for e in undone.errors)
+
+
 def test_interrupted_run_is_undone_and_a_second_undo_does_nothing(setup: Any) -> None:
     s = setup({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -106,30 +107,58 @@ def _at(value: Any, path: Path_) -> Any:
     return value
 
 
-def mutated(data: st.DataObject, document: Any) -> Any:
-    """``document`` with one to three structural edits drawn by Hypothesis."""
+@dataclass(frozen=True)
+class Edit:
+    """One structural edit, drawn before it is known what it will edit (so it can be made in any thread):
+    ``where`` and ``source`` pick a place of the document by their fraction of its places."""
+
+    where: float
+    how: str
+    value: Any
+    source: float
+    key: str
+
+
+EDITS = st.lists(
+    st.builds(
+        Edit,
+        where=st.floats(0, 1, exclude_max=True),
+        how=st.sampled_from(["replace", "replace", "append", "drop", "repeat", "copy", "add"]),
+        value=st.sampled_from(ODD) | st.text(max_size=40) | st.integers(),
+        source=st.floats(0, 1, exclude_max=True),
+        key=st.sampled_from(["extra", "name", "port", "thumbprint", "services", "ok", "result", "changed"]),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+
+def edited(document: Any, edits: list[Edit]) -> Any:
+    """``document`` with ``edits`` made, one after the other."""
     doc = copy.deepcopy(document)
-    for _ in range(data.draw(st.integers(1, 3), label="edits")):
+    for edit in edits:
         places = _places(doc)
         if not places:
             break
-        path = data.draw(st.sampled_from(places), label="where")
-        parent, key = _at(doc, path[:-1]), path[-1]
-        how = data.draw(st.sampled_from(["replace", "replace", "append", "drop", "repeat", "copy", "add"]))
-        odd = data.draw(st.sampled_from(ODD) | st.text(max_size=40) | st.integers(), label="value")
-        if how == "replace":
+        path = places[int(edit.where * len(places))]
+        parent, key, odd = _at(doc, path[:-1]), path[-1], copy.deepcopy(edit.value)
+        if edit.how == "replace":
             parent[key] = odd
-        elif how == "append" and isinstance(parent[key], str):
+        elif edit.how == "append" and isinstance(parent[key], str):
             parent[key] += odd if isinstance(odd, str) else json.dumps(odd)
-        elif how == "drop":
+        elif edit.how == "drop":
             del parent[key]
-        elif how == "repeat" and isinstance(parent, list):
+        elif edit.how == "repeat" and isinstance(parent, list):
             parent.append(copy.deepcopy(parent[key]))
-        elif how == "copy":
-            parent[key] = copy.deepcopy(_at(doc, data.draw(st.sampled_from(places), label="from")))
-        elif how == "add" and isinstance(parent[key], dict):
-            parent[key][data.draw(st.sampled_from(["extra", "name", "port", "thumbprint", "services"]))] = odd
+        elif edit.how == "copy":
+            parent[key] = copy.deepcopy(_at(doc, places[int(edit.source * len(places))]))
+        elif edit.how == "add" and isinstance(parent[key], dict):
+            parent[key][edit.key] = odd
     return doc
+
+
+def mutated(data: st.DataObject, document: Any) -> Any:
+    return edited(document, data.draw(EDITS, label="edits"))
 
 
 def _plans_or_refuses(findings: FindingsFile, snapshot: Snapshot) -> None:
@@ -191,3 +220,82 @@ def test_a_mutated_node_answer_becomes_a_node_or_a_failure_and_the_cluster_is_ju
                                                                         for n in cluster.nodes]})])
     found, _ = evaluate(snapshot, seeds.options, NOW, policies=seeds.policies)
     _plans_or_refuses(FindingsFile(generated_at=NOW, source="fuzz", findings=found), snapshot)
+
+
+# --- what the nodes answer while a plan is applied ----------------------------------------------------------
+
+
+class ApplySeeds:
+    """A cluster whose master certificate is rotated (every kind of round: a created certificate referenced by
+    later steps, imports on every worker, a binding, settings files read and written, restarts)."""
+
+    def __init__(self, folder: Path) -> None:
+        from fixcases import Cluster, finding, findings_file, lab_snapshot, lab_state, options
+
+        self.cluster = Cluster({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}}, folder)
+        self.folder = folder
+        self.plan = plan(
+            findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")),
+            lab_snapshot(lab_state(self.cluster.evidence)),
+            options(),
+        )
+        assert len(self.plan.steps) > 8
+
+
+EXPIRING = {"cn": ["master01.contoso.test", "MASTER01", "10.0.1.1"], "days_from": -700, "days": 710}
+
+
+@pytest.fixture(scope="module")
+def apply_seeds(tmp_path_factory: pytest.TempPathFactory) -> ApplySeeds:
+    return ApplySeeds(tmp_path_factory.mktemp("fuzz-apply"))
+
+
+class Mutating:
+    """The lab's transport, but the answer to request number ``at`` gets ``edits`` (made in the executor's
+    pool thread, so they are drawn beforehand)."""
+
+    def __init__(self, state: Any, edits: list[Edit], at: int) -> None:
+        from fixcases import LabTransport
+
+        self.inner, self.edits, self.at, self.count, self.hit = LabTransport(state), edits, at, 0, False
+
+    def client(self, cluster: str, node: str) -> Any:
+        inner, outer = self.inner.client(cluster, node), self
+
+        class Client:
+            def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+                answer = inner.request(payload)
+                outer.count += 1
+                if outer.count != outer.at:
+                    return answer
+                outer.hit = True
+                changed = edited({"answer": answer}, outer.edits).get("answer")
+                return changed if isinstance(changed, dict) else {"answer": changed}
+
+        return Client()
+
+    def close(self) -> None:
+        pass
+
+
+@settings(FUZZ, max_examples=40, deadline=timedelta(seconds=20))
+@given(st.data())
+def test_a_mutated_answer_while_applying_ends_every_step_and_can_be_undone(
+    apply_seeds: ApplySeeds, data: st.DataObject
+) -> None:
+    import tempfile
+
+    from fixcases import LabTransport, lab_snapshot, lab_state
+
+    from scaleguard.apply.journal import Journal
+    from scaleguard.apply.runner import Executor
+    from scaleguard.apply.undo import undo_run
+
+    state = lab_state(apply_seeds.cluster.evidence)
+    transport = Mutating(state, data.draw(EDITS, label="edits"), data.draw(st.integers(1, 6), label="which answer"))
+    with tempfile.TemporaryDirectory(dir=apply_seeds.folder) as scratch, Journal(Path(scratch) / "j.sqlite") as journal:
+        report = Executor(apply_seeds.plan, transport, journal, source="fuzz", current=lab_snapshot(state)).run()
+        assert all(e.status != "running" for e in journal.entries(report.run_id))
+        event("an answer was mutated" if transport.hit else "no answer was mutated (the run stopped before)")
+        event(f"run {report.status}")
+        undo_run(report.run_id, LabTransport(state), journal)
