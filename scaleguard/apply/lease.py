@@ -46,6 +46,11 @@ def operator_name() -> str:
         return "unknown"
 
 
+def _holder(answer: dict[str, Any]) -> dict[str, Any]:
+    holder = answer.get("holder")
+    return holder if isinstance(holder, dict) else {}
+
+
 def describe(holder: dict[str, Any]) -> str:
     state = "expired" if holder.get("expired") else "until"
     return (
@@ -79,17 +84,15 @@ class ClusterLease:
         for cluster, node in sorted(self.masters, key=lambda m: (m[0].lower(), m[1].lower())):
             try:
                 answer = self._acquire_one(cluster, node, replaces, read_after)
-                if not answer.get("acquired"):
-                    holder = dict(answer.get("holder") or {})
-                    if not (break_expired and holder.get("expired")):
+                if answer.get("acquired") is not True:  # node data: anything but true is "not yours"
+                    holder = _holder(answer)
+                    if not (break_expired and holder.get("expired") is True):
                         raise LeaseHeld(f"{cluster} is being fixed: {node} holds the lease of {describe(holder)}")
                     self._request(cluster, node, {"op": "lease_break", "holder": holder.get("run_id")})
                     self._emit("lease", f"broke the expired lease of {describe(holder)} on {node}")
                     answer = self._acquire_one(cluster, node, replaces, read_after)
-                    if not answer.get("acquired"):
-                        raise LeaseHeld(
-                            f"{cluster}: {node} was leased again meanwhile, by {describe(answer.get('holder') or {})}"
-                        )
+                    if answer.get("acquired") is not True:
+                        raise LeaseHeld(f"{cluster}: {node} was leased again meanwhile, by {describe(_holder(answer))}")
             except (ActionFailed, OutcomeUnknown) as exc:
                 self.release()
                 raise LeaseHeld(f"{cluster}: the lease on {node} cannot be taken: {exc}") from exc

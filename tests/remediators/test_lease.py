@@ -253,3 +253,46 @@ def _trust(snapshot: Any) -> dict[str, Any]:
         for cluster in snapshot.clusters
         for node in cluster.nodes
     }
+
+
+class AnsweringMaster:
+    """A master whose agent answers every ``lease_acquire`` with ``answer`` (node data, maybe hostile)."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.sent: list[dict[str, Any]] = []
+
+    def client(self, cluster: str, node: str) -> Any:
+        outer = self
+
+        class Client:
+            def request(self, payload: dict[str, Any]) -> Any:
+                outer.sent.append(payload)
+                return outer.answer if payload["op"] == "lease_acquire" else {}
+
+        return Client()
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"acquired": "no"},
+        {"acquired": 1},
+        {},
+        {"acquired": False, "holder": "xyz"},  # dict("xyz") raised ValueError
+        {"acquired": False, "holder": [1, 2]},  # dict([1, 2]) raised TypeError
+        {"acquired": False, "holder": {"run_id": "r0", "expired": "yes"}},  # not an expired lease to break
+    ],
+)
+def test_only_a_plain_yes_takes_the_lease_and_a_held_answer_is_never_broken_on_a_guess(answer: Any) -> None:
+    from scaleguard.apply.lease import ClusterLease, LeaseHeld
+
+    master = AnsweringMaster(answer)
+    lease = ClusterLease(master, [("C", "M1")], run_id="r1")  # type: ignore[arg-type]
+    with pytest.raises(LeaseHeld, match="C is being fixed: M1 holds the lease of run"):
+        lease.acquire(break_expired=True)
+    assert lease.held == []
+    assert "lease_break" not in [request["op"] for request in master.sent]
