@@ -30,11 +30,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 
+from scaleguard.lab.agent_collect import collect
 from scaleguard.lab.certs import CertSpec, make_certificate
 from scaleguard.lab.state import (
     ALWAYS_KEY_READERS,
+    CONFIG_FILES,
     PENDING_STATES,
     SECRET_KEY,
     SQL_VERSIONS,
@@ -179,8 +181,7 @@ def _read_backup(node: LabNode, request: dict[str, Any], backup_path: str) -> by
 
 
 def _config_role(node: LabNode, path: str) -> Role | None:
-    roles: tuple[Role, ...] = ("master", "worker")
-    return next((r for r in roles if node.config_path(r).lower() == path.lower()), None)
+    return next((r for r in CONFIG_FILES if node.config_path(r).lower() == path.lower()), None)
 
 
 def read_bytes(node: LabNode, path: str) -> bytes | None:
@@ -216,7 +217,7 @@ def _config_path(node: LabNode, request: dict[str, Any]) -> str:
     allowed = {
         f"C:\\Program Files\\Microsoft SQL Server\\{version}\\DTS\\Binn\\{leaf}".lower()
         for version in SQL_VERSIONS
-        for leaf in ("MasterSettings.config", "WorkerSettings.config")
+        for leaf in CONFIG_FILES.values()
     }
     if full.lower() not in allowed:
         raise ActionError(
@@ -224,10 +225,6 @@ def _config_path(node: LabNode, request: dict[str, Any]) -> str:
         )
     if read_bytes(node, full) is None:
         raise ActionError(f"{full} does not exist")
-    return _config_role_path(node, full)
-
-
-def _config_role_path(node: LabNode, full: str) -> str:
     role = _config_role(node, full)
     return node.config_path(role) if role is not None else full
 
@@ -311,7 +308,7 @@ def config_setting(node: LabNode, role: Role, setting: str) -> tuple[str, bytes,
     """(path, bytes, value) of ``setting`` in the node's one settings file of ``role`` (``Get-ConfigSetting``)."""
     data = node.config(role)
     if data is None:
-        leaf = "MasterSettings.config" if role == "master" else "WorkerSettings.config"
+        leaf = CONFIG_FILES[role]
         raise ActionError(f"this node has 0 {leaf} files in its SQL Server DTS\\Binn folders; exactly one is edited")
     return node.config_path(role), data, setting_value(_strict_text(data), setting)
 
@@ -461,8 +458,6 @@ def import_pfx(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
         raise ActionError("the PFX cannot be opened: The specified network password is not correct.") from exc
     if certificate is None or key is None:
         raise ActionError("the PFX holds no private key")
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     cert = LabCert(der=certificate.public_bytes(Encoding.DER))
     if wanted != cert.thumbprint:
         raise ActionError(f"the PFX certificate is {cert.thumbprint}, not the one requested")
@@ -835,8 +830,6 @@ def lease_acquire(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     answer = {"acquired": True, "lease": _lease_view(node), "previous": current}
     read = request.get("collect")
     if isinstance(read, dict) and read.get("op") == "collect":  # the run's first read of this master
-        from scaleguard.lab.agent_collect import collect
-
         answer["collect"] = collect(node, read)
     return answer
 

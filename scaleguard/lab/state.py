@@ -37,6 +37,7 @@ ALWAYS_KEY_READERS = ("NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators")
 PENDING_STATES = {"Running": "Start Pending", "Stopped": "Stop Pending"}
 
 Role = Literal["master", "worker"]
+CONFIG_FILES: dict[Role, str] = {"master": "MasterSettings.config", "worker": "WorkerSettings.config"}
 KeyProvider = Literal["capi", "cng"]
 
 
@@ -283,8 +284,7 @@ class LabNode:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def config_path(self, role: Role) -> str:
-        file_name = "MasterSettings.config" if role == "master" else "WorkerSettings.config"
-        return CONFIG_DIR.format(version=self.sql_version) + "\\" + file_name
+        return CONFIG_DIR.format(version=self.sql_version) + "\\" + CONFIG_FILES[role]
 
     def config(self, role: Role) -> bytes | None:
         return self.master_config if role == "master" else self.worker_config
@@ -350,12 +350,7 @@ class LabNode:
         return next((b for b in self.bindings or [] if b.ip_port.lower() == ip_port.lower()), None)
 
     def roles(self) -> list[Role]:
-        roles: list[Role] = []
-        if self.master_config is not None:
-            roles.append("master")
-        if self.worker_config is not None:
-            roles.append("worker")
-        return roles
+        return [role for role in CONFIG_FILES if self.config(role) is not None]
 
 
 @dataclass
