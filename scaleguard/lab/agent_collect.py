@@ -44,33 +44,22 @@ def _identity(node: LabNode, doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sql(node: LabNode, doc: dict[str, Any]) -> list[dict[str, Any]]:
-    present = node.roles()
-    if not present:
+    present, version = node.roles(), node.sql_version
+    if not present or version not in SQL_VERSIONS:
         return []
-    return [
-        {
-            "version": version,
-            "binn": CONFIG_DIR.format(version=version),
-            "master_marker": "master" in present,
-        }
-        for version in SQL_VERSIONS
-        if version == node.sql_version
-    ]
+    return [{"version": version, "binn": CONFIG_DIR.format(version=version), "master_marker": "master" in present}]
 
 
 def _configs(node: LabNode, doc: dict[str, Any]) -> list[dict[str, Any]]:
-    configs = []
-    for role in node.roles():
-        content = node.config(role) or b""
-        configs.append(
-            {
-                "role": role,
-                "version": node.sql_version,
-                "path": node.config_path(role),
-                "content_b64": base64.b64encode(content).decode("ascii"),
-            }
-        )
-    return configs
+    return [
+        {
+            "role": role,
+            "version": node.sql_version,
+            "path": node.config_path(role),
+            "content_b64": base64.b64encode(node.config(role) or b"").decode("ascii"),
+        }
+        for role in node.roles()
+    ]
 
 
 def _cert(cert: LabCert, store: str, doc: dict[str, Any]) -> dict[str, Any]:

@@ -149,11 +149,7 @@ def _shared_key(node: LabNode, thumbprint: str, readers: list[str] | None) -> La
 
 
 def _sql_version(service_names: Iterable[str]) -> str | None:
-    for name in service_names:
-        found = _SERVICE_VERSION.fullmatch(name)
-        if found:
-            return found.group(1)
-    return None
+    return next((found.group(1) for name in service_names if (found := _SERVICE_VERSION.fullmatch(name))), None)
 
 
 # --- SSISDB ---------------------------------------------------------------------------------------------
