@@ -125,21 +125,13 @@ class SecurityConnection:
     def encrypt(self, message: bytes) -> bytes:
         wrapped = self.context.wrap_winrm(message)
         signature, sealed = bytes(wrapped.header), bytes(wrapped.data)
-        return (
-            BOUNDARY + b"\r\n"
-            b"\tContent-Type: " + PROTOCOL.encode() + b"\r\n"
-            b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
-            + str(len(message)).encode()
-            + b"\r\n"
-            + BOUNDARY
-            + b"\r\n"
-            b"\tContent-Type: application/octet-stream\r\n"
-            + struct.pack("<i", len(signature))
-            + signature
-            + sealed
-            + BOUNDARY
-            + b"--\r\n"
+        headers = (
+            f"\tContent-Type: {PROTOCOL}\r\n"
+            f"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length={len(message)}\r\n"
         )
+        octets = b"\tContent-Type: application/octet-stream\r\n"
+        framed = struct.pack("<i", len(signature)) + signature + sealed
+        return BOUNDARY + b"\r\n" + headers.encode() + BOUNDARY + b"\r\n" + octets + framed + BOUNDARY + b"--\r\n"
 
 
 class NtlmConnection(SecurityConnection):

@@ -106,13 +106,7 @@ class SimulatedHost:
     def _create(self, request: soap.WsmanRequest, user: str) -> Answer:
         with self._lock:
             if len(self._shells) >= MAX_SHELLS_PER_USER:
-                reason = (
-                    "The WS-Management service cannot process the request. This user is allowed a maximum "
-                    f"number of {MAX_SHELLS_PER_USER} concurrent shells, which has been exceeded."
-                )
-                return 500, soap.fault(
-                    request, QUOTA_MAX_SHELLS, reason, self.machine, wmi_error=QUOTA_MAX_SHELLS
-                )
+                return self._quota_fault(request, QUOTA_MAX_SHELLS, f"{MAX_SHELLS_PER_USER} concurrent shells")
             self._shells_created += 1
             shell = Shell(
                 id=str(uuid.uuid4()).upper(),
@@ -126,12 +120,7 @@ class SimulatedHost:
         with self._lock:
             self._commands_seen += 1
             if self._commands_seen <= self.node.faults.quota_faults:
-                reason = (
-                    "The WS-Management service cannot process the request. This user is allowed a maximum "
-                    "number of 1500 concurrent operations, which has been exceeded."
-                )
-                code = soap.QUOTA_MAX_OPERATIONS
-                return 500, soap.fault(request, code, reason, self.machine, wmi_error=code)
+                return self._quota_fault(request, soap.QUOTA_MAX_OPERATIONS, "1500 concurrent operations")
             if shell.expires_after_first_command:
                 self._shells.pop(shell.id, None)
         element = request.find("Command")
@@ -197,8 +186,10 @@ class SimulatedHost:
             message = (f"'{program}' is not recognized as an internal or external command,\r\n"
                        "operable program or batch file.\r\n")
             return b"", message.encode("ascii", "replace"), 1, 0.0
-        if self.node.faults.language_mode != "FullLanguage":
-            return b"", _clixml_error(_language_mode_message(self.node.faults.language_mode)), 4, 0.0
+        mode = self.node.faults.language_mode
+        if mode != "FullLanguage":  # what bootstrap.ps1 writes (Write-Error) outside FullLanguage
+            message = f"scaleguard: PowerShell runs in {mode} (AppLocker/WDAC); the agent needs FullLanguage"
+            return b"", _clixml_error(message), 4, 0.0
         try:
             if script.strip() == self._bootstrap.strip():
                 body = bytes(command.stdin).partition(PAYLOAD_SEPARATOR)[0]
@@ -208,9 +199,7 @@ class SimulatedHost:
             elif script.startswith(NAIVE_MARKER):
                 request = json.loads(script.splitlines()[0][len(NAIVE_MARKER) :])
             else:
-                raise ActionError(
-                    "the scaleguard lab answers agent requests only; it does not run PowerShell"
-                )
+                raise ActionError("the scaleguard lab answers agent requests only; it does not run PowerShell")
             if self.node.faults.malformed_output and request.get("op") == "collect":
                 return MALFORMED_STDOUT, b"", 0, 0.0
             result, waited_until = dispatch_timed(self.node, request)
@@ -251,6 +240,12 @@ class SimulatedHost:
     def _fault(self, request: soap.WsmanRequest, code: int, reason: str) -> Answer:
         return 500, soap.fault(request, code, reason, self.machine)
 
+    def _quota_fault(self, request: soap.WsmanRequest, code: int, allowed: str) -> Answer:
+        """A WinRM quota exceeded: the fault carries the MSFT_WmiError with the same code."""
+        reason = ("The WS-Management service cannot process the request. This user is allowed a maximum "
+                  f"number of {allowed}, which has been exceeded.")
+        return 500, soap.fault(request, code, reason, self.machine, wmi_error=code)
+
     def _sleep_until(self, moment: float) -> None:
         delay = moment - time.monotonic()
         if delay > 0:
@@ -278,11 +273,6 @@ def request_from_stdin(data: bytes) -> dict[str, Any]:
     if secret is not None:
         request[SECRET_KEY] = secret
     return request
-
-
-def _language_mode_message(mode: str) -> str:
-    """What bootstrap.ps1 writes (Write-Error) when PowerShell is not in FullLanguage mode."""
-    return f"scaleguard: PowerShell runs in {mode} (AppLocker/WDAC); the agent needs FullLanguage"
 
 
 def _clixml_error(message: str) -> bytes:
