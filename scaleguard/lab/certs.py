@@ -17,6 +17,7 @@ import asn1crypto.x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _LEGACY = {"sha1": ("sha1_rsa", hashes.SHA1()), "md5": ("md5_rsa", hashes.MD5())}
@@ -65,8 +66,6 @@ class IssuedCertificate:
 def pfx_for_server_2016(issued: IssuedCertificate, password: bytes) -> bytes:
     """A PFX Windows Server 2016 can import: TripleDES-SHA1 (what Export-PfxCertificate writes there).
     Its PKCS#12 import cannot read AES-256/PBES2 files, so the lab refuses those, as Windows does."""
-    from cryptography.hazmat.primitives.serialization import pkcs12
-
     encryption = (
         serialization.PrivateFormat.PKCS12.encryption_builder()
         .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
@@ -85,17 +84,13 @@ def _key(key_type: str, key_size: int, seed: int) -> rsa.RSAPrivateKey | ec.Elli
     return rsa.generate_private_key(public_exponent=65537, key_size=key_size)
 
 
-def _name(common_names: tuple[str, ...]) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in common_names])
-
-
 def make_certificate(
     spec: CertSpec, *, issuer: IssuedCertificate | None = None, now: datetime | None = None
 ) -> IssuedCertificate:
     """A certificate per ``spec``: self-signed unless an ``issuer`` is given."""
     now = now or datetime.now(UTC)
     key = _key(spec.key_type, spec.key_size, spec.key_seed)
-    subject = _name(spec.common_names)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in spec.common_names])
     signer_key = issuer.key if issuer else key
     builder = (
         x509.CertificateBuilder()

@@ -24,12 +24,10 @@ def encode_text(text: str, encoding: Encoding, *, crlf: bool = True) -> bytes:
     """Bytes as a Windows tool would write ``text``: BOM for the UTF-16 forms, CRLF line ends."""
     if crlf:
         text = text.replace("\r\n", "\n").replace("\n", "\r\n")
-    if encoding == "utf-16-le":
+    if encoding in ("utf-16", "utf-16-le"):  # PowerShell's "Unicode": little-endian
         return b"\xff\xfe" + text.encode("utf-16-le")
     if encoding == "utf-16-be":
         return b"\xfe\xff" + text.encode("utf-16-be")
-    if encoding == "utf-16":
-        return b"\xff\xfe" + text.encode("utf-16-le")
     return text.encode(encoding)
 
 

@@ -1,7 +1,7 @@
 """Run ``scaleguard lab serve`` as a child process (tests, benchmarks, the demo).
 
-The lab must not share the auditor's GIL (winrm-transport §4: an in-process simulator halves throughput),
-so it always runs in its own interpreter. Readiness is the inventory file appearing: the lab writes it
+The lab must not share the auditor's GIL (an in-process simulator halves its throughput), so it always
+runs in its own interpreter. Readiness is the inventory file appearing: the lab writes it
 atomically only after every port listens.
 """
 

@@ -1,9 +1,9 @@
 """WS-Management envelopes: reading what pywinrm sends, writing what Windows answers.
 
-Only what clients rely on is modelled (see docs: winrm-transport §2.3): the ``ShellId`` selector *and*
-``rsp:Shell/rsp:ShellId`` on Create, ``RelatesTo`` echoed on every answer (pypsrp checks it everywhere,
-pywinrm on Signal and Delete), base64 streams with a ``Name``, ``CommandState/Done`` plus ``ExitCode``, and
-faults shaped like a real Windows 2016 capture so ``WSManFaultError`` gets every code.
+Only what clients rely on is modelled: the ``ShellId`` selector *and* ``rsp:Shell/rsp:ShellId`` on Create,
+``RelatesTo`` echoed on every answer (pypsrp checks it everywhere, pywinrm on Signal and Delete), base64
+streams with a ``Name``, ``CommandState/Done`` plus ``ExitCode``, and faults shaped like a real Windows 2016
+capture so ``WSManFaultError`` gets every code.
 """
 
 from __future__ import annotations
