@@ -219,7 +219,7 @@ def _op(step: Step) -> str:
 
 def _file_content(outcome: Any) -> bytes | None:
     """The bytes of a ``read_file`` answer; None when it failed or is not base64 (node data)."""
-    if not (isinstance(outcome, dict) and outcome.get("ok") and isinstance(outcome.get("result"), dict)):
+    if not (isinstance(outcome, dict) and outcome.get("ok") is True and isinstance(outcome.get("result"), dict)):
         return None
     try:
         return base64.b64decode(str(outcome["result"].get("content_b64", "")), validate=True)
@@ -679,12 +679,15 @@ class Executor:
                 self.journal.end(run_id, seq, "skipped", error="not run: an earlier action of its round failed")
                 self.status[step.id] = "skipped"
                 continue
-            if not outcome.get("ok"):
+            ok = outcome.get("ok")
+            if ok is not True:
                 error = str(outcome.get("error") or "the action failed")
-                if outcome.get("partial"):
+                if ok is not False:  # node data that says neither: it may have changed the node
+                    error = f"the answer says neither done nor failed (ok: {str(ok)[:40]!r})"
+                if ok is not False or outcome.get("partial") not in (None, False):
                     # changed and neither finished nor undone: outcome unknown, rolled back from what the
                     # agent found before (or blindly, as any unknown outcome, when it could not say)
-                    before = outcome.get("result")
+                    before = outcome.get("result") if ok is False else None
                     self.journal.end(run_id, seq, "unknown", error=error)
                     self.status[step.id] = "unknown"
                     done = _Done(step, seq, logged, dict(before) if isinstance(before, dict) else None)

@@ -238,10 +238,19 @@ def _raises(_answer: dict[str, Any]) -> dict[str, Any]:
     raise RuntimeError("a fault no one foresaw, after the node acted")
 
 
+def _ok_says(value: Any) -> Any:
+    def tamper(answer: dict[str, Any]) -> dict[str, Any]:
+        return {**answer, "results": [{**r, "ok": value} for r in answer["results"]]}
+
+    return tamper
+
+
 @pytest.mark.parametrize(
     ("op", "tamper", "status"),
-    [("read_file", _not_base64, "failed"), ("write_config", _raises, "unknown")],
-    ids=["a read answer that is not base64", "an unforeseen error after the write"],
+    [("read_file", _not_base64, "failed"), ("write_config", _raises, "unknown"),
+     ("write_config", _ok_says("false"), "unknown"), ("write_config", _ok_says(None), "unknown")],
+    ids=["a read answer that is not base64", "an unforeseen error after the write",
+         "ok is the text 'false' (it counted as done)", "ok is null (it counted as a plain failure)"],
 )
 def test_a_hostile_or_broken_answer_fails_the_unit_and_leaves_the_node_as_before(
     setup: Any, op: str, tamper: Any, status: str
