@@ -264,7 +264,7 @@ def _partial_result(stdout: bytes) -> dict[str, Any] | None:
     """The ``result`` of the agent's ``{"partial": true, "result": ...}`` answer, if it is an object."""
     try:
         answer = json.loads(stdout.decode("utf-8", errors="replace"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     inner = answer.get("result") if isinstance(answer, dict) else None
     return inner if isinstance(inner, dict) else None

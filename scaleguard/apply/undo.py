@@ -45,6 +45,10 @@ def send_revert(
     except (ActionFailed, OutcomeUnknown) as exc:
         journal.end(run_id, seq, "failed", error=str(exc))
         return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a fault nobody foresaw fails this revert, never the rest
+        error = f"the revert failed ({type(exc).__name__}: {exc})"
+        journal.end(run_id, seq, "failed", error=error)
+        return error
     journal.end(run_id, seq, "done", result=result)
     return None
 

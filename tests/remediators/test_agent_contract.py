@@ -107,6 +107,13 @@ def test_exit_code_3_is_a_partial_change_carrying_what_was_before() -> None:
     ]
 
 
+def test_exit_code_3_with_an_answer_too_deep_to_read_is_a_partial_change_that_could_not_say_what_was_before() -> None:
+    client = AgentClient(Answering(CommandResult(b"[" * 100_000, b"", 3)), timeout_s=30, name="W1")  # type: ignore[arg-type]
+    with pytest.raises(PartialChange) as raised:
+        client.request({"op": "start_service", "name": "SSISScaleOutWorker150"})
+    assert raised.value.result is None
+
+
 @pytest.mark.parametrize(
     "stdout",
     [b"[" * 100_000, b'{"a":' * 50_000, b"1" * 5_000, b"not json", b"[1, 2]", b"{} {} {}"],

@@ -311,6 +311,19 @@ def test_a_done_step_whose_answer_does_not_say_what_it_replaced_fails_its_rollba
     assert not undone.ok and any("set_binding does not say what it replaced" in e for e in undone.errors)
 
 
+def test_a_revert_that_fails_unforeseen_fails_that_rollback_not_the_run(setup: Any) -> None:
+    s = setup({"nodes": {"WORKER01": {"worker_settings": {"MasterHttpsCertThumbprint": "{master|spaced}"}}}})
+    s.state.node("WORKER01").faults.fail_ops = {"restart_service": 1}
+
+    def broken(_answer: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("the channel broke while restoring")
+
+    report = s.apply(s.plan(), Tampering(s.state, "restore_file", broken))
+    assert report.units == {"u01": "rollback_failed"}
+    assert any("RuntimeError: the channel broke while restoring" in e for e in report.rollback_errors)
+    assert all(e.status != "running" for e in s.journal.entries(report.run_id))
+
+
 def test_interrupted_run_is_undone_and_a_second_undo_does_nothing(setup: Any) -> None:
     s = setup({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}})
 
