@@ -528,9 +528,14 @@ class _Reader:
         raw = self.text(node, what)
         if raw is None:
             return None
-        path = Path(raw).expanduser()
-        path = path if path.is_absolute() else self.base / path
-        if not path.is_file():
+        try:
+            path = Path(raw).expanduser()
+            path = path if path.is_absolute() else self.base / path
+            found = path.is_file()
+        except (OSError, RuntimeError) as exc:  # a name too long, ~user unknown
+            self.error(node, f"{what}: {raw[:200]!r} cannot be a file here ({exc})")
+            return None
+        if not found:
             self.error(node, f"{what}: file {path} does not exist")
             return None
         return path

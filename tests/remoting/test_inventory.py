@@ -135,6 +135,14 @@ def test_kerberos_needs_no_password_but_ntlm_does(tmp_path: Path) -> None:
             "defaults:\n  transport: {ca_bundle: nowhere.pem}\nclusters:\n  - {name: c, masters: [m]}\n",
             ":2: defaults.transport ca_bundle: file",
         ),
+        (  # found by fuzzing: OSError (name too long) and RuntimeError (no such user) escaped as crashes
+            "defaults:\n  transport: {ca_bundle: " + "a" * 300 + "}\nclusters:\n  - {name: c, masters: [m]}\n",
+            ":2: defaults.transport ca_bundle: 'aaaa",
+        ),
+        (
+            "defaults:\n  transport: {ca_bundle: ~no-such-user-zz/ca.pem}\nclusters:\n  - {name: c, masters: [m]}\n",
+            ":2: defaults.transport ca_bundle: '~no-such-user-zz/ca.pem' cannot be a file here",
+        ),
         (
             "defaults:\n  transport: {timeout: 10, operation_timeout: 20}\n" + ONE_CLUSTER,
             ":2: defaults.transport: operation_timeout (20) must be below timeout (10)",
