@@ -226,20 +226,29 @@ def test_a_mutated_node_answer_becomes_a_node_or_a_failure_and_the_cluster_is_ju
 
 
 class ApplySeeds:
-    """A cluster whose master certificate is rotated (every kind of round: a created certificate referenced by
-    later steps, imports on every worker, a binding, settings files read and written, restarts)."""
+    """Two plans to apply, each with the lab evidence it was made from: a master rotation (a created
+    certificate referenced by later steps, imports on every worker, a binding, settings files read and
+    written, restarts) and the demo's planted defects (every other kind of remediation the demo shows)."""
 
     def __init__(self, folder: Path) -> None:
-        from fixcases import Cluster, finding, findings_file, lab_snapshot, lab_state, options
+        from fixcases import Cluster, finding, findings_file, lab_findings, lab_snapshot, lab_state, options
 
-        self.cluster = Cluster({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}}, folder)
         self.folder = folder
-        self.plan = plan(
-            findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")),
-            lab_snapshot(lab_state(self.cluster.evidence)),
-            options(),
-        )
-        assert len(self.plan.steps) > 8
+        rotation = Cluster({"workers": ["WORKER01", "WORKER02"], "certs": {"master": EXPIRING}}, folder / "rotation")
+        demo = demo_scenario().write(folder / "demo" / "CONTOSO-SSIS")
+        failing = [f for f in lab_findings(lab_state(demo), folder) if f.status.value in ("fail", "error")]
+        self.cases = {
+            "master rotation": (
+                rotation.evidence,
+                plan(
+                    findings_file(finding("SO-M07", "MASTER01", "rotate-master-certificate")),
+                    lab_snapshot(lab_state(rotation.evidence)),
+                    options(),
+                ),
+            ),
+            "the demo's defects": (demo, plan(findings_file(*failing), lab_snapshot(lab_state(demo)), options())),
+        }
+        assert all(len(the_plan.steps) > 8 for _evidence, the_plan in self.cases.values())
 
 
 EXPIRING = {"cn": ["master01.contoso.test", "MASTER01", "10.0.1.1"], "days_from": -700, "days": 710}
@@ -278,10 +287,11 @@ class Mutating:
         pass
 
 
-@settings(FUZZ, max_examples=40, deadline=timedelta(seconds=20))
-@given(st.data())
+@pytest.mark.parametrize("case", ["master rotation", "the demo's defects"])
+@settings(FUZZ, max_examples=30, deadline=timedelta(seconds=20))
+@given(data=st.data())
 def test_a_mutated_answer_while_applying_ends_every_step_and_can_be_undone(
-    apply_seeds: ApplySeeds, data: st.DataObject
+    apply_seeds: ApplySeeds, case: str, data: st.DataObject
 ) -> None:
     import tempfile
 
@@ -289,13 +299,17 @@ def test_a_mutated_answer_while_applying_ends_every_step_and_can_be_undone(
 
     from scaleguard.apply.journal import Journal
     from scaleguard.apply.runner import Executor
-    from scaleguard.apply.undo import undo_run
+    from scaleguard.apply.undo import pending_entries, undo_run
 
-    state = lab_state(apply_seeds.cluster.evidence)
-    transport = Mutating(state, data.draw(EDITS, label="edits"), data.draw(st.integers(1, 6), label="which answer"))
+    evidence, the_plan = apply_seeds.cases[case]
+    state = lab_state(evidence)
+    rounds = data.draw(st.integers(1, 8), label="which answer")
+    transport = Mutating(state, data.draw(EDITS, label="edits"), rounds)
     with tempfile.TemporaryDirectory(dir=apply_seeds.folder) as scratch, Journal(Path(scratch) / "j.sqlite") as journal:
-        report = Executor(apply_seeds.plan, transport, journal, source="fuzz", current=lab_snapshot(state)).run()
+        report = Executor(the_plan, transport, journal, source="fuzz", current=lab_snapshot(state)).run()
         assert all(e.status != "running" for e in journal.entries(report.run_id))
         event("an answer was mutated" if transport.hit else "no answer was mutated (the run stopped before)")
         event(f"run {report.status}")
-        undo_run(report.run_id, LabTransport(state), journal)
+        undone = undo_run(report.run_id, LabTransport(state), journal)
+        left = pending_entries(journal, report.run_id)
+        assert not left or undone.errors or undone.notes, "a change still in effect after --undo, unexplained"
