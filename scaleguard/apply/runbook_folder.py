@@ -16,12 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import StringConstraints, ValidationError
 
 from scaleguard.apply.journal import EntryStatus, Journal
 from scaleguard.apply.runbook_script import (
+    Checked,
     NodeName,
     NotARunbook,
+    Refused,
     RunbookData,
     RunbookResult,
     RunId,
@@ -65,11 +67,7 @@ Scripts of this wave (SHA-256):
 """
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class ScriptEntry(_Model):
+class ScriptEntry(Checked):
     cluster: NodeName
     node: NodeName
     file: Annotated[str, StringConstraints(pattern=r"^wave-[0-9]{2,3}/[A-Za-z0-9._-]{1,64}\.ps1$")]
@@ -77,20 +75,13 @@ class ScriptEntry(_Model):
     steps: list[StepId]
 
 
-class WaveEntry(_Model):
+class WaveEntry(Checked):
     wave: int
     scripts: list[ScriptEntry]
     imported: bool = False
 
 
-class StepState(_Model):
-    status: Literal["pending", "done", "applied", "stale", "failed", "skipped"]
-    reason: str = ""
-    result: dict[str, Any] | None = None
-    wave: int = 0
-
-
-class Manifest(_Model):
+class Manifest(Checked):
     """``runbook.json``: what was emitted and what came back, so each import knows where it stands."""
 
     format: Literal["scaleguard-runbook-folder/1"] = "scaleguard-runbook-folder/1"
@@ -100,15 +91,7 @@ class Manifest(_Model):
     emitted_at: str
     finished: bool = False
     waves: list[WaveEntry]
-    steps: dict[StepId, StepState]
-
-    def known(self) -> dict[str, Known]:
-        return {k: Known(v.status, v.reason, v.result, v.wave) for k, v in self.steps.items()}
-
-    def remember(self, known: dict[str, Known]) -> None:
-        self.steps = {
-            k: StepState(status=v.status, reason=v.reason, result=v.result, wave=v.wave) for k, v in known.items()
-        }
+    steps: dict[StepId, Known]
 
     def write(self, folder: Path) -> None:
         text = json.dumps(self.model_dump(mode="json"), indent=1)
@@ -117,12 +100,8 @@ class Manifest(_Model):
         temporary.replace(folder / MANIFEST)
 
 
-class RunbookError(ValueError):
+class RunbookError(Refused):
     """The folder or a result in it is refused; ``reasons`` holds one line each (nothing was recorded)."""
-
-    def __init__(self, reasons: list[str]) -> None:
-        super().__init__("\n".join(reasons))
-        self.reasons = reasons
 
 
 def emit(folder: Path, plan_bytes: bytes, plan: Plan, plan_sha256: str, run_id: str) -> WaveEntry:
@@ -136,16 +115,15 @@ def emit(folder: Path, plan_bytes: bytes, plan: Plan, plan_sha256: str, run_id: 
     (folder / PLAN_COPY).write_bytes(plan_bytes)
     manifest = Manifest(
         plan_sha256=plan_sha256, run_id=run_id, emitted_at=datetime.now(UTC).isoformat(), waves=[],
-        steps={s.id: StepState(status="pending") for s in plan.steps},
+        steps={s.id: Known(status="pending") for s in plan.steps},
     )
-    known = manifest.known()
-    wave = _write_wave(folder, plan, manifest, known, 1)
-    manifest.remember(known)
+    wave = _write_wave(folder, plan, manifest, 1)
     manifest.write(folder)
     return wave
 
 
-def _write_wave(folder: Path, plan: Plan, manifest: Manifest, known: dict[str, Known], number: int) -> WaveEntry:
+def _write_wave(folder: Path, plan: Plan, manifest: Manifest, number: int) -> WaveEntry:
+    known = manifest.steps
     chosen = next_wave(plan, known)
     if not chosen:
         raise RunbookError(["no step can run: every remaining step waits for one that did not succeed"])
@@ -301,7 +279,7 @@ def record(
             kind="apply", source=f"runbooks in {folder}", plan_json=plan_json, run_id=run_id,
             plan_sha256=manifest.plan_sha256,
         )
-    known = manifest.known()
+    known = manifest.steps  # what this wave's results say replaces what was known of their steps
     report = ImportReport(wave=wave.wave)
     for result, data in results:
         requests = {s.id: dict(s.request) for s in data.steps}
@@ -333,13 +311,15 @@ def record(
                 reason = outcome.reason or ""
                 text = {"done": f"already done: {reason}", "stale": f"stale: {reason}"}.get(outcome.status, reason)
                 journal.skip(run_id, step, text)
-            known[outcome.id] = Known(outcome.status, outcome.reason or outcome.error or "", outcome.result, wave.wave)
+            known[outcome.id] = Known(
+                status=outcome.status, reason=outcome.reason or outcome.error or "", result=outcome.result,
+                wave=wave.wave,
+            )
             report.recorded[outcome.id] = outcome.status
     for step_id in stop_failed(plan, known):
         journal.skip(run_id, plan.step(step_id), known[step_id].reason)
         report.skipped.append(step_id)
     wave.imported = True
-    manifest.remember(known)
     if all(k.status != "pending" for k in known.values()):
         manifest.finished = True
         report.finished = True
@@ -351,8 +331,7 @@ def record(
 
 def write_next(folder: Path, plan: Plan, manifest: Manifest, report: ImportReport) -> None:
     if not report.finished:
-        known = manifest.known()
-        report.next_wave = _write_wave(folder, plan, manifest, known, report.wave + 1)
+        report.next_wave = _write_wave(folder, plan, manifest, report.wave + 1)
     manifest.write(folder)
 
 

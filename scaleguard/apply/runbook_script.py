@@ -48,6 +48,12 @@ Scalar = str | int | bool | None
 RequestValue = Scalar | list[str]
 
 
+class Checked(BaseModel):
+    """No field it does not know, no value coerced: runbook data, results and the folder's manifest."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -193,10 +199,8 @@ StepStatus = Literal["done", "applied", "stale", "failed", "skipped", "pending"]
 """pending: only in a ``-CheckOnly`` result, a step that would be applied."""
 
 
-class StepOutcome(BaseModel):
+class StepOutcome(Checked):
     """One step as the driver reports it (``result``: what the agent answered, or found when done)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: StepId
     status: StepStatus
@@ -206,10 +210,8 @@ class StepOutcome(BaseModel):
     partial: bool = False
 
 
-class RunbookResult(BaseModel):
+class RunbookResult(Checked):
     """The one JSON document a runbook prints."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
 
     format: Literal["scaleguard-runbook-result/1"]
     plan_sha256: Sha256
@@ -253,6 +255,14 @@ def runbook_script(data: RunbookData) -> str:
     encoded = base64.b64encode(data.to_json().encode("ascii")).decode("ascii")
     head, tail = runbook_parts()
     return f"{head}{DATA_PREFIX}{encoded}{DATA_SUFFIX}{tail}"
+
+
+class Refused(ValueError):
+    """Refused for ``reasons``, one line each."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("\n".join(reasons))
+        self.reasons = reasons
 
 
 class NotARunbook(ValueError):

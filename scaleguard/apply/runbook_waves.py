@@ -13,7 +13,6 @@ every step that needs one of the stopped steps, on any node, is skipped with it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from scaleguard.apply.runbook_script import (
@@ -22,6 +21,7 @@ from scaleguard.apply.runbook_script import (
     CheckAbsent,
     CheckBinding,
     CheckCreated,
+    Checked,
     CheckKeyReadable,
     CheckNone,
     CheckPresent,
@@ -31,6 +31,7 @@ from scaleguard.apply.runbook_script import (
     CheckSetting,
     CheckStartMode,
     RefField,
+    Refused,
     RunbookRef,
     RunbookStep,
 )
@@ -62,19 +63,14 @@ NOT_IN_RUNBOOKS = {
 SERVICE_WAIT_S = 120
 
 
-class RunbookRefused(ValueError):
+class RunbookRefused(Refused):
     """The plan cannot be run as runbooks; ``reasons`` holds one line per step."""
 
-    def __init__(self, reasons: list[str]) -> None:
-        super().__init__("\n".join(reasons))
-        self.reasons = reasons
 
+class Known(Checked):
+    """What is known of one step after the results imported so far (``runbook.json`` keeps it)."""
 
-@dataclass
-class Known:
-    """What is known of one step after the results imported so far."""
-
-    status: Status = "pending"
+    status: Status
     reason: str = ""
     result: dict[str, Any] | None = None
     wave: int = 0
@@ -134,7 +130,7 @@ def stop_failed(plan: Plan, known: dict[str, Known]) -> list[str]:
                 reason = f"prerequisite step(s) {', '.join(blocking)} did not succeed"
             else:
                 continue
-            known[step.id] = Known("skipped", reason)
+            known[step.id] = Known(status="skipped", reason=reason)
             skipped.append(step.id)
             changed = True
     return skipped
