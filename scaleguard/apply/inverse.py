@@ -54,6 +54,7 @@ def _create(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
 
 
 def _import(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
+    """An import, a copy or a certificate restored from its backup: taken out again unless it was there."""
     if result.get("already_present"):
         return Inverse(note="the certificate was already there")
     store = request.get("store") or request.get("to_store")
@@ -79,12 +80,6 @@ def _remove(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
             }
         ]
     )
-
-
-def _restore_cert(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    if result.get("already_present"):
-        return Inverse(note="the certificate was already there")
-    return _removal(request["store"], result["thumbprint"], delete_key=False)
 
 
 def _binding(previous: dict[str, Any] | None, ip_port: str) -> dict[str, Any]:
@@ -207,7 +202,7 @@ _INVERSES = {
     "import_pfx": _import,
     "copy_certificate": _import,
     "remove_certificate": _remove,
-    "restore_certificate": _restore_cert,
+    "restore_certificate": _import,
     "set_binding": _set_binding,
     "delete_binding": _delete_binding,
     "write_config": _write_config,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scaleguard.apply.transport import ActionFailed, OutcomeUnknown, Transport
+from scaleguard.collectors.agent.schema import AGENT_SCHEMA
 
 DEFAULT_TTL_S = 300
 _PLAIN = re.compile(r"[^A-Za-z0-9 ._@\\-]")
@@ -115,8 +116,6 @@ class ClusterLease:
         if replaces:
             request["replaces"] = replaces
         if read_after:
-            from scaleguard.collectors.agent.schema import AGENT_SCHEMA
-
             request["collect"] = {"op": "collect", "schema": AGENT_SCHEMA}
         return self._request(cluster, node, request)
 

@@ -229,17 +229,12 @@ def _fixed_text(name: str) -> str:
     return resources.files("scaleguard.apply.agent").joinpath(name).read_text(encoding="ascii")
 
 
-def agent_body() -> str:
-    """The lines of ``actions.ps1`` a runbook carries: its preferences, patterns and functions."""
-    script = _fixed_text("actions.ps1")
-    start = script.index(_AGENT_START) + len(_AGENT_START)
-    end = script.index(_AGENT_END)
-    return script[start:end]
-
-
 def runbook_parts() -> tuple[str, str]:
-    """(everything before the data line, everything after it): the same for every runbook."""
-    return _fixed_text("runbook_header.ps1"), agent_body() + _fixed_text("runbook_driver.ps1")
+    """(everything before the data line, everything after it): the same for every runbook. After it come the
+    lines of ``actions.ps1`` a runbook carries (its preferences, patterns and functions), then the driver."""
+    agent = _fixed_text("actions.ps1")
+    body = agent[agent.index(_AGENT_START) + len(_AGENT_START) : agent.index(_AGENT_END)]
+    return _fixed_text("runbook_header.ps1"), body + _fixed_text("runbook_driver.ps1")
 
 
 def runbook_payload(script: str) -> bytes:
