@@ -336,23 +336,17 @@ class _Reader:
         reported: set[str] = set()
         for entry in nodes:
             t = entry.transport
+            if t.auth in reported:
+                continue
+            missing = [key for key, value in (("username", t.username), ("credential", t.credential)) if not value]
             if t.auth in SPNEGO_AUTH and t.credential is not None and not t.username:
-                message = f"{what}: auth {t.auth} with a credential needs the username it is the password of"
-                if t.auth not in reported:
-                    reported.add(t.auth)
-                    self.error(node, message)
+                self.error(node, f"{what}: auth {t.auth} with a credential needs the username it is the password of")
+            elif t.auth in ("basic", "ntlm") and missing:
+                self.error(node, f"{what}: auth {t.auth} needs {' and '.join(missing)} "
+                           f"(node {entry.name} and maybe others)")
+            else:
                 continue
-            if t.auth not in ("basic", "ntlm"):
-                continue
-            missing = [
-                key for key, value in (("username", t.username), ("credential", t.credential)) if not value
-            ]
-            message = (
-                f"{what}: auth {t.auth} needs {' and '.join(missing)} (node {entry.name} and maybe others)"
-            )
-            if missing and t.auth not in reported:
-                reported.add(t.auth)
-                self.error(node, message)
+            reported.add(t.auth)
 
     def merge(self, nodes: dict[str, InventoryNode], new: InventoryNode, entry: yaml.Node, what: str) -> None:
         """A node listed as master *and* worker is one host with both roles, if both entries agree."""
@@ -388,31 +382,27 @@ class _Reader:
         return parsed
 
     def node_entry(self, entry: yaml.Node, role: Role, transport: Transport, what: str) -> InventoryNode | None:
+        """A bare host, or a mapping with ``host`` and optionally ``name``, ``port`` and ``transport``."""
+        name = None
         if isinstance(entry, yaml.ScalarNode):
             host = self.text(entry, f"{what} {role} host")
             if host is None:
                 return None
-            return InventoryNode(
-                name=_default_name(host),
-                host=host,
-                roles=(role,),
-                transport=transport,
-                line=entry.start_mark.line + 1,
-            )
-        section = self.mapping(entry, f"{what} {role}", ("host", "name", "port", "transport"))
-        if section is None:
-            return None
-        if "host" not in section:
-            self.error(entry, f"{what}: a {role} without 'host'")
-            return None
-        host = self.text(section["host"], f"{what} {role} host")
-        if host is None:
-            return None
-        name = self.text(section["name"], f"{what} {role} name") if "name" in section else None
-        if "transport" in section:
-            transport = self.transport(section["transport"], transport, f"{what} {role} '{host}' transport")
-        if "port" in section:
-            transport = replace(transport, port=self.port(section["port"], f"{what} {role} '{host}' port"))
+        else:
+            section = self.mapping(entry, f"{what} {role}", ("host", "name", "port", "transport"))
+            if section is None:
+                return None
+            if "host" not in section:
+                self.error(entry, f"{what}: a {role} without 'host'")
+                return None
+            host = self.text(section["host"], f"{what} {role} host")
+            if host is None:
+                return None
+            name = self.text(section["name"], f"{what} {role} name") if "name" in section else None
+            if "transport" in section:
+                transport = self.transport(section["transport"], transport, f"{what} {role} '{host}' transport")
+            if "port" in section:
+                transport = replace(transport, port=self.port(section["port"], f"{what} {role} '{host}' port"))
         return InventoryNode(
             name=name or _default_name(host),
             host=host,
@@ -429,27 +419,11 @@ class _Reader:
             return base
         values: dict[str, Any] = {}
         if "scheme" in section:
-            scheme = self.text(section["scheme"], f"{what} scheme")
-            if scheme is not None and scheme.lower() not in SCHEMES:
-                self.error(section["scheme"], f"{what}: scheme must be http or https, not '{scheme}'")
-            elif scheme is not None:
-                values["scheme"] = scheme.lower()
+            values["scheme"] = self.choice(section["scheme"], what, "scheme", SCHEMES)
         if "port" in section:
             values["port"] = self.port(section["port"], f"{what} port")
         if "auth" in section:
-            auth = self.text(section["auth"], f"{what} auth")
-            if auth is not None and auth.lower() == "credssp":
-                self.error(
-                    section["auth"],
-                    f"{what}: auth credssp is not supported (it was never tested against a CredSSP server); "
-                    "for a second hop use auth kerberos with delegate: true",
-                )
-            elif auth is not None and auth.lower() not in AUTH_METHODS:
-                self.error(
-                    section["auth"], f"{what}: auth must be one of {', '.join(AUTH_METHODS)}, not '{auth}'"
-                )
-            elif auth is not None:
-                values["auth"] = auth.lower()
+            values["auth"] = self.choice(section["auth"], what, "auth", AUTH_METHODS)
         for key in ("ca_bundle", "client_cert", "client_key"):
             if key in section:
                 values[key] = self.file(section[key], f"{what} {key}")
@@ -469,16 +443,25 @@ class _Reader:
             if key in section:
                 values[key] = self.flag(section[key], f"{what} {key}")
         if "message_encryption" in section:
-            mode = self.text(section["message_encryption"], f"{what} message_encryption")
-            if mode is not None and mode.lower() not in MESSAGE_ENCRYPTION:
-                self.error(
-                    section["message_encryption"], f"{what}: message_encryption must be auto or never, not '{mode}'"
-                )
-            elif mode is not None:
-                values["message_encryption"] = mode.lower()
+            values["message_encryption"] = self.choice(
+                section["message_encryption"], what, "message_encryption", MESSAGE_ENCRYPTION
+            )
         merged = replace(base, **{k: v for k, v in values.items() if v is not None})
         self.check_transport(merged, node, what)
         return merged
+
+    def choice(self, node: yaml.Node, what: str, key: str, options: tuple[str, ...]) -> str | None:
+        """One of ``options``, in lower case (the value is matched case-insensitively)."""
+        value = self.text(node, f"{what} {key}")
+        if value is None or value.lower() in options:
+            return value.lower() if value else None
+        if key == "auth" and value.lower() == "credssp":
+            self.error(node, f"{what}: auth credssp is not supported (it was never tested against a CredSSP server); "
+                       "for a second hop use auth kerberos with delegate: true")
+        else:
+            allowed = " or ".join(options) if len(options) == 2 else f"one of {', '.join(options)}"
+            self.error(node, f"{what}: {key} must be {allowed}, not '{value}'")
+        return None
 
     def flag(self, node: yaml.Node, what: str) -> bool | None:
         value = self.scalar(node, what)
