@@ -190,22 +190,11 @@ def collect_node(job: NodeJob, *, insecure: bool) -> NodeSnapshot:
         return snapshot
     except ChannelError as exc:
         log.info("%s: %s: %s", job.node.name, exc.state.value, exc.reason)
-        return failed_node(
-            job.node,
-            exc.state,
-            exc.reason,
-            insecure=insecure,
-            duration_ms=(time.monotonic() - started) * 1000,
-        )
+        state, reason = exc.state, exc.reason
     except Exception as exc:  # noqa: BLE001 - a bug must cost one node, not the audit
         log.exception("%s: collection crashed", job.node.name)
-        return failed_node(
-            job.node,
-            CollectionState.FAILED,
-            f"collection crashed: {type(exc).__name__}: {exc}",
-            insecure=insecure,
-            duration_ms=(time.monotonic() - started) * 1000,
-        )
+        state, reason = CollectionState.FAILED, f"collection crashed: {type(exc).__name__}: {exc}"
+    return failed_node(job.node, state, reason, insecure=insecure, duration_ms=(time.monotonic() - started) * 1000)
 
 
 def parse_agent_output(stdout: bytes, node: InventoryNode) -> AgentDocument:
