@@ -15,7 +15,7 @@ import base64
 import binascii
 from collections.abc import Iterable
 
-from scaleguard.collectors.agent.schema import AgentBindings, AgentCert, AgentConfig, AgentDocument
+from scaleguard.collectors.agent.schema import AgentBinding, AgentBindings, AgentCert, AgentConfig, AgentDocument
 from scaleguard.collectors.parsers.certs import CertificateParseError, load_certificates_with_notes
 from scaleguard.collectors.parsers.config import ConfigKind, parse_config_with_notes
 from scaleguard.collectors.parsers.host import host_from_json, schannel_from_json
@@ -45,8 +45,7 @@ UNREACHABLE_SSISDB_SOURCE = "ssisdb"
 def node_from_agent(
     name: str, document: AgentDocument, *, insecure: bool, duration_ms: float
 ) -> NodeSnapshot:
-    builder = _Builder(name)
-    return builder.build(document, insecure=insecure, duration_ms=duration_ms)
+    return _Builder(name).build(document, insecure=insecure, duration_ms=duration_ms)
 
 
 class _Builder:
@@ -190,10 +189,7 @@ class _Builder:
                           f"SslBindingInfo lists {len(section.entries)} bindings, more than {MAX_BINDINGS}: "
                           "too many to be a Scale Out node's; unknown")
                 return None
-            return [
-                self.registry_binding(e.ip_port, e.kind, e.cert_hash, e.app_id, e.store)
-                for e in section.entries
-            ]
+            return [self.registry_binding(entry) for entry in section.entries]
         if section.netsh_b64 is None:
             self.note(DiagnosticLevel.WARNING, "bindings", "neither SslBindingInfo nor netsh output; unknown")
             return None
@@ -206,23 +202,17 @@ class _Builder:
         self.note(DiagnosticLevel.INFO, source, *notes)
         return bindings
 
-    def registry_binding(
-        self, ip_port: str, kind: str, cert_hash: str | None, app_id: str | None, store: str | None
-    ) -> SslBinding:
-        thumbprint = normalize_thumbprint(cert_hash)
-        if cert_hash and thumbprint is None:
+    def registry_binding(self, entry: AgentBinding) -> SslBinding:
+        thumbprint = normalize_thumbprint(entry.cert_hash)
+        if entry.cert_hash and thumbprint is None:
             self.note(
                 DiagnosticLevel.INFO,
-                f"SslBindingInfo\\{ip_port}",
-                f"SslCertHash {cert_hash!r} is not 20 bytes",
+                f"SslBindingInfo\\{entry.ip_port}",
+                f"SslCertHash {entry.cert_hash!r} is not 20 bytes",
             )
-        stored = store.strip() if store and store.strip() else None
+        stored = entry.store.strip() if entry.store and entry.store.strip() else None
         return SslBinding(
-            ip_port=ip_port,
-            kind="hostnameport" if kind == "hostnameport" else "ccs" if kind == "ccs" else "ipport",
-            cert_hash=thumbprint,
-            app_id=app_id,
-            cert_store=stored,
+            ip_port=entry.ip_port, kind=entry.kind, cert_hash=thumbprint, app_id=entry.app_id, cert_store=stored
         )
 
     def services(self, doc: AgentDocument) -> list[Service] | None:
