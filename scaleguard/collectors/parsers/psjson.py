@@ -21,7 +21,6 @@ class PowerShellJsonError(ValueError):
     """The text is not JSON at all (a truncated export, an error message redirected into the file)."""
 
 
-"""Linear (the digit run cannot overlap the sign of the offset); at most 16 digits, so no huge integer."""
 _TRAILING_JUNK = "\x00\x1a \t\r\n\ufeff"
 
 
