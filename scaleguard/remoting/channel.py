@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from xml.sax.saxutils import unescape as xml_unescape
 
 import requests
 from spnego.exceptions import SpnegoError
@@ -450,6 +451,4 @@ def describe_stderr(stderr: bytes) -> str:
 
 def _unclixml(value: str) -> str:
     value = value.replace("_x000D__x000A_", "\n").replace("_x000A_", "\n").replace("_x000D_", "")
-    return value.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'").replace(
-        "&amp;", "&"
-    )
+    return xml_unescape(value, {"&quot;": '"', "&apos;": "'"})
