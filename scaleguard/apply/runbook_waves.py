@@ -98,14 +98,9 @@ def prerequisites(plan: Plan, step: Step) -> list[str]:
 
 
 def _refs(step: Step) -> list[StepRef]:
-    params = step.params
-    found = [v for name in type(params).model_fields if isinstance(v := getattr(params, name), StepRef)]
-    expect = step.expect
-    for name in ("value", "cert_hash"):
-        value = getattr(expect, name, None) if expect is not None else None
-        if isinstance(value, StepRef):
-            found.append(value)
-    return found
+    values = [getattr(step.params, name) for name in type(step.params).model_fields]
+    values += [getattr(step.expect, name, None) for name in ("value", "cert_hash")]
+    return [v for v in values if isinstance(v, StepRef)]
 
 
 def stop_failed(plan: Plan, known: dict[str, Known]) -> list[str]:
@@ -228,18 +223,16 @@ def runbook_step(
             expected=step.expect.value if isinstance(step.expect, SchannelWas) else None,
         )
     elif isinstance(params, SetServiceStartMode | StartService | RestartService):
-        request |= {k: v for k, v in fields.items() if v is not None} | {"wait_s": SERVICE_WAIT_S}
-        if isinstance(params, SetServiceStartMode):
-            request.pop("wait_s")
+        request |= {k: v for k, v in fields.items() if v is not None}
         service_role = params.role if params.name is None else None
         if isinstance(params, SetServiceStartMode):
             check = CheckStartMode(
                 mode=params.mode, expected=step.expect.mode if isinstance(step.expect, StartModeWas) else None
             )
-        elif isinstance(params, StartService):
-            check = CheckRunning()
         else:
-            check = _restart_check(plan, step, known, script, plan_sha256)
+            request["wait_s"] = SERVICE_WAIT_S
+            restart = isinstance(params, RestartService)
+            check = _restart_check(plan, step, known, script, plan_sha256) if restart else CheckRunning()
     else:  # pragma: no cover - every action either has a branch or is refused by refusals()
         raise RunbookRefused([f"step {step.id}: {step.action} cannot be run as a runbook"])
     return RunbookStep(

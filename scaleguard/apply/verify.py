@@ -11,13 +11,21 @@ another unnoticed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scaleguard.apply.transport import inventory_of
+from scaleguard.collectors.agent.convert import node_from_agent
+from scaleguard.collectors.agent.schema import AgentDocument
+from scaleguard.collectors.live import live_snapshot, plan_jobs, run_jobs
 from scaleguard.findings.model import Finding, Status
+from scaleguard.pipeline import AuditOptions, collect, evaluate
 from scaleguard.remediators.model import Plan
+from scaleguard.remoting.credentials import CredentialResolver
+from scaleguard.remoting.inventory import Inventory
 from scaleguard.snapshot.model import NodeSnapshot, Snapshot
 
 PROBLEM = (Status.FAIL, Status.ERROR)
@@ -46,8 +54,6 @@ def reaudit(
     concurrency: int = 8,
 ) -> tuple[Snapshot, list[Finding]]:
     """Collect and evaluate exactly as ``scaleguard audit --inventory`` does (no reports written)."""
-    from scaleguard.pipeline import AuditOptions, collect
-
     options = AuditOptions(
         out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, insecure=insecure, progress=False,
         concurrency=concurrency,
@@ -56,8 +62,6 @@ def reaudit(
 
 
 def _evaluated(snapshot: Snapshot, inventory: Path, policy_dirs: tuple[Path, ...]) -> tuple[Snapshot, list[Finding]]:
-    from scaleguard.pipeline import AuditOptions, evaluate
-
     options = AuditOptions(out_dir=Path("."), inventory=inventory, policy_dirs=policy_dirs, progress=False)
     findings, _ = evaluate(snapshot, options, datetime.now(UTC))
     return snapshot, findings
@@ -66,9 +70,6 @@ def _evaluated(snapshot: Snapshot, inventory: Path, policy_dirs: tuple[Path, ...
 def _from_document(name: str, document: dict[str, Any] | None, *, insecure: bool) -> NodeSnapshot | None:
     """The node as its collect agent's document shows it (converted as the live collector converts it);
     None when there is no document this collector can read, and the node is collected again."""
-    from scaleguard.collectors.agent.convert import node_from_agent
-    from scaleguard.collectors.agent.schema import AgentDocument
-
     try:
         agent = AgentDocument.model_validate(document) if document is not None else None
     except ValueError:
@@ -104,28 +105,16 @@ def recollect(
 ) -> tuple[Snapshot, list[Finding]]:
     """Collect only ``nodes`` again and evaluate the whole snapshot with them replaced (the canary check:
     policies judge a worker against its master, so the rest of the cluster stays as last read)."""
-    from scaleguard.apply.transport import inventory_of
-    from scaleguard.collectors.live import plan_jobs, run_jobs
-    from scaleguard.remoting.credentials import CredentialResolver
-
     wanted = {(c.lower(), n.lower()) for c, n in nodes}
-    jobs = [
-        job
-        for job in plan_jobs(inventory_of(inventory), insecure=insecure, resolver=CredentialResolver())
-        if (job.cluster.name.lower(), job.node.name.lower()) in wanted
-    ]
-    fresh = run_jobs(jobs, concurrency=concurrency, insecure=insecure, progress=False)
+    fresh = _collected(
+        inventory_of(inventory), lambda c, n: (c.lower(), n.lower()) in wanted, insecure=insecure,
+        concurrency=concurrency,
+    )
     by_key = {(c.lower(), n.lower()): node for (c, n), node in fresh.items()}
-    clusters = [
-        cluster.model_copy(
-            update={
-                "nodes": [
-                    by_key.get((cluster.cluster.lower(), node.name.lower()), node) for node in cluster.nodes
-                ]
-            }
-        )
-        for cluster in base.clusters
-    ]
+    clusters = []
+    for cluster in base.clusters:
+        nodes_now = [by_key.get((cluster.cluster.lower(), node.name.lower()), node) for node in cluster.nodes]
+        clusters.append(cluster.model_copy(update={"nodes": nodes_now}))
     return _evaluated(base.model_copy(update={"clusters": clusters}), inventory, policy_dirs)
 
 
@@ -160,8 +149,6 @@ def after_run(
     the live collector converts it) needs no read of its own; a node the run never sent anything to is
     as the read taken under the lease found it (the lease kept other runs away); every other node is
     collected again."""
-    from scaleguard.apply.transport import inventory_of
-
     schemes = {(c.name.lower(), n.name.lower()): n.transport.scheme for c, n in inventory_of(inventory).nodes()}
     again: list[tuple[str, str]] = []
     clusters = []
@@ -191,10 +178,6 @@ def fresh_read(
 ) -> tuple[Snapshot, list[Finding]]:
     """What ``reaudit`` gives, for the read an apply takes under its lease: the masters read in the round
     that took the lease (``documents``) are not read again, every other node is collected."""
-    from scaleguard.apply.transport import inventory_of
-    from scaleguard.collectors.live import live_snapshot, plan_jobs, run_jobs
-    from scaleguard.remoting.credentials import CredentialResolver
-
     parsed = inventory_of(inventory)
     started = datetime.now(UTC)
     read: dict[tuple[str, str], NodeSnapshot] = {}
@@ -203,10 +186,14 @@ def fresh_read(
         found = _from_document(node.name, document, insecure=insecure and node.transport.scheme == "https")
         if found is not None:
             read[(cluster.name, node.name)] = found
-    jobs = [
-        job
-        for job in plan_jobs(parsed, insecure=insecure, resolver=CredentialResolver())
-        if (job.cluster.name, job.node.name) not in read
-    ]
-    read.update(run_jobs(jobs, concurrency=concurrency, insecure=insecure, progress=False))
+    read.update(_collected(parsed, lambda c, n: (c, n) not in read, insecure=insecure, concurrency=concurrency))
     return _evaluated(live_snapshot(parsed, read, started=started, source=str(inventory)), inventory, policy_dirs)
+
+
+def _collected(
+    parsed: Inventory, wanted: Callable[[str, str], bool], *, insecure: bool, concurrency: int
+) -> dict[tuple[str, str], NodeSnapshot]:
+    """The (cluster, node) pairs ``wanted`` of the inventory, collected as an audit collects them."""
+    jobs = plan_jobs(parsed, insecure=insecure, resolver=CredentialResolver())
+    chosen = [job for job in jobs if wanted(job.cluster.name, job.node.name)]
+    return run_jobs(chosen, concurrency=concurrency, insecure=insecure, progress=False)

@@ -597,17 +597,15 @@ def _undo(o: FixOptions, run_id: str) -> int:
         lease.keep_renewed()
         try:
             transport = _transport(inventory, o.insecure)
-        except FixUsageError:
-            lease.release()
-            raise
-        try:
-            report = undo_run(
-                run_id, transport, journal, on_event=_events(err), undo_id=undo_id, concurrency=o.concurrency
-            )
+            try:
+                report = undo_run(
+                    run_id, transport, journal, on_event=_events(err), undo_id=undo_id, concurrency=o.concurrency
+                )
+            finally:
+                transport.close()
         except UndoError as exc:
             raise FixUsageError(str(exc)) from exc
         finally:
-            transport.close()
             lease.release()
     make_console().print(undo_view(report))
     return int(ExitCode.OK if report.ok else ExitCode.FAILING)
