@@ -11,7 +11,7 @@ makes about hostile input:
 - findings and snapshot files are read or refused as invalid (``ValueError``); from whatever reads, the
   planner makes a plan that passes the same checks a reviewed plan.json does, or refuses (exit 2);
 - a node's answer becomes a node or a per-node collection failure; the cluster with that node is evaluated
-  without raising, and planned as above.
+  without raising, and planned as above; a plan reviewed before is checked against it with reasons.
 
 What earlier runs found (each crashed ``fix`` with a traceback) is kept as plain tests next to the code
 it guards: a step action that is a list (test_resolve_validate), a snapshot whose DER table or node list
@@ -42,6 +42,8 @@ from scaleguard.lab.from_evidence import load_state
 from scaleguard.lab.scenario import demo_scenario
 from scaleguard.pipeline import AuditOptions, evaluate, load_policies
 from scaleguard.remediators import PlanInputInvalid, PlanRefused, plan
+from scaleguard.remediators.livecheck import live_problems
+from scaleguard.remediators.model import Plan
 from scaleguard.remediators.validate import PlanInvalid, load_plan
 from scaleguard.remoting.channel import ChannelError
 from scaleguard.remoting.inventory import InventoryNode, Transport
@@ -220,6 +222,9 @@ def test_a_mutated_node_answer_becomes_a_node_or_a_failure_and_the_cluster_is_ju
                                                                         for n in cluster.nodes]})])
     found, _ = evaluate(snapshot, seeds.options, NOW, policies=seeds.policies)
     _plans_or_refuses(FindingsFile(generated_at=NOW, source="fuzz", findings=found), snapshot)
+    # the plan reviewed before, checked against this fresh read before the first change: reasons, never a raise
+    problems = live_problems(Plan.model_validate(seeds.plan), snapshot)
+    assert all(isinstance(problem, str) and problem.startswith("step ") for problem in problems)
 
 
 # --- what the nodes answer while a plan is applied ----------------------------------------------------------
