@@ -368,24 +368,23 @@ class _NodeReader:
         self._note(DiagnosticLevel.INFO, file_name, *notes)
         return config
 
-    def _payload(self, name: str, limit: int, what: str) -> tuple[str, bytes] | None:
+    def _payload(self, name: str, limit: int, what: str, *, missing: str | None = None) -> tuple[str, bytes] | None:
+        """(name as found, bytes), or None when absent (a warning if ``missing`` says one) or unusable (a warning)."""
         entry = self.files.get(name.lower())
         if entry is None:
+            if missing is not None:
+                self._note(DiagnosticLevel.WARNING, name, missing)
             return None
         try:
             return os_name(entry.name), self._read(entry, limit, what)
         except _Unreadable as exc:
             self._note(DiagnosticLevel.WARNING, os_name(entry.name), f"{exc}; treated as unknown")
-            raise _Skip from exc
+            return None
 
     def _bindings(self) -> list[SslBinding] | None:
-        try:
-            found = self._payload("sslcert.txt", TEXT_LIMIT, "netsh output")
-        except _Skip:
-            return None
+        found = self._payload("sslcert.txt", TEXT_LIMIT, "netsh output",
+                              missing="missing (netsh http show sslcert > sslcert.txt); HTTP.sys bindings unknown")
         if found is None:
-            self._note(DiagnosticLevel.WARNING, "sslcert.txt",
-                       "missing (netsh http show sslcert > sslcert.txt); HTTP.sys bindings unknown")
             return None
         name, data = found
         try:
@@ -398,10 +397,7 @@ class _NodeReader:
 
     def _json(self, name: str) -> tuple[str, object] | None:
         """(name as found, decoded JSON) or ``None`` when absent or unusable (with a diagnostic)."""
-        try:
-            found = self._payload(name, TEXT_LIMIT, "a PowerShell JSON export")
-        except _Skip:
-            return None
+        found = self._payload(name, TEXT_LIMIT, "a PowerShell JSON export")
         if found is None:
             return None
         file_name, data = found
@@ -532,10 +528,6 @@ class _NodeReader:
             else f"neither {MASTER_FILE} nor {WORKER_FILE} is in the node folder"
         )
         return Collection(state=CollectionState.NO_CONFIG, reason=reason, transport="evidence")
-
-
-class _Skip(Exception):
-    """The artefact was present but unusable; its diagnostic is already recorded."""
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
