@@ -67,11 +67,6 @@ class CredentialRef:
     kind: Literal["env", "keyring", "prompt"]
     name: str | None = None
 
-    def describe(self) -> str:
-        if self.kind == "prompt":
-            return "an interactive prompt"
-        return f"{'environment variable' if self.kind == 'env' else 'keyring service'} {self.name}"
-
 
 @dataclass(frozen=True)
 class Transport:
@@ -114,7 +109,6 @@ class InventoryNode:
     host: str
     roles: tuple[Role, ...]
     transport: Transport
-    line: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -403,13 +397,7 @@ class _Reader:
                 transport = self.transport(section["transport"], transport, f"{what} {role} '{host}' transport")
             if "port" in section:
                 transport = replace(transport, port=self.port(section["port"], f"{what} {role} '{host}' port"))
-        return InventoryNode(
-            name=name or _default_name(host),
-            host=host,
-            roles=(role,),
-            transport=transport,
-            line=entry.start_mark.line + 1,
-        )
+        return InventoryNode(name=name or _default_name(host), host=host, roles=(role,), transport=transport)
 
     # -- transport -----------------------------------------------------------------------------------
 
