@@ -35,6 +35,7 @@ MASTER_SERVICE = f"SSISScaleOutMaster{SQL_VERSION}"
 WORKER_SERVICE = f"SSISScaleOutWorker{SQL_VERSION}"
 WORKER_ACCOUNT = f"NT Service\\{WORKER_SERVICE}"
 MASTER_PORT = 8391
+MASTER_ENDPOINT = f"https://master01.{DOMAIN}:{MASTER_PORT}"
 APP_ID = "{a1f96506-93e0-4c91-9171-05a2f6739e13}"
 STOCK_KEY_READERS = ("NT AUTHORITY\\SYSTEM", "BUILTIN\\Administrators")
 MASTER_ADDRESS = "10.0.2.8"
@@ -254,29 +255,22 @@ class ClusterBuilder:
         """schannel.json as PowerShell exports absent registry values (nulls), and the lab's ssisdb.json."""
         return {
             "schannel.json": {"ClientAuthTrustMode": None, "SendTrustedIssuerList": None},
-            "ssisdb.json": self.ssisdb(worker_names),
-        }
-
-    def ssisdb(self, worker_names: Iterable[str]) -> dict[str, Any]:
-        return {
-            "master_properties": {
-                "SSLCERT_THUMBPRINT": self.master_cert.thumbprint,
-                "MASTER_SERVICE_PORT": str(MASTER_PORT),
-                "MACHINE_NAME": "MASTER01",
-                "MACHINE_IP": MASTER_ADDRESS,
-                "MASTER_ADDRESS": master_endpoint(),
-                "CLUSTER_LOGDB_SERVER": "MASTER01",
+            "ssisdb.json": {
+                "master_properties": {
+                    "SSLCERT_THUMBPRINT": self.master_cert.thumbprint,
+                    "MASTER_SERVICE_PORT": str(MASTER_PORT),
+                    "MACHINE_NAME": "MASTER01",
+                    "MACHINE_IP": MASTER_ADDRESS,
+                    "MASTER_ADDRESS": MASTER_ENDPOINT,
+                    "CLUSTER_LOGDB_SERVER": "MASTER01",
+                },
+                "worker_agents": [
+                    {"WorkerAgentId": self.guid(), "MachineName": n, "DisplayName": n, "IsEnabled": True,
+                     "LastOnlineTime": self.now.isoformat(timespec="seconds")}
+                    for n in worker_names
+                ],
             },
-            "worker_agents": [
-                {"WorkerAgentId": self.guid(), "MachineName": n, "DisplayName": n, "IsEnabled": True,
-                 "LastOnlineTime": self.now.isoformat(timespec="seconds")}
-                for n in worker_names
-            ],
         }
-
-
-def master_endpoint() -> str:
-    return f"https://master01.{DOMAIN}:{MASTER_PORT}"
 
 
 def master_settings(thumbprint: str) -> dict[str, str | int]:
@@ -297,7 +291,7 @@ def worker_settings(
     return {
         "DisplayName": name,
         "Description": "",
-        "MasterEndpoint": master_endpoint(),
+        "MasterEndpoint": MASTER_ENDPOINT,
         "MasterHttpsCertThumbprint": master_thumbprint,
         "WorkerHttpsCertThumbprint": worker_thumbprint,
         "StoreLocation": "LocalMachine",
