@@ -241,13 +241,9 @@ def serve_forever(options: LabOptions, *, announce: Any = None) -> int:
         done.set()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    lab: Lab | None = None
     try:
         lab = start_lab(options)
-    except BaseException:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        raise
-    try:
         hosts = len(lab.ports)
         scheme = "https" if options.https else "http"
         message = (
@@ -261,5 +257,6 @@ def serve_forever(options: LabOptions, *, announce: Any = None) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        lab.close()
+        if lab is not None:
+            lab.close()
     return 0
