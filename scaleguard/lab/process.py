@@ -50,23 +50,13 @@ class LabProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.inventory.unlink(missing_ok=True)
         command = [
-            sys.executable,
-            "-c",
-            _ENTRY,
-            "lab",
-            "serve",
-            "--evidence",
-            str(self.evidence),
-            "--inventory-out",
-            str(self.inventory),
-            "--latency-ms",
-            str(self.latency_ms),
-            "--exec-ms",
-            str(self.exec_ms),
-            "--service-ms",
-            str(self.service_ms),
-            "--auth",
-            self.auth,
+            sys.executable, "-c", _ENTRY, "lab", "serve",
+            "--evidence", str(self.evidence),
+            "--inventory-out", str(self.inventory),
+            "--latency-ms", str(self.latency_ms),
+            "--exec-ms", str(self.exec_ms),
+            "--service-ms", str(self.service_ms),
+            "--auth", self.auth,
         ]
         if self.https:
             command.append("--https")
