@@ -1,14 +1,8 @@
 """``scaleguard lab demo DIR``: the whole story in one command, with nothing but Python (Windows jump hosts).
 
-1. ``lab create DIR/CONTOSO-SSIS`` (1 master, 3 workers, planted defects);
-2. offline audit into ``DIR/report`` (exit 1 expected: it finds the defects);
-3. the same nodes served as WinRM hosts by the lab, in a child process;
-4. live audit into ``DIR/live-report`` (exit 1 expected);
-5. ``fix --apply --yes`` over WinRM into ``DIR/fix`` (must exit 0; the journal stays in ``DIR/fix``);
-6. audit after the fix into ``DIR/after-fix`` (must exit 0: every planted defect fixed);
-7. ``fix --apply`` again (must find nothing to do);
-and the lab is stopped on the way out, whatever happened. Each step runs the CLI in its own process, as a
-person would, so the demo shows exactly what the commands do.
+Each step runs the CLI in its own process, as a person would, so the demo shows exactly what the commands
+do; a step whose exit code breaks the demo's promise stops it, and the lab is stopped on the way out,
+whatever happened.
 """
 
 from __future__ import annotations
