@@ -24,6 +24,7 @@ from scaleguard.rules.account import account_matches
 
 Verdict = tuple[str, str, dict[str, Any] | None]
 TODO: Verdict = ("todo", "", None)
+_BLANK = {"reason": None, "result": None, "error": None, "partial": False}  # a step entry's other fields
 _SERVICE = {
     "master": re.compile(r"SSISScaleOutMaster1[4-9]0", re.I),
     "worker": re.compile(r"SSISScaleOutWorker1[4-9]0", re.I),
@@ -52,9 +53,7 @@ def run_runbook(node: LabNode, data: RunbookData, *, check_only: bool = False) -
     stopped: str | None = None
     for step in data.steps:
         if stopped is not None:
-            reported.append(
-                {"id": step.id, "status": "skipped", "reason": stopped, "result": None, "error": None, "partial": False}
-            )
+            reported.append({"id": step.id, "status": "skipped", **_BLANK, "reason": stopped})
             continue
         entry = _run_step(node, step, outcomes, check_only)
         entry.update(reason=_limit(entry["reason"], 2000), error=_limit(entry["error"], 4000))
@@ -73,8 +72,7 @@ def run_runbook(node: LabNode, data: RunbookData, *, check_only: bool = False) -
 def _run_step(
     node: LabNode, step: RunbookStep, outcomes: dict[str, dict[str, Any]], check_only: bool
 ) -> dict[str, Any]:
-    entry: dict[str, Any] = {"id": step.id, "status": "failed", "reason": None, "result": None, "error": None,
-                             "partial": False}
+    entry: dict[str, Any] = {"id": step.id, "status": "failed", **_BLANK}
     try:
         request: dict[str, Any] = dict(step.request)
         check = step.check.model_dump()
