@@ -36,7 +36,7 @@ from scaleguard.apply.runbook_waves import Known, RunbookRefused, next_wave, ref
 from scaleguard.collectors.parsers.psjson import loads_powershell_json
 from scaleguard.remediators.actions import CreateCertificate, created_problems
 from scaleguard.remediators.model import Plan
-from scaleguard.remediators.validate import MAX_PLAN_BYTES
+from scaleguard.remediators.validate import MAX_PLAN_BYTES, PlanInvalid, load_plan
 from scaleguard.safefile import UnsafeFile, read_limited
 
 MANIFEST = "runbook.json"
@@ -337,8 +337,6 @@ def write_next(folder: Path, plan: Plan, manifest: Manifest, report: ImportRepor
 
 def plan_of(plan_bytes: bytes, manifest: Manifest) -> Plan:
     """The folder's plan, validated as when it was emitted (its expiry is the caller's check)."""
-    from scaleguard.remediators.validate import PlanInvalid, load_plan
-
     try:
         return load_plan(plan_bytes, now=datetime.fromisoformat(manifest.emitted_at)).plan
     except PlanInvalid as exc:

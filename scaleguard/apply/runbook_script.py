@@ -28,6 +28,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from scaleguard.collectors.agent import PAYLOAD_SEPARATOR
+
 SCHEMA = "scaleguard-runbook/1"
 RESULT_SCHEMA = "scaleguard-runbook-result/1"
 DATA_PREFIX = "$RunbookData = '"
@@ -240,8 +242,6 @@ def runbook_parts() -> tuple[str, str]:
 def runbook_payload(script: str) -> bytes:
     """What the usual stdin bootstrap gets to run a runbook over WinRM: the script, the separator and an
     empty request (the runbook takes no argument; everything it needs is its data line)."""
-    from scaleguard.collectors.agent import PAYLOAD_SEPARATOR
-
     return script.encode("ascii") + PAYLOAD_SEPARATOR + b"{}"
 
 

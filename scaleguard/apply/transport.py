@@ -18,9 +18,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from scaleguard.collectors.agent import bootstrap_command, stdin_payload
+from scaleguard.collectors.agent import agent_script, bootstrap_command, stdin_payload
+from scaleguard.collectors.live import plan_jobs
 from scaleguard.remediators.actions import AGENT_OP
 from scaleguard.remoting.channel import ChannelError, HostChannel, describe_stderr
+from scaleguard.remoting.credentials import CredentialResolver
 from scaleguard.remoting.inventory import Inventory, load_inventory
 
 CLOSE_PARALLEL = 50
@@ -111,8 +113,6 @@ exit 0
 def round_then_read_script() -> str:
     """The script of a node's last round: ``actions.ps1`` then ``collect.ps1`` in one PowerShell run, so
     the read that verifies the fix costs no round of its own."""
-    from scaleguard.collectors.agent import agent_script
-
     actions, collect = actions_script(), agent_script("collect.ps1")
     for text in (actions, collect):
         if "'@" in text or "@'" in text:
@@ -232,11 +232,8 @@ def _parsed_inventory(path: str, _mtime_ns: int, _size: int) -> Inventory:
 class WinRMTransport:
     """One channel per node of an inventory, opened on first use and kept for the whole run."""
 
-    def __init__(self, inventory: Path, *, insecure: bool = False, resolver: Any = None) -> None:
-        from scaleguard.collectors.live import plan_jobs
-        from scaleguard.remoting.credentials import CredentialResolver
-
-        jobs = plan_jobs(inventory_of(inventory), insecure=insecure, resolver=resolver or CredentialResolver())
+    def __init__(self, inventory: Path, *, insecure: bool = False) -> None:
+        jobs = plan_jobs(inventory_of(inventory), insecure=insecure, resolver=CredentialResolver())
         self._jobs = {(job.cluster.name.lower(), job.node.name.lower()): job for job in jobs}
         self._clients: dict[tuple[str, str], AgentClient] = {}
 
