@@ -313,7 +313,7 @@ def to_native(inv: AnsibleInventory) -> dict[str, Any]:
             continue
         role = match["role"].lower()
         key = match["cluster"]
-        group_vars = _merged([g for g in _ancestors(group.name, parents, inv) if g is not None], depth)
+        group_vars = _merged(_ancestors(group.name, parents, inv), depth)
         name = str(group_vars.get("scaleguard_cluster") or key)
         cluster = clusters.setdefault(key.lower(), {"name": name, "masters": [], "workers": []})
         for host, line in sorted(_members(group.name, inv, set()).items()):
@@ -342,7 +342,8 @@ def _depth(name: str, parents: dict[str, set[str]], memo: dict[str, int], path: 
     return value
 
 
-def _ancestors(name: str, parents: dict[str, set[str]], inv: AnsibleInventory) -> list[Group | None]:
+def _ancestors(name: str, parents: dict[str, set[str]], inv: AnsibleInventory) -> list[Group]:
+    """The group, every group above it and ``all``: those defined (a child may name an undefined parent)."""
     found: dict[str, Group | None] = {"all": inv.groups.get("all")}
     todo = [name]
     while todo:
@@ -351,7 +352,7 @@ def _ancestors(name: str, parents: dict[str, set[str]], inv: AnsibleInventory) -
             continue
         found[current] = inv.groups.get(current)
         todo += sorted(parents.get(current, ()))
-    return list(found.values())
+    return [group for group in found.values() if group is not None]
 
 
 def _merged(groups: list[Group], depth: dict[str, int]) -> dict[str, Any]:
@@ -377,12 +378,8 @@ def _node(
     inv: AnsibleInventory, host: str, line: int | None, parents: dict[str, set[str]], depth: dict[str, int]
 ) -> dict[str, Any] | None:
     holding = [g for g in inv.groups.values() if host in g.hosts]
-    groups: dict[str, Group] = {}
-    for group in holding:
-        for ancestor in _ancestors(group.name, parents, inv):
-            if ancestor is not None:
-                groups[ancestor.name] = ancestor
-    values = _merged(list(groups.values()), depth)
+    ancestors = {a.name: a for group in holding for a in _ancestors(group.name, parents, inv)}
+    values = _merged(list(ancestors.values()), depth)
     for group in sorted(holding, key=lambda g: (depth.get(g.name, 0), g.name)):
         values.update(group.hosts[host])
     before = len(inv.errors)
