@@ -19,12 +19,12 @@ never quotes it (the file may be anything, including a link to a secret).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from scaleguard.collectors.parsers.text import as_text
+from scaleguard.rules.host import is_ip
 from scaleguard.snapshot.model import SslBinding
 
 
@@ -179,11 +179,7 @@ def _store(value: str) -> str | None:
 
 def _is_ip(host: str) -> bool:
     candidate = host[1:-1] if host.startswith("[") else host
-    try:
-        ipaddress.ip_address(candidate.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
+    return is_ip(candidate.split("%", 1)[0])
 
 
 def _check_no_bindings(text: str, saw_header: bool) -> None:
