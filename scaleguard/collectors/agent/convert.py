@@ -113,9 +113,7 @@ class _Builder:
     def config(
         self, configs: list[AgentConfig] | None, role: ConfigKind, services: list[Service] | None
     ) -> ConfigFile | None:
-        if configs is None:
-            return None
-        candidates = [c for c in configs if c.role == role]
+        candidates = [c for c in configs or [] if c.role == role]
         if not candidates:
             return None
         chosen = self.pick_version(candidates, role, services)
