@@ -189,11 +189,8 @@ def _read_ansible(path: Path, text: str) -> Inventory:
     rules. The native reader's ``file:line`` would point into the converted document: its messages keep
     the file name and lose the line (they name the cluster and host instead)."""
     dumped = yaml.safe_dump(ansible_inventory.native_document(path, text), sort_keys=False)
-    document = yaml.compose(dumped, Loader=yaml.SafeLoader)
-    if document is None:  # pragma: no cover - safe_dump of a mapping is never empty
-        raise InventoryError(f"{path}: nothing to read")
     try:
-        return _Reader(path).read(document)
+        return _Reader(path).read(yaml.compose(dumped, Loader=yaml.SafeLoader))
     except InventoryError as exc:
         prefix = re.compile(rf"^{re.escape(str(path))}:[0-9]+:", re.MULTILINE)
         raise InventoryError(prefix.sub(f"{path}:", str(exc))) from None
