@@ -152,17 +152,15 @@ def _resign(
             raise ValueError("legacy SHA-1/MD5 signatures are only made with RSA keys")
         algo, digest = _LEGACY[hash_name]
         tbs["signature"] = asn1_x509.SignedDigestAlgorithm({"algorithm": algo})
-        body = tbs.dump(force=True)
-        signature = key.sign(body, padding.PKCS1v15(), digest)
         sig_alg = asn1_x509.SignedDigestAlgorithm({"algorithm": algo})
     else:
-        body = tbs.dump(force=True)
+        digest = _MODERN.get(hash_name, hashes.SHA256())
         sig_alg = parsed["signature_algorithm"].copy()  # keep the exact encoding (NULL params) of the TBS copy
-        digest_alg = _MODERN.get(hash_name, hashes.SHA256())
-        if isinstance(key, rsa.RSAPrivateKey):
-            signature = key.sign(body, padding.PKCS1v15(), digest_alg)
-        else:
-            signature = key.sign(body, ec.ECDSA(digest_alg))
+    body = tbs.dump(force=True)
+    if isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(body, padding.PKCS1v15(), digest)
+    else:
+        signature = key.sign(body, ec.ECDSA(digest))
     out = asn1_x509.Certificate(
         {"tbs_certificate": tbs, "signature_algorithm": sig_alg, "signature_value": signature}
     )
