@@ -26,7 +26,6 @@ import ntpath
 import re
 import secrets
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,24 +69,21 @@ UNTRUSTED_OWNER = "S-1-5-21-1004336348-1177238915-682003330-1001"
 NEVER = 10.0**9  # a stuck service's transition: it never gets there
 
 
-def lab_action(op: str, *, journaled: bool = True) -> Callable[[ActionHandler], ActionHandler]:
-    """Wrap a handler with the fault hook and (unless it only keeps the lease) a journal entry on
-    success; ``lab/dispatch.py`` lists the wrapped handlers."""
+def lab_action(op: str, handler: ActionHandler, *, journaled: bool = True) -> ActionHandler:
+    """``handler`` behind the fault hook and (unless it only keeps the lease) a journal entry on success;
+    ``lab/dispatch.py`` wraps every action with it."""
 
-    def register(handler: ActionHandler) -> ActionHandler:
-        def run(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
-            pending = node.faults.fail_ops.get(op, 0)
-            if pending > 0:
-                node.faults.fail_ops[op] = pending - 1
-                raise ActionError(f"{op} failed on {node.name} (injected by the lab)")
-            result = handler(node, request)
-            if journaled:
-                node.journal.append({"op": op, "request": _loggable(request), "result": result})
-            return result
+    def run(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
+        pending = node.faults.fail_ops.get(op, 0)
+        if pending > 0:
+            node.faults.fail_ops[op] = pending - 1
+            raise ActionError(f"{op} failed on {node.name} (injected by the lab)")
+        result = handler(node, request)
+        if journaled:
+            node.journal.append({"op": op, "request": _loggable(request), "result": result})
+        return result
 
-        return run
-
-    return register
+    return run
 
 
 def _loggable(request: dict[str, Any]) -> dict[str, Any]:
@@ -229,7 +225,6 @@ def _config_path(node: LabNode, request: dict[str, Any]) -> str:
     return node.config_path(role) if role is not None else full
 
 
-@lab_action("read_file")
 def read_file(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     path = _config_path(node, request)
     data = read_bytes(node, path)
@@ -242,7 +237,6 @@ def read_file(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@lab_action("write_config")
 def write_config(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """Writes exactly the bytes it is given (the agent never looks inside them), after a backup."""
     path, backup_path = _config_path(node, request), _backup_path(request)
@@ -323,7 +317,6 @@ def setting_request(request: dict[str, Any]) -> tuple[Role, str]:
     return ("master" if role == "master" else "worker"), setting
 
 
-@lab_action("set_config_setting")
 def set_config_setting(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """The runbook's settings edit on the node itself: the value's characters and nothing else change
     (the project's :func:`edit_setting` makes the bytes; they must equal the plain span replacement the
@@ -357,7 +350,6 @@ def set_config_setting(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
             "backup_sha256": before}
 
 
-@lab_action("restore_file")
 def restore_file(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     path, backup_path = _config_path(node, request), _backup_path(request)
     if read_bytes(node, backup_path) is None:
@@ -382,7 +374,6 @@ def cert_document(cert: LabCert, store: str) -> dict[str, Any]:
     }
 
 
-@lab_action("create_certificate")
 def create_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """``New-SelfSignedCertificate`` with every parameter from the request: none has a default here."""
     store = store_name(request)
@@ -428,7 +419,6 @@ def _add(node: LabNode, store: str, cert: LabCert, new_key: KeyProvider | None =
     return {**cert_document(cert, store), "already_present": present}
 
 
-@lab_action("import_certificate")
 def import_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     store = store_name(request)
     cert = LabCert(der=_base64(request, "der_b64"))
@@ -437,7 +427,6 @@ def import_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
     return _add(node, store, cert)
 
 
-@lab_action("import_pfx")
 def import_pfx(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """The password comes only from the payload's secret (``$ScaleguardSecret``), never the JSON. A PFX
     encrypted with AES (PBES2) is refused as Windows Server 2016 refuses it."""
@@ -464,7 +453,6 @@ def import_pfx(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     return _add(node, store, cert, new_key="capi")
 
 
-@lab_action("copy_certificate")
 def copy_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     source, target = store_name(request, "from_store"), store_name(request, "to_store")
     thumbprint = thumbprint_field(request)
@@ -484,7 +472,6 @@ def _key_used_elsewhere(node: LabNode, store: str, thumbprint: str) -> str | Non
     return None
 
 
-@lab_action("remove_certificate")
 def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     store, thumbprint = store_name(request), thumbprint_field(request)
     cert = node.find_cert(store, thumbprint)
@@ -522,7 +509,6 @@ def remove_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
     }
 
 
-@lab_action("restore_certificate")
 def restore_certificate(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     store, thumbprint, backup_path = store_name(request), thumbprint_field(request), _backup_path(request)
     if read_bytes(node, backup_path) is None:
@@ -560,7 +546,6 @@ def _key(node: LabNode, request: dict[str, Any]) -> tuple[LabKey, list[str]]:
     return cert.key, cert.key.readers
 
 
-@lab_action("grant_key_read")
 def grant_key_read(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     (key, readers), account = _key(node, request), _text(request, "account")
     if any(account_matches(d, account) for d in key.denied):
@@ -571,7 +556,6 @@ def grant_key_read(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     return {"account": account, "already": False}
 
 
-@lab_action("revoke_key_read")
 def revoke_key_read(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     (key, readers), account = _key(node, request), _text(request, "account")
     kept = [r for r in readers if not account_matches(r, account)]
@@ -603,7 +587,6 @@ def _binding_store(request: dict[str, Any]) -> str | None:
     return str(request["cert_store"])  # as spelled: a restored binding is the one that was there
 
 
-@lab_action("set_binding")
 def set_binding(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """``netsh http update sslcert`` over an existing binding (no gap), ``add`` for a new one."""
     ip_port, app_id = _text(request, "ip_port"), _text(request, "app_id")
@@ -632,7 +615,6 @@ def set_binding(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@lab_action("delete_binding")
 def delete_binding(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     ip_port = _text(request, "ip_port")
     previous = node.binding(ip_port)
@@ -686,7 +668,6 @@ def _await(node: LabNode, service: LabService, target: str, wait_s: float, doing
         )
 
 
-@lab_action("set_service_start_mode")
 def set_service_start_mode(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     service, _state, previous = _service(node, request)
     mode = START_MODES.get(_text(request, "mode").lower())
@@ -696,7 +677,6 @@ def set_service_start_mode(node: LabNode, request: dict[str, Any]) -> dict[str, 
     return {"name": service.name, "previous": previous, "mode": mode}
 
 
-@lab_action("start_service")
 def start_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     service, state, mode = _service(node, request)
     wait_s = _wait_s(request)
@@ -709,7 +689,6 @@ def start_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@lab_action("stop_service")
 def stop_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """Only a Running service is stopped (``Invoke-StopService``)."""
     service, state, _mode = _service(node, request)
@@ -721,7 +700,6 @@ def stop_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-@lab_action("restart_service")
 def restart_service(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """Restart a running service; a stopped one stays stopped (an HA passive master stays passive).
     A stop then a start, each waited for; a start refused after the stop is a partial change."""
@@ -755,7 +733,6 @@ def _schannel(node: LabNode, request: dict[str, Any]) -> tuple[LabSchannel, str,
     return node.schannel, name, SCHANNEL_VALUES[name]
 
 
-@lab_action("set_schannel_value")
 def set_schannel_value(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     schannel, name, field_name = _schannel(node, request)
     value = request.get("value")
@@ -766,7 +743,6 @@ def set_schannel_value(node: LabNode, request: dict[str, Any]) -> dict[str, Any]
     return {"name": name, "value": value, "previous": previous, "existed": previous is not None}
 
 
-@lab_action("delete_schannel_value")
 def delete_schannel_value(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     schannel, name, field_name = _schannel(node, request)
     previous: int | None = getattr(schannel, field_name)
@@ -806,7 +782,6 @@ def _ttl(request: dict[str, Any]) -> int:
     return value
 
 
-@lab_action("lease_acquire", journaled=False)
 def lease_acquire(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """Take the lease unless another run holds it (expired or not: breaking is an explicit act).
 
@@ -834,7 +809,6 @@ def lease_acquire(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-@lab_action("lease_renew", journaled=False)
 def lease_renew(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     run_id, ttl = _run_id(request), _ttl(request)
     if node.lease is None or node.lease["run_id"] != run_id:
@@ -844,7 +818,6 @@ def lease_renew(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     return {"renewed": True, "lease": _lease_view(node)}
 
 
-@lab_action("lease_release", journaled=False)
 def lease_release(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     run_id = _run_id(request)
     current = _lease_view(node)
@@ -854,7 +827,6 @@ def lease_release(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     return {"released": True, "holder": current}
 
 
-@lab_action("lease_break", journaled=False)
 def lease_break(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
     """Remove an *expired* lease (a live one is never broken: its run may still be changing nodes)."""
     holder = _run_id(request, "holder")

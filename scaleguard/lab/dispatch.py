@@ -15,8 +15,7 @@ from typing import Any
 from scaleguard.lab import actions, agent_collect
 from scaleguard.lab.state import SECRET_KEY, ActionError, ActionHandler, LabNode, PartialChangeError
 
-HANDLERS: dict[str, ActionHandler] = {
-    "collect": agent_collect.collect,
+_ACTIONS: dict[str, ActionHandler] = {
     "read_file": actions.read_file,
     "write_config": actions.write_config,
     "set_config_setting": actions.set_config_setting,
@@ -37,13 +36,20 @@ HANDLERS: dict[str, ActionHandler] = {
     "restart_service": actions.restart_service,
     "set_schannel_value": actions.set_schannel_value,
     "delete_schannel_value": actions.delete_schannel_value,
+}
+_LEASE: dict[str, ActionHandler] = {  # not journaled: they only keep the lease
     "lease_acquire": actions.lease_acquire,
     "lease_renew": actions.lease_renew,
     "lease_release": actions.lease_release,
     "lease_break": actions.lease_break,
 }
+HANDLERS: dict[str, ActionHandler] = {
+    "collect": agent_collect.collect,
+    **{op: actions.lab_action(op, handler) for op, handler in _ACTIONS.items()},
+    **{op: actions.lab_action(op, handler, journaled=False) for op, handler in _LEASE.items()},
+}
 BATCH_MAX = 64
-NOT_BATCHED = ("batch", "collect", "lease_acquire", "lease_renew", "lease_release", "lease_break")
+NOT_BATCHED = ("batch", "collect", *_LEASE)
 
 
 def batch(node: LabNode, request: dict[str, Any]) -> dict[str, Any]:
