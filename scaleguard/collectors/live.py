@@ -30,7 +30,7 @@ from scaleguard.collectors.agent.convert import node_from_agent
 from scaleguard.collectors.agent.schema import AGENT_SCHEMA, AgentDocument
 from scaleguard.console import console
 from scaleguard.remoting.channel import ChannelError, ChannelSettings, HostChannel, describe_stderr
-from scaleguard.remoting.credentials import CredentialResolver, Secret
+from scaleguard.remoting.credentials import CredentialResolver
 from scaleguard.remoting.errors import InventoryError
 from scaleguard.remoting.inventory import (
     SPNEGO_AUTH,
@@ -102,9 +102,7 @@ def plan_jobs(inventory: Inventory, *, insecure: bool, resolver: CredentialResol
     for cluster, node in inventory.nodes():
         t = node.transport
         context = f"{inventory.path} cluster {cluster.name}"
-        password: Secret | None = None
-        if t.auth != "certificate":
-            password = resolver.resolve(t.credential, t.username, context=context)
+        password = None if t.auth == "certificate" else resolver.resolve(t.credential, t.username, context=context)
         jobs.append(
             NodeJob(
                 cluster=cluster,
