@@ -215,10 +215,7 @@ def _attach_faults(state: LabState, faults: dict[str, LabFaults]) -> None:
     """``NODE`` names a node in any cluster (refused when several have that name), ``CLUSTER/NODE`` one."""
     for key, fault in faults.items():
         cluster, _, name = key.rpartition("/")
-        matches = [
-            n for n in state.nodes()
-            if n.name.lower() == name.lower() and (not cluster or n.cluster.lower() == cluster.lower())
-        ]
+        matches = state.named(name, cluster or None)
         if not matches:
             raise ValueError(f"faults name unknown node(s): {key}")
         if len(matches) > 1:

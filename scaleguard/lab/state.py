@@ -367,16 +367,15 @@ class LabState:
         for cluster in self.clusters:
             yield from cluster.nodes
 
+    def named(self, name: str, cluster: str | None = None) -> list[LabNode]:
+        """The nodes called ``name`` (in ``cluster`` when given; node names repeat across clusters)."""
+        return [
+            n for n in self.nodes()
+            if n.name.lower() == name.lower() and (cluster is None or n.cluster.lower() == cluster.lower())
+        ]
+
     def node(self, name: str, cluster: str | None = None) -> LabNode | None:
-        """The node called ``name`` (in ``cluster`` when given; node names repeat across clusters)."""
-        return next(
-            (
-                n
-                for n in self.nodes()
-                if n.name.lower() == name.lower() and (cluster is None or n.cluster.lower() == cluster.lower())
-            ),
-            None,
-        )
+        return next(iter(self.named(name, cluster)), None)
 
 
 ActionHandler = Callable[[LabNode, dict[str, Any]], dict[str, Any]]
