@@ -263,13 +263,14 @@ class _Document:
 
     # -------------------------------------------------------------------------------- locations
 
-    def _entry(self, key: str) -> tuple[yaml.Node, yaml.Node] | None:
-        assert isinstance(self.node, yaml.MappingNode)
-        return next(((k, v) for k, v in self.node.value if k.value == key), None)
-
-    def key_line(self, key: str) -> int:
-        entry = self._entry(key)
-        return int(entry[0].start_mark.line) + 1 if entry else self.start
+    def key_line(self, *loc: Any) -> int:
+        """The line of the key at ``loc`` itself (the value may start lines below it)."""
+        parent = self._value_node(loc[:-1])
+        if isinstance(parent, yaml.MappingNode):
+            for key, _value in parent.value:
+                if key.value == str(loc[-1]):
+                    return int(key.start_mark.line) + 1
+        return self._line_of(loc)
 
     def _value_node(self, loc: tuple[Any, ...]) -> yaml.Node | None:
         node: yaml.Node | None = self.node
@@ -300,35 +301,30 @@ class _Document:
         field = ".".join(str(p) for p in loc)
         message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         if kind == "extra_forbidden":
-            self.fail(self._key_line_at(loc), f"unknown field '{field}'")
+            self.fail(self.key_line(*loc), f"unknown field '{field}'")
         elif kind == "missing":
-            self.fail(self._line_of(loc[:-1]) if len(loc) > 1 else self.start, f"missing field '{field}'")
+            self.fail(self._line_of(loc[:-1]), f"missing field '{field}'")
         elif not loc:
             self.fail(self.start, message)
         else:
             self.fail(self._line_of(loc), f"{field}: {message}")
 
-    def _key_line_at(self, loc: tuple[Any, ...]) -> int:
-        parent = self._value_node(loc[:-1])
-        if isinstance(parent, yaml.MappingNode):
-            for key, _value in parent.value:
-                if key.value == str(loc[-1]):
-                    return int(key.start_mark.line) + 1
-        return self._line_of(loc)
-
     # -------------------------------------------------------------------------------- CEL
 
     def _compile(self, policy: Policy) -> Programs | None:
         ok = True
+        read = {path.split(".", 1)[0] for path in policy.requires}
 
         def compiled(loc: tuple[Any, ...], expr: str) -> Any:
             nonlocal ok
             program = self._compile_one(policy, loc, expr)
-            ok = ok and program is not None
+            if program is None:
+                ok = False
+            else:
+                read.update(program.variables())
             return program
 
-        check = compiled(("check",), policy.check)
-        programs = Programs(check=check)
+        programs = Programs(check=compiled(("check",), policy.check))
         if policy.for_each is not None:
             programs.for_each = compiled(("for_each",), policy.for_each)
         if policy.applies_if is not None:
@@ -341,16 +337,6 @@ class _Document:
         programs.let = {name: compiled(("let", name), expr) for name, expr in policy.let.items()}
         if not ok:
             return None
-        every = [
-            programs.check,
-            programs.for_each,
-            programs.applies_if,
-            programs.subject,
-            *(when for when, _severity in programs.grades),
-            *programs.let.values(),
-        ]
-        read = {v for program in every if program is not None for v in program.variables()}
-        read |= {path.split(".", 1)[0] for path in policy.requires}
         programs.uses = frozenset(read & set(VARIABLES)) | {"item"}
         return programs
 
