@@ -27,6 +27,7 @@ The file is YAML::
 from __future__ import annotations
 
 import fnmatch
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -119,11 +120,7 @@ class WaiverOutcome:
             "active": len(self.active),
             "expired": [{**w.describe(today), "would_match": n} for w, n in self.expired],
             "stale": [
-                {
-                    **w.describe(today),
-                    "matched_passes": n,
-                    "why": "the findings it matches now pass" if n else "it matches no finding of this audit",
-                }
+                {**w.describe(today), "matched_passes": n, "why": _stale_why(n)}
                 for w, n in self.stale
             ],
         }
@@ -135,11 +132,14 @@ class WaiverOutcome:
             for w, n in self.expired
         ]
         lines += [
-            f"waiver {w.location} ({w.policy} {_where(w)}, owner {w.owner}) is stale: "
-            + ("the findings it matches now pass" if n else "it matches no finding of this audit")
+            f"waiver {w.location} ({w.policy} {_where(w)}, owner {w.owner}) is stale: {_stale_why(n)}"
             for w, n in self.stale
         ]
         return lines
+
+
+def _stale_why(matched_passes: int) -> str:
+    return "the findings it matches now pass" if matched_passes else "it matches no finding of this audit"
 
 
 def _where(w: Waiver) -> str:
@@ -262,11 +262,8 @@ def _expiry(path: Path, raw: Any, line: int, today: date, max_days: int, errors:
     if isinstance(raw, datetime):
         raw = raw.date()
     elif isinstance(raw, str):
-        try:
+        with suppress(ValueError):
             raw = date.fromisoformat(raw.strip())
-        except ValueError:
-            errors.append(f"{path}:{line}: expires {raw!r} is not a date (YYYY-MM-DD)")
-            return None
     if not isinstance(raw, date):
         errors.append(f"{path}:{line}: expires {raw!r} is not a date (YYYY-MM-DD)")
         return None
