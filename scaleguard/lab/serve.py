@@ -161,16 +161,8 @@ class _TlsFactory:
 
     def context(self, name: str | None) -> ssl.SSLContext:
         if name not in self._contexts:
-            if name is None:
-                spec = CertSpec(
-                    common_names=("localhost",),
-                    san_dns=("localhost",),
-                    san_ip=(LISTEN_ADDRESS,),
-                    client_auth=False,
-                    key_seed=9002,
-                )
-            else:
-                spec = CertSpec(common_names=(name,), san_dns=(name,), client_auth=False, key_seed=9003)
+            names, ips, seed = (("localhost",), (LISTEN_ADDRESS,), 9002) if name is None else ((name,), (), 9003)
+            spec = CertSpec(common_names=names, san_dns=names, san_ip=ips, client_auth=False, key_seed=seed)
             self._contexts[name] = self._server_context(make_certificate(spec, issuer=self.ca))
         return self._contexts[name]
 
