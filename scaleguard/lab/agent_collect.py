@@ -67,6 +67,10 @@ def _cert(cert: LabCert, store: str, doc: dict[str, Any]) -> dict[str, Any]:
     if cert.key is not None and key is None:
         # what collect.ps1 records when GetRSAPrivateKey throws (Windows' reason after the colon)
         _error(doc, f"stores/{store}/{cert.thumbprint}", "private key not readable: Keyset does not exist")
+    elif key is not None and key.readers is None:
+        # readers the evidence does not give: on Windows Get-Acl either answers or throws, and the agent
+        # records the throw, so "unknown" is never silent here either
+        _error(doc, f"stores/{store}/{cert.thumbprint}", "key ACL not readable: the lab's evidence does not say")
     return {
         "thumbprint": cert.thumbprint,
         "der_b64": base64.b64encode(cert.der).decode("ascii"),

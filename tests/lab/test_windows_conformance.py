@@ -362,6 +362,22 @@ def test_an_unreadable_private_key_is_an_agent_error_with_its_reason() -> None:
     assert any("Keyset does not exist" in d.message for d in snapshot.diagnostics)
 
 
+def test_an_acl_the_lab_does_not_know_is_an_agent_error_as_an_unreadable_acl_is_on_windows() -> None:
+    """Get-Acl answers or throws, and collect.ps1 records the throw: readers are never null in silence."""
+    target = node()
+    key = (target.root or [])[0].key
+    assert key is not None
+    key.readers = None  # the evidence did not export who may read this key
+    document = run(target, op="collect")
+    entry = document["stores"]["Root"][0]
+    assert entry["key_file"] == key.file and entry["key_readers"] is None
+    [error] = [e for e in document["errors"] if e["source"].startswith("stores/")]
+    assert error == {
+        "source": f"stores/Root/{MASTER.thumbprint}",
+        "message": "key ACL not readable: the lab's evidence does not say",
+    }
+
+
 # --- finding 10: built-in service accounts are matched by SID ---------------------------------------------------
 
 
