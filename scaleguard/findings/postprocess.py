@@ -12,6 +12,7 @@ operator; the pipeline puts them in place.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,6 @@ def record_history(
     "not compared" for "nothing changed")."""
     current = stored_findings(findings)
     statuses = CurrentStatuses.of(findings)
-    counts: dict[str, int] = {}
-    for f in findings:
-        counts[f.status.value] = counts.get(f.status.value, 0) + 1
     changes: dict[str, Any] = {}
 
     def compare(previous: dict[str, StoredFinding]) -> tuple[int, int]:
@@ -79,19 +77,19 @@ def record_history(
         source=source,
         mode=mode,
         exit_code=int(exit_code),
-        counts=counts,
+        counts=Counter(f.status.value for f in findings),
         findings=current,
     )
     try:
-        record, previous = HistoryStore(path).record(run, compare=compare)
+        run_id, previous = HistoryStore(path).record(run, compare=compare)
     except (sqlite3.Error, OSError, ValueError) as exc:
         return None, [f"history not recorded in {path}: {exc}"]
     since = SincePrevious(
-        trend=_trend(path, record.scope),
+        trend=_trend(path, run.scope),
         previous_run=previous.id if previous is not None else None,
         previous_at=previous.generated_at.isoformat(timespec="seconds") if previous is not None else None,
-        run=record.id,
-        scope=record.scope,
+        run=run_id,
+        scope=run.scope,
         history_file=str(path),
         **changes,
     )

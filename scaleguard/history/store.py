@@ -20,7 +20,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -127,10 +127,6 @@ class RunRecord:
         """Failing findings (fail + error): what the trend follows."""
         return self.counts.get(Status.FAIL.value, 0) + self.counts.get(Status.ERROR.value, 0)
 
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
 
 @dataclass(frozen=True)
 class NewRun:
@@ -168,8 +164,9 @@ class HistoryStore:
 
     def record(
         self, run: NewRun, *, compare: Callable[[dict[str, StoredFinding]], tuple[int, int]]
-    ) -> tuple[RunRecord, RunRecord | None]:
-        """Store ``run`` after comparing it with the previous run of its scope, atomically.
+    ) -> tuple[int, RunRecord | None]:
+        """Store ``run`` after comparing it with the previous run of its scope, atomically; returns its id
+        and that previous run.
 
         ``compare(previous_findings)`` returns the (new, resolved) counts stored with the run; it runs
         inside the write transaction so no other run can slip in between the read and the insert.
@@ -181,14 +178,13 @@ class HistoryStore:
                 previous = self._latest(conn, run.scope)
                 before = self._findings(conn, previous.id) if previous else None
                 new, resolved = compare(before) if before is not None else (None, None)
-                recorded_at = datetime.now(UTC)
                 cur = conn.execute(
                     "INSERT INTO runs (generated_at, recorded_at, scope, source, mode, exit_code, n_pass,"
                     " n_fail, n_error, n_not_assessed, n_waived, new_problems, resolved_problems)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run.generated_at.isoformat(),
-                        recorded_at.isoformat(),
+                        datetime.now(UTC).isoformat(),
                         run.scope,
                         run.source,
                         run.mode,
@@ -202,39 +198,14 @@ class HistoryStore:
                 conn.executemany(
                     "INSERT INTO findings (run_id, fingerprint, policy, cluster, node, subject, status,"
                     " severity, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            run_id,
-                            f.fingerprint,
-                            f.policy,
-                            f.cluster,
-                            f.node,
-                            f.subject,
-                            f.status,
-                            f.severity,
-                            f.message,
-                        )
-                        for f in run.findings.values()
-                    ],
+                    [(run_id, *astuple(f)) for f in run.findings.values()],
                 )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        record = RunRecord(
-            id=run_id,
-            generated_at=run.generated_at,
-            recorded_at=recorded_at,
-            scope=run.scope,
-            source=run.source,
-            mode=run.mode,
-            exit_code=run.exit_code,
-            counts={k: int(v) for k, v in run.counts.items()},
-            new_problems=new,
-            resolved_problems=resolved,
-        )
-        return record, previous
+        return run_id, previous
 
     def runs(self, *, scope: str | None = None, limit: int | None = None) -> list[RunRecord]:
         """Runs oldest first (the last ``limit`` of them); an absent file simply has no runs."""
