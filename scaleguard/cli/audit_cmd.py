@@ -101,15 +101,14 @@ def audit(
     """
     console = make_console(soft_wrap=True)  # CI logs: never cut a path in two
     try:
-        options = _options(
-            out=out, evidence=evidence, inventory=inventory, fail_on=fail_on,
-            allow_incomplete=allow_incomplete, policies=policies or [], concurrency=concurrency,
-            insecure=insecure, waivers=waivers, waiver_max_days=waiver_max_days,
-            history=history, warn_only=warn_only, notify_webhook=notify_webhook, notify=notify or [],
-            report_url=report_url,
+        options = AuditOptions(
+            out_dir=out, evidence=evidence, inventory=inventory, policy_dirs=tuple(policies or []), fail_on=fail_on,
+            allow_incomplete=allow_incomplete, warn_only=warn_only, concurrency=concurrency, insecure=insecure,
+            waivers=waivers, waiver_max_days=waiver_max_days, history=history, notify_webhook=notify_webhook,
             thresholds=_thresholds(expiry_high_days, expiry_medium_days, min_rsa_bits),
-            progress=progress and not quiet,
+            progress=progress and not quiet, notify=tuple(notify or []), report_url=report_url,
         )
+        _check(options)
         from scaleguard.collectors.evidence import cluster_folders
 
         try:
@@ -159,42 +158,32 @@ def _audit_each(options: AuditOptions, clusters: list[Path], console: Console, *
     return overall
 
 
-def _options(
-    *, out: Path, evidence: Path | None, inventory: Path | None, fail_on: Severity, allow_incomplete: bool,
-    policies: list[Path], concurrency: int, insecure: bool, waivers: Path | None, waiver_max_days: int | None,
-    history: Path | None, warn_only: bool, notify_webhook: str | None, notify: list[str], report_url: str | None,
-    thresholds: Thresholds, progress: bool,
-) -> AuditOptions:
-    if (evidence is None) == (inventory is None):
+def _check(options: AuditOptions) -> None:
+    """Refuse what cannot work before a long live collection starts."""
+    if (options.evidence is None) == (options.inventory is None):
         raise UsageError("give exactly one of --evidence DIR (offline) or --inventory FILE (live)")
-    if evidence is not None and not evidence.is_dir():
-        raise UsageError(f"--evidence {evidence}: no such folder")
-    if inventory is not None:
-        _readable_file(inventory, "--inventory")
-    for folder in policies:
+    if options.evidence is not None and not options.evidence.is_dir():
+        raise UsageError(f"--evidence {options.evidence}: no such folder")
+    if options.inventory is not None:
+        _readable_file(options.inventory, "--inventory")
+    for folder in options.policy_dirs:
         if not folder.exists():
             raise UsageError(f"--policies {folder}: no such folder")
-    if waivers is not None:
-        _readable_file(waivers, "--waivers")
-        _check_waivers(waivers, waiver_max_days)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: exists and is not a folder")
-    if notify_webhook is not None and not notify_webhook.startswith(("https://", "http://")):
+    if options.waivers is not None:
+        _readable_file(options.waivers, "--waivers")
+        _check_waivers(options.waivers, options.waiver_max_days)
+    if options.out_dir.exists() and not options.out_dir.is_dir():
+        raise UsageError(f"--out {options.out_dir}: exists and is not a folder")
+    if options.notify_webhook is not None and not options.notify_webhook.startswith(("https://", "http://")):
         from scaleguard.notify import redact_url  # a webhook URL may carry a token: never echo it
 
-        raise UsageError(f"--notify-webhook {redact_url(notify_webhook)}: expected an http(s):// URL")
-    if notify:
+        raise UsageError(f"--notify-webhook {redact_url(options.notify_webhook)}: expected an http(s):// URL")
+    if options.notify:
         from scaleguard.alerts import check_urls  # refused before a long audit, naming only the scheme
 
-        problems = check_urls(notify)
+        problems = check_urls(list(options.notify))
         if problems:
             raise UsageError("; ".join(problems))
-    return AuditOptions(
-        out_dir=out, evidence=evidence, inventory=inventory, policy_dirs=tuple(policies), fail_on=fail_on,
-        allow_incomplete=allow_incomplete, warn_only=warn_only, concurrency=concurrency, insecure=insecure,
-        waivers=waivers, waiver_max_days=waiver_max_days, history=history, notify_webhook=notify_webhook,
-        thresholds=thresholds, progress=progress, notify=tuple(notify), report_url=report_url,
-    )
 
 
 def _thresholds(high_days: int, medium_days: int, min_rsa_bits: int) -> Thresholds:
