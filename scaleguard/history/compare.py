@@ -85,10 +85,8 @@ class CurrentStatuses:
         return cls(by_fp, by_node)
 
     def now(self, old: StoredFinding) -> str:
-        found = self.by_fingerprint.get(old.fingerprint)
-        if found is not None:
-            return found
-        return self.by_node.get(_node_key(old.policy, old.cluster, old.node), "absent")
+        same_node = self.by_node.get(_node_key(old.policy, old.cluster, old.node), "absent")
+        return self.by_fingerprint.get(old.fingerprint, same_node)
 
 
 def _node_key(policy: str, cluster: str, node: str) -> tuple[str, str, str]:
