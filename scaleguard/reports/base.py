@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from scaleguard.findings.model import FindingsFile
@@ -32,3 +33,12 @@ class Reporter(Protocol):
     def filename(self) -> str: ...
 
     def render(self, ctx: ReportContext) -> bytes: ...
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Written next to its name and renamed into place, so a reader (a CI job picking up ``report.html``, a
+    scraper reading ``metrics.prom``) never sees half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+    return path

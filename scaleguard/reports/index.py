@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from scaleguard.exitcodes import ExitCode
+from scaleguard.reports.base import write_atomic
 
 VERDICTS = {ExitCode.OK: "clean", ExitCode.FAILING: "failing", ExitCode.INCOMPLETE: "incomplete",
             ExitCode.USAGE: "usage error"}
@@ -64,11 +65,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
 {rows}
 </tbody></table></body></html>
 """
-    path = out / "index.html"
-    partial = path.with_name(".index.html.partial")
-    partial.write_text(page, encoding="utf-8")
-    partial.replace(path)
-    return path
+    return write_atomic(out / "index.html", page.encode("utf-8"))
 
 
 def _relative(out: Path, report: Path) -> str:

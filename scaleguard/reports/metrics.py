@@ -23,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import ALLOWUTF8, generate_latest
 
 from scaleguard.findings.model import FindingsFile, Severity, Status
+from scaleguard.reports.base import write_atomic
 from scaleguard.reports.expiry import expiry_rows
 from scaleguard.snapshot.model import Snapshot
 
@@ -112,10 +113,4 @@ def render_metrics(snapshot: Snapshot, findings: FindingsFile, *, now: datetime,
 def write_metrics(
     out_dir: Path, snapshot: Snapshot, findings: FindingsFile, *, now: datetime, finished: datetime
 ) -> Path:
-    """``metrics.prom`` in ``out_dir``, written next to its name and renamed into place (a scraper or a
-    copy job never reads half a file)."""
-    path = out_dir / FILENAME
-    partial = path.with_name(f".{FILENAME}.partial")
-    partial.write_bytes(render_metrics(snapshot, findings, now=now, finished=finished))
-    partial.replace(path)
-    return path
+    return write_atomic(out_dir / FILENAME, render_metrics(snapshot, findings, now=now, finished=finished))

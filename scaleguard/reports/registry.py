@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scaleguard.reports.base import ReportContext, Reporter
+from scaleguard.reports.base import ReportContext, Reporter, write_atomic
 from scaleguard.reports.csv_report import CsvReporter
 from scaleguard.reports.expiry import ExpiryCsvReporter
 from scaleguard.reports.html import HtmlReporter
@@ -29,9 +29,8 @@ REPORTERS: list[Reporter] = [
 def write_reports(out_dir: Path, ctx: ReportContext) -> dict[str, Path]:
     """Render every registered report into ``out_dir``; returns file name → path.
 
-    Each file is written next to its final name and renamed into place, so a reader never sees half a
-    report (CI jobs often pick up ``report.html`` while a previous run is still being replaced). A
-    format that fails does not cost the others: every one is attempted, then the first failure raised.
+    Each file is written with :func:`write_atomic`. A format that fails does not cost the others: every one
+    is attempted, then the first failure raised.
     """
     names = [r.filename for r in REPORTERS]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -42,15 +41,10 @@ def write_reports(out_dir: Path, ctx: ReportContext) -> dict[str, Path]:
     failure: Exception | None = None
     for reporter in REPORTERS:
         try:
-            _write(reporter, outputs[reporter.filename], ctx)
+            write_atomic(outputs[reporter.filename], reporter.render(ctx))
         except Exception as exc:  # noqa: BLE001 - raised below, once the other formats are written
             failure = failure or exc
     if failure is not None:
         raise failure
     return outputs
 
-
-def _write(reporter: Reporter, path: Path, ctx: ReportContext) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(reporter.render(ctx))
-    partial.replace(path)
