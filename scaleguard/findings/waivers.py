@@ -265,7 +265,8 @@ def _expiry(path: Path, raw: Any, line: int, today: date, max_days: int, errors:
         with suppress(ValueError):
             raw = date.fromisoformat(raw.strip())
     if not isinstance(raw, date):
-        errors.append(f"{path}:{line}: expires {raw!r} is not a date (YYYY-MM-DD)")
+        shown = f"a YAML {raw.id}" if isinstance(raw, yaml.Node) else repr(raw)  # a list or a mapping: its kind
+        errors.append(f"{path}:{line}: expires {shown} is not a date (YYYY-MM-DD)")
         return None
     ahead = (raw - today).days
     if ahead > max_days:

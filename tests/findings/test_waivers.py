@@ -152,6 +152,8 @@ def test_error_and_not_assessed_can_be_waived(tmp_path: Path) -> None:
         (ACTIVE.replace('    node: "wrk-0*"\n', ""), 2, "needs a node and/or cluster pattern"),
         (ACTIVE.replace("expires:", "expire:"), 6, "unknown waiver key 'expire'"),
         (ACTIVE.replace("2026-06-15", "next week"), 6, "'next week' is not a date"),
+        (ACTIVE.replace("2026-06-15", "[2026-06-15]"), 6, "expires a YAML sequence is not a date"),
+        (ACTIVE.replace("2026-06-15", "{on: 2026-06-15}"), 6, "expires a YAML mapping is not a date"),
         (
             ACTIVE.replace("    owner: jane.doe\n", "    owner: jane.doe\n    owner: joe\n"),
             6,
