@@ -265,7 +265,7 @@ def _expiry(path: Path, raw: Any, line: int, today: date, max_days: int, errors:
         with suppress(ValueError):
             raw = date.fromisoformat(raw.strip())
     if not isinstance(raw, date):
-        shown = f"a YAML {raw.id}" if isinstance(raw, yaml.Node) else repr(raw)  # a list or a mapping: its kind
+        shown = {yaml.SequenceNode: "a YAML sequence", yaml.MappingNode: "a YAML mapping"}.get(type(raw), repr(raw))
         errors.append(f"{path}:{line}: expires {shown} is not a date (YYYY-MM-DD)")
         return None
     ahead = (raw - today).days
