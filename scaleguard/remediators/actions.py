@@ -27,6 +27,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 
 from scaleguard.rules.account import worker_account_problem
 from scaleguard.rules.host import is_ip, valid_host
+from scaleguard.rules.thumbprint import is_clean
 
 Role = Literal["master", "worker"]
 Thumbprint = Annotated[str, StringConstraints(pattern=r"^[0-9A-F]{40}$")]
@@ -154,7 +155,7 @@ def created_problems(result: dict[str, Any] | None, store: str) -> list[str]:
         return ["the result does not carry the created certificate's thumbprint and DER"]
     if result.get("store") != store:
         return [f"the certificate was reported in {result.get('store')!r}, the step makes it in {store}"]
-    if len(thumbprint) != 40 or any(ch not in "0123456789ABCDEF" for ch in thumbprint):
+    if not is_clean(thumbprint) or thumbprint != thumbprint.upper():  # as Windows reports it: 40 upper-case hex
         return [f"{thumbprint[:60]!r} is not a thumbprint"]
     try:
         checked_der(der_b64, thumbprint, store)

@@ -122,8 +122,9 @@ def plan(findings: FindingsFile, snapshot: Snapshot, options: PlanOptions | None
 
 
 def _check_names(failing: list[Finding], snapshot: Snapshot) -> None:
-    """Refuse, before planning, names a step could not carry (a findings or snapshot file is hostile input):
-    found half-way through, they would stop the planner with a half-built plan."""
+    """Refuse, before planning, names a step could not carry (a findings or snapshot file is hostile input),
+    every one of them at once; the net around the remediators would name only the first a step met, and
+    not a node no step touches."""
     names = {name for f in failing for name in (f.cluster, f.node)}
     names |= {name for c in snapshot.clusters for name in (c.cluster, *(n.name for n in c.nodes))}
     bad = []
