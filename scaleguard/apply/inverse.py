@@ -11,6 +11,11 @@ back, so the service picks up the restored configuration. They are returned as *
 When the answer never arrived (the run was interrupted mid-action), :func:`inverse_unknown` falls back to
 what the request alone allows: a file is restored if its backup exists, a binding is put back as the plan
 saw it. Anything that cannot be undone blindly is reported, never guessed.
+
+The yes/no fields of an answer (:data:`ANSWER_FLAGS`) decide whether there is anything to undo, so they are
+read strictly: the agent writes each from a boolean expression, and anything but JSON ``true``/``false``
+is not its answer. The executor refuses such an answer when it arrives (an unknown outcome, rolled back);
+a journal edited since makes the inverse :attr:`Inverse.unsure`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,54 @@ class Inverse:
     unsure: bool = False
     """The action was done but its answer does not say what it replaced: whatever this does, the undo
     cannot be called complete."""
+
+
+ANSWER_FLAGS: dict[str, tuple[str, ...]] = {
+    "import_certificate": ("already_present",),
+    "import_pfx": ("already_present",),
+    "copy_certificate": ("already_present",),
+    "restore_certificate": ("already_present",),
+    "remove_certificate": ("removed",),
+    "write_config": ("changed",),
+    "set_config_setting": ("changed",),
+    "grant_key_read": ("already",),
+    "revoke_key_read": ("revoked",),
+    "start_service": ("was_running",),
+    "stop_service": ("was_running",),
+    "restart_service": ("restarted",),
+}
+"""The yes/no fields every answer to each operation carries (a removal that removed something also says
+``had_key`` and ``key_deleted``)."""
+
+_SAYS_WHAT_WAS = frozenset(
+    {"set_binding", "delete_binding", "set_service_start_mode", "set_schannel_value", "delete_schannel_value"}
+)
+"""Operations whose answer names what was there before as ``previous`` (null: nothing was)."""
+
+
+def answer_problems(op: str, result: dict[str, Any]) -> list[str]:
+    """Why a node's answer to ``op`` is not one its undo can read: a yes/no field that is not true or false,
+    or no ``previous`` where the operation replaces something."""
+    names = ANSWER_FLAGS.get(op, ())
+    if op == "remove_certificate" and result.get("removed") is True:
+        names += ("had_key", "key_deleted")
+    problems = [f"{name} is {_shown(result.get(name))}, not true or false" for name in names
+                if not isinstance(result.get(name), bool)]
+    if op in _SAYS_WHAT_WAS and "previous" not in result:
+        problems.append("it does not say what was there before (previous)")
+    return problems
+
+
+def _shown(value: Any) -> str:
+    return "missing" if value is None else f"{type(value).__name__} {str(value)[:40]!r}"
+
+
+def _flag(result: dict[str, Any], name: str) -> bool:
+    """A yes/no field of an answer; anything else means the answer does not say (see :func:`inverse`)."""
+    value = result[name]
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} is not true or false")
+    return value
 
 
 def inverse(request: dict[str, Any], result: dict[str, Any] | None) -> Inverse:
@@ -55,16 +108,16 @@ def _create(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
 
 def _import(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     """An import, a copy or a certificate restored from its backup: taken out again unless it was there."""
-    if result.get("already_present"):
+    if _flag(result, "already_present"):
         return Inverse(note="the certificate was already there")
     store = request.get("store") or request.get("to_store")
     return _removal(store, result["thumbprint"], delete_key=request.get("op") == "import_pfx")
 
 
 def _remove(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    if not result.get("removed"):
+    if not _flag(result, "removed"):
         return Inverse(note="nothing was removed")
-    if result.get("key_deleted"):
+    if _flag(result, "key_deleted"):
         return Inverse(note="the certificate was deleted with its key; it cannot be restored")
     if not request.get("backup_name"):
         return Inverse(note="no backup was made")
@@ -76,7 +129,7 @@ def _remove(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
                 "thumbprint": result["thumbprint"],
                 "backup_name": request["backup_name"],
                 "backup_sha256": result.get("backup_sha256"),
-                "had_key": bool(result.get("had_key")),
+                "had_key": _flag(result, "had_key"),
             }
         ]
     )
@@ -99,23 +152,23 @@ def _binding(previous: dict[str, Any] | None, ip_port: str) -> dict[str, Any]:
 
 
 def _set_binding(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    return Inverse([_binding(result.get("previous"), request["ip_port"])])
+    return Inverse([_binding(result["previous"], request["ip_port"])])
 
 
 def _delete_binding(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    previous = result.get("previous")
+    previous = result["previous"]
     return Inverse([_binding(previous, request["ip_port"])]) if previous else Inverse(note="there was no binding")
 
 
 def _write_config(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    if not result.get("changed", True) or not request.get("backup_name"):
+    if not _flag(result, "changed") or not request.get("backup_name"):
         return Inverse(note="the file was not changed")
     return _restore(request["path"], request, result)
 
 
 def _set_setting(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     """A runbook's edit on the node: the node found the file itself, so its path is in the answer."""
-    if not result.get("changed") or not request.get("backup_name") or not result.get("path"):
+    if not _flag(result, "changed") or not request.get("backup_name") or not result.get("path"):
         return Inverse(note="the file was not changed")
     return _restore(result["path"], request, result)
 
@@ -136,13 +189,13 @@ def _restore(path: Any, request: dict[str, Any], result: dict[str, Any]) -> Inve
 
 
 def _grant(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    if result.get("already"):
+    if _flag(result, "already"):
         return Inverse(note="the account could already read the key")
     return Inverse([{**request, "op": "revoke_key_read"}])
 
 
 def _revoke(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    if not result.get("revoked"):
+    if not _flag(result, "revoked"):
         return Inverse(note="nothing was revoked")
     return Inverse([{**request, "op": "grant_key_read"}])
 
@@ -151,7 +204,7 @@ _MODES = {"auto": "auto", "automatic": "auto", "manual": "manual", "disabled": "
 
 
 def _start_mode(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    previous = result.get("previous")
+    previous = result["previous"]
     wanted = _MODES.get(str(request.get("mode", "")).lower())
     if not previous or _MODES.get(str(previous).lower()) == wanted:
         return Inverse(note="the start mode was already that")
@@ -159,39 +212,39 @@ def _start_mode(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
 
 
 def _start(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    if result.get("was_running"):
+    if _flag(result, "was_running"):
         return Inverse(note="the service was already running")
     return Inverse([{"op": "stop_service", "name": request["name"]}])
 
 
 def _stop(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    if not result.get("was_running"):
+    if not _flag(result, "was_running"):
         return Inverse(note="the service was not running")
     return Inverse([{"op": "start_service", "name": request["name"]}])
 
 
 def _restart(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    if not result.get("restarted"):
+    if not _flag(result, "restarted"):
         return Inverse(note="the service was not running, so it was not restarted")
     return Inverse(deferred=[{"op": "restart_service", "name": request["name"]}])
 
 
 def _schannel_previous(request: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """The request that puts a SCHANNEL value back as the node reported it (absent: deleted)."""
-    previous = result.get("previous")
+    previous = result["previous"]
     if previous is None:
         return {"op": "delete_schannel_value", "name": request["name"]}
     return {"op": "set_schannel_value", "name": request["name"], "value": previous}
 
 
 def _set_schannel(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    if result.get("previous") == request.get("value"):
+    if result["previous"] == request.get("value"):
         return Inverse(note="the value was already that")
     return Inverse([_schannel_previous(request, result)])
 
 
 def _delete_schannel(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    if result.get("previous") is None:
+    if result["previous"] is None:
         return Inverse(note="there was no value")
     return Inverse([_schannel_previous(request, result)])
 

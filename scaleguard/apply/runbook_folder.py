@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import StringConstraints, ValidationError
 
+from scaleguard.apply.inverse import answer_problems
 from scaleguard.apply.journal import EntryStatus, Journal
 from scaleguard.apply.runbook_script import (
     Checked,
@@ -34,7 +35,7 @@ from scaleguard.apply.runbook_script import (
 )
 from scaleguard.apply.runbook_waves import Known, RunbookRefused, next_wave, refusals, runbook_step, stop_failed
 from scaleguard.collectors.parsers.psjson import loads_powershell_json
-from scaleguard.remediators.actions import CreateCertificate, created_problems
+from scaleguard.remediators.actions import AGENT_OP, CreateCertificate, created_problems
 from scaleguard.remediators.model import Plan
 from scaleguard.remediators.validate import MAX_PLAN_BYTES, PlanInvalid, load_plan
 from scaleguard.safefile import UnsafeFile, read_limited
@@ -262,9 +263,11 @@ def _problems(plan: Plan, manifest: Manifest, wave: WaveEntry, script: ScriptEnt
             stopped = True
         if outcome.status == "skipped" and not stopped:
             problems.append(f"step {outcome.id} is skipped though nothing before it stopped the node")
-        params = plan.step(outcome.id).params
-        if isinstance(params, CreateCertificate) and outcome.status in ("done", "applied"):
-            problems += [f"step {outcome.id}: {p}" for p in created_problems(outcome.result, params.store)]
+        step = plan.step(outcome.id)
+        found = answer_problems(AGENT_OP[step.action], outcome.result or {}) if outcome.status == "applied" else []
+        if isinstance(step.params, CreateCertificate) and outcome.status in ("done", "applied"):
+            found += created_problems(outcome.result, step.params.store)
+        problems += [f"step {outcome.id}: {p}" for p in found]
     return problems
 
 

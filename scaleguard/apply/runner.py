@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from scaleguard.apply.inverse import inverse
+from scaleguard.apply.inverse import answer_problems, inverse
 from scaleguard.apply.journal import Journal
 from scaleguard.apply.transport import ActionFailed, OutcomeUnknown, PartialChange, Transport
 from scaleguard.apply.undo import once_per_service, send_revert
@@ -229,10 +229,10 @@ def _file_content(outcome: Any) -> bytes | None:
 
 def _distrust(step: Step, result: dict[str, Any]) -> str | None:
     """Why a done step's answer cannot be relied on (node data), or None."""
+    problems = answer_problems(_op(step), result)
     if isinstance(step.params, CreateCertificate):
-        problems = created_problems(result, step.params.store)
-        return f"the node's answer cannot be used: {problems[0]}" if problems else None
-    return None
+        problems += created_problems(result, step.params.store)
+    return f"the node's answer cannot be used: {problems[0]}" if problems else None
 
 
 def step_changed(result: dict[str, Any] | None) -> bool:

@@ -195,7 +195,21 @@ def _ca_result(result: dict[str, Any]) -> None:
     result["der_b64"] = base64.b64encode(ca.der).decode()
 
 
+def _a_flag_as_text(document: dict[str, Any]) -> None:
+    """The first applied step whose answer carries a yes/no field says it as text (undo would read "no" as yes)."""
+    from scaleguard.apply.inverse import ANSWER_FLAGS
+
+    flags = {name for names in ANSWER_FLAGS.values() for name in names}
+    for step in document["steps"]:
+        found = sorted(flags & set(step["result"] or {})) if step["status"] == "applied" else []
+        if found:
+            step["result"][found[0]] = "no"
+            return
+    raise AssertionError("the first wave applies no step whose answer has a yes/no field")
+
+
 HOSTILE_RESULTS: dict[str, tuple[Any, str]] = {
+    "flag-as-text": (_a_flag_as_text, "is str 'no', not true or false"),
     "wrong-plan": (lambda d: d.update(plan_sha256="0" * 64), "is for plan 0000"),
     "unknown-step": (lambda d: d["steps"][0].update(id="s999"), "s999 are not steps of"),
     "der-not-the-thumbprint": (

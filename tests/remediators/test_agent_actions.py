@@ -100,6 +100,8 @@ class RecordingChannel:
             "create_certificate": {
                 "store": "My", "thumbprint": CREATED.thumbprint, "der_b64": base64.b64encode(CREATED.der).decode()
             },
+            "grant_key_read": {"account": "NT Service\\SSISScaleOutWorker150", "already": False},
+            "restart_service": {"name": "SSISScaleOutWorker150", "restarted": True, "state": "Running"},
         }
         def answer(op: str) -> dict[str, Any]:
             return {**answers.get(op, {}), "changed": True}

@@ -291,6 +291,23 @@ def test_delete_key_spares_a_key_another_store_uses() -> None:
     assert "($null -eq $keptFor)" in body(script, "Invoke-RemoveCertificate")
 
 
+def test_every_field_an_undo_reads_is_written_by_the_agent_as_a_boolean_or_previous() -> None:
+    """``answer_problems`` refuses an answer without these, so the agent must write every one of them (a
+    boolean from a comparison, a ``[bool]`` cast, ``$true``/``$false`` or ``Add-ToStore``'s return)."""
+    from scaleguard.apply.inverse import _SAYS_WHAT_WAS, ANSWER_FLAGS
+
+    script = actions_script()
+    dispatch = dict(re.findall(r"'(\w+)' \{ \$result = (Invoke-[\w-]+) \$Request \}", script))
+    for op, flags in {**ANSWER_FLAGS, **dict.fromkeys(_SAYS_WHAT_WAS, ("previous",))}.items():
+        text = code(body(script, dispatch[op]))
+        for flag in flags + (("had_key", "key_deleted") if op == "remove_certificate" else ()):
+            assigned = re.findall(rf"(?:^|[\s;{{.]){flag} = (\S+?)[;}}\s]", text, re.M)
+            assert assigned, (op, flag)
+            if flag != "previous":
+                assert all(v in ("$true", "$false", "$already", "$wasRunning", "$hadKey", "$keyDeleted")
+                           or v.startswith(("[bool]", "(")) for v in assigned), (op, flag, assigned)
+
+
 def test_temporary_file_is_removed_when_replace_fails() -> None:
     text = code(body(actions_script(), "Write-BytesAtomically"))
     assert "try { [System.IO.File]::Replace($temporary, $Path, [NullString]::Value) }" in text

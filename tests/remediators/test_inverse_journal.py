@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scaleguard.apply.inverse import inverse
+from scaleguard.apply.inverse import answer_problems, inverse
 from scaleguard.apply.journal import Journal, default_journal_path
 from scaleguard.apply.undo import UndoError, pending_entries, undo_run
 
@@ -174,6 +175,40 @@ def test_unknown_outcomes_only_get_safe_inverses() -> None:
     assert inverse({"op": "restart_service", "name": "S"}, None).deferred == [{"op": "restart_service", "name": "S"}]
     schannel = inverse({"op": "set_schannel_value", "name": "ClientAuthTrustMode", "value": 2}, None)
     assert schannel.requests == [] and "by hand" in schannel.note  # the value it replaced is unknown
+
+
+@pytest.mark.parametrize(
+    ("request_", "result", "problem"),
+    [
+        ({"op": "stop_service", "name": "S"}, {"name": "S", "was_running": "false"}, "was_running is str 'false'"),
+        ({"op": "restart_service", "name": "S"}, {"name": "S", "restarted": 1}, "restarted is int '1'"),
+        ({"op": "import_certificate", "store": "Root", "thumbprint": TP}, {"thumbprint": TP},
+         "already_present is missing"),
+        ({"op": "grant_key_read", "account": "A"}, {"account": "A", "already": None}, "already is missing"),
+        ({"op": "remove_certificate", "store": "My", "backup_name": "b"},
+         {"removed": True, "thumbprint": TP, "had_key": "yes", "key_deleted": False}, "had_key is str 'yes'"),
+        ({"op": "write_config", "path": "p", "backup_name": "b"}, {"changed": "no"}, "changed is str 'no'"),
+        ({"op": "set_binding", "ip_port": "0.0.0.0:8391"}, {"ip_port": "0.0.0.0:8391"}, "(previous)"),
+        ({"op": "set_schannel_value", "name": "N", "value": 2}, {"name": "N", "value": 2}, "(previous)"),
+    ],
+    ids=["text", "number", "missing", "null", "removal-detail", "config", "binding-previous", "schannel-previous"],
+)
+def test_an_answer_whose_undo_fields_are_not_the_agents_is_refused_and_its_inverse_is_unsure(
+    request_: dict[str, Any], result: dict[str, Any], problem: str
+) -> None:
+    """Found by review: these fields were read by truthiness, so ``was_running: "false"`` meant "was running"
+    (the undo left the service running) and a binding answer without ``previous`` was undone by deleting it."""
+    assert any(problem in p for p in answer_problems(request_["op"], result)), answer_problems(request_["op"], result)
+    undo = inverse(request_, result)
+    assert undo.unsure and "does not say what it replaced" in undo.note
+    assert undo == replace(inverse(request_, None), note=undo.note, unsure=True)  # only what is safe blind
+
+
+def test_the_answers_the_agent_writes_pass_the_answer_check() -> None:
+    assert answer_problems("stop_service", {"name": "S", "was_running": False}) == []
+    assert answer_problems("remove_certificate", {"removed": False, "thumbprint": TP}) == []  # nothing else to say
+    assert answer_problems("set_binding", {"ip_port": "0.0.0.0:8391", "previous": None, "verb": "add"}) == []
+    assert answer_problems("read_file", {"content_b64": ""}) == []  # nothing to undo, nothing to check
 
 
 def test_a_certificate_deleted_with_its_key_is_reported_not_restored() -> None:
