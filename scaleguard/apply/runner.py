@@ -673,13 +673,22 @@ class Executor:
         results = list(answer.get("results") or [])
         if isinstance(answer.get("collect"), dict):
             self.documents[item.node] = answer["collect"]
+        stopped = False  # the agent stops a batch at its first failure and reports nothing after it
         for index, (step, seq, request, logged) in enumerate(item.steps):
             outcome = results[index] if index < len(results) and isinstance(results[index], dict) else None
-            if outcome is None:
+            if outcome is None and stopped:
                 self.journal.end(run_id, seq, "skipped", error="not run: an earlier action of its round failed")
                 self.status[step.id] = "skipped"
                 continue
+            if outcome is None:  # not the agent's answer: this step may have run
+                error = "the answer says nothing of this step though nothing before it failed"
+                self.journal.end(run_id, seq, "unknown", error=error)
+                self.status[step.id] = "unknown"
+                self._failures.append(_Failure(step, error, [_Done(step, seq, logged, None)]))
+                stopped = True
+                continue
             ok = outcome.get("ok")
+            stopped = stopped or ok is not True
             if ok is not True:
                 error = str(outcome.get("error") or "the action failed")
                 if ok is not False:  # node data that says neither: it may have changed the node

@@ -245,6 +245,11 @@ def _ok_says(value: Any) -> Any:
     return tamper
 
 
+def _only_the_first_result(answer: dict[str, Any]) -> dict[str, Any]:
+    assert len(answer["results"]) > 1 and all(r["ok"] is True for r in answer["results"])
+    return {**answer, "results": answer["results"][:1]}
+
+
 def _flag_says(name: str, value: Any) -> Any:
     def tamper(answer: dict[str, Any]) -> dict[str, Any]:
         return {**answer, "results": [{**r, "result": {**r["result"], name: value}} for r in answer["results"]]}
@@ -257,11 +262,13 @@ def _flag_says(name: str, value: Any) -> Any:
     [("read_file", _not_base64, {"s001": "failed"}), ("write_config", _raises, {"s001": "unknown"}),
      ("write_config", _ok_says("false"), {"s001": "unknown"}), ("write_config", _ok_says(None), {"s001": "unknown"}),
      ("write_config", _flag_says("changed", "false"), {"s001": "unknown"}),
-     ("restart_service", _flag_says("restarted", None), {"s001": "rolled_back", "s002": "unknown"})],
+     ("restart_service", _flag_says("restarted", None), {"s001": "rolled_back", "s002": "unknown"}),
+     ("write_config", _only_the_first_result, {"s001": "rolled_back", "s002": "unknown"})],
     ids=["a read answer that is not base64", "an unforeseen error after the write",
          "ok is the text 'false' (it counted as done)", "ok is null (it counted as a plain failure)",
          "changed is the text 'false' (undo read it as changed)",
-         "restarted is null (undo read it as not restarted)"],
+         "restarted is null (undo read it as not restarted)",
+         "a batch answer that stops early without a failure (the restart counted as skipped, the unit done)"],
 )
 def test_a_hostile_or_broken_answer_fails_the_unit_and_leaves_the_node_as_before(
     setup: Any, op: str, tamper: Any, status: dict[str, str]
@@ -488,3 +495,4 @@ def test_undo_reverts_nodes_in_parallel_and_use_before_trust(setup: Any, concurr
     for worker in ("WORKER01", "WORKER02", "WORKER03"):
         assert reverts.index((worker, "restore_file")) < binding
         assert binding < reverts.index((worker, "remove_certificate"))
+
