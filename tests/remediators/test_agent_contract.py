@@ -291,6 +291,17 @@ def test_delete_key_spares_a_key_another_store_uses() -> None:
     assert "($null -eq $keptFor)" in body(script, "Invoke-RemoveCertificate")
 
 
+def test_revoked_says_whether_the_dacl_changed_not_what_remove_access_rule_returned() -> None:
+    """``RemoveAccessRule`` returns ``CommonAcl.RemoveQualifiedAces``' "removal possible", true also when no
+    entry of the account matched; an undo reading ``revoked: true`` would then grant a read never held."""
+    text = code(body(actions_script(), "Invoke-RevokeKeyRead"))
+    assert "[void]$acl.RemoveAccessRule($rule)" in text
+    assert "= $acl.RemoveAccessRule" not in text
+    assert text.count("$acl.GetSecurityDescriptorSddlForm($access)") == 2
+    assert "$revoked = ($acl.GetSecurityDescriptorSddlForm($access) -cne $before)" in text
+    assert "if ($revoked) { [System.IO.File]::SetAccessControl($target.file, $acl) }" in text
+
+
 def test_every_field_an_undo_reads_is_written_by_the_agent_as_a_boolean_or_previous() -> None:
     """``answer_problems`` refuses an answer without these, so the agent must write every one of them (a
     boolean from a comparison, a ``[bool]`` cast, ``$true``/``$false`` or ``Add-ToStore``'s return)."""

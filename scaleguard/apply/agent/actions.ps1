@@ -683,10 +683,15 @@ function Invoke-GrantKeyRead($Request) {
 }
 
 function Invoke-RevokeKeyRead($Request) {
+    # RemoveAccessRule returns true whenever the removal is possible, also when no entry of the account
+    # matched, so whether anything was revoked is read from the DACL itself: changed or not.
     $target = Get-KeyTarget $Request
     $acl = Get-KeyAcl $target.file
+    $access = [System.Security.AccessControl.AccessControlSections]::Access
+    $before = $acl.GetSecurityDescriptorSddlForm($access)
     $rule = New-Object System.Security.AccessControl.FileSystemAccessRule -ArgumentList $target.sid, 'Read', 'Allow'
-    $revoked = $acl.RemoveAccessRule($rule)
+    [void]$acl.RemoveAccessRule($rule)
+    $revoked = ($acl.GetSecurityDescriptorSddlForm($access) -cne $before)
     if ($revoked) { [System.IO.File]::SetAccessControl($target.file, $acl) }
     return [ordered]@{ account = $target.account; revoked = [bool]$revoked }
 }
