@@ -305,6 +305,18 @@ def test_delete_key_keeps_a_key_another_store_copy_uses() -> None:
     assert alone["key_deleted"] is True and alone["key_kept_for"] is None
 
 
+def test_a_key_that_no_longer_opens_is_not_deleted_and_the_certificate_is_removed() -> None:
+    """A copy whose key file is gone still says HasPrivateKey (the link stays); the agent asks for the key's
+    deletion only when it opens, so the removal answers key_deleted false, as the lab does."""
+    target = node()
+    cert = target.find_cert("My", OTHER.thumbprint)
+    assert cert is not None and cert.key is not None
+    cert.key.deleted = True
+    removed = run(target, op="remove_certificate", store="My", thumbprint=OTHER.thumbprint, delete_key=True)
+    assert (removed["removed"], removed["had_key"], removed["key_deleted"]) == (True, True, False)
+    assert target.find_cert("My", OTHER.thumbprint) is None
+
+
 def test_a_deny_entry_makes_a_grant_fail_instead_of_pretending() -> None:
     target = node()
     cert = target.find_cert("Root", MASTER.thumbprint)

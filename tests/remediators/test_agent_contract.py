@@ -291,6 +291,22 @@ def test_delete_key_spares_a_key_another_store_uses() -> None:
     assert "($null -eq $keptFor)" in body(script, "Invoke-RemoveCertificate")
 
 
+def test_a_key_is_deleted_only_when_it_opens_and_a_failure_after_the_removal_is_a_partial_change() -> None:
+    """``Remove-Item -DeleteKey`` (PowerShell's CertificateProvider.DoRemove) deletes the certificate from the
+    store before it deletes the key, and throws when the key cannot be deleted (a dangling key link: "Keyset
+    does not exist"; no right to the key file): the certificate is then gone, which is no exit 1."""
+    text = code(body(actions_script(), "Invoke-RemoveCertificate"))
+    decided = next(line for line in text.splitlines() if line.lstrip().startswith("$keyDeleted ="))
+    assert "(Test-KeyOpens $cert)" in decided and "$hadKey" in decided
+    delete = text.index("-DeleteKey")
+    attempt = text.rindex("try {", 0, delete)
+    failed = text[delete:]
+    assert text[attempt:delete].count("\n") == 0  # the -DeleteKey call is the try's own statement
+    assert "Open-Store $storeName -ReadOnly" in failed and "Find-Certificate $now $thumbprint" in failed
+    assert "if ($null -ne $left) { Stop-Action" in failed  # still there: nothing changed
+    assert "$result.key_deleted = $false" in failed and "Stop-Partial" in failed and "$result" in failed
+
+
 def test_revoked_says_whether_the_dacl_changed_not_what_remove_access_rule_returned() -> None:
     """``RemoveAccessRule`` returns ``CommonAcl.RemoveQualifiedAces``' "removal possible", true also when no
     entry of the account matched; an undo reading ``revoked: true`` would then grant a read never held."""

@@ -565,16 +565,28 @@ function Invoke-RemoveCertificate($Request) {
             $backupSha = Get-Sha256 $serialized
             if ((Get-Sha256 ([System.IO.File]::ReadAllBytes($backup))) -ne $backupSha) { Stop-Action 'the backup could not be verified' }
         }
-        $keyDeleted = ($deleteKey -and $hadKey -and ($null -eq $keptFor))
-        if ($keyDeleted) {
-            Remove-Item -LiteralPath (Join-Path "Cert:\LocalMachine\$storeName" $thumbprint) -DeleteKey
-        } else {
-            $store.Remove($cert)  # the key container stays (the backup's key link points at it)
-        }
-        return [ordered]@{
+        # HasPrivateKey is only the key link: a key that no longer opens is not deleted (-DeleteKey would fail).
+        $keyDeleted = ($deleteKey -and $hadKey -and ($null -eq $keptFor) -and (Test-KeyOpens $cert))
+        $result = [ordered]@{
             store = $storeName; thumbprint = $thumbprint; removed = $true; had_key = $hadKey
             key_deleted = $keyDeleted; key_kept_for = $keptFor; backup_path = $backup; backup_sha256 = $backupSha
         }
+        if (-not $keyDeleted) {
+            $store.Remove($cert)  # the key container stays (the backup's key link points at it)
+            return $result
+        }
+        # -DeleteKey deletes the certificate first and the key after it: a key that cannot be deleted then
+        # leaves the certificate gone, a partial change (a fresh store handle says which happened).
+        try { Remove-Item -LiteralPath (Join-Path "Cert:\LocalMachine\$storeName" $thumbprint) -DeleteKey }
+        catch {
+            $reason = $_.Exception.Message
+            $now = Open-Store $storeName -ReadOnly
+            try { $left = Find-Certificate $now $thumbprint } finally { $now.Close() }
+            if ($null -ne $left) { Stop-Action "the certificate was not removed: $reason" }
+            $result.key_deleted = $false
+            Stop-Partial "the certificate was removed but its private key could not be deleted: $reason" $result
+        }
+        return $result
     } finally { $store.Close() }
 }
 
