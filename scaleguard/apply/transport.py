@@ -86,7 +86,7 @@ def actions_script() -> str:
 _ROUND_THEN_READ = """# scaleguard: a fix round, then a read of the node, in one PowerShell run (no value is code here).
 # The request is actions.ps1's (a batch, or the lease) with a "collect" member, collect.ps1's. Each agent
 # runs in a runspace of its own (its 'exit' ends only that runspace) and prints its JSON document on
-# stdout; scaleguard reads the two documents one after the other.
+# stdout; scaleguard reads the two documents one after the other. A round that fails exits with its code.
 param([string]$RequestJson)
 $ErrorActionPreference = 'Stop'
 $request = $RequestJson | ConvertFrom-Json
@@ -98,12 +98,19 @@ $collectScript = @'
 {collect}
 '@
 foreach ($pair in @(@($actionsScript, $RequestJson), @($collectScript, $collectJson))) {
+    $runspace = [System.Management.Automation.Runspaces.RunspaceFactory]::CreateRunspace()
     $shell = [PowerShell]::Create()
     try {
+        $runspace.Open()
+        $shell.Runspace = $runspace
         [void]$shell.AddScript($pair[0]).AddArgument($pair[1])
         [void]$shell.Invoke()
         if ($shell.HadErrors) { exit 1 }
-    } finally { $shell.Dispose() }
+        # 'exit' there gave no exit code (the runspace's host ignores it), so actions.ps1's is read from
+        # its $AgentExitCode: a round that failed ends with it, and the node is not read after it
+        $code = $runspace.SessionStateProxy.GetVariable('AgentExitCode')
+        if (($null -ne $code) -and ($code -ne 0)) { exit $code }
+    } finally { $shell.Dispose(); $runspace.Dispose() }
 }
 exit 0
 """

@@ -405,6 +405,15 @@ def test_builtin_accounts_are_one_account_whatever_the_spelling() -> None:
 # --- batch and the cluster lease ---------------------------------------------------------------------------------
 
 
+def test_a_refused_round_with_a_read_after_it_is_the_refusal_not_the_read() -> None:
+    """actions.ps1's exit code comes back from a round that reads the node after it (transport.py reads
+    $AgentExitCode from its runspace), so a refused batch is exit 1 with no read, as the lab answers."""
+    target = node()
+    request = {"op": "batch", "actions": [{"op": "lease_acquire"}], "collect": {"op": "collect"}}
+    with pytest.raises(ActionError, match="a batch cannot hold"):
+        run(target, **request)
+
+
 def test_a_batch_stops_at_a_partial_change_and_carries_what_was_before() -> None:
     target = node()
     target.faults.stuck_services = [SERVICE]

@@ -318,6 +318,24 @@ def test_revoked_says_whether_the_dacl_changed_not_what_remove_access_rule_retur
     assert "if ($revoked) { [System.IO.File]::SetAccessControl($target.file, $acl) }" in text
 
 
+def test_a_round_that_reads_after_it_ends_with_the_actions_exit_code() -> None:
+    """In a runspace of its own, ``exit`` reaches ``LocalPipeline`` as an ``ExitException`` that calls the
+    host's ``SetShouldExit``, which the default host of ``[PowerShell]::Create()`` ignores, and ``HadErrors``
+    stays false for a failure the agent caught itself: the round went on to read the node and exited 0, and
+    its one document (the read) was taken for the batch's or the lease's answer."""
+    from scaleguard.apply.transport import round_then_read_script
+
+    entry = code(actions_script().split("# --- entry point", 1)[1].split("\n", 1)[1])
+    exits = re.findall(r"^\s*exit (\d)$", entry, re.M)
+    assert exits == ["2", "3", "1", "0"]
+    for number in ("1", "2", "3"):
+        assert re.search(rf"\$AgentExitCode = {number}\n\s*exit {number}\n", entry), number
+    assert entry.lstrip().startswith("$AgentExitCode = 0\n")
+    loop = code(round_then_read_script().split("foreach ($pair in", 1)[1])
+    invoke, read = loop.index("$shell.Invoke()"), loop.index("$runspace.SessionStateProxy.GetVariable('AgentExitCode')")
+    assert invoke < read < loop.index("exit $code") and "$shell.Runspace = $runspace" in loop[:invoke]
+
+
 def test_every_field_an_undo_reads_is_written_by_the_agent_as_a_boolean_or_previous() -> None:
     """``answer_problems`` refuses an answer without these, so the agent must write every one of them (a
     boolean from a comparison, a ``[bool]`` cast, ``$true``/``$false`` or ``Add-ToStore``'s return)."""

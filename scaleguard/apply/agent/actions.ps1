@@ -1151,10 +1151,14 @@ function Invoke-AgentRequest($Request) {
 
 # --- entry point (not part of a runbook) -------------------------------------------------------------------
 
+# Each exit code is also left in $AgentExitCode: run in a runspace of its own (a round that reads the node
+# after it, apply/transport.py), 'exit' ends the run but its code is lost (that host ignores it).
+$AgentExitCode = 0
 try {
     $request = $RequestJson | ConvertFrom-Json
     if (-not (Test-AgentOp $request)) {
         [Console]::Error.WriteLine('scaleguard fix agent: unsupported op')
+        $AgentExitCode = 2
         exit 2
     }
     $result = Invoke-AgentRequest $request
@@ -1162,8 +1166,10 @@ try {
     [Console]::Error.WriteLine("scaleguard fix agent: $($_.Exception.Message)")
     if ($Partial) {
         [Console]::Out.Write((ConvertTo-AsciiJson ([ordered]@{ partial = $true; result = $PartialResult })))
+        $AgentExitCode = 3
         exit 3
     }
+    $AgentExitCode = 1
     exit 1
 }
 [Console]::Out.Write((ConvertTo-AsciiJson $result))
