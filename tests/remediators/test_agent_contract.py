@@ -336,6 +336,18 @@ def test_a_round_that_reads_after_it_ends_with_the_actions_exit_code() -> None:
     assert invoke < read < loop.index("exit $code") and "$shell.Runspace = $runspace" in loop[:invoke]
 
 
+def test_an_abandoned_lease_lock_is_owned_not_a_failure() -> None:
+    """``Mutex.WaitOne`` throws ``AbandonedMutexException`` when the previous owner exited holding the mutex,
+    and the waiting thread then owns it: taken for a failure, the op exited 1 still holding the mutex, and a
+    run waiting meanwhile got the same exception in turn. PowerShell's catch matches the exception inside
+    the ``MethodInvocationException`` (``ExceptionHandlingOps.FindMatchingHandler`` tries it first)."""
+    text = code(body(actions_script(), "Open-LeaseLock"))
+    assert "try { $owned = $mutex.WaitOne(15000) }" in text
+    assert "catch [System.Threading.AbandonedMutexException] { $owned = $true }" in text
+    assert "if (-not $owned) { $mutex.Dispose(); Stop-Action" in text
+    assert "if (-not $mutex.WaitOne(" not in text
+
+
 def test_every_field_an_undo_reads_is_written_by_the_agent_as_a_boolean_or_previous() -> None:
     """``answer_problems`` refuses an answer without these, so the agent must write every one of them (a
     boolean from a comparison, a ``[bool]`` cast, ``$true``/``$false`` or ``Add-ToStore``'s return)."""

@@ -952,9 +952,13 @@ function Invoke-DeleteSchannelValue($Request) {
 # --- the cluster lease of a fix run (HKLM\SOFTWARE\scaleguard\Lease; values are data) ---------------------
 
 function Open-LeaseLock {
-    # One machine-wide mutex: two runs asking at the same moment are served one after the other.
+    # One machine-wide mutex: two runs asking at the same moment are served one after the other. An agent
+    # run killed while holding it (a channel deadline) abandons it: the next wait throws
+    # AbandonedMutexException, yet that thread then owns the mutex, so it goes on as after a plain wait.
     $mutex = New-Object System.Threading.Mutex -ArgumentList $false, 'Global\scaleguard-fix-lease'
-    if (-not $mutex.WaitOne(15000)) { $mutex.Dispose(); Stop-Action 'the lease is busy (another request holds its lock)' }
+    try { $owned = $mutex.WaitOne(15000) }
+    catch [System.Threading.AbandonedMutexException] { $owned = $true }
+    if (-not $owned) { $mutex.Dispose(); Stop-Action 'the lease is busy (another request holds its lock)' }
     return $mutex
 }
 
