@@ -371,6 +371,20 @@ def test_temporary_file_is_removed_when_replace_fails() -> None:
     assert "[System.IO.File]::Delete($temporary)" in text
 
 
+def test_a_replace_that_took_the_file_away_moves_the_new_copy_in_instead_of_deleting_it() -> None:
+    """ReplaceFile without a backup name: on ERROR_UNABLE_TO_MOVE_REPLACEMENT "the replaced file no longer
+    exists and the replacement file exists under its original name" (and on _2 the replaced file has another
+    name): deleting the temporary copy then left the node without its settings file, reported as exit 1."""
+    text = code(body(actions_script(), "Write-BytesAtomically"))
+    failed = text[text.index("catch {") :]
+    exists = failed.index("[System.IO.File]::Exists($Path)")
+    delete = failed.index("[System.IO.File]::Delete($temporary)")
+    assert exists < delete  # the temporary copy is removed only while the file is still there
+    assert "try { [System.IO.File]::Move($temporary, $Path) }" in failed
+    move = failed.index("[System.IO.File]::Move($temporary, $Path)")
+    assert "Stop-Partial" in failed[move:] and "Stop-Action" in failed[exists:move]
+
+
 def test_deny_entries_win_over_allow_entries() -> None:
     text = code(body(actions_script(), "Get-ReadState"))
     assert "if ($ace.AccessControlType -eq 'Deny') { return 'denied' }" in text

@@ -205,14 +205,21 @@ function Read-Backup($Request, [string]$Backup) {
 
 function Write-BytesAtomically([string]$Path, [byte[]]$Bytes) {
     # ReplaceFile keeps the destination's ACL and attributes; a crash leaves either the old or the new file.
-    # When Replace fails (a locked file) the temporary copy is removed and the file is as it was.
+    # When Replace fails (a locked file) the temporary copy is removed and the file is as it was. Without a
+    # backup name, a Replace that could not rename the new copy into place (ERROR_UNABLE_TO_MOVE_REPLACEMENT
+    # and _2) has already taken the file away: the temporary copy is then the file's only content and is moved
+    # into place, never deleted.
     $temporary = "$Path.scaleguard-new"
     [System.IO.File]::WriteAllBytes($temporary, $Bytes)
     try { [System.IO.File]::Replace($temporary, $Path, [NullString]::Value) }
     catch {
         $reason = $_.Exception.Message
-        try { [System.IO.File]::Delete($temporary) } catch { $reason = "$reason (and $temporary could not be removed)" }
-        Stop-Action "$Path not written: $reason"
+        if ([System.IO.File]::Exists($Path)) {
+            try { [System.IO.File]::Delete($temporary) } catch { $reason = "$reason (and $temporary could not be removed)" }
+            Stop-Action "$Path not written: $reason"
+        }
+        try { [System.IO.File]::Move($temporary, $Path) }
+        catch { Stop-Partial "$Path was taken away by a failed replace and its new content is left in $temporary: $reason" $null }
     }
     if ((Get-Sha256 ([System.IO.File]::ReadAllBytes($Path))) -ne (Get-Sha256 $Bytes)) {
         Stop-Partial "$Path could not be verified after writing" $null
