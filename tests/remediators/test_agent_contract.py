@@ -348,6 +348,18 @@ def test_an_abandoned_lease_lock_is_owned_not_a_failure() -> None:
     assert "if (-not $mutex.WaitOne(" not in text
 
 
+def test_a_schannel_value_is_reported_put_back_only_when_it_reads_back_as_it_was() -> None:
+    """The put-back of a deleted value runs under -ErrorAction SilentlyContinue, so its failure raised
+    nothing and the agent still said "the previous value was put back" (exit 1, nothing changed)."""
+    text = code(body(actions_script(), "Invoke-SetSchannelValue"))
+    failed = text[text.index("if ((Get-SchannelValue $name) -ne $value) {") :]
+    put_back = failed.index("Remove-ItemProperty")
+    read_back = failed.index("$back = Get-SchannelValue $name")
+    claim = failed.index("(the previous value was put back)")
+    assert put_back < read_back < failed.index("if ($back -ne $previous) { Stop-Partial") < claim
+    assert failed.count("Stop-Partial") == 2 and "$result" in failed
+
+
 def test_every_field_an_undo_reads_is_written_by_the_agent_as_a_boolean_or_previous() -> None:
     """``answer_problems`` refuses an answer without these, so the agent must write every one of them (a
     boolean from a comparison, a ``[bool]`` cast, ``$true``/``$false`` or ``Add-ToStore``'s return)."""

@@ -937,16 +937,22 @@ function Invoke-SetSchannelValue($Request) {
     if ($previous -ne $value) {
         New-ItemProperty -LiteralPath $SchannelRegistry -Name $name -PropertyType DWord -Value $value -Force | Out-Null
     }
+    $result = [ordered]@{ name = $name; value = $value; previous = $previous; existed = ($null -ne $previous) }
     if ((Get-SchannelValue $name) -ne $value) {
-        if ($null -eq $previous) {
-            Remove-ItemProperty -LiteralPath $SchannelRegistry -Name $name -ErrorAction SilentlyContinue
-        } else {
-            New-ItemProperty -LiteralPath $SchannelRegistry -Name $name -PropertyType DWord -Value $previous -Force |
-                Out-Null
-        }
+        # Put back, then read back: a put-back that failed (or was silenced) is no 'nothing changed'.
+        try {
+            if ($null -eq $previous) {
+                Remove-ItemProperty -LiteralPath $SchannelRegistry -Name $name -ErrorAction SilentlyContinue
+            } else {
+                New-ItemProperty -LiteralPath $SchannelRegistry -Name $name -PropertyType DWord -Value $previous -Force |
+                    Out-Null
+            }
+            $back = Get-SchannelValue $name
+        } catch { Stop-Partial "$name could not be verified after writing, nor put back: $($_.Exception.Message)" $result }
+        if ($back -ne $previous) { Stop-Partial "$name could not be verified after writing, nor put back" $result }
         Stop-Action "$name could not be verified after writing (the previous value was put back)"
     }
-    return [ordered]@{ name = $name; value = $value; previous = $previous; existed = ($null -ne $previous) }
+    return $result
 }
 
 function Invoke-DeleteSchannelValue($Request) {
