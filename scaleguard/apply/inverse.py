@@ -103,7 +103,12 @@ def _removal(store: Any, thumbprint: Any, *, delete_key: bool) -> Inverse:
 
 
 def _create(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
-    return _removal(request["store"], result["thumbprint"], delete_key=True)
+    """The new certificate out again, with its key. A move to Root that failed half-way (a partial change)
+    answers with the store the certificate was left in (My): that copy goes too."""
+    left_in = result.get("store") if str(result.get("store")).lower() in ("root", "my") else None
+    stores = {str(s).lower(): s for s in (left_in, request["store"]) if s}
+    requests = [_removal(store, result["thumbprint"], delete_key=True).requests[0] for store in stores.values()]
+    return Inverse(requests)
 
 
 def _import(request: dict[str, Any], result: dict[str, Any]) -> Inverse:

@@ -24,6 +24,21 @@ TP = "A" * 40
             [{"op": "remove_certificate", "store": "Root", "thumbprint": TP, "delete_key": True}],
             [],
         ),
+        (  # a move to Root that failed half-way: the agent's partial answer names the store it was left in
+            {"op": "create_certificate", "store": "Root"},
+            {"thumbprint": TP, "store": "My"},
+            [
+                {"op": "remove_certificate", "store": "My", "thumbprint": TP, "delete_key": True},
+                {"op": "remove_certificate", "store": "Root", "thumbprint": TP, "delete_key": True},
+            ],
+            [],
+        ),
+        (
+            {"op": "create_certificate", "store": "Root"},
+            {"thumbprint": TP, "store": "Elsewhere"},
+            [{"op": "remove_certificate", "store": "Root", "thumbprint": TP, "delete_key": True}],
+            [],
+        ),
         (
             {"op": "import_certificate", "store": "Root"},
             {"thumbprint": TP, "already_present": False},
