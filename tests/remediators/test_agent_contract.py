@@ -266,6 +266,17 @@ def test_sql_server_name_is_read_by_a_json_or_xml_parser() -> None:
     assert "$document.XmlResolver = $null" in text and "[regex]" not in text
 
 
+def test_a_utf16_master_settings_file_is_decoded_by_its_byte_order_mark() -> None:
+    """``Encoding.UTF8.GetString`` turns a UTF-16 BOM (FF FE) into two U+FFFD, which no Trim removes: the text
+    then starts with neither ``{`` nor ``<``, ``LoadXml`` throws and SSISDB was reported unreachable for a
+    master whose settings file is UTF-16 (PowerShell's ``>``), though scaleguard's own parser reads it."""
+    text = code(body(agent_script(), "Get-SqlServerName"))
+    assert "UTF8.GetString" not in text
+    reader = next(line for line in text.splitlines() if "System.IO.StreamReader" in line)
+    assert reader.rstrip().endswith("$true"), "detectEncodingFromByteOrderMarks must be on"
+    assert "$text = $reader.ReadToEnd()" in text
+
+
 def test_an_unreadable_key_reason_is_recorded() -> None:
     script = agent_script()
     assert "private key not readable: $reason" in body(script, "Get-KeyFile")

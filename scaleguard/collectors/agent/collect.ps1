@@ -263,7 +263,12 @@ function Get-SqlServerName($Configs) {
     # undone ("SRV\\INST" in JSON and SRV&amp;X in XML are SRV\INST and SRV&X): a named instance keeps SSISDB.
     foreach ($config in $Configs) {
         if ($config.role -ne 'master') { continue }
-        $text = [System.Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($config.content_b64))
+        # Decoded as its byte order mark says (UTF-8, UTF-16 LE/BE, UTF-32), else UTF-8: a UTF-16 file (what
+        # PowerShell's '>' or Notepad's 'Unicode' writes) is not UTF-8, whose decoder turns its BOM into two
+        # U+FFFD, so neither parser below would see where the text starts. NULs left are BOM-less UTF-16.
+        $stream = New-Object System.IO.MemoryStream -ArgumentList (, [Convert]::FromBase64String($config.content_b64))
+        $reader = New-Object System.IO.StreamReader -ArgumentList $stream, ([System.Text.Encoding]::UTF8), $true
+        try { $text = $reader.ReadToEnd() } finally { $reader.Dispose() }
         if ($text.IndexOf([char]0) -ge 0) { $text = $text.Replace([string][char]0, '') }
         $text = $text.Trim([char]0xFEFF, ' ', "`r", "`n", "`t")
         $name = $null
