@@ -30,6 +30,7 @@ from scaleguard.apply.transport import (
 from scaleguard.collectors.agent import PAYLOAD_SEPARATOR, agent_script, payload_secret, split_payload
 from scaleguard.remediators.model import Plan, Step, Unit
 from scaleguard.remoting.channel import CommandResult, describe_stderr
+from scaleguard.rules.account import BROAD_READERS, account_matches, canonical
 
 
 def body(script: str, function: str) -> str:
@@ -275,6 +276,32 @@ def test_a_utf16_master_settings_file_is_decoded_by_its_byte_order_mark() -> Non
     reader = next(line for line in text.splitlines() if "System.IO.StreamReader" in line)
     assert reader.rstrip().endswith("$true"), "detectEncodingFromByteOrderMarks must be on"
     assert "$text = $reader.ReadToEnd()" in text
+
+
+def _well_known_readers(script: str) -> dict[str, str]:
+    table = script[script.index("$WellKnownReaders = @{") : script.index("function Get-ReaderName")]
+    return dict(re.findall(r"'(S-1-[0-9-]+)'\s*=\s*'([^']+)'", table))
+
+
+def test_key_readers_are_read_as_sids_and_well_known_ones_named_in_english() -> None:
+    """Windows names well-known accounts in the system locale (MS-LSAT 3.1.1.1.1: the predefined names
+    "MUST be localized"), so on a German node ``Get-Acl``'s ``Access`` said ``Jeder`` and
+    ``NT-AUTORITAET\\NETZWERKDIENST``, which scaleguard took for no broad group and for no NetworkService:
+    a key every account can read was reported unreadable by the worker's account."""
+    script = agent_script()
+    text = code(body(script, "Get-KeyReaders"))
+    assert "GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])" in text
+    assert "$File).Access" not in text and "$who = Get-ReaderName $ace.IdentityReference" in text
+    named = _well_known_readers(script)
+    broad = {named[sid].lower() for sid in ("S-1-1-0", "S-1-5-11", "S-1-5-32-545", "S-1-5-80-0")}
+    assert broad <= set(BROAD_READERS), broad - set(BROAD_READERS)
+    for sid in ("S-1-5-18", "S-1-5-19", "S-1-5-20"):
+        assert canonical(named[sid]) == sid.lower(), named[sid]
+        assert account_matches(named[sid], sid)
+    assert "BUILTIN\\Administrators" in named.values()
+    reader = code(body(script, "Get-ReaderName"))
+    assert "$WellKnownReaders.ContainsKey($value)" in reader and "[System.Security.Principal.NTAccount]" in reader
+    assert "StartsWith('S-1-5-80-')" in reader and "'NT SERVICE\\'" in reader
 
 
 def test_an_unreadable_key_reason_is_recorded() -> None:

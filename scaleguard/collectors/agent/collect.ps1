@@ -128,15 +128,40 @@ function Get-KeyFile($Cert) {
     return $null
 }
 
+# Windows names well-known accounts in the system's language (Jeder, VORDEFINIERT\Benutzer,
+# NT-AUTORITAET\NETZWERKDIENST on a German node); the ACL holds their SIDs, so they are named here as English
+# Windows names them, the names scaleguard compares service accounts and broad groups with.
+$WellKnownReaders = @{
+    'S-1-1-0'      = 'Everyone'
+    'S-1-5-11'     = 'NT AUTHORITY\Authenticated Users'
+    'S-1-5-18'     = 'NT AUTHORITY\SYSTEM'
+    'S-1-5-19'     = 'NT AUTHORITY\LOCAL SERVICE'
+    'S-1-5-20'     = 'NT AUTHORITY\NETWORK SERVICE'
+    'S-1-5-32-544' = 'BUILTIN\Administrators'
+    'S-1-5-32-545' = 'BUILTIN\Users'
+    'S-1-5-80-0'   = 'NT SERVICE\ALL SERVICES'
+}
+
+function Get-ReaderName([System.Security.Principal.SecurityIdentifier]$Sid) {
+    $value = $Sid.Value
+    if ($WellKnownReaders.ContainsKey($value)) { return $WellKnownReaders[$value] }
+    try { $name = $Sid.Translate([System.Security.Principal.NTAccount]).Value }
+    catch { return $value }  # a SID no name is known for (a deleted account) stays a SID
+    # A service SID is NT SERVICE\<service name>: the service name is not translated, the authority may be.
+    if ($value.StartsWith('S-1-5-80-')) { return 'NT SERVICE\' + $name.Substring($name.IndexOf('\') + 1) }
+    return $name
+}
+
 function Get-KeyReaders([string]$File) {
     # Identities with an Allow ACE granting read (ReadData, GenericRead or GenericAll) and no Deny of it.
     $readMask = [int64]0x1 -bor [int64]0x80000000 -bor [int64]0x10000000
     $allowed = New-List
     $denied = New-List
-    foreach ($ace in (Get-Acl -LiteralPath $File).Access) {
+    $rules = (Get-Acl -LiteralPath $File).GetAccessRules($true, $true, [System.Security.Principal.SecurityIdentifier])
+    foreach ($ace in $rules) {
         $rights = [int64]($ace.FileSystemRights.value__) -band [int64]0xFFFFFFFF
         if (($rights -band $readMask) -eq 0) { continue }
-        $who = $ace.IdentityReference.Value
+        $who = Get-ReaderName $ace.IdentityReference
         if ($ace.AccessControlType -eq 'Deny') { $denied.Add($who) } else { $allowed.Add($who) }
     }
     $readers = New-List
