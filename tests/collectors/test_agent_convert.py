@@ -214,6 +214,7 @@ def _document(**changes: Any) -> dict[str, Any]:
 def test_registry_bindings_are_normalised_like_netsh() -> None:
     document = AgentDocument.model_validate(
         _document(
+            configs=[],
             bindings={
                 "source": "registry",
                 "entries": [
@@ -295,3 +296,30 @@ def test_malformed_agent_output_is_a_clear_failure(stdout: bytes, expected: str)
     assert caught.value.state is CollectionState.FAILED
     assert "malformed agent output from 127.0.0.1" in caught.value.reason
     assert expected in caught.value.reason
+
+
+LOCKED = "The process cannot access the file because it is being used by another process."
+
+
+def test_a_settings_file_that_cannot_be_read_keeps_its_role_and_is_a_parse_error_as_offline() -> None:
+    """The agent used to throw for the whole list when one file would not open, so the node read as having
+    no settings file at all (no_config, "neither ... was found"); the evidence reader keeps such a file as
+    a ConfigFile whose parse_error says it cannot be read, and so does the live side now."""
+    path = "C:\\Program Files\\Microsoft SQL Server\\150\\DTS\\Binn\\MasterSettings.config"
+    document = AgentDocument.model_validate(
+        _document(configs=[{"role": "master", "version": "150", "path": path, "content_b64": None,
+                            "read_error": LOCKED}])
+    )
+    node = node_from_agent("M1", document, insecure=False, duration_ms=1)
+    assert node.collection.state is CollectionState.OK and "master" in node.roles()
+    assert node.master_config is not None and node.master_config.parse_error == f"the file cannot be read ({LOCKED})"
+    assert any(d.source == path and d.level is DiagnosticLevel.WARNING for d in node.diagnostics)
+
+
+def test_settings_files_the_agent_could_not_look_for_are_a_failed_collection() -> None:
+    document = AgentDocument.model_validate(
+        _document(configs=None, errors=[{"source": "configs", "message": "Requested registry access is not allowed."}])
+    )
+    node = node_from_agent("M1", document, insecure=False, duration_ms=1)
+    assert node.collection.state is CollectionState.FAILED
+    assert node.collection.reason is not None and "Requested registry access is not allowed." in node.collection.reason

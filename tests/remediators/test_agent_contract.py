@@ -304,6 +304,19 @@ def test_key_readers_are_read_as_sids_and_well_known_ones_named_in_english() -> 
     assert "StartsWith('S-1-5-80-')" in reader and "'NT SERVICE\\'" in reader
 
 
+def test_a_settings_file_that_will_not_open_is_reported_unreadable_not_absent() -> None:
+    """``File.ReadAllBytes`` throws on a locked or denied file; that throw used to leave the agent's
+    ``configs`` an empty list (the node then had "no settings file"). Each file is now read on its own, an
+    unreadable one is kept with its reason, and a failure to look at all leaves ``configs`` null."""
+    script = agent_script()
+    files = code(body(script, "Get-ConfigFiles"))
+    assert "try { $content = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($path)) }" in files
+    assert "content_b64 = $content" in files and "read_error  = $readError" in files
+    main = code(script[script.index("$document = [ordered]@{") :])
+    assert "$configs = $null" in main and "$configs = New-List" not in main
+    assert "($null -eq $config.content_b64)) { continue }" in body(script, "Get-SqlServerName")
+
+
 def test_an_unreadable_key_reason_is_recorded() -> None:
     script = agent_script()
     assert "private key not readable: $reason" in body(script, "Get-KeyFile")

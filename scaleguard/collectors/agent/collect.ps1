@@ -86,12 +86,19 @@ function Get-ConfigFiles {
         foreach ($pair in @(@('master', 'MasterSettings.config'), @('worker', 'WorkerSettings.config'))) {
             $path = Join-Path $binn $pair[1]
             if (-not (Test-Path -LiteralPath $path -PathType Leaf)) { continue }
-            $bytes = [System.IO.File]::ReadAllBytes($path)
+            # A file that is there but cannot be read (locked, denied) still gives the node its role; only
+            # its content is unknown. Throwing here emptied the whole list: the node read as one without
+            # any settings file.
+            $content = $null
+            $readError = $null
+            try { $content = [Convert]::ToBase64String([System.IO.File]::ReadAllBytes($path)) }
+            catch { $readError = $_.Exception.Message }
             $configs.Add([ordered]@{
                     role        = $pair[0]
                     version     = $version
                     path        = $path
-                    content_b64 = [Convert]::ToBase64String($bytes)
+                    content_b64 = $content
+                    read_error  = $readError
                 })
         }
     }
@@ -287,7 +294,7 @@ function Get-SqlServerName($Configs) {
     # Only to know where SSISDB is. The file is JSON or XML; each is read by its own parser, so escapes are
     # undone ("SRV\\INST" in JSON and SRV&amp;X in XML are SRV\INST and SRV&X): a named instance keeps SSISDB.
     foreach ($config in $Configs) {
-        if ($config.role -ne 'master') { continue }
+        if (($config.role -ne 'master') -or ($null -eq $config.content_b64)) { continue }
         # Decoded as its byte order mark says (UTF-8, UTF-16 LE/BE, UTF-32), else UTF-8: a UTF-16 file (what
         # PowerShell's '>' or Notepad's 'Unicode' writes) is not UTF-8, whose decoder turns its BOM into two
         # U+FFFD, so neither parser below would see where the text starts. NULs left are BOM-less UTF-16.
@@ -376,7 +383,7 @@ catch {
     Add-AgentError 'identity' $_.Exception.Message
     $document.identity = [ordered]@{ computer_name = $env:COMPUTERNAME; fqdn = $null; addresses = $null }
 }
-$configs = New-List
+$configs = $null  # not looked for: unknown, never "no settings file"
 try { $configs = Get-ConfigFiles } catch { Add-AgentError 'configs' $_.Exception.Message }
 foreach ($section in $sections) {
     if ($section -eq 'identity') { continue }

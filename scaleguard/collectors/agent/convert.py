@@ -71,7 +71,11 @@ class _Builder:
         collection = Collection(
             state=CollectionState.OK, transport="winrm", insecure=insecure, duration_ms=round(duration_ms, 3)
         )
-        if master is None and worker is None:
+        if doc.configs is None:
+            collection.state = CollectionState.FAILED
+            why = "; ".join(e.message for e in doc.errors if e.source == "configs") or "no reason given"
+            collection.reason = f"the agent could not look for the settings files ({why})"
+        elif master is None and worker is None:
             collection.state = CollectionState.NO_CONFIG
             searched = (
                 ", ".join(f"{s.binn}" for s in doc.sql or []) or "no SQL Server DTS\\Binn folder exists"
@@ -117,6 +121,10 @@ class _Builder:
         if not candidates:
             return None
         chosen = self.pick_version(candidates, role, services)
+        if chosen.content_b64 is None:
+            reason = f"the file cannot be read ({chosen.read_error or 'no reason given'})"
+            self.note(DiagnosticLevel.WARNING, chosen.path, reason)
+            return ConfigFile(path=chosen.path, parse_error=reason)
         try:
             data = base64.b64decode(chosen.content_b64, validate=True)
         except (binascii.Error, ValueError):

@@ -47,7 +47,8 @@ class AgentConfig(_Strict):
     role: Literal["master", "worker"]
     version: str
     path: str
-    content_b64: str
+    content_b64: str | None = None
+    read_error: str | None = None
 
 
 class AgentCert(_Strict):
