@@ -317,6 +317,16 @@ def test_a_settings_file_that_will_not_open_is_reported_unreadable_not_absent() 
     assert "($null -eq $config.content_b64)) { continue }" in body(script, "Get-SqlServerName")
 
 
+def test_a_schannel_value_that_is_not_a_dword_is_unknown_not_the_number_it_spells() -> None:
+    """``Get-ItemProperty`` gives a REG_SZ "2" as the string "2", and ``[int]"2"`` is 2: a ClientAuthTrustMode
+    typed as a string passed SO-M11 although SCHANNEL's values are REG_DWORD and what it makes of a string
+    is not documented. Such a value now throws, which leaves the section null with the reason."""
+    text = code(body(agent_script(), "Get-Schannel"))
+    assert "Get-RegistryValue" not in text and "$key.GetValueKind($name)" in text
+    assert "-ne [Microsoft.Win32.RegistryValueKind]::DWord" in text and "throw " in text
+    assert "if ($names -notcontains $name) { continue }" in text
+
+
 def test_an_unreadable_key_reason_is_recorded() -> None:
     script = agent_script()
     assert "private key not readable: $reason" in body(script, "Get-KeyFile")

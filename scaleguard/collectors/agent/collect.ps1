@@ -281,11 +281,21 @@ function Get-Services {
 }
 
 function Get-Schannel {
+    # Both values are REG_DWORD. What SCHANNEL makes of another kind (a REG_SZ "2" typed into regedit) is not
+    # documented, so such a value throws (the section is then unknown) instead of being read as the number
+    # its text spells; an absent value stays null (Windows' default applies).
     $path = 'HKLM:\SYSTEM\CurrentControlSet\Control\SecurityProviders\SCHANNEL'
     $result = [ordered]@{ ClientAuthTrustMode = $null; SendTrustedIssuerList = $null }
+    if (-not (Test-Path -LiteralPath $path)) { return $result }
+    $key = Get-Item -LiteralPath $path
+    $names = @($key.GetValueNames())
     foreach ($name in @('ClientAuthTrustMode', 'SendTrustedIssuerList')) {
-        $value = Get-RegistryValue $path $name
-        if ($null -ne $value) { $result[$name] = [int]$value }
+        if ($names -notcontains $name) { continue }
+        $kind = $key.GetValueKind($name)
+        if ($kind -ne [Microsoft.Win32.RegistryValueKind]::DWord) {
+            throw "$name is $kind, not REG_DWORD; what SCHANNEL makes of it is not known"
+        }
+        $result[$name] = [int]$key.GetValue($name)
     }
     return $result
 }
