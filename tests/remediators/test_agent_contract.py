@@ -314,7 +314,9 @@ def test_a_settings_file_that_will_not_open_is_reported_unreadable_not_absent() 
     assert "content_b64 = $content" in files and "read_error  = $readError" in files
     main = code(script[script.index("$document = [ordered]@{") :])
     assert "$configs = $null" in main and "$configs = New-List" not in main
-    assert "($null -eq $config.content_b64)) { continue }" in body(script, "Get-SqlServerName")
+    unreadable = next(line for line in code(body(script, "Get-SqlServerName")).splitlines() if "content_b64)" in line)
+    assert "($null -eq $config.content_b64)" in unreadable and "throw " in unreadable, "an unread file is no '.'"
+
 
 
 def test_a_schannel_value_that_is_not_a_dword_is_unknown_not_the_number_it_spells() -> None:

@@ -304,7 +304,9 @@ function Get-SqlServerName($Configs) {
     # Only to know where SSISDB is. The file is JSON or XML; each is read by its own parser, so escapes are
     # undone ("SRV\\INST" in JSON and SRV&amp;X in XML are SRV\INST and SRV&X): a named instance keeps SSISDB.
     foreach ($config in $Configs) {
-        if (($config.role -ne 'master') -or ($null -eq $config.content_b64)) { continue }
+        if ($config.role -ne 'master') { continue }
+        # Not '.': a guess could read another instance's SSISDB as this cluster's.
+        if ($null -eq $config.content_b64) { throw 'MasterSettings.config could not be read, so where SSISDB is is not known' }
         # Decoded as its byte order mark says (UTF-8, UTF-16 LE/BE, UTF-32), else UTF-8: a UTF-16 file (what
         # PowerShell's '>' or Notepad's 'Unicode' writes) is not UTF-8, whose decoder turns its BOM into two
         # U+FFFD, so neither parser below would see where the text starts. NULs left are BOM-less UTF-16.
