@@ -124,6 +124,9 @@ def _services(node: LabNode, doc: dict[str, Any]) -> list[dict[str, Any]] | None
 
 def _schannel(node: LabNode, doc: dict[str, Any]) -> dict[str, Any] | None:
     if node.schannel is None:
+        # collect.ps1's section is null only after a throw it records (an unreadable key, a value that is
+        # not REG_DWORD); absent values are nulls inside it
+        _error(doc, "schannel", "the SCHANNEL values are not in the lab's evidence")
         return None
     return {
         "ClientAuthTrustMode": node.schannel.client_auth_trust_mode,

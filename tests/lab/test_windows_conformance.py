@@ -390,6 +390,16 @@ def test_an_acl_the_lab_does_not_know_is_an_agent_error_as_an_unreadable_acl_is_
     }
 
 
+def test_schannel_values_the_lab_does_not_know_are_an_agent_error_as_on_windows() -> None:
+    """collect.ps1 answers a SCHANNEL section whenever it can read the key (absent values are nulls in it);
+    the section is null only after a throw it records, so the lab never answers null in silence either."""
+    target = node()
+    target.schannel = None  # the evidence has no schannel.json
+    document = run(target, op="collect")
+    assert document["schannel"] is None
+    assert {"source": "schannel", "message": "the SCHANNEL values are not in the lab's evidence"} in document["errors"]
+
+
 # --- finding 10: built-in service accounts are matched by SID ---------------------------------------------------
 
 
