@@ -32,7 +32,6 @@ replays the inverse of whatever it left in place.
 from __future__ import annotations
 
 import base64
-import binascii
 import getpass
 import hashlib
 import math
@@ -223,7 +222,7 @@ def _file_content(outcome: Any) -> bytes | None:
         return None
     try:
         return base64.b64decode(str(outcome["result"].get("content_b64", "")), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error for bad base64; a plain ValueError for a non-ASCII str
         return None
 
 

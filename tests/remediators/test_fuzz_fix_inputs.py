@@ -318,3 +318,13 @@ def test_a_mutated_answer_while_applying_ends_every_step_and_can_be_undone(
         undone = undo_run(report.run_id, LabTransport(state), journal)
         left = pending_entries(journal, report.run_id)
         assert not left or undone.errors or undone.notes, "a change still in effect after --undo, unexplained"
+
+
+def test_a_read_file_answer_whose_content_is_not_ascii_is_no_content() -> None:
+    """Found by the fuzz test above: ``b64decode`` raises a plain ValueError (not binascii.Error) for a str
+    with a non-ASCII character, which ended the fix run instead of treating the answer as unreadable."""
+    from scaleguard.apply.runner import _file_content
+
+    assert _file_content({"ok": True, "result": {"content_b64": "\x80"}}) is None
+    assert _file_content({"ok": True, "result": {"content_b64": "!!"}}) is None
+    assert _file_content({"ok": True, "result": {"content_b64": "YWI="}}) == b"ab"
