@@ -17,13 +17,15 @@ What earlier runs found (each crashed ``fix`` with a traceback) is kept as plain
 it guards: a step action that is a list (test_resolve_validate), a snapshot whose DER table or node list
 has the wrong type (tests/snapshot), a node or cluster name no step may carry, a service named outside the
 documented pattern and a binding appid that is no GUID (test_plan). Bounded for CI by ``max_examples``
-and a per-example ``deadline``.
+and a per-example ``deadline``, and derandomized so that CI runs the same examples every time; explore
+new ones with ``SCALEGUARD_FUZZ_EXPLORE=1 pytest tests/remediators/test_fuzz_fix_inputs.py``.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +56,7 @@ FUZZ = settings(
     max_examples=60,
     deadline=timedelta(seconds=5),
     database=None,
+    derandomize=not os.environ.get("SCALEGUARD_FUZZ_EXPLORE"),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 ODD: list[Any] = [
