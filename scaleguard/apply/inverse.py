@@ -97,9 +97,9 @@ def inverse(request: dict[str, Any], result: dict[str, Any] | None) -> Inverse:
         return replace(blind, note=f"the answer to {op} does not say what it replaced; {blind.note}", unsure=True)
 
 
-def _removal(store: Any, thumbprint: Any, *, delete_key: bool) -> Inverse:
-    """What takes out a certificate the request put in (with its key only when the request made the key)."""
-    return Inverse([{"op": "remove_certificate", "store": store, "thumbprint": thumbprint, "delete_key": delete_key}])
+def _removal(store: Any, thumbprint: Any, *, delete_key: bool) -> dict[str, Any]:
+    """The request that takes out a certificate the request put in (with its key only when it made the key)."""
+    return {"op": "remove_certificate", "store": store, "thumbprint": thumbprint, "delete_key": delete_key}
 
 
 def _create(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
@@ -107,8 +107,7 @@ def _create(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     answers with the store the certificate was left in (My): that copy goes too."""
     left_in = result.get("store") if str(result.get("store")).lower() in ("root", "my") else None
     stores = {str(s).lower(): s for s in (left_in, request["store"]) if s}
-    requests = [_removal(store, result["thumbprint"], delete_key=True).requests[0] for store in stores.values()]
-    return Inverse(requests)
+    return Inverse([_removal(store, result["thumbprint"], delete_key=True) for store in stores.values()])
 
 
 def _import(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
@@ -116,7 +115,7 @@ def _import(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
     if _flag(result, "already_present"):
         return Inverse(note="the certificate was already there")
     store = request.get("store") or request.get("to_store")
-    return _removal(store, result["thumbprint"], delete_key=request.get("op") == "import_pfx")
+    return Inverse([_removal(store, result["thumbprint"], delete_key=request.get("op") == "import_pfx")])
 
 
 def _remove(request: dict[str, Any], result: dict[str, Any]) -> Inverse:
